@@ -1,0 +1,161 @@
+/**
+ * The server configuration file: YAML, `version: v1`. Parsed into a typed object and validated
+ * at start; every error names the key's path (`tls.certs[0].cert: …`) and unknown keys are
+ * rejected, so that a typo never silently falls back to a default.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { isIdentity } from '../identity/identity.js';
+
+export interface TlsCertPair {
+  key: string;
+  cert: string;
+}
+
+export interface MinkmsHsmConfig {
+  server: string[];
+  enclave: string;
+  key: string;
+  apiKey: string;
+  ca?: string;
+  insecure: boolean;
+}
+
+export interface Config {
+  version: 'v1';
+  admin: { identity?: string };
+  tls: { certs: TlsCertPair[]; ca?: string };
+  /** Heartbeat interval in milliseconds (0 = automatic). */
+  heartbeat: number;
+  hsm: { minkms?: MinkmsHsmConfig };
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export const EMPTY_CONFIG: Config = { version: 'v1', admin: {}, tls: { certs: [] }, heartbeat: 0, hsm: {} };
+
+type Obj = Record<string, unknown>;
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function fail(path: string, msg: string): never {
+  throw new ConfigError(path ? `${path}: ${msg}` : msg);
+}
+
+function object(v: unknown, path: string, allowed: readonly string[]): Obj {
+  if (v === null || v === undefined) return {};
+  if (!isObj(v)) fail(path, 'must be a mapping');
+  for (const k of Object.keys(v)) if (!allowed.includes(k)) fail(path ? `${path}.${k}` : k, `unknown key (allowed: ${allowed.join(', ')})`);
+  return v;
+}
+
+function str(v: unknown, path: string, required = false): string | undefined {
+  if (v === undefined || v === null) {
+    if (required) fail(path, 'is required');
+    return undefined;
+  }
+  if (typeof v !== 'string' || v.trim() === '') fail(path, 'must be a non-empty string');
+  return v;
+}
+
+function strList(v: unknown, path: string): string[] {
+  if (typeof v === 'string') return [v];
+  if (!Array.isArray(v) || v.length === 0) fail(path, 'must be a non-empty list of strings');
+  return v.map((s, i) => str(s, `${path}[${i}]`, true)!);
+}
+
+/** Parses Go-style durations like `500ms`, `1s`, `1m30s` into milliseconds. */
+export function parseDuration(v: unknown, path: string): number {
+  if (typeof v === 'number' && v >= 0) return v * 1000;
+  if (typeof v !== 'string') fail(path, 'must be a duration such as 500ms or 1s');
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
+  let total = 0;
+  let m: RegExpExecArray | null;
+  let pos = 0;
+  while ((m = re.exec(v)) !== null) {
+    total += Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+    pos = re.lastIndex;
+  }
+  if (v === '0') return 0;
+  if (pos !== v.length || pos === 0) fail(path, `invalid duration '${v}' (examples: 500ms, 1s, 1m30s)`);
+  return total;
+}
+
+/** Validates a parsed YAML document. Relative file paths are resolved against `baseDir`. */
+export function validateConfig(doc: unknown, baseDir: string): Config {
+  const root = object(doc, '', ['version', 'admin', 'tls', 'heartbeat', 'hsm']);
+  if (root.version !== 'v1') fail('version', `must be 'v1'`);
+  const file = (p: string | undefined) => (p === undefined ? undefined : isAbsolute(p) ? p : resolve(baseDir, p));
+
+  const admin = object(root.admin, 'admin', ['identity']);
+  const identity = str(admin.identity, 'admin.identity');
+  if (identity !== undefined && !isIdentity(identity)) fail('admin.identity', 'must be an identity of the form h1:… (see `minkms identity`)');
+
+  const tls = object(root.tls, 'tls', ['certs', 'ca', 'key', 'cert']);
+  const certs: TlsCertPair[] = [];
+  if (tls.certs !== undefined) {
+    if (!Array.isArray(tls.certs)) fail('tls.certs', 'must be a list of {key, cert}');
+    tls.certs.forEach((pair, i) => {
+      const p = object(pair, `tls.certs[${i}]`, ['key', 'cert']);
+      certs.push({ key: file(str(p.key, `tls.certs[${i}].key`, true))!, cert: file(str(p.cert, `tls.certs[${i}].cert`, true))! });
+    });
+  }
+  if (tls.key !== undefined || tls.cert !== undefined) {
+    certs.push({ key: file(str(tls.key, 'tls.key', true))!, cert: file(str(tls.cert, 'tls.cert', true))! });
+  }
+
+  const hsm = object(root.hsm, 'hsm', ['minio']);
+  const minio = object(hsm.minio, 'hsm.minio', ['minkms']);
+  let minkms: MinkmsHsmConfig | undefined;
+  if (minio.minkms !== undefined) {
+    const m = object(minio.minkms, 'hsm.minio.minkms', ['server', 'enclave', 'key', 'auth', 'tls']);
+    const auth = object(m.auth, 'hsm.minio.minkms.auth', ['key']);
+    const mtls = object(m.tls, 'hsm.minio.minkms.tls', ['ca', 'insecure']);
+    if (mtls.insecure !== undefined && typeof mtls.insecure !== 'boolean') fail('hsm.minio.minkms.tls.insecure', 'must be true or false');
+    minkms = {
+      server: strList(m.server, 'hsm.minio.minkms.server'),
+      enclave: str(m.enclave, 'hsm.minio.minkms.enclave', true)!,
+      key: str(m.key, 'hsm.minio.minkms.key', true)!,
+      apiKey: str(auth.key, 'hsm.minio.minkms.auth.key', true)!,
+      ca: file(str(mtls.ca, 'hsm.minio.minkms.tls.ca')),
+      insecure: mtls.insecure === true,
+    };
+  }
+
+  return {
+    version: 'v1',
+    admin: identity ? { identity } : {},
+    tls: { certs, ca: file(str(tls.ca, 'tls.ca')) },
+    heartbeat: root.heartbeat === undefined ? 0 : parseDuration(root.heartbeat, 'heartbeat'),
+    hsm: minkms ? { minkms } : {},
+  };
+}
+
+export function loadConfig(path: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${path} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  try {
+    return validateConfig(doc, dirname(resolve(path)));
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(`config file ${path}: ${err.message}`);
+    throw err;
+  }
+}

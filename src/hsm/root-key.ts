@@ -1,0 +1,195 @@
+/**
+ * The Root Encryption Key (REK) and its sealed entries, one per HSM.
+ *
+ * Store layout (plaintext: these records are needed before anything can be decrypted):
+ *   `cluster`      {"v":1,"id":"<uuid>","createdAt":"<RFC 3339>"}
+ *   `rek/<hsm>`    {"v":1,"hsm":"<name>","blob":"<base64>","createdAt":"<RFC 3339>"}
+ *
+ * Each blob is `hsm.seal(REK, aad)` with aad = "minkms rek v1|<cluster id>|<hsm name>", so an
+ * entry cannot be replayed into another cluster or under another HSM's name.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { Store, Mutation, Condition } from '../store/store.js';
+import { HsmError, type Hsm } from './hsm.js';
+import { KmsError } from '../protocol/errors.js';
+import { apiKeyFromSeed, type ApiKey } from '../identity/api-key.js';
+
+export const CLUSTER_KEY = 'cluster';
+export const REK_PREFIX = 'rek/';
+
+interface ClusterRecord {
+  v: 1;
+  id: string;
+  createdAt: string;
+}
+
+interface SealedEntry {
+  v: 1;
+  hsm: string;
+  blob: string;
+  createdAt: string;
+}
+
+export interface RootKey {
+  readonly rek: Buffer;
+  readonly clusterId: string;
+  /** True if the cluster was created by this call (first start on an empty store). */
+  readonly created: boolean;
+  /** HSM that opened the REK. */
+  readonly unsealedBy: string;
+}
+
+/** No configured HSM could open the REK. `permanent` if retrying cannot help. */
+export class SealedError extends Error {
+  readonly permanent: boolean;
+  constructor(message: string, permanent: boolean) {
+    super(message);
+    this.name = 'SealedError';
+    this.permanent = permanent;
+  }
+}
+
+function sealAad(clusterId: string, hsmName: string): Buffer {
+  return Buffer.from(`minkms rek v1|${clusterId}|${hsmName}`, 'utf8');
+}
+
+function parseJson<T>(what: string, value: Buffer): T {
+  try {
+    const v = JSON.parse(value.toString('utf8')) as { v?: unknown };
+    if (v.v !== 1) throw new Error(`unsupported version ${String(v.v)}`);
+    return v as T;
+  } catch (err) {
+    throw new Error(`corrupt ${what} record: ${(err as Error).message}`);
+  }
+}
+
+async function readCluster(store: Store): Promise<{ record: ClusterRecord; rev: number } | undefined> {
+  const e = await store.get(CLUSTER_KEY);
+  return e && { record: parseJson<ClusterRecord>('cluster', e.value), rev: e.rev };
+}
+
+/** Names of the HSMs that have a sealed entry in the store. */
+export async function sealedEntryNames(store: Store): Promise<string[]> {
+  return (await store.range(REK_PREFIX)).map((e) => e.key.slice(REK_PREFIX.length));
+}
+
+async function sealEntry(hsm: Hsm, rek: Buffer, clusterId: string): Promise<Buffer> {
+  const blob = await hsm.seal(rek, sealAad(clusterId, hsm.name));
+  const entry: SealedEntry = { v: 1, hsm: hsm.name, blob: blob.toString('base64'), createdAt: new Date().toISOString() };
+  return Buffer.from(JSON.stringify(entry));
+}
+
+/**
+ * Opens the REK with the first configured HSM whose entry it can unseal, creating the cluster
+ * (random REK, one sealed entry per HSM) on an empty store. Afterwards seals the REK for every
+ * configured HSM that has no entry yet. Never writes anything if unsealing fails.
+ *
+ * @throws SealedError when no HSM can open the REK.
+ */
+export async function openRootKey(store: Store, hsms: readonly Hsm[], onWarning: (msg: string) => void = () => {}): Promise<RootKey> {
+  if (hsms.length === 0) throw new SealedError('kms: no HSM provided', true);
+  const cluster = await readCluster(store);
+  if (!cluster) return createCluster(store, hsms);
+
+  const clusterId = cluster.record.id;
+  const entries = new Map((await store.range(REK_PREFIX)).map((e) => [e.key.slice(REK_PREFIX.length), e]));
+  if (entries.size === 0) throw new SealedError('the database has no sealed root key entry: it is damaged; restore a backup', true);
+
+  const failures: string[] = [];
+  let permanent = true;
+  let opened: { rek: Buffer; by: string } | undefined;
+  for (const hsm of hsms) {
+    const e = entries.get(hsm.name);
+    if (!e) continue;
+    try {
+      const entry = parseJson<SealedEntry>(`sealed root key (${hsm.name})`, e.value);
+      const rek = await hsm.unseal(Buffer.from(entry.blob, 'base64'), sealAad(clusterId, hsm.name));
+      if (rek.length !== 32) throw new HsmError(`${hsm.name}: unsealed root key has the wrong length`, true);
+      opened = { rek, by: hsm.name };
+      break;
+    } catch (err) {
+      failures.push((err as Error).message);
+      if (err instanceof HsmError && !err.permanent) permanent = false;
+    }
+  }
+  if (!opened) {
+    if (failures.length === 0) {
+      const have = [...entries.keys()].join(', ');
+      const configured = hsms.map((h) => h.name).join(', ');
+      throw new SealedError(`no configured HSM has a sealed root key entry (entries: ${have}; configured: ${configured})`, true);
+    }
+    throw new SealedError(failures.join('; '), permanent);
+  }
+
+  // Seal for every configured HSM without an entry: an HSM may be added at any time.
+  for (const hsm of hsms) {
+    if (entries.has(hsm.name)) continue;
+    try {
+      const value = await sealEntry(hsm, opened.rek, clusterId);
+      await store.commit([{ key: REK_PREFIX + hsm.name, rev: 0 }], [{ key: REK_PREFIX + hsm.name, value }]);
+    } catch (err) {
+      onWarning(`could not seal the root key for ${hsm.name}: ${(err as Error).message}`);
+    }
+  }
+  return { rek: opened.rek, clusterId, created: false, unsealedBy: opened.by };
+}
+
+async function createCluster(store: Store, hsms: readonly Hsm[]): Promise<RootKey> {
+  const existing = await store.range('');
+  if (existing.length > 0) throw new SealedError('the database has data but no cluster record: it is damaged; restore a backup', true);
+  const clusterId = randomUUID();
+  const rek = randomBytes(32);
+  const conditions: Condition[] = [{ key: CLUSTER_KEY, rev: 0 }];
+  const record: ClusterRecord = { v: 1, id: clusterId, createdAt: new Date().toISOString() };
+  const mutations: Mutation[] = [{ key: CLUSTER_KEY, value: Buffer.from(JSON.stringify(record)) }];
+  for (const hsm of hsms) {
+    // A cluster is only created if every configured HSM can seal: a half-sealed start is a trap.
+    const value = await sealEntry(hsm, rek, clusterId).catch((err: unknown) => {
+      throw new SealedError(`cannot initialize: ${(err as Error).message}`, err instanceof HsmError && err.permanent);
+    });
+    conditions.push({ key: REK_PREFIX + hsm.name, rev: 0 });
+    mutations.push({ key: REK_PREFIX + hsm.name, value });
+  }
+  const res = await store.commit(conditions, mutations);
+  if (!res.ok) return openRootKey(store, hsms); // another node initialized first
+  return { rek, clusterId, created: true, unsealedBy: hsms[0]!.name };
+}
+
+/** CLUSTER:ADDHSM — seal the REK for a configured HSM (replacing its entry if `overwrite`). */
+export async function addHsmEntry(store: Store, hsm: Hsm, root: RootKey, overwrite: boolean): Promise<void> {
+  const key = REK_PREFIX + hsm.name;
+  const current = await store.get(key);
+  if (current && !overwrite) throw new KmsError('ERR_HSM_EXISTS');
+  const value = await sealEntry(hsm, root.rek, root.clusterId);
+  // Prove the new entry opens before it replaces anything.
+  const entry = parseJson<SealedEntry>('sealed root key', value);
+  const check = await hsm.unseal(Buffer.from(entry.blob, 'base64'), sealAad(root.clusterId, hsm.name));
+  if (!check.equals(root.rek)) throw new HsmError(`${hsm.name}: sealed entry does not round-trip`, true);
+  const res = await store.commit([{ key, rev: current?.rev ?? 0 }], [{ key, value }]);
+  if (!res.ok) throw new KmsError('ERR_HSM_EXISTS', 'concurrent change');
+}
+
+/**
+ * CLUSTER:REMOVEHSM — delete an HSM's entry. Refused for the last entry and when no other
+ * configured HSM holds an entry (the database could not be opened at the next start).
+ */
+export async function removeHsmEntry(store: Store, name: string, configured: readonly Hsm[]): Promise<void> {
+  const entries = await store.range(REK_PREFIX);
+  const target = entries.find((e) => e.key === REK_PREFIX + name);
+  if (!target) throw new KmsError('ERR_HSM_NOT_FOUND');
+  const others = entries.filter((e) => e !== target).map((e) => e.key.slice(REK_PREFIX.length));
+  if (others.length === 0) throw new KmsError('ERR_HSM_LAST');
+  if (!configured.some((h) => h.name !== name && others.includes(h.name))) {
+    throw new KmsError('ERR_HSM_LAST', 'no other configured hsm could unseal the database');
+  }
+  const res = await store.commit([{ key: target.key, rev: target.rev }], [{ key: target.key }]);
+  if (!res.ok) throw new KmsError('ERR_HSM_NOT_FOUND', 'concurrent change');
+}
+
+/**
+ * The root (SysAdmin) API key derived from an HSM, used when the configuration names no
+ * `admin.identity`. Deterministic: `minkms identity hsm:aes256:…` prints the same key.
+ */
+export async function deriveRootApiKey(hsm: Hsm): Promise<ApiKey> {
+  return apiKeyFromSeed(await hsm.deriveKey('root-api-key'));
+}

@@ -1,0 +1,612 @@
+/**
+ * The domain: enclaves, master keys, policies and identities, with every rule of the product
+ * (who may do what, versions, pagination). It knows nothing about HTTP or protobuf.
+ *
+ * All state lives in memory, decrypted at load time, so reads and the cryptographic hot path
+ * (KEY:GENERATE / KEY:DECRYPT / KEY:ENCRYPT) touch no disk. Writes go to the store first and
+ * change memory only once the store has acknowledged them.
+ */
+import { randomBytesPooled } from '../crypto/random.js';
+import { decryptWithKey, encryptWithKey, KEY_TYPES, type KeyType } from '../crypto/ciphertext.js';
+import { hmacSha256 } from '../crypto/hmac.js';
+import { hkdfSha256 } from '../crypto/hkdf.js';
+import { isIdentity } from '../identity/identity.js';
+import { KmsError } from '../protocol/errors.js';
+import type { Store } from '../store/store.js';
+import type { Barrier } from '../store/barrier.js';
+import { checkName, checkTags } from './names.js';
+import { SortedMap, type Page } from './pagination.js';
+import { grantsAny, isAllowed, normalizePatterns, type PolicyRules, type Rules } from './policy.js';
+import {
+  PATH,
+  PRIVILEGE,
+  keyRingFromRecord,
+  keyRingToRecord,
+  type EnclaveRecord,
+  type Identity,
+  type IdentityRecord,
+  type KeyRecord,
+  type KeyRing,
+  type KeyVersion,
+  type Policy,
+  type PolicyRecord,
+  type Privilege,
+} from './records.js';
+import { Repo } from './repo.js';
+
+export const DEFAULT_KEY_TYPE: KeyType = 'AES256';
+export const MAX_DEK_LENGTH = 1024;
+
+export interface Enclave {
+  readonly name: string;
+  readonly createdAt: Date;
+  readonly createdBy: string;
+  readonly rev: number;
+  readonly keys: SortedMap<KeyRing>;
+  readonly policies: SortedMap<Policy>;
+  readonly identities: SortedMap<Identity>;
+}
+
+/** Who is calling, resolved for one enclave. */
+export interface Principal {
+  readonly identity: string;
+  readonly sysAdmin: boolean;
+  /** Admin of the enclave (every SysAdmin is). */
+  readonly admin: boolean;
+  /** The User's effective policy; undefined = no permissions. */
+  readonly policy: PolicyRules | undefined;
+  /** Whether the caller is known at all (root, SysAdmin, or an identity of the enclave). */
+  readonly known: boolean;
+}
+
+export interface KeyVersionInfo {
+  name: string;
+  version: number;
+  type: KeyType;
+  createdAt: Date;
+  createdBy: string;
+}
+
+export interface IdentityInfo {
+  identity: string;
+  privilege: Privilege;
+  policy: string;
+  createdAt: Date;
+  createdBy: string;
+  isServiceAccount: boolean;
+  serviceAccounts: string[];
+  tags: Record<string, string>;
+}
+
+export interface KmsOptions {
+  /** The root (SysAdmin) identity: from `admin.identity` or derived from the HSM. */
+  rootIdentity: string;
+}
+
+const MAC_INFO = 'minkms key mac v1';
+
+export class Kms {
+  readonly rootIdentity: string;
+  readonly #repo: Repo;
+  readonly #enclaves = new SortedMap<Enclave>();
+  /** SysAdmin identity → number of SysAdmin records naming it (across enclaves). */
+  readonly #sysAdmins = new Map<string, number>();
+  #commits = 0;
+
+  private constructor(repo: Repo, opts: KmsOptions) {
+    this.#repo = repo;
+    this.rootIdentity = opts.rootIdentity;
+  }
+
+  /** Loads and decrypts the whole state. Throws if a record fails to decrypt or parse. */
+  static async load(store: Store, barrier: Barrier, opts: KmsOptions): Promise<Kms> {
+    const kms = new Kms(new Repo(store, barrier), opts);
+    const repo = kms.#repo;
+    for (const { record, rev } of await repo.load<EnclaveRecord>('enclave/')) {
+      kms.#enclaves.set(record.name, newEnclave(record, rev));
+    }
+    const owner = (path: string) => {
+      const e = kms.#enclaves.get(path.split('/')[1]!);
+      if (!e) throw new Error(`orphaned record ${path}: its enclave does not exist`);
+      return e;
+    };
+    for (const { path, record, rev } of await repo.load<KeyRecord>('key/')) {
+      owner(path).keys.set(record.name, keyRingFromRecord(record, rev));
+    }
+    for (const { path, record, rev } of await repo.load<PolicyRecord>('policy/')) {
+      owner(path).policies.set(record.name, { ...record, rev });
+    }
+    for (const { path, record, rev } of await repo.load<IdentityRecord>('identity/')) {
+      owner(path).identities.set(record.identity, { ...record, rev });
+      if (record.privilege === PRIVILEGE.SysAdmin) kms.#countSysAdmin(record.identity, +1);
+    }
+    return kms;
+  }
+
+  /** Number of state changes applied by this node since start. */
+  get commits(): number {
+    return this.#commits;
+  }
+
+  // ---------------------------------------------------------------- access
+
+  isSysAdmin(identity: string): boolean {
+    return identity !== '' && (identity === this.rootIdentity || this.#sysAdmins.has(identity));
+  }
+
+  /** Resolves the caller for an enclave (which may not exist). */
+  principal(identity: string, enclave: string): Principal {
+    const sysAdmin = this.isSysAdmin(identity);
+    if (sysAdmin) return { identity, sysAdmin, admin: true, policy: undefined, known: true };
+    const e = identity === '' ? undefined : this.#enclaves.get(enclave);
+    const rec = e?.identities.get(identity);
+    if (!e || !rec) return { identity, sysAdmin: false, admin: false, policy: undefined, known: false };
+    const effective = this.#effective(e, rec);
+    if (effective.privilege === PRIVILEGE.SysAdmin || effective.privilege === PRIVILEGE.Admin) {
+      return { identity, sysAdmin: false, admin: true, policy: undefined, known: true };
+    }
+    return { identity, sysAdmin: false, admin: false, policy: e.policies.get(effective.policy), known: true };
+  }
+
+  /** A service account acts with the permissions of its (transitive) parent. */
+  #effective(e: Enclave, rec: Identity): { privilege: Privilege; policy: string } {
+    let cur: Identity | undefined = rec;
+    for (let depth = 0; cur?.serviceAccount && depth < 16; depth++) {
+      if (this.isSysAdmin(cur.parent)) return { privilege: PRIVILEGE.SysAdmin, policy: '' };
+      cur = e.identities.get(cur.parent);
+    }
+    if (!cur || cur.serviceAccount) return { privilege: PRIVILEGE.User, policy: '' };
+    return { privilege: cur.privilege, policy: cur.policy };
+  }
+
+  /** Whether the principal may run `command` on the object `name`. */
+  allowed(p: Principal, command: string, name: string): boolean {
+    if (p.admin) return true;
+    return p.policy !== undefined && isAllowed(p.policy, command, name);
+  }
+
+  /** Whether the principal may run a LIST `command` at all (results are then filtered). */
+  allowedToList(p: Principal, command: string): boolean {
+    return p.admin || (p.policy !== undefined && grantsAny(p.policy, command));
+  }
+
+  // ---------------------------------------------------------------- enclaves
+
+  enclave(name: string): Enclave {
+    const e = this.#enclaves.get(name);
+    if (!e) throw new KmsError('ERR_ENCLAVE_NOT_FOUND');
+    return e;
+  }
+
+  hasEnclave(name: string): boolean {
+    return this.#enclaves.has(name);
+  }
+
+  listEnclaves(prefix: string, continueAt: string, limit: number): Page<Enclave> {
+    return this.#enclaves.page(prefix, continueAt, limit);
+  }
+
+  createEnclave(caller: string, name: string): Promise<void> {
+    checkName('enclave', name);
+    return this.#write(async () => {
+      if (this.#enclaves.has(name)) throw new KmsError('ERR_ENCLAVE_EXISTS');
+      const rec: EnclaveRecord = { v: 1, name, createdAt: new Date().toISOString(), createdBy: caller };
+      const rev = await this.#repo.commit(
+        [{ key: PATH.enclave(name), rev: 0 }],
+        [this.#repo.put(PATH.enclave(name), rec)],
+        'ERR_ENCLAVE_EXISTS',
+      );
+      this.#enclaves.set(name, newEnclave(rec, rev));
+    });
+  }
+
+  /** Deletes the enclave with every key, policy and identity in it. */
+  deleteEnclave(name: string): Promise<void> {
+    return this.#write(async () => {
+      const e = this.enclave(name);
+      const paths = [
+        PATH.enclave(name),
+        ...e.keys.names().map((k) => PATH.key(name, k)),
+        ...e.policies.names().map((p) => PATH.policy(name, p)),
+        ...e.identities.names().map((i) => PATH.identity(name, i)),
+      ];
+      await this.#repo.commit([{ key: PATH.enclave(name), rev: e.rev }], paths.map((p) => this.#repo.del(p)), 'ERR_ENCLAVE_NOT_FOUND');
+      for (const rec of e.identities.values()) {
+        if (rec.privilege === PRIVILEGE.SysAdmin) this.#countSysAdmin(rec.identity, -1);
+      }
+      this.#enclaves.delete(name);
+    });
+  }
+
+  // ---------------------------------------------------------------- keys
+
+  #ring(e: Enclave, name: string): KeyRing {
+    const ring = e.keys.get(name);
+    if (!ring) throw new KmsError('ERR_KEY_NOT_FOUND');
+    return ring;
+  }
+
+  /** Version `version` of a key (0 = latest). */
+  keyVersion(enclave: string, name: string, version: number): KeyVersion {
+    const ring = this.#ring(this.enclave(enclave), name);
+    if (version === 0) return ring.versions[ring.versions.length - 1]!;
+    const v = findVersion(ring, version);
+    if (!v) throw new KmsError('ERR_KEY_NOT_FOUND');
+    return v;
+  }
+
+  keyStatus(enclave: string, name: string, version: number): KeyVersionInfo {
+    return versionInfo(name, this.keyVersion(enclave, name, version));
+  }
+
+  listKeys(enclave: string, prefix: string, continueAt: string, limit: number, visible?: (name: string) => boolean): Page<KeyVersionInfo> {
+    const page = this.enclave(enclave).keys.page(prefix, continueAt, limit, visible);
+    return { items: page.items.map((r) => versionInfo(r.name, r.versions[r.versions.length - 1]!)), continueAt: page.continueAt };
+  }
+
+  /** Versions of one key in ascending order, starting at `continueAt` (0 = first). */
+  listKeyVersions(enclave: string, name: string, continueAt: number, limit: number): { items: KeyVersionInfo[]; continueAt: number } {
+    const ring = this.#ring(this.enclave(enclave), name);
+    const max = limit <= 0 || limit > 1000 ? 1000 : limit;
+    const from = ring.versions.filter((v) => v.version >= continueAt);
+    return {
+      items: from.slice(0, max).map((v) => versionInfo(name, v)),
+      continueAt: from.length > max ? from[max]!.version : 0,
+    };
+  }
+
+  /**
+   * KEY:CREATE. Without `addVersion` the key must not exist; with it, a new version is
+   * added to an existing key (of `type`, or the latest version's type).
+   */
+  createKey(caller: string, enclave: string, name: string, type: string, addVersion: boolean): Promise<void> {
+    checkName('key', name);
+    const keyType = parseKeyType(type);
+    return this.#writeKey(enclave, name, addVersion, (ring) => ({
+      type: keyType ?? ring?.versions[ring.versions.length - 1]!.type ?? DEFAULT_KEY_TYPE,
+      key: randomBytesPooled(32),
+      imported: false,
+      createdBy: caller,
+    }));
+  }
+
+  /** KEY:IMPORT: a new key (version 1) from caller-supplied key material, marked imported. */
+  importKey(caller: string, enclave: string, name: string, type: string, material: Uint8Array): Promise<void> {
+    checkName('key', name);
+    const keyType = parseKeyType(type) ?? DEFAULT_KEY_TYPE;
+    if (material.length !== 32) throw new KmsError('ERR_INVALID_KEY_LENGTH', `${keyType} keys are 32 bytes`);
+    const key = Buffer.from(material);
+    return this.#writeKey(enclave, name, false, () => ({ type: keyType, key, imported: true, createdBy: caller }));
+  }
+
+  #writeKey(
+    enclave: string,
+    name: string,
+    addVersion: boolean,
+    make: (ring: KeyRing | undefined) => { type: KeyType; key: Buffer; imported: boolean; createdBy: string },
+  ): Promise<void> {
+    return this.#write(async () => {
+      const e = this.enclave(enclave);
+      const ring = e.keys.get(name);
+      if (addVersion && !ring) throw new KmsError('ERR_KEY_NOT_FOUND');
+      if (!addVersion && ring) throw new KmsError('ERR_KEY_EXISTS');
+      const m = make(ring);
+      const version = (ring?.maxVersion ?? 0) + 1;
+      const v: KeyVersion = { version, type: m.type, key: m.key, createdAt: new Date(), createdBy: m.createdBy, imported: m.imported };
+      const next = { name, maxVersion: version, versions: [...(ring?.versions ?? []), v] };
+      const path = PATH.key(enclave, name);
+      const rev = await this.#repo.commit(
+        [{ key: PATH.enclave(enclave), rev: e.rev }, { key: path, rev: ring?.rev ?? 0 }],
+        [this.#repo.put(path, keyRingToRecord(next))],
+        addVersion ? 'ERR_CONFLICT' : 'ERR_KEY_EXISTS',
+      );
+      e.keys.set(name, { ...next, rev });
+    });
+  }
+
+  /**
+   * KEY:DELETE: the latest version (version 0), one version, or all versions. Deleting the
+   * last remaining version deletes the key. Deleted versions are never created again.
+   */
+  deleteKey(enclave: string, name: string, version: number, allVersions: boolean): Promise<void> {
+    if (allVersions && version !== 0) throw new KmsError('ERR_BAD_REQUEST', 'all_versions must not be combined with a version');
+    return this.#write(async () => {
+      const e = this.enclave(enclave);
+      const ring = this.#ring(e, name);
+      const target = version === 0 ? ring.versions[ring.versions.length - 1]!.version : version;
+      if (!allVersions && !findVersion(ring, target)) throw new KmsError('ERR_KEY_NOT_FOUND');
+      const rest = allVersions ? [] : ring.versions.filter((v) => v.version !== target);
+      const path = PATH.key(enclave, name);
+      const next = { name, maxVersion: ring.maxVersion, versions: rest };
+      const mutation = rest.length === 0 ? this.#repo.del(path) : this.#repo.put(path, keyRingToRecord(next));
+      const rev = await this.#repo.commit([{ key: path, rev: ring.rev }], [mutation], 'ERR_KEY_NOT_FOUND');
+      if (rest.length === 0) e.keys.delete(name);
+      else e.keys.set(name, { ...next, rev });
+    });
+  }
+
+  encrypt(enclave: string, name: string, version: number, plaintext: Uint8Array, ad: Uint8Array): { version: number; ciphertext: Buffer } {
+    const v = this.keyVersion(enclave, name, version);
+    return { version: v.version, ciphertext: encryptWithKey(v.type, v.key, plaintext, ad) };
+  }
+
+  generate(enclave: string, name: string, version: number, ad: Uint8Array, length: number): { version: number; plaintext: Buffer; ciphertext: Buffer } {
+    const len = length === 0 ? 32 : length;
+    if (len < 1 || len > MAX_DEK_LENGTH) throw new KmsError('ERR_INVALID_DEK_LENGTH');
+    const v = this.keyVersion(enclave, name, version);
+    const plaintext = randomBytesPooled(len);
+    return { version: v.version, plaintext, ciphertext: encryptWithKey(v.type, v.key, plaintext, ad) };
+  }
+
+  /**
+   * Decrypts with the given version, or, for version 0 (which MinIO sends when it stored no
+   * version), with each version from the newest down until one authenticates.
+   */
+  decrypt(enclave: string, name: string, version: number, ciphertext: Uint8Array, ad: Uint8Array): Buffer {
+    if (version !== 0) {
+      const v = this.keyVersion(enclave, name, version);
+      return decryptWithKey(v.type, v.key, ciphertext, ad);
+    }
+    const ring = this.#ring(this.enclave(enclave), name);
+    for (let i = ring.versions.length - 1; i >= 0; i--) {
+      const v = ring.versions[i]!;
+      try {
+        return decryptWithKey(v.type, v.key, ciphertext, ad);
+      } catch {
+        // try the next older version
+      }
+    }
+    throw new KmsError('ERR_DECRYPT');
+  }
+
+  mac(enclave: string, name: string, version: number, message: Uint8Array): { version: number; mac: Buffer } {
+    const v = this.keyVersion(enclave, name, version);
+    v.macKey ??= hkdfSha256(v.key, '', MAC_INFO, 32);
+    return { version: v.version, mac: hmacSha256(v.macKey, message) };
+  }
+
+  // ---------------------------------------------------------------- policies
+
+  policy(enclave: string, name: string): Policy {
+    const p = this.enclave(enclave).policies.get(name);
+    if (!p) throw new KmsError('ERR_POLICY_NOT_FOUND');
+    return p;
+  }
+
+  listPolicies(enclave: string, prefix: string, continueAt: string, limit: number, visible?: (name: string) => boolean): Page<Policy> {
+    return this.enclave(enclave).policies.page(prefix, continueAt, limit, visible);
+  }
+
+  /** POLICY:CREATE creates or overwrites. `isCommand` validates the rule keys. */
+  createPolicy(caller: string, enclave: string, name: string, allow: Rules, deny: Rules, isCommand: (s: string) => boolean): Promise<void> {
+    checkName('policy', name);
+    const norm = (rules: Rules): Rules => {
+      const out: Rules = {};
+      for (const [cmd, patterns] of Object.entries(rules)) {
+        const command = cmd.toUpperCase();
+        if (!isCommand(command)) throw new KmsError('ERR_INVALID_POLICY', `unknown command '${cmd.slice(0, 64)}'`);
+        const p = normalizePatterns([...(out[command] ?? []), ...patterns]);
+        if (p.length > 0) out[command] = p;
+      }
+      return out;
+    };
+    const rec: PolicyRecord = { v: 1, name, allow: norm(allow), deny: norm(deny), createdAt: new Date().toISOString(), createdBy: caller };
+    return this.#write(async () => {
+      const e = this.enclave(enclave);
+      const path = PATH.policy(enclave, name);
+      const rev = await this.#repo.commit(
+        [{ key: PATH.enclave(enclave), rev: e.rev }, { key: path, rev: e.policies.get(name)?.rev ?? 0 }],
+        [this.#repo.put(path, rec)],
+      );
+      e.policies.set(name, { ...rec, rev });
+    });
+  }
+
+  deletePolicy(enclave: string, name: string): Promise<void> {
+    return this.#write(async () => {
+      const e = this.enclave(enclave);
+      const p = e.policies.get(name);
+      if (!p) throw new KmsError('ERR_POLICY_NOT_FOUND');
+      const path = PATH.policy(enclave, name);
+      await this.#repo.commit([{ key: path, rev: p.rev }], [this.#repo.del(path)], 'ERR_POLICY_NOT_FOUND');
+      e.policies.delete(name);
+    });
+  }
+
+  /** POLICY:ASSIGN: only Users (not service accounts, which inherit) get a policy. */
+  assignPolicy(caller: Principal, enclave: string, identity: string, policy: string): Promise<void> {
+    if (!isIdentity(identity)) throw new KmsError('ERR_INVALID_IDENTITY');
+    return this.#write(async () => {
+      const e = this.enclave(enclave);
+      const rec = e.identities.get(identity);
+      if (!rec) throw new KmsError('ERR_IDENTITY_NOT_FOUND');
+      if (!e.policies.has(policy)) throw new KmsError('ERR_POLICY_NOT_FOUND');
+      if (rec.privilege !== PRIVILEGE.User || rec.serviceAccount) throw new KmsError('ERR_POLICY_NOT_ASSIGNABLE');
+      if (!caller.admin) throw new KmsError('ERR_NOT_ALLOWED');
+      await this.#putIdentity(e, { ...stripRev(rec), policy });
+    });
+  }
+
+  // ---------------------------------------------------------------- identities
+
+  /** IDENTITY:STATUS. The caller's own identity is always visible, even root's. */
+  identityInfo(enclave: string, identity: string): IdentityInfo {
+    const e = this.enclave(enclave);
+    const rec = e.identities.get(identity);
+    if (!rec) {
+      if (identity === this.rootIdentity) {
+        return { identity, privilege: PRIVILEGE.SysAdmin, policy: '', createdAt: new Date(0), createdBy: '', isServiceAccount: false, serviceAccounts: [], tags: {} };
+      }
+      throw new KmsError('ERR_IDENTITY_NOT_FOUND');
+    }
+    return this.#info(e, rec);
+  }
+
+  listIdentities(enclave: string, prefix: string, continueAt: string, limit: number, visible?: (name: string) => boolean): Page<IdentityInfo> {
+    const e = this.enclave(enclave);
+    const page = e.identities.page(prefix, continueAt, limit, visible);
+    return { items: page.items.map((r) => this.#info(e, r)), continueAt: page.continueAt };
+  }
+
+  #info(e: Enclave, rec: Identity): IdentityInfo {
+    const serviceAccounts: string[] = [];
+    for (const other of e.identities.values()) if (other.serviceAccount && other.parent === rec.identity) serviceAccounts.push(other.identity);
+    return {
+      identity: rec.identity,
+      privilege: rec.privilege,
+      policy: rec.privilege === PRIVILEGE.User ? rec.policy : '',
+      createdAt: new Date(rec.createdAt),
+      createdBy: rec.createdBy,
+      isServiceAccount: rec.serviceAccount,
+      serviceAccounts: serviceAccounts.sort(),
+      tags: { ...rec.tags },
+    };
+  }
+
+  /**
+   * IDENTITY:CREATE creates or overwrites. A caller grants at most its own privilege; Users
+   * (with the IDENTITY:CREATE permission) only create service accounts; a service account acts
+   * with its creator's permissions and is deleted with it.
+   */
+  createIdentity(
+    caller: Principal,
+    enclave: string,
+    req: { identity: string; privilege: string; serviceAccount: boolean; tags: Record<string, string> },
+  ): Promise<void> {
+    if (!isIdentity(req.identity)) throw new KmsError('ERR_INVALID_IDENTITY');
+    if (req.identity === this.rootIdentity) throw new KmsError('ERR_ROOT_IDENTITY');
+    if (req.identity === caller.identity) throw new KmsError('ERR_BAD_REQUEST', 'an identity cannot replace itself');
+    const privilege = parsePrivilege(req.privilege);
+    checkTags(req.tags);
+    const callerLevel: Privilege = caller.sysAdmin ? PRIVILEGE.SysAdmin : caller.admin ? PRIVILEGE.Admin : PRIVILEGE.User;
+    if (privilege < callerLevel) throw new KmsError('ERR_NOT_ALLOWED');
+    if (callerLevel === PRIVILEGE.User && !req.serviceAccount) throw new KmsError('ERR_NOT_ALLOWED');
+    return this.#write(async () => {
+      const e = this.enclave(enclave);
+      const existing = e.identities.get(req.identity);
+      if (existing && !this.#mayManage(caller, e, existing)) throw new KmsError('ERR_NOT_ALLOWED');
+      const rec: IdentityRecord = {
+        v: 1,
+        identity: req.identity,
+        privilege: req.serviceAccount ? Math.max(privilege, callerLevel) as Privilege : privilege,
+        policy: '',
+        createdAt: new Date().toISOString(),
+        createdBy: caller.identity,
+        serviceAccount: req.serviceAccount,
+        parent: req.serviceAccount ? caller.identity : '',
+        tags: { ...req.tags },
+      };
+      await this.#putIdentity(e, rec);
+    });
+  }
+
+  /** Whether `caller` may overwrite or delete `target`: Admins manage Users and Admins; Users their own service accounts. */
+  #mayManage(caller: Principal, e: Enclave, target: Identity): boolean {
+    if (caller.sysAdmin) return true;
+    if (caller.admin) return target.privilege !== PRIVILEGE.SysAdmin;
+    for (let cur: Identity | undefined = target, d = 0; cur?.serviceAccount && d < 16; d++) {
+      if (cur.parent === caller.identity) return true;
+      cur = e.identities.get(cur.parent);
+    }
+    return false;
+  }
+
+  /** IDENTITY:DELETE removes the identity and, transitively, its service accounts. */
+  deleteIdentity(caller: Principal, enclave: string, identity: string): Promise<void> {
+    if (identity === caller.identity) throw new KmsError('ERR_SELF_DELETE');
+    if (identity === this.rootIdentity) throw new KmsError('ERR_ROOT_IDENTITY');
+    return this.#write(async () => {
+      const e = this.enclave(enclave);
+      const rec = e.identities.get(identity);
+      if (!rec) throw new KmsError('ERR_IDENTITY_NOT_FOUND');
+      if (!this.#mayManage(caller, e, rec)) throw new KmsError('ERR_NOT_ALLOWED');
+      const doomed = [rec];
+      for (let i = 0; i < doomed.length; i++) {
+        for (const other of e.identities.values()) {
+          if (other.serviceAccount && other.parent === doomed[i]!.identity && !doomed.includes(other)) doomed.push(other);
+        }
+      }
+      await this.#repo.commit(
+        doomed.map((d) => ({ key: PATH.identity(enclave, d.identity), rev: d.rev })),
+        doomed.map((d) => this.#repo.del(PATH.identity(enclave, d.identity))),
+        'ERR_IDENTITY_NOT_FOUND',
+      );
+      for (const d of doomed) {
+        e.identities.delete(d.identity);
+        if (d.privilege === PRIVILEGE.SysAdmin) this.#countSysAdmin(d.identity, -1);
+      }
+    });
+  }
+
+  async #putIdentity(e: Enclave, rec: IdentityRecord): Promise<void> {
+    const path = PATH.identity(e.name, rec.identity);
+    const old = e.identities.get(rec.identity);
+    const rev = await this.#repo.commit(
+      [{ key: PATH.enclave(e.name), rev: e.rev }, { key: path, rev: old?.rev ?? 0 }],
+      [this.#repo.put(path, rec)],
+    );
+    if (old?.privilege === PRIVILEGE.SysAdmin) this.#countSysAdmin(old.identity, -1);
+    if (rec.privilege === PRIVILEGE.SysAdmin) this.#countSysAdmin(rec.identity, +1);
+    e.identities.set(rec.identity, { ...rec, rev });
+  }
+
+  #countSysAdmin(identity: string, delta: number): void {
+    const n = (this.#sysAdmins.get(identity) ?? 0) + delta;
+    if (n > 0) this.#sysAdmins.set(identity, n);
+    else this.#sysAdmins.delete(identity);
+  }
+
+  #write(fn: () => Promise<void>): Promise<void> {
+    return this.#repo.exclusive(async () => {
+      await fn();
+      this.#commits++;
+    });
+  }
+}
+
+function newEnclave(rec: EnclaveRecord, rev: number): Enclave {
+  return {
+    name: rec.name,
+    createdAt: new Date(rec.createdAt),
+    createdBy: rec.createdBy,
+    rev,
+    keys: new SortedMap(),
+    policies: new SortedMap(),
+    identities: new SortedMap(),
+  };
+}
+
+function findVersion(ring: KeyRing, version: number): KeyVersion | undefined {
+  return ring.versions.find((v) => v.version === version);
+}
+
+function versionInfo(name: string, v: KeyVersion): KeyVersionInfo {
+  return { name, version: v.version, type: v.type, createdAt: v.createdAt, createdBy: v.createdBy };
+}
+
+/** '' → undefined (server picks); otherwise one of KEY_TYPES (case-insensitive). */
+function parseKeyType(type: string): KeyType | undefined {
+  if (type === '') return undefined;
+  const t = KEY_TYPES.find((k) => k.toLowerCase() === type.toLowerCase());
+  if (!t) throw new KmsError('ERR_INVALID_KEY_TYPE', 'must be AES256 or ChaCha20');
+  return t;
+}
+
+function parsePrivilege(p: string): Privilege {
+  switch (p.toLowerCase()) {
+    case '':
+    case 'user':
+      return PRIVILEGE.User;
+    case 'admin':
+      return PRIVILEGE.Admin;
+    case 'sysadmin':
+      return PRIVILEGE.SysAdmin;
+    default:
+      throw new KmsError('ERR_INVALID_PRIVILEGE', 'must be SysAdmin, Admin or User');
+  }
+}
+
+function stripRev(rec: Identity): IdentityRecord {
+  const { rev: _rev, ...rest } = rec;
+  return rest;
+}

@@ -1,0 +1,141 @@
+/**
+ * Persisted records (JSON inside the barrier) and their in-memory forms. Every record carries
+ * `"v": 1`; a reader refuses versions it does not know rather than guessing.
+ *
+ * Storage paths (names are restricted so that they never contain `/`, see names.ts):
+ *   enclave/<enclave>             EnclaveRecord
+ *   key/<enclave>/<key>           KeyRecord (every version of the key ring)
+ *   policy/<enclave>/<policy>     PolicyRecord
+ *   identity/<enclave>/<h1:…>     IdentityRecord
+ */
+import type { KeyType } from '../crypto/ciphertext.js';
+import type { Rules } from './policy.js';
+
+export const PATH = {
+  enclave: (e: string) => `enclave/${e}`,
+  key: (e: string, k: string) => `key/${e}/${k}`,
+  policy: (e: string, p: string) => `policy/${e}/${p}`,
+  identity: (e: string, i: string) => `identity/${e}/${i}`,
+} as const;
+
+export const PRIVILEGE = { SysAdmin: 1, Admin: 2, User: 3 } as const;
+export type Privilege = (typeof PRIVILEGE)[keyof typeof PRIVILEGE];
+
+export interface EnclaveRecord {
+  v: 1;
+  name: string;
+  createdAt: string;
+  createdBy: string;
+}
+
+export interface KeyVersionRecord {
+  version: number;
+  type: KeyType;
+  key: string;
+  createdAt: string;
+  createdBy: string;
+  imported?: boolean;
+}
+
+export interface KeyRecord {
+  v: 1;
+  name: string;
+  /** Highest version ever created; deleted versions are never reused. */
+  maxVersion: number;
+  versions: KeyVersionRecord[];
+}
+
+export interface PolicyRecord {
+  v: 1;
+  name: string;
+  allow: Rules;
+  deny: Rules;
+  createdAt: string;
+  createdBy: string;
+}
+
+export interface IdentityRecord {
+  v: 1;
+  identity: string;
+  privilege: Privilege;
+  policy: string;
+  createdAt: string;
+  createdBy: string;
+  serviceAccount: boolean;
+  /** The identity that created this service account ('' otherwise). */
+  parent: string;
+  tags: Record<string, string>;
+}
+
+export function encodeRecord(record: { v: 1 }): Buffer {
+  return Buffer.from(JSON.stringify(record), 'utf8');
+}
+
+export function decodeRecord<T extends { v: number }>(path: string, bytes: Buffer): T {
+  let rec: T;
+  try {
+    rec = JSON.parse(bytes.toString('utf8')) as T;
+  } catch {
+    throw new Error(`corrupt record at ${path}: not JSON`);
+  }
+  if (rec.v !== 1) throw new Error(`record at ${path} has unsupported version ${String(rec.v)}`);
+  return rec;
+}
+
+/** One version of a master key, ready for use (key bytes decoded). */
+export interface KeyVersion {
+  readonly version: number;
+  readonly type: KeyType;
+  readonly key: Buffer;
+  readonly createdAt: Date;
+  readonly createdBy: string;
+  readonly imported: boolean;
+  /** HMAC key for KEY:MAC, derived on first use. */
+  macKey?: Buffer;
+}
+
+export interface KeyRing {
+  readonly name: string;
+  readonly rev: number;
+  readonly maxVersion: number;
+  /** Ascending by version; never empty. */
+  readonly versions: readonly KeyVersion[];
+}
+
+export interface Policy extends PolicyRecord {
+  readonly rev: number;
+}
+
+export interface Identity extends IdentityRecord {
+  readonly rev: number;
+}
+
+export function keyRingFromRecord(rec: KeyRecord, rev: number): KeyRing {
+  const versions = rec.versions
+    .map((v) => ({
+      version: v.version,
+      type: v.type,
+      key: Buffer.from(v.key, 'base64'),
+      createdAt: new Date(v.createdAt),
+      createdBy: v.createdBy,
+      imported: v.imported === true,
+    }))
+    .sort((a, b) => a.version - b.version);
+  return { name: rec.name, rev, maxVersion: rec.maxVersion, versions };
+}
+
+export function keyRingToRecord(ring: Omit<KeyRing, 'rev'>): KeyRecord {
+  return {
+    v: 1,
+    name: ring.name,
+    maxVersion: ring.maxVersion,
+    versions: ring.versions.map((v) => ({
+      version: v.version,
+      type: v.type,
+      key: v.key.toString('base64'),
+      createdAt: v.createdAt.toISOString(),
+      createdBy: v.createdBy,
+      ...(v.imported ? { imported: true } : {}),
+    })),
+  };
+}

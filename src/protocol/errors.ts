@@ -1,0 +1,91 @@
+/**
+ * The error catalogue: every error a client can see, with its HTTP status and its exact
+ * message. The messages of the first block are part of the wire contract (the Go SDK compares
+ * status and message for equality; MinIO's start-up depends on three of them), see
+ * `kms-wire.md` §3. All other messages are ours and stable.
+ *
+ * Errors are mapped to HTTP in exactly one place (`server/respond.ts`); everything that is not
+ * a `KmsError` becomes a generic 500 there and is logged with a request id.
+ */
+
+export const ERRORS = {
+  // Wire contract (kms-go `kms/error.go`).
+  ERR_NOT_ALLOWED: [403, 'access denied: insufficient permissions'],
+  ERR_ENCLAVE_EXISTS: [409, 'enclave already exists'],
+  ERR_ENCLAVE_NOT_FOUND: [404, 'enclave does not exist'],
+  ERR_KEY_EXISTS: [409, 'key already exists'],
+  ERR_KEY_NOT_FOUND: [404, 'key does not exist'],
+  ERR_POLICY_NOT_FOUND: [404, 'policy does not exist'],
+  ERR_IDENTITY_NOT_FOUND: [404, 'identity does not exist'],
+  ERR_DECRYPT: [400, 'invalid ciphertext'],
+
+  // Ours.
+  ERR_BAD_REQUEST: [400, 'invalid request'],
+  ERR_MALFORMED_FRAME: [400, 'malformed request: invalid command frame'],
+  ERR_MALFORMED_MESSAGE: [400, 'malformed request: invalid protobuf message'],
+  ERR_UNKNOWN_COMMAND: [400, 'unknown command'],
+  ERR_MIXED_BATCH: [400, 'a request must not mix different commands'],
+  ERR_BATCH_NOT_ALLOWED: [400, 'command cannot be batched'],
+  ERR_EMPTY_REQUEST: [400, 'request contains no command'],
+  ERR_INVALID_NAME: [400, 'invalid name'],
+  ERR_INVALID_IDENTITY: [400, 'invalid identity'],
+  ERR_INVALID_KEY_TYPE: [400, 'invalid key type'],
+  ERR_INVALID_KEY_LENGTH: [400, 'invalid key length'],
+  ERR_INVALID_DEK_LENGTH: [400, 'invalid data key length: must be between 1 and 1024 bytes'],
+  ERR_INVALID_VERSION: [400, 'invalid key version'],
+  ERR_INVALID_PRIVILEGE: [400, 'invalid privilege'],
+  ERR_INVALID_POLICY: [400, 'invalid policy'],
+  ERR_INVALID_TAG: [400, 'invalid identity tag'],
+  ERR_POLICY_NOT_ASSIGNABLE: [400, 'policies can only be assigned to users'],
+  ERR_IDENTITY_EXISTS_ELSEWHERE: [409, 'identity already exists'],
+  ERR_CONFLICT: [409, 'conflicting concurrent change: retry the request'],
+  ERR_ENCLAVE_IN_URL: [400, 'command must be sent without an enclave'],
+  ERR_ENCLAVE_REQUIRED: [400, 'command requires an enclave'],
+  ERR_SELF_DELETE: [400, 'an identity cannot delete itself'],
+  ERR_ROOT_IDENTITY: [400, 'the root identity cannot be changed'],
+  ERR_NOT_FOUND: [404, 'not found'],
+  ERR_METHOD_NOT_ALLOWED: [405, 'method not allowed'],
+  ERR_LENGTH_REQUIRED: [411, 'content length required'],
+  ERR_TOO_LARGE: [413, 'request too large'],
+  ERR_TOO_MANY_FRAMES: [413, 'too many commands in one request'],
+  ERR_HSM_EXISTS: [409, 'hsm already has a sealed root key entry'],
+  ERR_HSM_NOT_FOUND: [404, 'hsm does not exist'],
+  ERR_HSM_NOT_CONFIGURED: [400, 'hsm is not configured'],
+  ERR_HSM_LAST: [400, 'cannot remove the last hsm entry'],
+  ERR_CLUSTER_SINGLE_NODE: [501, 'cluster membership changes are not supported by a single-node server'],
+  ERR_SEALED: [503, 'kms is sealed: no configured hsm could unseal the root encryption key'],
+  ERR_TIMEOUT: [408, 'request timeout'],
+  ERR_INTERNAL: [500, 'internal server error'],
+} as const satisfies Record<string, readonly [number, string]>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** An error a client may see: a stable code, an HTTP status and a message safe to show. */
+export class KmsError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+
+  /**
+   * @param detail optional text appended to the catalogue message (`message: detail`). Never
+   *   put secrets in it. Wire-contract errors (the first block) must be raised without detail.
+   */
+  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
+    const [status, message] = ERRORS[code];
+    super(detail ? `${message}: ${detail}` : message, options);
+    this.name = 'KmsError';
+    this.code = code;
+    this.status = status;
+  }
+}
+
+export function isKmsError(err: unknown): err is KmsError {
+  return err instanceof KmsError;
+}
+
+/** Builds the KmsError matching a (status, message) pair received from a server, if any. */
+export function errorFromWire(status: number, message: string): KmsError | undefined {
+  for (const [code, [s, m]] of Object.entries(ERRORS)) {
+    if (s === status && m === message) return new KmsError(code as ErrorCode);
+  }
+  return undefined;
+}

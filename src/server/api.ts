@@ -1,0 +1,95 @@
+/**
+ * The route table: every endpoint as data (method, path, handler). Unprivileged endpoints
+ * (`/version`, `/v1/health/*`) work without a client certificate; everything else is
+ * authenticated and authorized per command in `dispatch`.
+ */
+import * as os from 'node:os';
+import { KmsError } from '../protocol/errors.js';
+import { encodeMessage, toJSON, type MessageInit } from '../protocol/schema.js';
+import { VersionResponseSchema, type ClusterStatusResponse, type ServerStatusResponse } from '../protocol/messages.js';
+import { addHsmEntry, removeHsmEntry, sealedEntryNames } from '../hsm/root-key.js';
+import { VERSION } from '../version.js';
+import { dispatch, type ClusterOps } from './dispatch.js';
+import { DEFAULT_LIMITS, send, type Request, type Route } from './http.js';
+import type { KmsNode } from './node.js';
+
+const OCTET = 'application/octet-stream';
+
+/** Protobuf for the Go SDK (`Accept: application/*`), JSON for people and curl. */
+function wantsProtobuf(req: Request): boolean {
+  const accept = req.headers.accept ?? '';
+  return accept.includes(OCTET) || (accept.includes('application/*') && !accept.includes('application/json'));
+}
+
+export function clusterOps(node: KmsNode): ClusterOps {
+  return {
+    status(): MessageInit<ClusterStatusResponse> {
+      const mem = process.memoryUsage();
+      const self: MessageInit<ServerStatusResponse> = {
+        version: VERSION,
+        apiVersion: 'v1',
+        host: node.host,
+        upTime: node.uptimeMs(),
+        role: 'Leader',
+        commit: node.kms?.commits ?? 0,
+        nodes: new Map([[0, node.host]]),
+        id: 0,
+        leaderId: 0,
+        lastHeartbeat: 0,
+        heartbeatInterval: node.opts.config.heartbeat,
+        electionTimeout: 0,
+        os: os.platform(),
+        arch: os.arch(),
+        cpus: os.cpus().length,
+        usableCpus: os.availableParallelism(),
+        heapMemInUse: mem.heapUsed,
+        stackMemInUse: 0,
+        hsms: node.hsmEntries,
+        configuredHsms: node.hsms.map((h) => h.name),
+      };
+      return { nodesUp: new Map([[0, self]]), nodesDown: new Map() };
+    },
+    async addHsm(name, overwrite) {
+      const hsm = node.hsms.find((h) => h.name === name);
+      if (!hsm) throw new KmsError('ERR_HSM_NOT_CONFIGURED');
+      await addHsmEntry(node.store, hsm, node.root!, overwrite);
+      node.hsmEntries = await sealedEntryNames(node.store);
+    },
+    async removeHsm(name) {
+      await removeHsmEntry(node.store, name, node.hsms);
+      node.hsmEntries = await sealedEntryNames(node.store);
+    },
+  };
+}
+
+export function apiRoutes(node: KmsNode): Route[] {
+  const cluster = clusterOps(node);
+  const kmsHandler: Route['handler'] = async ({ res, identity, param, body }) => {
+    const kms = node.kms;
+    if (!kms) throw new KmsError('ERR_SEALED');
+    const out = await dispatch(kms, cluster, identity, param, body, DEFAULT_LIMITS);
+    send(res, 200, out, OCTET);
+  };
+  return [
+    {
+      method: 'GET',
+      path: '/version',
+      handler: ({ req, res }) => {
+        const v = { version: VERSION, commit: '', apiVersion: 'v1', host: node.host, fips140: false };
+        if (wantsProtobuf(req)) send(res, 200, encodeMessage(VersionResponseSchema, v), OCTET);
+        else send(res, 200, JSON.stringify(toJSON(VersionResponseSchema, v)), 'application/json');
+      },
+    },
+    { method: 'GET', path: '/v1/health/live', handler: ({ res }) => send(res, 200, '', 'text/plain') },
+    {
+      method: 'GET',
+      path: '/v1/health/ready',
+      handler: ({ res }) => {
+        if (!node.kms) throw new KmsError('ERR_SEALED');
+        send(res, 200, '', 'text/plain');
+      },
+    },
+    { method: 'POST', path: '/v1/kms', handler: kmsHandler, body: true },
+    { method: 'POST', path: '/v1/kms/', prefix: true, handler: kmsHandler, body: true },
+  ];
+}

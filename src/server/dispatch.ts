@@ -1,0 +1,231 @@
+/**
+ * `POST /v1/kms/{enclave}`: decodes the command frames of a request, authorizes each one,
+ * runs it against the domain and frames the responses (kms-wire.md §2.2–2.5).
+ *
+ * One request carries commands of one kind; batchable commands get one response frame per
+ * request frame, in order. If any command fails the whole request fails with that error, and
+ * since only read-only commands can be batched, a failed request has changed nothing.
+ */
+import { KmsError } from '../protocol/errors.js';
+import { parseFrames, encodeFrames } from '../protocol/frames.js';
+import { CommandCode as C, commandByCode, isSdkCommandName, type Command } from '../protocol/commands.js';
+import { decodeMessage, encodeMessage, type MessageInit } from '../protocol/schema.js';
+import * as M from '../protocol/messages.js';
+import type { Kms, Principal, IdentityInfo, KeyVersionInfo } from '../kms/kms.js';
+import type { Enclave } from '../kms/kms.js';
+import type { Policy } from '../kms/records.js';
+import type { Rules } from '../kms/policy.js';
+import type { Limits } from './http.js';
+
+/** What a command handler can reach. */
+export interface CallContext {
+  readonly kms: Kms;
+  readonly principal: Principal;
+  /** Enclave from the URL ('' for cluster commands). */
+  readonly enclave: string;
+  readonly cluster: ClusterOps;
+}
+
+/** Cluster-level operations the node provides (status, HSM entries). */
+export interface ClusterOps {
+  status(): MessageInit<M.ClusterStatusResponse>;
+  addHsm(name: string, overwrite: boolean): Promise<void>;
+  removeHsm(name: string): Promise<void>;
+}
+
+/** How to run one command; its message types come from the catalogue (protocol/commands). */
+interface Handler<Req, Res> {
+  /** The object a policy rule is matched against (key, policy or identity name). */
+  object?: (req: Req) => string;
+  run: (c: CallContext, req: Req) => MessageInit<Res> | void | Promise<MessageInit<Res> | void>;
+}
+
+function handler<Req, Res = never>(h: Handler<Req, Res>): Handler<unknown, unknown> {
+  return h as unknown as Handler<unknown, unknown>;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+const singleNode = () => {
+  throw new KmsError('ERR_CLUSTER_SINGLE_NODE');
+};
+
+/** Visibility filter for LIST commands: Admins see all, Users what their policy allows. */
+function visible(c: CallContext, command: string): ((name: string) => boolean) | undefined {
+  if (c.principal.admin) return undefined;
+  return (name) => c.kms.allowed(c.principal, command, name);
+}
+
+const keyStatus = (k: KeyVersionInfo): MessageInit<M.KeyStatusResponse> => k;
+const enclaveStatus = (e: Enclave): MessageInit<M.EnclaveStatusResponse> => ({ name: e.name, createdAt: e.createdAt, createdBy: e.createdBy });
+const policyStatus = (p: Policy): MessageInit<M.PolicyStatusResponse> => ({ name: p.name, createdAt: new Date(p.createdAt), createdBy: p.createdBy });
+const identityResponse = (i: IdentityInfo): MessageInit<M.IdentityResponse> => i;
+
+function toRuleSets(rules: Rules): Record<string, M.RuleSet> {
+  const out: Record<string, M.RuleSet> = {};
+  for (const [cmd, patterns] of Object.entries(rules)) out[cmd] = { rules: Object.fromEntries(patterns.map((p) => [p, {}])) };
+  return out;
+}
+
+function fromRuleSets(sets: Record<string, M.RuleSet>): Rules {
+  const out: Rules = {};
+  for (const [cmd, set] of Object.entries(sets)) out[cmd] = Object.keys(set.rules);
+  return out;
+}
+
+/** Handlers by command code. Authorization of the caller happens before `run`. */
+const HANDLERS: ReadonlyMap<number, Handler<unknown, unknown>> = new Map([
+  // ---- cluster (SysAdmin)
+  [C.ClusterAddNode, handler<M.AddClusterNodeRequest>({ run: singleNode })],
+  [C.ClusterRemoveNode, handler<M.RemoveClusterNodeRequest>({ run: singleNode })],
+  [C.ClusterStatus, handler<M.ClusterStatusRequest, M.ClusterStatusResponse>({ run: (c) => c.cluster.status() })],
+  [C.ClusterEdit, handler<M.EditClusterRequest>({ run: singleNode })],
+  [C.ClusterAddHsm, handler<M.AddHSMRequest>({ run: (c, r) => c.cluster.addHsm(r.name, r.overwrite) })],
+  [C.ClusterRemoveHsm, handler<M.RemoveHSMRequest>({ run: (c, r) => c.cluster.removeHsm(r.name) })],
+
+  // ---- enclaves (SysAdmin)
+  [C.EnclaveCreate, handler<M.CreateEnclaveRequest>({ run: (c, r) => c.kms.createEnclave(c.principal.identity, r.name) })],
+  [C.EnclaveDelete, handler<M.DeleteEnclaveRequest>({ run: (c, r) => c.kms.deleteEnclave(r.name) })],
+  [C.EnclaveStatus, handler<M.EnclaveStatusRequest, M.EnclaveStatusResponse>({ run: (c, r) => enclaveStatus(c.kms.enclave(r.name)) })],
+  [C.EnclaveList, handler<M.ListRequest, M.ListEnclavesResponse>({
+    
+    
+    run: (c, r) => {
+      const page = c.kms.listEnclaves(r.prefix, r.continueAt, r.limit);
+      return { enclaves: page.items.map(enclaveStatus), continueAt: page.continueAt };
+    },
+  })],
+
+  // ---- keys
+  [C.KeyCreate, handler<M.CreateKeyRequest>({ object: (r) => r.name, run: (c, r) => c.kms.createKey(c.principal.identity, c.enclave, r.name, r.type, r.addVersion) })],
+  [C.KeyDelete, handler<M.DeleteKeyRequest>({ object: (r) => r.name, run: (c, r) => c.kms.deleteKey(c.enclave, r.name, r.version, r.allVersions) })],
+  [C.KeyImport, handler<M.ImportKeyRequest>({ object: (r) => r.name, run: (c, r) => c.kms.importKey(c.principal.identity, c.enclave, r.name, r.type, r.key) })],
+  [C.KeyStatus, handler<M.KeyStatusRequest, M.KeyStatusResponse>({ object: (r) => r.name, run: (c, r) => keyStatus(c.kms.keyStatus(c.enclave, r.name, r.version)) })],
+  [C.KeyEncrypt, handler<M.EncryptRequest, M.EncryptResponse>({ object: (r) => r.name, run: (c, r) => c.kms.encrypt(c.enclave, r.name, r.version, r.plaintext, r.associatedData) })],
+  [C.KeyDecrypt, handler<M.DecryptRequest, M.DecryptResponse>({ object: (r) => r.name, run: (c, r) => ({ plaintext: c.kms.decrypt(c.enclave, r.name, r.version, r.ciphertext, r.associatedData) }) })],
+  [C.KeyGenerate, handler<M.GenerateKeyRequest, M.GenerateKeyResponse>({ object: (r) => r.name, run: (c, r) => c.kms.generate(c.enclave, r.name, r.version, r.associatedData, r.length) })],
+  [C.KeyList, handler<M.ListRequest, M.ListKeysResponse>({
+    
+    
+    run: (c, r) => {
+      const page = c.kms.listKeys(c.enclave, r.prefix, r.continueAt, r.limit, visible(c, 'KEY:LIST'));
+      return { keys: page.items.map(keyStatus), continueAt: page.continueAt };
+    },
+  })],
+  [C.KeyListVersions, handler<M.ListKeyVersionsRequest, M.ListKeyVersionsResponse>({
+    
+    
+    object: (r) => r.name,
+    run: (c, r) => {
+      const page = c.kms.listKeyVersions(c.enclave, r.name, r.continueAt, r.limit);
+      return { versions: page.items.map(keyStatus), continueAt: page.continueAt };
+    },
+  })],
+  [C.KeyMac, handler<M.MACRequest, M.MACResponse>({ object: (r) => r.name, run: (c, r) => c.kms.mac(c.enclave, r.name, r.version, r.message) })],
+
+  // ---- policies
+  [C.PolicyCreate, handler<M.CreatePolicyRequest>({
+    
+    object: (r) => r.name,
+    run: (c, r) => c.kms.createPolicy(c.principal.identity, c.enclave, r.name, fromRuleSets(r.allow), fromRuleSets(r.deny), isSdkCommandName),
+  })],
+  [C.PolicyDelete, handler<M.DeletePolicyRequest>({ object: (r) => r.name, run: (c, r) => c.kms.deletePolicy(c.enclave, r.name) })],
+  [C.PolicyAssign, handler<M.AssignPolicyRequest>({ object: (r) => r.policy, run: (c, r) => c.kms.assignPolicy(c.principal, c.enclave, r.identity, r.policy) })],
+  [C.PolicyGet, handler<M.PolicyRequest, M.PolicyResponse>({
+    
+    
+    object: (r) => r.name,
+    run: (c, r) => {
+      const p = c.kms.policy(c.enclave, r.name);
+      return { ...policyStatus(p), allow: toRuleSets(p.allow), deny: toRuleSets(p.deny) };
+    },
+  })],
+  [C.PolicyStatus, handler<M.PolicyRequest, M.PolicyStatusResponse>({ object: (r) => r.name, run: (c, r) => policyStatus(c.kms.policy(c.enclave, r.name)) })],
+  [C.PolicyList, handler<M.ListRequest, M.ListPoliciesResponse>({
+    
+    
+    run: (c, r) => {
+      const page = c.kms.listPolicies(c.enclave, r.prefix, r.continueAt, r.limit, visible(c, 'POLICY:LIST'));
+      return { policies: page.items.map(policyStatus), continueAt: page.continueAt };
+    },
+  })],
+
+  // ---- identities
+  [C.IdentityCreate, handler<M.CreateIdentityRequest>({
+    
+    object: (r) => r.identity,
+    run: (c, r) => c.kms.createIdentity(c.principal, c.enclave, { identity: r.identity, privilege: r.privilege, serviceAccount: r.isServiceAccount, tags: r.tags }),
+  })],
+  [C.IdentityDelete, handler<M.DeleteIdentityRequest>({ object: (r) => r.identity, run: (c, r) => c.kms.deleteIdentity(c.principal, c.enclave, r.identity) })],
+  [C.IdentityStatus, handler<M.IdentityRequest, M.IdentityResponse>({
+    
+    
+    // Everyone may look at themselves ("get-identity" without an argument).
+    object: (r) => r.identity,
+    run: (c, r) => identityResponse(c.kms.identityInfo(c.enclave, r.identity || c.principal.identity)),
+  })],
+  [C.IdentityList, handler<M.ListRequest, M.ListIdentitiesResponse>({
+    
+    
+    run: (c, r) => {
+      const page = c.kms.listIdentities(c.enclave, r.prefix, r.continueAt, r.limit, visible(c, 'IDENTITY:LIST'));
+      return { identities: page.items.map(identityResponse), continueAt: page.continueAt };
+    },
+  })],
+]);
+
+/** Whether the caller may run `cmd` on `object` (per frame; LIST commands filter instead). */
+function authorize(c: CallContext, cmd: Command, h: Handler<unknown, unknown>, req: unknown): void {
+  const p = c.principal;
+  if (cmd.scope === 'cluster') {
+    if (!p.sysAdmin) throw new KmsError('ERR_NOT_ALLOWED');
+    return;
+  }
+  if (p.admin) return;
+  if (!h.object) {
+    if (!c.kms.allowedToList(p, cmd.name)) throw new KmsError('ERR_NOT_ALLOWED');
+    return;
+  }
+  const object = h.object(req);
+  // KEY:IMPORT has no name the SDK can put in a policy; importing needs KEY:CREATE.
+  const name = cmd.code === C.KeyImport ? 'KEY:CREATE' : cmd.name;
+  if (cmd.code === C.IdentityStatus && (object === '' || object === p.identity)) return;
+  if (!c.kms.allowed(p, name, object)) throw new KmsError('ERR_NOT_ALLOWED');
+}
+
+/**
+ * Runs every command frame of a request body and returns the response body.
+ * @param identity the caller's `h1:` identity ('' without a client certificate)
+ */
+export async function dispatch(kms: Kms, cluster: ClusterOps, identity: string, enclave: string, body: Buffer, limits: Limits): Promise<Buffer> {
+  const frames = parseFrames(body, limits.maxFrames);
+  const code = frames[0]!.code;
+  const cmd = commandByCode(code);
+  const h = HANDLERS.get(code);
+  if (!cmd || !h) throw new KmsError('ERR_UNKNOWN_COMMAND', `code ${code}`);
+  for (const f of frames) if (f.code !== code) throw new KmsError('ERR_MIXED_BATCH');
+  if (frames.length > 1 && !cmd.batch) throw new KmsError('ERR_BATCH_NOT_ALLOWED', cmd.name);
+  if (identity === '') throw new KmsError('ERR_NOT_ALLOWED');
+
+  // Cluster and enclave-management commands ignore the URL's enclave (ENCLAVE:LIST is sent
+  // with none, the others with their argument in the message).
+  const scope = cmd.scope === 'cluster' ? '' : enclave;
+  if (cmd.scope === 'enclave') {
+    if (enclave === '') throw new KmsError('ERR_ENCLAVE_REQUIRED');
+    if (kms.isSysAdmin(identity) && !kms.hasEnclave(enclave)) throw new KmsError('ERR_ENCLAVE_NOT_FOUND');
+  }
+  const principal = kms.principal(identity, scope);
+  if (!principal.known) throw new KmsError('ERR_NOT_ALLOWED');
+  const c: CallContext = { kms, principal, enclave: scope, cluster };
+
+  const payloads: Uint8Array[] = new Array(frames.length);
+  for (let i = 0; i < frames.length; i++) {
+    const req = decodeMessage(cmd.request, frames[i]!.payload);
+    authorize(c, cmd, h, req);
+    let res = h.run(c, req);
+    if (res instanceof Promise) res = await res; // only writes are asynchronous
+    payloads[i] = cmd.response && res ? encodeMessage(cmd.response, res as MessageInit<unknown>) : EMPTY;
+  }
+  return cmd.response ? encodeFrames(code, payloads, { pad: true }) : EMPTY;
+}
+

@@ -1,0 +1,213 @@
+/**
+ * One KMS node's life: open the store, find the HSMs, unseal the root key (or stay sealed and
+ * retry), load the state, serve, and shut down cleanly.
+ */
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { Http2SecureServer } from 'node:http2';
+import type { Config } from '../config/config.js';
+import type { Hsm } from '../hsm/hsm.js';
+import { SoftHsm, generateSoftHsmKey } from '../hsm/soft.js';
+import { deriveRootApiKey, openRootKey, sealedEntryNames, SealedError, type RootKey } from '../hsm/root-key.js';
+import { SqliteStore, SQLITE_FILE } from '../store/sqlite.js';
+import type { Store } from '../store/store.js';
+import { Barrier } from '../store/barrier.js';
+import { Kms } from '../kms/kms.js';
+import { createHttpServer, DEFAULT_LIMITS } from './http.js';
+import { apiRoutes } from './api.js';
+import { loadTlsMaterial } from './tls.js';
+import type { Logger } from './log.js';
+import { VERSION } from '../version.js';
+
+export interface NodeOptions {
+  dir: string;
+  /** `IP:PORT`, `IP` (port 7373) or `:PORT`. */
+  address: string;
+  config: Config;
+  /** Whether a config file was given (then TLS must be configured). */
+  configured: boolean;
+  dev: boolean;
+  /** Value of MINIO_KMS_HSM_KEY, if set. */
+  hsmKey?: string;
+  log: Logger;
+  /** Prints a banner line (stdout). */
+  print: (line: string) => void;
+}
+
+const LOCAL_HSM_FILE = 'hsm.key';
+const DEFAULT_PORT = 7373;
+
+export function parseAddress(address: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d+))?$/.exec(address) ?? /^([^[\]]*:[^[\]]*)$/.exec(address);
+  if (!m) throw new Error(`invalid --address '${address}': expected IP:PORT`);
+  const host = m[1] ?? m[2] ?? '';
+  const port = m[3] === undefined ? DEFAULT_PORT : Number(m[3]);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid --address '${address}': bad port`);
+  return { host: host === '' ? '0.0.0.0' : host, port };
+}
+
+/** The running node, as the API handlers see it. */
+export class KmsNode {
+  readonly startedAt = Date.now();
+  readonly opts: NodeOptions;
+  readonly store: Store;
+  readonly hsms: readonly Hsm[];
+  readonly log: Logger;
+  kms: Kms | undefined;
+  root: RootKey | undefined;
+  /** Why the node is sealed (when `kms` is undefined). */
+  sealedReason = 'starting';
+  /** Sealed REK entries in the store (names). */
+  hsmEntries: string[] = [];
+  server: Http2SecureServer | undefined;
+  endpoint = '';
+  /** Unsealing failed for a reason retrying cannot fix (e.g. a wrong soft HSM key). */
+  sealedPermanently = false;
+  #retry: NodeJS.Timeout | undefined;
+  #devDir: string | undefined;
+
+  private constructor(opts: NodeOptions, store: Store, hsms: Hsm[], devDir: string | undefined) {
+    this.opts = opts;
+    this.log = opts.log;
+    this.store = store;
+    this.hsms = hsms;
+    this.#devDir = devDir;
+  }
+
+  get host(): string {
+    return this.endpoint.replace(/^https:\/\//, '');
+  }
+
+  static async start(opts: NodeOptions): Promise<KmsNode> {
+    process.umask(0o077);
+    const devDir = opts.dev ? mkdtempSync(join(tmpdir(), 'minkms-dev-')) : undefined;
+    const dir = devDir ?? opts.dir;
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const fresh = !existsSync(join(dir, SQLITE_FILE));
+    const hsms = configuredHsms(opts, dir, fresh);
+    const store = new SqliteStore(dir);
+    const node = new KmsNode(opts, store, hsms, devDir);
+    const tls = loadTlsMaterial(opts.config, dir, opts.configured);
+
+    await node.#unseal();
+    if (!node.kms && node.sealedPermanently) {
+      await store.close();
+      throw new Error(`kms: cannot unseal the database in ${dir}: ${node.sealedReason}`);
+    }
+
+    const { host, port } = parseAddress(opts.address);
+    const server = createHttpServer({ cert: tls.cert, key: tls.key, ca: tls.ca, routes: apiRoutes(node), limits: DEFAULT_LIMITS, log: opts.log });
+    node.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const bound = (server.address() as AddressInfo).port;
+    const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+    node.endpoint = `https://${shown}:${bound}`;
+    await node.#banner(tls.source, tls.generated);
+    return node;
+  }
+
+  /** Tries to unseal; on a transient failure schedules retries with backoff. */
+  async #unseal(attempt = 0): Promise<void> {
+    try {
+      const root = await openRootKey(this.store, this.hsms, (msg) => this.log.warn(msg));
+      const rootIdentity = this.opts.config.admin.identity ?? (await this.derivedRootApiKey()).identity;
+      const kms = await Kms.load(this.store, new Barrier(root.rek, root.clusterId), { rootIdentity });
+      this.root = root;
+      this.hsmEntries = await sealedEntryNames(this.store);
+      this.kms = kms;
+      if (attempt > 0) this.log.info('unsealed', { hsm: root.unsealedBy });
+    } catch (err) {
+      const permanent = !(err instanceof SealedError) || err.permanent;
+      this.sealedReason = (err as Error).message;
+      this.hsmEntries = await sealedEntryNames(this.store).catch(() => []);
+      if (permanent && attempt === 0) {
+        this.sealedPermanently = true;
+        return;
+      }
+      const delay = Math.min(30_000, 1000 * 2 ** Math.min(attempt, 5));
+      this.log.warn('sealed: cannot unseal the root encryption key; retrying', { reason: this.sealedReason, retryInMs: delay });
+      this.#retry = setTimeout(() => void this.#unseal(attempt + 1), delay);
+    }
+  }
+
+  /** The root API key derived from the first configured HSM. */
+  derivedRootApiKey() {
+    return deriveRootApiKey(this.hsms[0]!);
+  }
+
+  async #banner(tlsSource: string, generated: boolean): Promise<void> {
+    const p = this.opts.print;
+    p(`Version     ${VERSION}`);
+    p(`HSM         ${this.hsms.map((h) => h.name).join(', ')}`);
+    if (this.root) p(`Cluster ID  ${this.root.clusterId}`);
+    p(`Node 0      ${this.host}`);
+    p(`Data        ${this.#devDir ? `${this.#devDir} (dev mode: deleted on exit)` : this.opts.dir}`);
+    p(`TLS         ${tlsSource}${generated ? ' (generated self-signed certificate for localhost)' : ''}`);
+    p(`Endpoint    ${this.endpoint}`);
+    if (!this.opts.config.admin.identity && this.kms) {
+      p(`API Key     ${(await this.derivedRootApiKey()).text}`);
+    } else if (this.opts.config.admin.identity) {
+      p(`Admin       ${this.opts.config.admin.identity}`);
+    }
+    if (this.kms) p('=> Server is up and running...');
+    else p(`=> Server is sealed: ${this.sealedReason}`);
+  }
+
+  uptimeMs(): number {
+    return Date.now() - this.startedAt;
+  }
+
+  hostname(): string {
+    return hostname();
+  }
+
+  async close(): Promise<void> {
+    clearTimeout(this.#retry);
+    if (this.server) {
+      const server = this.server;
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        // Idle HTTP/2 sessions and keep-alive sockets would hold close() open.
+        setTimeout(resolve, 2000).unref();
+      });
+    }
+    await this.store.close();
+    for (const h of this.hsms) await h.close();
+    if (this.#devDir) rmSync(this.#devDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The HSMs, in priority order: the soft HSM from MINIO_KMS_HSM_KEY first. Without any, a new
+ * database gets a generated soft HSM key stored in `DIR/hsm.key` (convenient for a first
+ * start; production moves it to MINIO_KMS_HSM_KEY or an external HSM).
+ */
+function configuredHsms(opts: NodeOptions, dir: string, fresh: boolean): Hsm[] {
+  const hsms: Hsm[] = [];
+  if (opts.hsmKey) {
+    hsms.push(new SoftHsm(opts.hsmKey));
+    return hsms;
+  }
+  const local = join(dir, LOCAL_HSM_FILE);
+  if (existsSync(local)) {
+    opts.log.warn(`using the soft HSM key stored in ${local}: anyone who can read the data directory can decrypt it; move it to MINIO_KMS_HSM_KEY for production`);
+    hsms.push(new SoftHsm(readFileSync(local, 'utf8')));
+  } else if (opts.dev || (fresh && !opts.configured)) {
+    const key = generateSoftHsmKey();
+    if (!opts.dev) {
+      writeFileSync(local, key + '\n', { mode: 0o600 });
+      opts.log.warn(`generated a soft HSM key and stored it in ${local}; move it to MINIO_KMS_HSM_KEY for production`);
+    }
+    hsms.push(new SoftHsm(key));
+  }
+  if (hsms.length === 0) throw new Error('kms: no HSM provided (set MINIO_KMS_HSM_KEY, see `minkms --soft-hsm`)');
+  return hsms;
+}

@@ -1,0 +1,108 @@
+/**
+ * The embedded store: one SQLite database file in the data directory, in WAL mode with
+ * `synchronous=FULL`, so that a commit has reached the disk before it is acknowledged.
+ * Files are created with mode 0600 inside a 0700 directory.
+ */
+import Database from 'better-sqlite3';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import type { CommitResult, Condition, Mutation, Store, StoreEntry } from './store.js';
+
+export const SQLITE_FILE = 'minkms.db';
+const SCHEMA_VERSION = 1;
+
+interface Row {
+  k: string;
+  v: Buffer;
+  rev: number;
+}
+
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite';
+  readonly path: string;
+  readonly #db: Database.Database;
+  readonly #get: Database.Statement<[string], Row>;
+  readonly #range: Database.Statement<[string, string], Row>;
+  readonly #all: Database.Statement<[], Row>;
+  readonly #put: Database.Statement<[string, Buffer, number]>;
+  readonly #del: Database.Statement<[string]>;
+  readonly #rev: Database.Statement<[string], { rev: number }>;
+  readonly #commit: (conds: readonly Condition[], muts: readonly Mutation[]) => CommitResult;
+  #lastRev: number;
+
+  /** Opens (creating if needed) the store in `dir`. */
+  constructor(dir: string) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    this.path = join(dir, SQLITE_FILE);
+    if (!existsSync(this.path)) closeSync(openSync(this.path, 'a', 0o600));
+    chmodSync(this.path, 0o600);
+    const db = new Database(this.path);
+    this.#db = db;
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('foreign_keys = OFF');
+    db.exec(`CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL, rev INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;`);
+    const schema = db.prepare<[], { v: number }>(`SELECT v FROM meta WHERE k = 'schema'`).get();
+    if (!schema) {
+      db.prepare(`INSERT INTO meta (k, v) VALUES ('schema', ?), ('rev', 0)`).run(SCHEMA_VERSION);
+    } else if (schema.v !== SCHEMA_VERSION) {
+      db.close();
+      throw new Error(`unsupported database schema version ${schema.v} in ${this.path}`);
+    }
+    for (const suffix of ['-wal', '-shm']) {
+      if (existsSync(this.path + suffix)) chmodSync(this.path + suffix, 0o600);
+    }
+    this.#lastRev = db.prepare<[], { v: number }>(`SELECT v FROM meta WHERE k = 'rev'`).get()!.v;
+    this.#get = db.prepare(`SELECT k, v, rev FROM kv WHERE k = ?`);
+    this.#range = db.prepare(`SELECT k, v, rev FROM kv WHERE k >= ? AND k < ? ORDER BY k`);
+    this.#all = db.prepare(`SELECT k, v, rev FROM kv ORDER BY k`);
+    this.#put = db.prepare(`INSERT INTO kv (k, v, rev) VALUES (?, ?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v, rev = excluded.rev`);
+    this.#del = db.prepare(`DELETE FROM kv WHERE k = ?`);
+    this.#rev = db.prepare(`SELECT rev FROM kv WHERE k = ?`);
+    const setRev = db.prepare<[number]>(`UPDATE meta SET v = ? WHERE k = 'rev'`);
+    this.#commit = db.transaction((conds: readonly Condition[], muts: readonly Mutation[]): CommitResult => {
+      for (const c of conds) {
+        const rev = this.#rev.get(c.key)?.rev ?? 0;
+        if (rev !== c.rev) return { ok: false, rev: this.#lastRev };
+      }
+      const rev = this.#lastRev + 1;
+      for (const m of muts) {
+        if (m.value === undefined) this.#del.run(m.key);
+        else this.#put.run(m.key, m.value, rev);
+      }
+      setRev.run(rev);
+      this.#lastRev = rev;
+      return { ok: true, rev };
+    });
+  }
+
+  async get(key: string): Promise<StoreEntry | undefined> {
+    const row = this.#get.get(key);
+    return row && { key: row.k, value: row.v, rev: row.rev };
+  }
+
+  async range(prefix: string): Promise<StoreEntry[]> {
+    const rows = prefix === '' ? this.#all.all() : this.#range.all(prefix, prefixEnd(prefix));
+    return rows.map((r) => ({ key: r.k, value: r.v, rev: r.rev }));
+  }
+
+  async commit(conditions: readonly Condition[], mutations: readonly Mutation[]): Promise<CommitResult> {
+    const lastRev = this.#lastRev;
+    try {
+      return this.#commit(conditions, mutations);
+    } catch (err) {
+      this.#lastRev = lastRev; // the transaction was rolled back
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#db.open) this.#db.close();
+  }
+}
+
+/** The smallest string greater than every string starting with `prefix`. */
+function prefixEnd(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+}

@@ -1,0 +1,128 @@
+/**
+ * Starts real `minkms server` processes (the built binary, dist/src/cli/main.js) on 127.0.0.1
+ * for black-box tests, and tells the test how to reach them.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+export const MINKMS_BIN = join(REPO_ROOT, 'dist/src/cli/main.js');
+
+export interface TestServer {
+  /** `https://127.0.0.1:PORT` */
+  readonly url: string;
+  /** `127.0.0.1:PORT` */
+  readonly host: string;
+  readonly port: number;
+  readonly dir: string;
+  /** Root API key printed by the server (HSM-derived), if it printed one. */
+  readonly apiKey: string;
+  /** The server certificate (PEM), to be trusted as CA by clients. */
+  readonly caPem: string;
+  readonly caFile: string;
+  readonly hsmKey: string;
+  readonly process: ChildProcess;
+  /** Everything the process wrote so far (stdout + stderr). */
+  output(): string;
+  /** Graceful stop (SIGTERM) and wait for exit. */
+  stop(): Promise<void>;
+  /** SIGKILL and wait for exit. */
+  kill(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Data directory; a fresh temporary one by default. */
+  dir?: string;
+  /** `hsm:aes256:…`; a fresh one by default. Pass `null` to start without MINIO_KMS_HSM_KEY. */
+  hsmKey?: string | null;
+  /** Config file contents (YAML text); written next to the data dir. */
+  config?: string;
+  /** Port to listen on; 0 (any) by default. */
+  port?: number;
+  env?: Record<string, string>;
+  args?: string[];
+  /** Resolve as soon as the process listens, even if it reports being sealed. */
+  allowSealed?: boolean;
+  timeoutMs?: number;
+}
+
+export function newHsmKey(): string {
+  return 'hsm:aes256:' + randomBytes(32).toString('base64');
+}
+
+export function tempDir(prefix = 'minkms-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export async function startServer(opts: StartOptions = {}): Promise<TestServer> {
+  const dir = opts.dir ?? join(tempDir(), 'data');
+  const hsmKey = opts.hsmKey === undefined ? newHsmKey() : opts.hsmKey;
+  const args = [MINKMS_BIN, 'server', dir, '--address', `127.0.0.1:${opts.port ?? 0}`];
+  if (opts.config !== undefined) {
+    const configFile = join(dirname(dir), `config-${randomBytes(4).toString('hex')}.yaml`);
+    writeFileSync(configFile, opts.config);
+    args.push('--config', configFile);
+  }
+  args.push(...(opts.args ?? []));
+  const env: Record<string, string> = { ...(process.env as Record<string, string>), ...opts.env };
+  delete env.MINIO_KMS_HSM_KEY;
+  if (hsmKey) env.MINIO_KMS_HSM_KEY = hsmKey;
+
+  const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  const exited = new Promise<void>((res) => child.once('exit', () => res()));
+
+  const timeoutMs = opts.timeoutMs ?? 20_000;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const up = /Server is up and running/.test(out);
+    const sealed = opts.allowSealed && /Endpoint\s+https:\/\/\S+/.test(out) && /sealed/i.test(out);
+    if (up || sealed) break;
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`minkms server exited (${child.exitCode ?? child.signalCode}):\n${out}`);
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`minkms server did not start within ${timeoutMs} ms:\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  const url = /Endpoint\s+(https:\/\/\S+)/.exec(out)![1]!;
+  const port = Number(new URL(url).port);
+  const apiKey = /API Key\s+(k[12]:\S+)/.exec(out)?.[1] ?? '';
+  const caFile = join(dir, 'certs', 'public.crt');
+  let caPem = '';
+  try {
+    caPem = readFileSync(caFile, 'utf8');
+  } catch {
+    // A server configured with its own TLS files: the test knows its CA.
+  }
+  const wait = async (signal: NodeJS.Signals) => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    await exited;
+  };
+  return {
+    url,
+    host: `127.0.0.1:${port}`,
+    port,
+    dir,
+    apiKey,
+    caPem,
+    caFile,
+    hsmKey: hsmKey ?? '',
+    process: child,
+    output: () => out,
+    stop: () => wait('SIGTERM'),
+    kill: () => wait('SIGKILL'),
+  };
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
