@@ -13,6 +13,8 @@ export interface Hsm {
   /** Deterministic 32-byte key for `label` (same HSM key, same label ⇒ same bytes). */
   deriveKey(label: string): Promise<Buffer>;
   close(): Promise<void>;
+  /** Optional: false when `blob` was sealed under an older HSM key version (then it is resealed). */
+  isCurrent?(blob: Buffer): Promise<boolean>;
   /** Optional liveness check for status and metrics. */
   health?(): Promise<void>;
 }

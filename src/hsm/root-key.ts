@@ -86,7 +86,7 @@ async function sealEntry(hsm: Hsm, rek: Buffer, clusterId: string): Promise<Buff
  *
  * @throws SealedError when no HSM can open the REK.
  */
-export async function openRootKey(store: Store, hsms: readonly Hsm[], onWarning: (msg: string) => void = () => {}): Promise<RootKey> {
+export async function openRootKey(store: Store, hsms: readonly Hsm[], notice: (msg: string) => void = () => {}): Promise<RootKey> {
   if (hsms.length === 0) throw new SealedError('kms: no HSM provided', true);
   const cluster = await readCluster(store);
   if (!cluster) return createCluster(store, hsms);
@@ -103,9 +103,11 @@ export async function openRootKey(store: Store, hsms: readonly Hsm[], onWarning:
     if (!e) continue;
     try {
       const entry = parseJson<SealedEntry>(`sealed root key (${hsm.name})`, e.value);
-      const rek = await hsm.unseal(Buffer.from(entry.blob, 'base64'), sealAad(clusterId, hsm.name));
+      const blob = Buffer.from(entry.blob, 'base64');
+      const rek = await hsm.unseal(blob, sealAad(clusterId, hsm.name));
       if (rek.length !== 32) throw new HsmError(`${hsm.name}: unsealed root key has the wrong length`, true);
       opened = { rek, by: hsm.name };
+      await resealIfOutdated(store, hsm, blob, e.rev, rek, clusterId, notice);
       break;
     } catch (err) {
       failures.push((err as Error).message);
@@ -128,10 +130,23 @@ export async function openRootKey(store: Store, hsms: readonly Hsm[], onWarning:
       const value = await sealEntry(hsm, opened.rek, clusterId);
       await store.commit([{ key: REK_PREFIX + hsm.name, rev: 0 }], [{ key: REK_PREFIX + hsm.name, value }]);
     } catch (err) {
-      onWarning(`could not seal the root key for ${hsm.name}: ${(err as Error).message}`);
+      notice(`could not seal the root key for ${hsm.name}: ${(err as Error).message}`);
     }
   }
   return { rek: opened.rek, clusterId, created: false, unsealedBy: opened.by };
+}
+
+/** After the HSM's key was rotated, reseal its entry under the new version (old entries still open). */
+async function resealIfOutdated(store: Store, hsm: Hsm, blob: Buffer, rev: number, rek: Buffer, clusterId: string, notice: (msg: string) => void): Promise<void> {
+  if (!hsm.isCurrent) return;
+  try {
+    if (await hsm.isCurrent(blob)) return;
+    const key = REK_PREFIX + hsm.name;
+    const res = await store.commit([{ key, rev }], [{ key, value: await sealEntry(hsm, rek, clusterId) }]);
+    if (res.ok) notice(`resealed the root key entry of ${hsm.name} under the HSM key's latest version`);
+  } catch (err) {
+    notice(`could not reseal the root key entry of ${hsm.name}: ${(err as Error).message}`);
+  }
 }
 
 async function createCluster(store: Store, hsms: readonly Hsm[]): Promise<RootKey> {

@@ -21,7 +21,15 @@ export class Repo {
   /** Decrypts every record under `prefix` (e.g. `key/`). */
   async load<T extends { v: number }>(prefix: string): Promise<Array<{ path: string; record: T; rev: number }>> {
     const entries = await this.store.range(prefix);
-    return entries.map((e) => ({ path: e.key, record: decodeRecord<T>(e.key, this.#barrier.decrypt(e.key, e.value)), rev: e.rev }));
+    return entries.map((e) => {
+      let plaintext: Buffer;
+      try {
+        plaintext = this.#barrier.decrypt(e.key, e.value);
+      } catch {
+        throw new Error(`integrity check failed for record ${e.key}: it was altered, moved or swapped, or belongs to another database`);
+      }
+      return { path: e.key, record: decodeRecord<T>(e.key, plaintext), rev: e.rev };
+    });
   }
 
   put(path: string, record: { v: 1 }): Mutation {

@@ -135,9 +135,9 @@ export function encodeMessageFrames<T>(
       w.pos += pad;
       w.buf.writeUInt32BE(w.pos - lastHeader - FRAME_HEADER_SIZE, lastHeader + 2);
     }
-    return w.finish();
+    return w.copy();
   } finally {
-    w.pos = 0;
+    w.wipe();
     if (w.buf.length > 1 << 20) w.buf = Buffer.allocUnsafe(4096);
   }
 }

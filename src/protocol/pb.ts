@@ -10,6 +10,9 @@
  *   `utf8Write` / `utf8Slice`;
  * - decoded `bytes` fields are `subarray` views: **they alias the input buffer**. Copy them if
  *   the input buffer is reused or the value must outlive it.
+ * - a writer zeroes scratch memory it discards when growing, and the shared writers of the
+ *   encoders are wiped after each use, so no plaintext lingers there (the returned buffers are
+ *   the caller's to clear).
  *
  * Every malformation found while reading throws `KmsError('ERR_MALFORMED_MESSAGE')`; the reader
  * never throws a `RangeError` and never reads outside `[pos, end)`.
@@ -90,6 +93,7 @@ export class Writer {
     if (cap < need) cap = need;
     const next = Buffer.allocUnsafe(cap);
     this.buf.copy(next, 0, 0, this.pos);
+    this.buf.fill(0, 0, this.pos); // may hold secrets (DEKs); don't leave them behind
     this.buf = next;
   }
 
@@ -98,6 +102,22 @@ export class Writer {
     const out = Buffer.allocUnsafe(this.pos);
     this.buf.copy(out, 0, 0, this.pos);
     this.pos = 0;
+    return out;
+  }
+
+  /**
+   * Zeroes the bytes written so far and resets the writer. Long-lived (shared) writers call this
+   * after each use so that no plaintext (e.g. a DEK) lingers in their scratch memory.
+   */
+  wipe(): void {
+    this.buf.fill(0, 0, this.pos);
+    this.pos = 0;
+  }
+
+  /** Returns a copy of the bytes written so far (exact length) without resetting. */
+  copy(): Buffer {
+    const out = Buffer.allocUnsafe(this.pos);
+    this.buf.copy(out, 0, 0, this.pos);
     return out;
   }
 
@@ -589,10 +609,9 @@ export class Reader {
         return;
       case WIRE_SGROUP:
       case WIRE_EGROUP:
-        malformed('groups are not supported');
-      // eslint-disable-next-line no-fallthrough
+        return malformed('groups are not supported');
       default:
-        malformed('invalid wire type');
+        return malformed('invalid wire type');
     }
   }
 }

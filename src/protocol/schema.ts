@@ -267,9 +267,9 @@ export function encodeMessage<T>(schema: MessageSchema<T>, obj: MessageInit<T>):
   const w = sharedWriter.reset();
   try {
     writeFields(w, schema, obj as Record<string, unknown>);
-    return w.finish();
+    return w.copy();
   } finally {
-    w.pos = 0;
+    w.wipe();
     if (w.buf.length > SHARED_WRITER_MAX) w.buf = Buffer.allocUnsafe(4096);
   }
 }

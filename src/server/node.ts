@@ -10,6 +10,7 @@ import type { Http2SecureServer } from 'node:http2';
 import type { Config } from '../config/config.js';
 import type { Hsm } from '../hsm/hsm.js';
 import { SoftHsm, generateSoftHsmKey } from '../hsm/soft.js';
+import { MinkmsHsm } from '../hsm/minkms.js';
 import { deriveRootApiKey, openRootKey, sealedEntryNames, SealedError, type RootKey } from '../hsm/root-key.js';
 import { SqliteStore, SQLITE_FILE } from '../store/sqlite.js';
 import type { Store } from '../store/store.js';
@@ -38,6 +39,8 @@ export interface NodeOptions {
 
 const LOCAL_HSM_FILE = 'hsm.key';
 const DEFAULT_PORT = 7373;
+/** Unseal retries back off from 0.5 s to this; an HSM that comes back is used within seconds. */
+const RETRY_MAX_MS = 5000;
 
 export function parseAddress(address: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d+))?$/.exec(address) ?? /^([^[\]]*:[^[\]]*)$/.exec(address);
@@ -67,6 +70,7 @@ export class KmsNode {
   sealedPermanently = false;
   #retry: NodeJS.Timeout | undefined;
   #devDir: string | undefined;
+  #derivedApiKey: string | undefined;
 
   private constructor(opts: NodeOptions, store: Store, hsms: Hsm[], devDir: string | undefined) {
     this.opts = opts;
@@ -94,7 +98,7 @@ export class KmsNode {
     await node.#unseal();
     if (!node.kms && node.sealedPermanently) {
       await store.close();
-      throw new Error(`kms: cannot unseal the database in ${dir}: ${node.sealedReason}`);
+      throw new Error(`kms: cannot open the database in ${dir}: ${node.sealedReason}`);
     }
 
     const { host, port } = parseAddress(opts.address);
@@ -110,20 +114,23 @@ export class KmsNode {
     const bound = (server.address() as AddressInfo).port;
     const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
     node.endpoint = `https://${shown}:${bound}`;
-    await node.#banner(tls.source, tls.generated);
+    node.#banner(tls.source, tls.generated);
     return node;
   }
 
-  /** Tries to unseal; on a transient failure schedules retries with backoff. */
+  /** Tries to unseal; on a transient failure stays sealed and retries with backoff. */
   async #unseal(attempt = 0): Promise<void> {
     try {
       const root = await openRootKey(this.store, this.hsms, (msg) => this.log.warn(msg));
-      const rootIdentity = this.opts.config.admin.identity ?? (await this.derivedRootApiKey()).identity;
+      const derived = this.opts.config.admin.identity ? undefined : await this.derivedRootApiKey();
+      const rootIdentity = this.opts.config.admin.identity ?? derived!.identity;
       const kms = await Kms.load(this.store, new Barrier(root.rek, root.clusterId), { rootIdentity });
       this.root = root;
       this.hsmEntries = await sealedEntryNames(this.store);
       this.kms = kms;
-      if (attempt > 0) this.log.info('unsealed', { hsm: root.unsealedBy });
+      this.log.info('unsealed', { hsm: root.unsealedBy });
+      if (attempt > 0) this.#announce(derived?.text);
+      else this.#derivedApiKey = derived?.text;
     } catch (err) {
       const permanent = !(err instanceof SealedError) || err.permanent;
       this.sealedReason = (err as Error).message;
@@ -132,7 +139,7 @@ export class KmsNode {
         this.sealedPermanently = true;
         return;
       }
-      const delay = Math.min(30_000, 1000 * 2 ** Math.min(attempt, 5));
+      const delay = Math.min(RETRY_MAX_MS, 500 * 2 ** Math.min(attempt, 4));
       this.log.warn('sealed: cannot unseal the root encryption key; retrying', { reason: this.sealedReason, retryInMs: delay });
       this.#retry = setTimeout(() => void this.#unseal(attempt + 1), delay);
     }
@@ -143,7 +150,7 @@ export class KmsNode {
     return deriveRootApiKey(this.hsms[0]!);
   }
 
-  async #banner(tlsSource: string, generated: boolean): Promise<void> {
+  #banner(tlsSource: string, generated: boolean): void {
     const p = this.opts.print;
     p(`Version     ${VERSION}`);
     p(`HSM         ${this.hsms.map((h) => h.name).join(', ')}`);
@@ -152,13 +159,15 @@ export class KmsNode {
     p(`Data        ${this.#devDir ? `${this.#devDir} (dev mode: deleted on exit)` : this.opts.dir}`);
     p(`TLS         ${tlsSource}${generated ? ' (generated self-signed certificate for localhost)' : ''}`);
     p(`Endpoint    ${this.endpoint}`);
-    if (!this.opts.config.admin.identity && this.kms) {
-      p(`API Key     ${(await this.derivedRootApiKey()).text}`);
-    } else if (this.opts.config.admin.identity) {
-      p(`Admin       ${this.opts.config.admin.identity}`);
-    }
-    if (this.kms) p('=> Server is up and running...');
+    if (this.opts.config.admin.identity) p(`Admin       ${this.opts.config.admin.identity}`);
+    if (this.kms) this.#announce(this.#derivedApiKey);
     else p(`=> Server is sealed: ${this.sealedReason}`);
+  }
+
+  /** Printed once the node serves: the derived root API key (if any) and the ready line. */
+  #announce(apiKey: string | undefined): void {
+    if (apiKey) this.opts.print(`API Key     ${apiKey}`);
+    this.opts.print('=> Server is up and running...');
   }
 
   uptimeMs(): number {
@@ -186,21 +195,22 @@ export class KmsNode {
 }
 
 /**
- * The HSMs, in priority order: the soft HSM from MINIO_KMS_HSM_KEY first. Without any, a new
- * database gets a generated soft HSM key stored in `DIR/hsm.key` (convenient for a first
- * start; production moves it to MINIO_KMS_HSM_KEY or an external HSM).
+ * The HSMs, in priority order: the soft HSM from MINIO_KMS_HSM_KEY, then the external KMS of
+ * the configuration. Without any, a new database gets a generated soft HSM key stored in
+ * `DIR/hsm.key` (convenient for a first start; production moves it to MINIO_KMS_HSM_KEY or an
+ * external HSM).
  */
 function configuredHsms(opts: NodeOptions, dir: string, fresh: boolean): Hsm[] {
   const hsms: Hsm[] = [];
+  const local = join(dir, LOCAL_HSM_FILE);
   if (opts.hsmKey) {
     hsms.push(new SoftHsm(opts.hsmKey));
-    return hsms;
-  }
-  const local = join(dir, LOCAL_HSM_FILE);
-  if (existsSync(local)) {
+  } else if (existsSync(local)) {
     opts.log.warn(`using the soft HSM key stored in ${local}: anyone who can read the data directory can decrypt it; move it to MINIO_KMS_HSM_KEY for production`);
     hsms.push(new SoftHsm(readFileSync(local, 'utf8')));
-  } else if (opts.dev || (fresh && !opts.configured)) {
+  }
+  if (opts.config.hsm.minkms) hsms.push(new MinkmsHsm(opts.config.hsm.minkms));
+  if (hsms.length === 0 && (opts.dev || (fresh && !opts.configured))) {
     const key = generateSoftHsmKey();
     if (!opts.dev) {
       writeFileSync(local, key + '\n', { mode: 0o600 });
@@ -208,6 +218,6 @@ function configuredHsms(opts: NodeOptions, dir: string, fresh: boolean): Hsm[] {
     }
     hsms.push(new SoftHsm(key));
   }
-  if (hsms.length === 0) throw new Error('kms: no HSM provided (set MINIO_KMS_HSM_KEY, see `minkms --soft-hsm`)');
+  if (hsms.length === 0) throw new Error('kms: no HSM provided (set MINIO_KMS_HSM_KEY, see `minkms --soft-hsm`, or configure hsm.minio.minkms)');
   return hsms;
 }

@@ -27,8 +27,7 @@ export class SqliteStore implements Store {
   readonly #put: Database.Statement<[string, Buffer, number]>;
   readonly #del: Database.Statement<[string]>;
   readonly #rev: Database.Statement<[string], { rev: number }>;
-  readonly #commit: (conds: readonly Condition[], muts: readonly Mutation[]) => CommitResult;
-  #lastRev: number;
+  readonly #commit: Database.Transaction<(conds: readonly Condition[], muts: readonly Mutation[]) => CommitResult>;
 
   /** Opens (creating if needed) the store in `dir`. */
   constructor(dir: string) {
@@ -53,26 +52,28 @@ export class SqliteStore implements Store {
     for (const suffix of ['-wal', '-shm']) {
       if (existsSync(this.path + suffix)) chmodSync(this.path + suffix, 0o600);
     }
-    this.#lastRev = db.prepare<[], { v: number }>(`SELECT v FROM meta WHERE k = 'rev'`).get()!.v;
     this.#get = db.prepare(`SELECT k, v, rev FROM kv WHERE k = ?`);
     this.#range = db.prepare(`SELECT k, v, rev FROM kv WHERE k >= ? AND k < ? ORDER BY k`);
     this.#all = db.prepare(`SELECT k, v, rev FROM kv ORDER BY k`);
     this.#put = db.prepare(`INSERT INTO kv (k, v, rev) VALUES (?, ?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v, rev = excluded.rev`);
     this.#del = db.prepare(`DELETE FROM kv WHERE k = ?`);
     this.#rev = db.prepare(`SELECT rev FROM kv WHERE k = ?`);
+    const getRev = db.prepare<[], { v: number }>(`SELECT v FROM meta WHERE k = 'rev'`);
     const setRev = db.prepare<[number]>(`UPDATE meta SET v = ? WHERE k = 'rev'`);
+    // The revision counter is read inside the write transaction, not cached: another
+    // connection to the same file (a second process on the same DIR) may have committed.
     this.#commit = db.transaction((conds: readonly Condition[], muts: readonly Mutation[]): CommitResult => {
+      const lastRev = getRev.get()!.v;
       for (const c of conds) {
         const rev = this.#rev.get(c.key)?.rev ?? 0;
-        if (rev !== c.rev) return { ok: false, rev: this.#lastRev };
+        if (rev !== c.rev) return { ok: false, rev: lastRev };
       }
-      const rev = this.#lastRev + 1;
+      const rev = lastRev + 1;
       for (const m of muts) {
         if (m.value === undefined) this.#del.run(m.key);
         else this.#put.run(m.key, m.value, rev);
       }
       setRev.run(rev);
-      this.#lastRev = rev;
       return { ok: true, rev };
     });
   }
@@ -88,13 +89,8 @@ export class SqliteStore implements Store {
   }
 
   async commit(conditions: readonly Condition[], mutations: readonly Mutation[]): Promise<CommitResult> {
-    const lastRev = this.#lastRev;
-    try {
-      return this.#commit(conditions, mutations);
-    } catch (err) {
-      this.#lastRev = lastRev; // the transaction was rolled back
-      throw err;
-    }
+    // IMMEDIATE: take the write lock before reading the conditions and the revision counter.
+    return this.#commit.immediate(conditions, mutations);
   }
 
   async close(): Promise<void> {

@@ -3,9 +3,10 @@
  * for black-box tests, and tells the test how to reach them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
+import { basename, join, resolve, dirname } from 'node:path';
+import { createSelfSignedServerCertificate } from '../../src/identity/client-cert.js';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 
@@ -62,9 +63,23 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
   const dir = opts.dir ?? join(tempDir(), 'data');
   const hsmKey = opts.hsmKey === undefined ? newHsmKey() : opts.hsmKey;
   const args = [MINKMS_BIN, 'server', dir, '--address', `127.0.0.1:${opts.port ?? 0}`];
+  let caFile = join(dir, 'certs', 'public.crt');
   if (opts.config !== undefined) {
+    let config = opts.config;
+    if (!/^tls:/m.test(config)) {
+      // A configured server needs TLS files (like in production): make a localhost certificate.
+      const tlsDir = join(dirname(dir), `tls-${basename(dir)}`);
+      mkdirSync(tlsDir, { recursive: true });
+      caFile = join(tlsDir, 'public.crt');
+      if (!existsSync(caFile)) {
+        const { cert, key } = createSelfSignedServerCertificate({ hosts: ['localhost', '127.0.0.1', '::1'], days: 30 });
+        writeFileSync(join(tlsDir, 'private.key'), key, { mode: 0o600 });
+        writeFileSync(caFile, cert);
+      }
+      config += `\ntls:\n  certs:\n    - key: ${join(tlsDir, 'private.key')}\n      cert: ${caFile}\n`;
+    }
     const configFile = join(dirname(dir), `config-${randomBytes(4).toString('hex')}.yaml`);
-    writeFileSync(configFile, opts.config);
+    writeFileSync(configFile, config);
     args.push('--config', configFile);
   }
   args.push(...(opts.args ?? []));
@@ -96,7 +111,6 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
   const url = /Endpoint\s+(https:\/\/\S+)/.exec(out)![1]!;
   const port = Number(new URL(url).port);
   const apiKey = /API Key\s+(k[12]:\S+)/.exec(out)?.[1] ?? '';
-  const caFile = join(dir, 'certs', 'public.crt');
   let caPem = '';
   try {
     caPem = readFileSync(caFile, 'utf8');
