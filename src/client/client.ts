@@ -135,6 +135,38 @@ export class KmsClient {
     await this.send('', C.ClusterRemoveHsm, M.RemoveHSMRequestSchema, [{ name }]);
   }
 
+  /**
+   * Replaces the root encryption key (our extension; SysAdmin). Progress arrives as the
+   * server re-encrypts; resolves with the new REK generation.
+   */
+  async rotateRoot(onProgress: (p: { done: number; total: number; term: number }) => void = () => {}, host?: string): Promise<{ term: number }> {
+    let pending = '';
+    let result: { term: number } | undefined;
+    let failure: string | undefined;
+    const onLine = (line: string) => {
+      if (line.trim() === '') return;
+      const msg = JSON.parse(line) as { done?: number; total?: number; term: number; finished?: boolean; error?: string };
+      if (msg.error) failure = msg.error;
+      else if (msg.finished) result = { term: msg.term };
+      else onProgress({ done: msg.done ?? 0, total: msg.total ?? 0, term: msg.term });
+    };
+    const res = await this.transport.request({
+      method: 'POST',
+      path: '/v1/root/rotate',
+      host,
+      onData: (chunk) => {
+        pending += chunk.toString('utf8');
+        const lines = pending.split('\n');
+        pending = lines.pop()!;
+        lines.forEach(onLine);
+      },
+    });
+    if (res.status !== 200) throw responseError({ ...res, body: Buffer.from(pending) }, host);
+    onLine(pending);
+    if (failure !== undefined || !result) throw new Error(`root key rotation failed: ${failure ?? 'the stream ended early'}`);
+    return result;
+  }
+
   // ---------------------------------------------------------------- enclaves
 
   async createEnclave(name: string): Promise<void> {

@@ -2,11 +2,15 @@
  * The Root Encryption Key (REK) and its sealed entries, one per HSM.
  *
  * Store layout (plaintext: these records are needed before anything can be decrypted):
- *   `cluster`      {"v":1,"id":"<uuid>","createdAt":"<RFC 3339>"}
- *   `rek/<hsm>`    {"v":1,"hsm":"<name>","blob":"<base64>","createdAt":"<RFC 3339>"}
+ *   `cluster`         {"v":1,"id":"<uuid>","createdAt":"<RFC 3339>"}
+ *   `rek/<hsm>`       {"v":1,"hsm":"<name>","blob":"<base64>","createdAt":"<RFC 3339>","term":N}
+ *   `rek-next/<hsm>`  the same, for the next REK while `minkms rotate-root` runs
+ *   `rotation`        {"v":1,"term":N,"startedAt":"<RFC 3339>"} while a rotation runs
  *
- * Each blob is `hsm.seal(REK, aad)` with aad = "minkms rek v1|<cluster id>|<hsm name>", so an
- * entry cannot be replayed into another cluster or under another HSM's name.
+ * Each blob is `hsm.seal(REK, aad)` with aad = "minkms rek v1|<cluster id>|<hsm name>" (and
+ * "|term N" for REK generations after the first), so an entry cannot be replayed into another
+ * cluster, under another HSM's name, or as another generation. `term` is absent (= 1) in
+ * entries of the first generation.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Store, Mutation, Condition } from '../store/store.js';
@@ -16,6 +20,13 @@ import { apiKeyFromSeed, type ApiKey } from '../identity/api-key.js';
 
 export const CLUSTER_KEY = 'cluster';
 export const REK_PREFIX = 'rek/';
+export const REK_NEXT_PREFIX = 'rek-next/';
+export const ROTATION_KEY = 'rotation';
+
+/** Store keys that hold plaintext (not barrier-encrypted) records. */
+export function isRootKeyRecord(key: string): boolean {
+  return key === CLUSTER_KEY || key === ROTATION_KEY || key.startsWith(REK_PREFIX) || key.startsWith(REK_NEXT_PREFIX);
+}
 
 interface ClusterRecord {
   v: 1;
@@ -28,10 +39,21 @@ interface SealedEntry {
   hsm: string;
   blob: string;
   createdAt: string;
+  term?: number;
+}
+
+export interface RotationRecord {
+  v: 1;
+  term: number;
+  startedAt: string;
 }
 
 export interface RootKey {
   readonly rek: Buffer;
+  /** REK generation (1 for the first; each `rotate-root` adds one). */
+  readonly term: number;
+  /** The next REK while a rotation is in progress. */
+  readonly next?: { readonly rek: Buffer; readonly term: number };
   readonly clusterId: string;
   /** True if the cluster was created by this call (first start on an empty store). */
   readonly created: boolean;
@@ -49,11 +71,11 @@ export class SealedError extends Error {
   }
 }
 
-function sealAad(clusterId: string, hsmName: string): Buffer {
-  return Buffer.from(`minkms rek v1|${clusterId}|${hsmName}`, 'utf8');
+function sealAad(clusterId: string, hsmName: string, term: number): Buffer {
+  return Buffer.from(`minkms rek v1|${clusterId}|${hsmName}${term === 1 ? '' : `|term ${term}`}`, 'utf8');
 }
 
-function parseJson<T>(what: string, value: Buffer): T {
+export function parseJson<T>(what: string, value: Buffer): T {
   try {
     const v = JSON.parse(value.toString('utf8')) as { v?: unknown };
     if (v.v !== 1) throw new Error(`unsupported version ${String(v.v)}`);
@@ -73,10 +95,20 @@ export async function sealedEntryNames(store: Store): Promise<string[]> {
   return (await store.range(REK_PREFIX)).map((e) => e.key.slice(REK_PREFIX.length));
 }
 
-async function sealEntry(hsm: Hsm, rek: Buffer, clusterId: string): Promise<Buffer> {
-  const blob = await hsm.seal(rek, sealAad(clusterId, hsm.name));
-  const entry: SealedEntry = { v: 1, hsm: hsm.name, blob: blob.toString('base64'), createdAt: new Date().toISOString() };
+export async function sealEntry(hsm: Hsm, rek: Buffer, clusterId: string, term: number): Promise<Buffer> {
+  const blob = await hsm.seal(rek, sealAad(clusterId, hsm.name, term));
+  const entry: SealedEntry = { v: 1, hsm: hsm.name, blob: blob.toString('base64'), createdAt: new Date().toISOString(), ...(term === 1 ? {} : { term }) };
   return Buffer.from(JSON.stringify(entry));
+}
+
+/** Opens a sealed entry (a `rek/` or `rek-next/` value) with its HSM. */
+export async function unsealEntry(hsm: Hsm, value: Buffer, clusterId: string): Promise<{ rek: Buffer; term: number; blob: Buffer }> {
+  const entry = parseJson<SealedEntry>(`sealed root key (${hsm.name})`, value);
+  const term = entry.term ?? 1;
+  const blob = Buffer.from(entry.blob, 'base64');
+  const rek = await hsm.unseal(blob, sealAad(clusterId, hsm.name, term));
+  if (rek.length !== 32) throw new HsmError(`${hsm.name}: unsealed root key has the wrong length`, true);
+  return { rek, term, blob };
 }
 
 /**
@@ -97,17 +129,14 @@ export async function openRootKey(store: Store, hsms: readonly Hsm[], notice: (m
 
   const failures: string[] = [];
   let permanent = true;
-  let opened: { rek: Buffer; by: string } | undefined;
+  let opened: { rek: Buffer; term: number; by: Hsm } | undefined;
   for (const hsm of hsms) {
     const e = entries.get(hsm.name);
     if (!e) continue;
     try {
-      const entry = parseJson<SealedEntry>(`sealed root key (${hsm.name})`, e.value);
-      const blob = Buffer.from(entry.blob, 'base64');
-      const rek = await hsm.unseal(blob, sealAad(clusterId, hsm.name));
-      if (rek.length !== 32) throw new HsmError(`${hsm.name}: unsealed root key has the wrong length`, true);
-      opened = { rek, by: hsm.name };
-      await resealIfOutdated(store, hsm, blob, e.rev, rek, clusterId, notice);
+      const { rek, term, blob } = await unsealEntry(hsm, e.value, clusterId);
+      opened = { rek, term, by: hsm };
+      await resealIfOutdated(store, hsm, blob, e.rev, rek, clusterId, term, notice);
       break;
     } catch (err) {
       failures.push((err as Error).message);
@@ -123,26 +152,36 @@ export async function openRootKey(store: Store, hsms: readonly Hsm[], notice: (m
     throw new SealedError(failures.join('; '), permanent);
   }
 
-  // Seal for every configured HSM without an entry: an HSM may be added at any time.
-  for (const hsm of hsms) {
-    if (entries.has(hsm.name)) continue;
-    try {
-      const value = await sealEntry(hsm, opened.rek, clusterId);
-      await store.commit([{ key: REK_PREFIX + hsm.name, rev: 0 }], [{ key: REK_PREFIX + hsm.name, value }]);
-    } catch (err) {
-      notice(`could not seal the root key for ${hsm.name}: ${(err as Error).message}`);
+  // An interrupted rotate-root: open the next REK too, so values of both generations read.
+  let next: RootKey['next'];
+  if (await store.get(ROTATION_KEY)) {
+    const e = await store.get(REK_NEXT_PREFIX + opened.by.name);
+    if (!e) throw new SealedError(`a root key rotation is in progress but ${opened.by.name} has no entry for the next root key`, true);
+    const n = await unsealEntry(opened.by, e.value, clusterId);
+    next = { rek: n.rek, term: n.term };
+    notice('a root key rotation was interrupted: run `minkms rotate-root` again to finish it');
+  } else {
+    // Seal for every configured HSM without an entry: an HSM may be added at any time.
+    for (const hsm of hsms) {
+      if (entries.has(hsm.name)) continue;
+      try {
+        const value = await sealEntry(hsm, opened.rek, clusterId, opened.term);
+        await store.commit([{ key: REK_PREFIX + hsm.name, rev: 0 }], [{ key: REK_PREFIX + hsm.name, value }]);
+      } catch (err) {
+        notice(`could not seal the root key for ${hsm.name}: ${(err as Error).message}`);
+      }
     }
   }
-  return { rek: opened.rek, clusterId, created: false, unsealedBy: opened.by };
+  return { rek: opened.rek, term: opened.term, next, clusterId, created: false, unsealedBy: opened.by.name };
 }
 
 /** After the HSM's key was rotated, reseal its entry under the new version (old entries still open). */
-async function resealIfOutdated(store: Store, hsm: Hsm, blob: Buffer, rev: number, rek: Buffer, clusterId: string, notice: (msg: string) => void): Promise<void> {
+async function resealIfOutdated(store: Store, hsm: Hsm, blob: Buffer, rev: number, rek: Buffer, clusterId: string, term: number, notice: (msg: string) => void): Promise<void> {
   if (!hsm.isCurrent) return;
   try {
     if (await hsm.isCurrent(blob)) return;
     const key = REK_PREFIX + hsm.name;
-    const res = await store.commit([{ key, rev }], [{ key, value: await sealEntry(hsm, rek, clusterId) }]);
+    const res = await store.commit([{ key, rev }], [{ key, value: await sealEntry(hsm, rek, clusterId, term) }]);
     if (res.ok) notice(`resealed the root key entry of ${hsm.name} under the HSM key's latest version`);
   } catch (err) {
     notice(`could not reseal the root key entry of ${hsm.name}: ${(err as Error).message}`);
@@ -159,7 +198,7 @@ async function createCluster(store: Store, hsms: readonly Hsm[]): Promise<RootKe
   const mutations: Mutation[] = [{ key: CLUSTER_KEY, value: Buffer.from(JSON.stringify(record)) }];
   for (const hsm of hsms) {
     // A cluster is only created if every configured HSM can seal: a half-sealed start is a trap.
-    const value = await sealEntry(hsm, rek, clusterId).catch((err: unknown) => {
+    const value = await sealEntry(hsm, rek, clusterId, 1).catch((err: unknown) => {
       throw new SealedError(`cannot initialize: ${(err as Error).message}`, err instanceof HsmError && err.permanent);
     });
     conditions.push({ key: REK_PREFIX + hsm.name, rev: 0 });
@@ -167,19 +206,19 @@ async function createCluster(store: Store, hsms: readonly Hsm[]): Promise<RootKe
   }
   const res = await store.commit(conditions, mutations);
   if (!res.ok) return openRootKey(store, hsms); // another node initialized first
-  return { rek, clusterId, created: true, unsealedBy: hsms[0]!.name };
+  return { rek, term: 1, clusterId, created: true, unsealedBy: hsms[0]!.name };
 }
 
 /** CLUSTER:ADDHSM — seal the REK for a configured HSM (replacing its entry if `overwrite`). */
 export async function addHsmEntry(store: Store, hsm: Hsm, root: RootKey, overwrite: boolean): Promise<void> {
   const key = REK_PREFIX + hsm.name;
+  if (root.next) throw new KmsError('ERR_BAD_REQUEST', 'a root key rotation is in progress: finish it with `minkms rotate-root` first');
   const current = await store.get(key);
   if (current && !overwrite) throw new KmsError('ERR_HSM_EXISTS');
-  const value = await sealEntry(hsm, root.rek, root.clusterId);
+  const value = await sealEntry(hsm, root.rek, root.clusterId, root.term);
   // Prove the new entry opens before it replaces anything.
-  const entry = parseJson<SealedEntry>('sealed root key', value);
-  const check = await hsm.unseal(Buffer.from(entry.blob, 'base64'), sealAad(root.clusterId, hsm.name));
-  if (!check.equals(root.rek)) throw new HsmError(`${hsm.name}: sealed entry does not round-trip`, true);
+  const check = await unsealEntry(hsm, value, root.clusterId);
+  if (!check.rek.equals(root.rek)) throw new HsmError(`${hsm.name}: sealed entry does not round-trip`, true);
   const res = await store.commit([{ key, rev: current?.rev ?? 0 }], [{ key, value }]);
   if (!res.ok) throw new KmsError('ERR_HSM_EXISTS', 'concurrent change');
 }

@@ -88,9 +88,9 @@ const MAC_INFO = 'minkms key mac v1';
 export class Kms {
   readonly rootIdentity: string;
   readonly #repo: Repo;
-  readonly #enclaves = new SortedMap<Enclave>();
+  #enclaves = new SortedMap<Enclave>();
   /** SysAdmin identity → number of SysAdmin records naming it (across enclaves). */
-  readonly #sysAdmins = new Map<string, number>();
+  #sysAdmins = new Map<string, number>();
   #commits = 0;
 
   private constructor(repo: Repo, opts: KmsOptions) {
@@ -101,12 +101,23 @@ export class Kms {
   /** Loads and decrypts the whole state. Throws if a record fails to decrypt or parse. */
   static async load(store: Store, barrier: Barrier, opts: KmsOptions): Promise<Kms> {
     const kms = new Kms(new Repo(store, barrier), opts);
-    const repo = kms.#repo;
+    await kms.reload();
+    return kms;
+  }
+
+  /**
+   * Re-reads the whole state from the store (e.g. after a root key rotation re-encrypted every
+   * record). Call it inside `exclusive` so that no write interleaves.
+   */
+  async reload(): Promise<void> {
+    const repo = this.#repo;
+    const enclaves = new SortedMap<Enclave>();
+    const sysAdmins = new Map<string, number>();
     for (const { record, rev } of await repo.load<EnclaveRecord>('enclave/')) {
-      kms.#enclaves.set(record.name, newEnclave(record, rev));
+      enclaves.set(record.name, newEnclave(record, rev));
     }
     const owner = (path: string) => {
-      const e = kms.#enclaves.get(path.split('/')[1]!);
+      const e = enclaves.get(path.split('/')[1]!);
       if (!e) throw new Error(`orphaned record ${path}: its enclave does not exist`);
       return e;
     };
@@ -118,9 +129,15 @@ export class Kms {
     }
     for (const { path, record, rev } of await repo.load<IdentityRecord>('identity/')) {
       owner(path).identities.set(record.identity, { ...record, rev });
-      if (record.privilege === PRIVILEGE.SysAdmin) kms.#countSysAdmin(record.identity, +1);
+      if (record.privilege === PRIVILEGE.SysAdmin) sysAdmins.set(record.identity, (sysAdmins.get(record.identity) ?? 0) + 1);
     }
-    return kms;
+    this.#enclaves = enclaves;
+    this.#sysAdmins = sysAdmins;
+  }
+
+  /** Runs `fn` with every other write of this node held back (reads go on). */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    return this.#repo.exclusive(fn);
   }
 
   /** Number of state changes applied by this node since start. */

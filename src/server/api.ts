@@ -62,6 +62,12 @@ export function clusterOps(node: KmsNode): ClusterOps {
   };
 }
 
+/** Endpoints outside the command channel that only SysAdmins may use. */
+function requireSysAdmin(node: KmsNode, identity: string): void {
+  if (!node.kms) throw new KmsError('ERR_SEALED');
+  if (!node.kms.isSysAdmin(identity)) throw new KmsError('ERR_NOT_ALLOWED');
+}
+
 export function apiRoutes(node: KmsNode): Route[] {
   const cluster = clusterOps(node);
   const kmsHandler: Route['handler'] = async ({ res, identity, param, body }) => {
@@ -87,6 +93,23 @@ export function apiRoutes(node: KmsNode): Route[] {
       handler: ({ res }) => {
         if (!node.kms) throw new KmsError('ERR_SEALED');
         send(res, 200, '', 'text/plain');
+      },
+    },
+    {
+      // Our extension: `minkms rotate-root`. Streams progress as JSON lines.
+      method: 'POST',
+      path: '/v1/root/rotate',
+      handler: async ({ res, identity }) => {
+        requireSysAdmin(node, identity);
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        try {
+          await node.rotateRoot((p) => res.write(JSON.stringify(p) + '\n'));
+          res.end(JSON.stringify({ finished: true, term: node.root!.term }) + '\n');
+        } catch (err) {
+          // Headers are gone: report the failure in the stream.
+          res.end(JSON.stringify({ error: err instanceof KmsError ? err.message : 'internal error: see the server log' }) + '\n');
+          if (!(err instanceof KmsError)) node.log.error('root key rotation failed', { err: (err as Error).stack });
+        }
       },
     },
     { method: 'POST', path: '/v1/kms', handler: kmsHandler, body: true },

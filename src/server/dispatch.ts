@@ -68,9 +68,9 @@ function toRuleSets(rules: Rules): Record<string, M.RuleSet> {
 }
 
 function fromRuleSets(sets: Record<string, M.RuleSet>): Rules {
-  const out: Rules = {};
-  for (const [cmd, set] of Object.entries(sets)) out[cmd] = Object.keys(set.rules);
-  return out;
+  // fromEntries defines own properties: a `__proto__` key stays a key (and is refused as an
+  // unknown command) instead of replacing the object's prototype.
+  return Object.fromEntries(Object.entries(sets).map(([cmd, set]) => [cmd, Object.keys(set.rules)]));
 }
 
 /** Handlers by command code. Authorization of the caller happens before `run`. */
@@ -198,6 +198,8 @@ function authorize(c: CallContext, cmd: Command, h: Handler<unknown, unknown>, r
  * @param identity the caller's `h1:` identity ('' without a client certificate)
  */
 export async function dispatch(kms: Kms, cluster: ClusterOps, identity: string, enclave: string, body: Buffer, limits: Limits): Promise<Buffer> {
+  // Without a client certificate nothing of the request is looked at (kms-wire.md §1.5).
+  if (identity === '') throw new KmsError('ERR_NOT_ALLOWED');
   const frames = parseFrames(body, limits.maxFrames);
   const code = frames[0]!.code;
   const cmd = commandByCode(code);
@@ -205,7 +207,6 @@ export async function dispatch(kms: Kms, cluster: ClusterOps, identity: string, 
   if (!cmd || !h) throw new KmsError('ERR_UNKNOWN_COMMAND', `code ${code}`);
   for (const f of frames) if (f.code !== code) throw new KmsError('ERR_MIXED_BATCH');
   if (frames.length > 1 && !cmd.batch) throw new KmsError('ERR_BATCH_NOT_ALLOWED', cmd.name);
-  if (identity === '') throw new KmsError('ERR_NOT_ALLOWED');
 
   // Cluster and enclave-management commands ignore the URL's enclave (ENCLAVE:LIST is sent
   // with none, the others with their argument in the message).

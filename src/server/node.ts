@@ -11,6 +11,8 @@ import type { Config } from '../config/config.js';
 import type { Hsm } from '../hsm/hsm.js';
 import { SoftHsm, generateSoftHsmKey } from '../hsm/soft.js';
 import { MinkmsHsm } from '../hsm/minkms.js';
+import { rotateRoot, type RotationProgress } from '../hsm/rotate-root.js';
+import { KmsError } from '../protocol/errors.js';
 import { deriveRootApiKey, openRootKey, sealedEntryNames, SealedError, type RootKey } from '../hsm/root-key.js';
 import { SqliteStore, SQLITE_FILE } from '../store/sqlite.js';
 import type { Store } from '../store/store.js';
@@ -71,6 +73,7 @@ export class KmsNode {
   #retry: NodeJS.Timeout | undefined;
   #devDir: string | undefined;
   #derivedApiKey: string | undefined;
+  #barrier: Barrier | undefined;
 
   private constructor(opts: NodeOptions, store: Store, hsms: Hsm[], devDir: string | undefined) {
     this.opts = opts;
@@ -124,8 +127,11 @@ export class KmsNode {
       const root = await openRootKey(this.store, this.hsms, (msg) => this.log.warn(msg));
       const derived = this.opts.config.admin.identity ? undefined : await this.derivedRootApiKey();
       const rootIdentity = this.opts.config.admin.identity ?? derived!.identity;
-      const kms = await Kms.load(this.store, new Barrier(root.rek, root.clusterId), { rootIdentity });
+      const barrier = new Barrier(root.rek, root.clusterId, root.term);
+      if (root.next) barrier.addTerm(root.next.rek, root.next.term);
+      const kms = await Kms.load(this.store, barrier, { rootIdentity });
       this.root = root;
+      this.#barrier = barrier;
       this.hsmEntries = await sealedEntryNames(this.store);
       this.kms = kms;
       this.log.info('unsealed', { hsm: root.unsealedBy });
@@ -168,6 +174,18 @@ export class KmsNode {
   #announce(apiKey: string | undefined): void {
     if (apiKey) this.opts.print(`API Key     ${apiKey}`);
     this.opts.print('=> Server is up and running...');
+  }
+
+  /** Replaces the root encryption key (see hsm/rotate-root.ts); writes wait, reads go on. */
+  async rotateRoot(progress: (p: RotationProgress) => void): Promise<void> {
+    const kms = this.kms;
+    if (!kms || !this.root || !this.#barrier) throw new KmsError('ERR_SEALED');
+    await kms.exclusive(async () => {
+      this.root = await rotateRoot(this.store, this.hsms, this.root!, this.#barrier!, progress);
+      this.hsmEntries = await sealedEntryNames(this.store);
+      await kms.reload();
+    });
+    this.log.info('root encryption key rotated', { term: this.root.term });
   }
 
   uptimeMs(): number {

@@ -19,35 +19,65 @@ const VERSION = 0x01;
 const HEADER = 5;
 
 export class Barrier {
-  readonly term: number;
-  readonly #key: Buffer;
+  readonly #clusterId: string;
+  /** Derived key per term; several only while a root key rotation is in progress. */
+  readonly #keys = new Map<number, Buffer>();
+  #term: number;
 
-  /** @param rek the 32-byte root encryption key; @param clusterId salts the derivation. */
+  /** @param rek the 32-byte root encryption key of `term`; @param clusterId salts the derivation. */
   constructor(rek: Buffer, clusterId: string, term = 1) {
+    this.#clusterId = clusterId;
+    this.#term = term;
+    this.addTerm(rek, term);
+  }
+
+  /** The term new values are encrypted under. */
+  get term(): number {
+    return this.#term;
+  }
+
+  /** Adds the key of a newer REK generation and encrypts under it from now on. */
+  addTerm(rek: Buffer, term: number): void {
     if (rek.length !== 32) throw new RangeError('barrier: root key must be 32 bytes');
-    this.term = term;
-    this.#key = hkdfSha256(rek, clusterId, 'minkms barrier v1', 32);
+    this.#keys.set(term, hkdfSha256(rek, this.#clusterId, 'minkms barrier v1', 32));
+    this.#term = Math.max(this.#term, term);
+  }
+
+  /** Forgets (and zeroes) the keys of every term but the current one. */
+  dropOldTerms(): void {
+    for (const [term, key] of this.#keys) {
+      if (term !== this.#term) {
+        key.fill(0);
+        this.#keys.delete(term);
+      }
+    }
   }
 
   encrypt(path: string, plaintext: Uint8Array): Buffer {
     const header = Buffer.allocUnsafe(HEADER);
     header[0] = VERSION;
-    header.writeUInt32BE(this.term, 1);
-    const sealed = aesGcmSeal(this.#key, plaintext, aad(header, path));
+    header.writeUInt32BE(this.#term, 1);
+    const sealed = aesGcmSeal(this.#keys.get(this.#term)!, plaintext, aad(header, path));
     return Buffer.concat([header, sealed]);
   }
 
   /** @throws KmsError ERR_DECRYPT if the value was altered, moved, or made under another key. */
   decrypt(path: string, blob: Uint8Array): Buffer {
-    if (blob.length < HEADER || blob[0] !== VERSION) throw new KmsError('ERR_DECRYPT');
-    const header = blob.subarray(0, HEADER);
-    return aesGcmOpen(this.#key, blob.subarray(HEADER), aad(header, path));
+    const key = blob.length >= HEADER && blob[0] === VERSION ? this.#keys.get(termOf(blob)) : undefined;
+    if (!key) throw new KmsError('ERR_DECRYPT');
+    return aesGcmOpen(key, blob.subarray(HEADER), aad(blob.subarray(0, HEADER), path));
   }
 
-  /** Zeroes the derived key; the barrier is unusable afterwards. */
+  /** Zeroes the derived keys; the barrier is unusable afterwards. */
   destroy(): void {
-    this.#key.fill(0);
+    for (const key of this.#keys.values()) key.fill(0);
+    this.#keys.clear();
   }
+}
+
+/** The term a barrier blob was encrypted under (0 if it is no barrier blob). */
+export function termOf(blob: Uint8Array): number {
+  return blob.length >= HEADER && blob[0] === VERSION ? Buffer.from(blob.buffer, blob.byteOffset, HEADER).readUInt32BE(1) : 0;
 }
 
 function aad(header: Uint8Array, path: string): Buffer {
