@@ -167,6 +167,16 @@ export class KmsClient {
     return result;
   }
 
+  /** A backup snapshot of the whole database (still encrypted); SysAdmin. */
+  async readDb(host?: string): Promise<Buffer> {
+    return (await this.#ok({ method: 'GET', path: '/v1/db', headers: { accept: OCTET }, host })).body;
+  }
+
+  /** Restores a backup snapshot onto one node; SysAdmin. */
+  async writeDb(snapshot: Uint8Array, host?: string): Promise<void> {
+    await this.#ok({ method: 'PUT', path: '/v1/db', headers: { accept: OCTET }, body: snapshot, host });
+  }
+
   // ---------------------------------------------------------------- enclaves
 
   async createEnclave(name: string): Promise<void> {

@@ -92,6 +92,7 @@ export class Kms {
   /** SysAdmin identity → number of SysAdmin records naming it (across enclaves). */
   #sysAdmins = new Map<string, number>();
   #commits = 0;
+  #retired = false;
 
   private constructor(repo: Repo, opts: KmsOptions) {
     this.#repo = repo;
@@ -573,8 +574,17 @@ export class Kms {
     else this.#sysAdmins.delete(identity);
   }
 
+  /**
+   * Marks this instance as replaced (the node restored a backup and loaded a new one): writes
+   * still queued here fail instead of landing next to the restored state.
+   */
+  retire(): void {
+    this.#retired = true;
+  }
+
   #write(fn: () => Promise<void>): Promise<void> {
     return this.#repo.exclusive(async () => {
+      if (this.#retired) throw new KmsError('ERR_CONFLICT');
       await fn();
       this.#commits++;
     });

@@ -14,6 +14,8 @@ import { DEFAULT_LIMITS, send, type Request, type Route } from './http.js';
 import type { KmsNode } from './node.js';
 
 const OCTET = 'application/octet-stream';
+/** Largest backup `PUT /v1/db` accepts. */
+const MAX_BACKUP = 1 << 30;
 
 /** Protobuf for the Go SDK (`Accept: application/*`), JSON for people and curl. */
 function wantsProtobuf(req: Request): boolean {
@@ -110,6 +112,25 @@ export function apiRoutes(node: KmsNode): Route[] {
           res.end(JSON.stringify({ error: err instanceof KmsError ? err.message : 'internal error: see the server log' }) + '\n');
           if (!(err instanceof KmsError)) node.log.error('root key rotation failed', { err: (err as Error).stack });
         }
+      },
+    },
+    {
+      method: 'GET',
+      path: '/v1/db',
+      handler: async ({ res, identity }) => {
+        requireSysAdmin(node, identity);
+        send(res, 200, await node.backup(), OCTET);
+      },
+    },
+    {
+      method: 'PUT',
+      path: '/v1/db',
+      body: true,
+      maxBody: MAX_BACKUP,
+      handler: async ({ res, identity, body }) => {
+        requireSysAdmin(node, identity);
+        await node.restore(body);
+        send(res, 200, '', 'text/plain');
       },
     },
     { method: 'POST', path: '/v1/kms', handler: kmsHandler, body: true },

@@ -32,10 +32,11 @@ export interface Route {
   /** Exact path, or a prefix ending in `/` matched with the rest as `param`. */
   path: string;
   prefix?: boolean;
-  /** Whether a registered client certificate is required (checked by the handler). */
   handler: (ctx: RequestContext) => void | Promise<void>;
   /** Whether the handler needs the body (read up to the limit before calling it). */
   body?: boolean;
+  /** Body limit of this route, if not the server's. */
+  maxBody?: number;
 }
 
 export interface RequestContext {
@@ -164,7 +165,7 @@ async function handle(req: Request, res: Response, opts: HttpServerOptions): Pro
     break;
   }
   if (!route) throw new KmsError(pathMatched ? 'ERR_METHOD_NOT_ALLOWED' : 'ERR_NOT_FOUND');
-  const body = route.body ? await readBody(req, opts.limits) : EMPTY;
+  const body = route.body ? await readBody(req, route.maxBody ? { ...opts.limits, maxBody: route.maxBody } : opts.limits) : EMPTY;
   if (!route.body) req.resume();
   await route.handler({ req, res, identity: connectionIdentity(req), param, query: url.searchParams, body });
 }

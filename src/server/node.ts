@@ -16,6 +16,9 @@ import { KmsError } from '../protocol/errors.js';
 import { deriveRootApiKey, openRootKey, sealedEntryNames, SealedError, type RootKey } from '../hsm/root-key.js';
 import { SqliteStore, SQLITE_FILE } from '../store/sqlite.js';
 import type { Store } from '../store/store.js';
+import { MemoryStore } from '../store/memory.js';
+import { decodeSnapshot, encodeSnapshot } from '../store/snapshot.js';
+import type { ApiKey } from '../identity/api-key.js';
 import { Barrier } from '../store/barrier.js';
 import { Kms } from '../kms/kms.js';
 import { createHttpServer, DEFAULT_LIMITS } from './http.js';
@@ -121,22 +124,31 @@ export class KmsNode {
     return node;
   }
 
+  /** Opens the root key and the state of `store` (the node's own, or a backup being checked). */
+  async #open(store: Store): Promise<{ root: RootKey; barrier: Barrier; kms: Kms; derived?: ApiKey }> {
+    const root = await openRootKey(store, this.hsms, (msg) => this.log.warn(msg));
+    const derived = this.opts.config.admin.identity ? undefined : await this.derivedRootApiKey();
+    const rootIdentity = this.opts.config.admin.identity ?? derived!.identity;
+    const barrier = new Barrier(root.rek, root.clusterId, root.term);
+    if (root.next) barrier.addTerm(root.next.rek, root.next.term);
+    return { root, barrier, kms: await Kms.load(store, barrier, { rootIdentity }), derived };
+  }
+
+  async #activate(opened: { root: RootKey; barrier: Barrier; kms: Kms }): Promise<void> {
+    this.root = opened.root;
+    this.#barrier = opened.barrier;
+    this.hsmEntries = await sealedEntryNames(this.store);
+    this.kms = opened.kms;
+  }
+
   /** Tries to unseal; on a transient failure stays sealed and retries with backoff. */
   async #unseal(attempt = 0): Promise<void> {
     try {
-      const root = await openRootKey(this.store, this.hsms, (msg) => this.log.warn(msg));
-      const derived = this.opts.config.admin.identity ? undefined : await this.derivedRootApiKey();
-      const rootIdentity = this.opts.config.admin.identity ?? derived!.identity;
-      const barrier = new Barrier(root.rek, root.clusterId, root.term);
-      if (root.next) barrier.addTerm(root.next.rek, root.next.term);
-      const kms = await Kms.load(this.store, barrier, { rootIdentity });
-      this.root = root;
-      this.#barrier = barrier;
-      this.hsmEntries = await sealedEntryNames(this.store);
-      this.kms = kms;
-      this.log.info('unsealed', { hsm: root.unsealedBy });
-      if (attempt > 0) this.#announce(derived?.text);
-      else this.#derivedApiKey = derived?.text;
+      const opened = await this.#open(this.store);
+      await this.#activate(opened);
+      this.log.info('unsealed', { hsm: opened.root.unsealedBy });
+      if (attempt > 0) this.#announce(opened.derived?.text);
+      else this.#derivedApiKey = opened.derived?.text;
     } catch (err) {
       const permanent = !(err instanceof SealedError) || err.permanent;
       this.sealedReason = (err as Error).message;
@@ -186,6 +198,46 @@ export class KmsNode {
       await kms.reload();
     });
     this.log.info('root encryption key rotated', { term: this.root.term });
+  }
+
+  /** A consistent snapshot of the whole store, still encrypted (GET /v1/db). */
+  async backup(): Promise<Buffer> {
+    if (!this.kms || !this.root) throw new KmsError('ERR_SEALED');
+    const entries = await this.store.range('');
+    return encodeSnapshot(this.root.clusterId, entries);
+  }
+
+  /**
+   * Replaces the whole state with a snapshot (PUT /v1/db). The snapshot is opened and every
+   * record checked in memory first, with this node's HSMs; only then is the store replaced, in
+   * one transaction. A snapshot that cannot be opened leaves the node as it was.
+   */
+  async restore(snapshot: Buffer): Promise<void> {
+    const kms = this.kms;
+    if (!kms) throw new KmsError('ERR_SEALED');
+    let entries;
+    try {
+      entries = decodeSnapshot(snapshot).entries;
+    } catch (err) {
+      throw new KmsError('ERR_INVALID_BACKUP', (err as Error).message);
+    }
+    await kms.exclusive(async () => {
+      try {
+        await this.#open(new MemoryStore(entries));
+      } catch (err) {
+        throw new KmsError('ERR_INVALID_BACKUP', `this node cannot open it: ${(err as Error).message}`);
+      }
+      const current = await this.store.range('');
+      const keep = new Set(entries.map((e) => e.key));
+      const res = await this.store.commit(
+        current.map((e) => ({ key: e.key, rev: e.rev })),
+        [...current.filter((e) => !keep.has(e.key)).map((e) => ({ key: e.key })), ...entries],
+      );
+      if (!res.ok) throw new KmsError('ERR_CONFLICT');
+      kms.retire();
+      await this.#activate(await this.#open(this.store));
+    });
+    this.log.info('database restored from a backup', { entries: entries.length });
   }
 
   uptimeMs(): number {
