@@ -22,6 +22,8 @@ export interface MinkmsHsmConfig {
   insecure: boolean;
 }
 
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
 export interface Config {
   version: 'v1';
   admin: { identity?: string };
@@ -29,7 +31,16 @@ export interface Config {
   /** Heartbeat interval in milliseconds (0 = automatic). */
   heartbeat: number;
   hsm: { minkms?: MinkmsHsmConfig };
+  log: { level: LogLevel };
+  /** Audit log file (append-only, hash-chained); none = no audit log. */
+  audit: { file?: string };
+  /** Whether /v1/health/metrics needs a SysAdmin client certificate. */
+  metrics: { auth: boolean };
+  limits: { maxBody: number; maxFrames: number; bodyTimeout: number };
+  store: { backend: 'sqlite' };
 }
+
+export const DEFAULT_LIMITS = { maxBody: 16 << 20, maxFrames: 10_000, bodyTimeout: 30_000 };
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -38,7 +49,18 @@ export class ConfigError extends Error {
   }
 }
 
-export const EMPTY_CONFIG: Config = { version: 'v1', admin: {}, tls: { certs: [] }, heartbeat: 0, hsm: {} };
+export const EMPTY_CONFIG: Config = {
+  version: 'v1',
+  admin: {},
+  tls: { certs: [] },
+  heartbeat: 0,
+  hsm: {},
+  log: { level: 'info' },
+  audit: {},
+  metrics: { auth: true },
+  limits: DEFAULT_LIMITS,
+  store: { backend: 'sqlite' },
+};
 
 type Obj = Record<string, unknown>;
 
@@ -91,7 +113,7 @@ export function parseDuration(v: unknown, path: string): number {
 
 /** Validates a parsed YAML document. Relative file paths are resolved against `baseDir`. */
 export function validateConfig(doc: unknown, baseDir: string): Config {
-  const root = object(doc, '', ['version', 'admin', 'tls', 'heartbeat', 'hsm']);
+  const root = object(doc, '', ['version', 'admin', 'tls', 'heartbeat', 'hsm', 'log', 'audit', 'metrics', 'limits', 'store']);
   if (root.version !== 'v1') fail('version', `must be 'v1'`);
   const file = (p: string | undefined) => (p === undefined ? undefined : isAbsolute(p) ? p : resolve(baseDir, p));
 
@@ -130,13 +152,48 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     };
   }
 
+  const log = object(root.log, 'log', ['level']);
+  const level = str(log.level, 'log.level') ?? 'info';
+  if (!['debug', 'info', 'warn', 'error'].includes(level)) fail('log.level', 'must be one of debug, info, warn, error');
+
+  const audit = object(root.audit, 'audit', ['file']);
+  const metrics = object(root.metrics, 'metrics', ['auth']);
+  if (metrics.auth !== undefined && typeof metrics.auth !== 'boolean') fail('metrics.auth', 'must be true or false');
+
+  const limits = object(root.limits, 'limits', ['max_body', 'max_frames', 'body_timeout']);
+  const maxBody = limits.max_body === undefined ? DEFAULT_LIMITS.maxBody : parseSize(limits.max_body, 'limits.max_body');
+  const maxFrames = limits.max_frames === undefined ? DEFAULT_LIMITS.maxFrames : positiveInt(limits.max_frames, 'limits.max_frames');
+  const bodyTimeout = limits.body_timeout === undefined ? DEFAULT_LIMITS.bodyTimeout : parseDuration(limits.body_timeout, 'limits.body_timeout');
+
+  const store = object(root.store, 'store', ['backend']);
+  const backend = str(store.backend, 'store.backend') ?? 'sqlite';
+  if (backend !== 'sqlite') fail('store.backend', `unknown backend '${backend}' (available: sqlite)`);
+
   return {
     version: 'v1',
     admin: identity ? { identity } : {},
     tls: { certs, ca: file(str(tls.ca, 'tls.ca')) },
     heartbeat: root.heartbeat === undefined ? 0 : parseDuration(root.heartbeat, 'heartbeat'),
     hsm: minkms ? { minkms } : {},
+    log: { level: level as LogLevel },
+    audit: { file: file(str(audit.file, 'audit.file')) },
+    metrics: { auth: metrics.auth !== false },
+    limits: { maxBody, maxFrames, bodyTimeout },
+    store: { backend: 'sqlite' },
   };
+}
+
+function positiveInt(v: unknown, path: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) fail(path, 'must be a positive integer');
+  return v;
+}
+
+/** Sizes like `16MiB`, `512KiB`, `1GiB` or a number of bytes. */
+function parseSize(v: unknown, path: string): number {
+  if (typeof v === 'number') return positiveInt(v, path);
+  const m = typeof v === 'string' ? /^(\d+)\s*(B|KiB|MiB|GiB)?$/.exec(v.trim()) : null;
+  if (!m) fail(path, `invalid size '${String(v)}' (examples: 16MiB, 512KiB, 1048576)`);
+  return Number(m[1]) * { B: 1, KiB: 1024, MiB: 1 << 20, GiB: 1 << 30 }[(m[2] ?? 'B') as 'B' | 'KiB' | 'MiB' | 'GiB'];
 }
 
 export function loadConfig(path: string): Config {

@@ -11,12 +11,11 @@
  * The identity used needs only KEY:ENCRYPT, KEY:DECRYPT and KEY:MAC on the one key (a User
  * with a policy; no admin rights on the external KMS).
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { KmsClient } from '../client/client.js';
 import { TransportError } from '../client/transport.js';
 import { isKmsError } from '../protocol/errors.js';
 import type { MinkmsHsmConfig } from '../config/config.js';
+import { readCaPath } from '../config/pem.js';
 import { HsmError, type Hsm } from './hsm.js';
 
 const BLOB_VERSION = 0x01;
@@ -26,14 +25,6 @@ export const DERIVE_VERSION = 1;
 
 export function minkmsHsmName(enclave: string, key: string): string {
   return `hsm:minio:minkms:${enclave}/${key}`;
-}
-
-/** PEM text of a CA file, or of every file in a CA directory. */
-export function readCaPath(path: string): string[] {
-  if (!statSync(path).isDirectory()) return [readFileSync(path, 'utf8')];
-  return readdirSync(path)
-    .filter((f) => /\.(pem|crt|cer)$/i.test(f))
-    .map((f) => readFileSync(join(path, f), 'utf8'));
 }
 
 export class MinkmsHsm implements Hsm {

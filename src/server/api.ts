@@ -10,7 +10,7 @@ import { VersionResponseSchema, type ClusterStatusResponse, type ServerStatusRes
 import { addHsmEntry, removeHsmEntry, sealedEntryNames } from '../hsm/root-key.js';
 import { VERSION } from '../version.js';
 import { dispatch, type ClusterOps } from './dispatch.js';
-import { DEFAULT_LIMITS, send, type Request, type Route } from './http.js';
+import { send, type Request, type Route } from './http.js';
 import type { KmsNode } from './node.js';
 
 const OCTET = 'application/octet-stream';
@@ -75,7 +75,7 @@ export function apiRoutes(node: KmsNode): Route[] {
   const kmsHandler: Route['handler'] = async ({ res, identity, param, body }) => {
     const kms = node.kms;
     if (!kms) throw new KmsError('ERR_SEALED');
-    const out = await dispatch(kms, cluster, identity, param, body, DEFAULT_LIMITS);
+    const out = await dispatch(kms, cluster, identity, param, body, node.opts.config.limits);
     send(res, 200, out, OCTET);
   };
   return [

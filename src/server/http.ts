@@ -25,7 +25,6 @@ export interface Limits {
   bodyTimeout: number;
 }
 
-export const DEFAULT_LIMITS: Limits = { maxBody: 16 << 20, maxFrames: 10_000, bodyTimeout: 30_000 };
 
 export interface Route {
   method: 'GET' | 'POST' | 'PUT' | 'DELETE';
@@ -117,9 +116,9 @@ function readBody(req: Request, limits: Limits): Promise<Buffer> {
 const EMPTY = Buffer.alloc(0);
 
 export interface HttpServerOptions {
-  cert: string;
-  key: string;
-  ca?: string;
+  cert: string | string[];
+  key: string | string[];
+  ca?: string | string[];
   routes: readonly Route[];
   limits: Limits;
   log: Logger;

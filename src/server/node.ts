@@ -21,9 +21,9 @@ import { decodeSnapshot, encodeSnapshot } from '../store/snapshot.js';
 import type { ApiKey } from '../identity/api-key.js';
 import { Barrier } from '../store/barrier.js';
 import { Kms } from '../kms/kms.js';
-import { createHttpServer, DEFAULT_LIMITS } from './http.js';
+import { createHttpServer } from './http.js';
 import { apiRoutes } from './api.js';
-import { loadTlsMaterial } from './tls.js';
+import { loadTlsMaterial, warnExpiring, watchTls } from './tls.js';
 import type { Logger } from './log.js';
 import { VERSION } from '../version.js';
 
@@ -77,6 +77,7 @@ export class KmsNode {
   #devDir: string | undefined;
   #derivedApiKey: string | undefined;
   #barrier: Barrier | undefined;
+  #stopTlsWatch: (() => void) | undefined;
 
   private constructor(opts: NodeOptions, store: Store, hsms: Hsm[], devDir: string | undefined) {
     this.opts = opts;
@@ -108,7 +109,7 @@ export class KmsNode {
     }
 
     const { host, port } = parseAddress(opts.address);
-    const server = createHttpServer({ cert: tls.cert, key: tls.key, ca: tls.ca, routes: apiRoutes(node), limits: DEFAULT_LIMITS, log: opts.log });
+    const server = createHttpServer({ cert: tls.cert, key: tls.key, ca: tls.ca, routes: apiRoutes(node), limits: opts.config.limits, log: opts.log });
     node.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -120,6 +121,8 @@ export class KmsNode {
     const bound = (server.address() as AddressInfo).port;
     const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
     node.endpoint = `https://${shown}:${bound}`;
+    warnExpiring(tls, opts.log);
+    node.#stopTlsWatch = watchTls(server, () => loadTlsMaterial(opts.config, dir, opts.configured), tls.files, opts.log);
     node.#banner(tls.source, tls.generated);
     return node;
   }
@@ -250,6 +253,7 @@ export class KmsNode {
 
   async close(): Promise<void> {
     clearTimeout(this.#retry);
+    this.#stopTlsWatch?.();
     if (this.server) {
       const server = this.server;
       await new Promise<void>((resolve) => {
