@@ -1,0 +1,46 @@
+/** The configuration file: examples/config.yaml stays valid, and every error names its key. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import { ConfigError, parseDuration, validateConfig } from '../../src/config/config.js';
+import { REPO_ROOT } from '../helpers/server.js';
+
+test('examples/config.yaml documents a valid configuration with every section', () => {
+  const doc = parse(readFileSync(join(REPO_ROOT, 'examples/config.yaml'), 'utf8'));
+  const c = validateConfig(doc, '/etc/minkms');
+  assert.equal(c.heartbeat, 500);
+  assert.equal(c.hsm.minkms?.enclave, 'aistor-key-manager');
+  assert.deepEqual(c.limits, { maxBody: 16 << 20, maxFrames: 10_000, bodyTimeout: 30_000 });
+  assert.equal(c.audit.file, '/var/log/minkms/audit.log');
+  assert.equal(c.log.level, 'info');
+});
+
+const BAD: Array<[string, unknown, RegExp]> = [
+  ['no version', {}, /^version: must be 'v1'/],
+  ['unknown top-level key', { version: 'v1', tsl: {} }, /^tsl: unknown key/],
+  ['unknown nested key', { version: 'v1', hsm: { minio: { minkms: { server: ['a'], enclave: 'e', key: 'k', auth: { key: 'k1:x' }, extra: 1 } } } }, /^hsm\.minio\.minkms\.extra: unknown key/],
+  ['missing hsm key', { version: 'v1', hsm: { minio: { minkms: { server: ['a'], enclave: 'e', auth: { key: 'k1:x' } } } } }, /^hsm\.minio\.minkms\.key: is required/],
+  ['bad identity', { version: 'v1', admin: { identity: 'k1:abc' } }, /^admin\.identity: must be an identity/],
+  ['cert without key', { version: 'v1', tls: { certs: [{ cert: 'a.crt' }] } }, /^tls\.certs\[0\]\.key: is required/],
+  ['bad duration', { version: 'v1', heartbeat: 'fast' }, /^heartbeat: invalid duration/],
+  ['bad size', { version: 'v1', limits: { max_body: '10 potatoes' } }, /^limits\.max_body: invalid size/],
+  ['bad level', { version: 'v1', log: { level: 'loud' } }, /^log\.level: must be one of/],
+  ['unknown store', { version: 'v1', store: { backend: 'postgres' } }, /^store\.backend: unknown backend/],
+];
+
+test('invalid configurations name the offending key', () => {
+  BAD.forEach(([name, doc, want], i) => {
+    assert.throws(() => validateConfig(doc, '/'), (err: Error) => {
+      assert.ok(err instanceof ConfigError, `case ${i} (${name}): not a ConfigError`);
+      assert.match(err.message, want, `case ${i} (${name}): got '${err.message}'`);
+      return true;
+    });
+  });
+});
+
+test('durations', () => {
+  const cases: Array<[string, number]> = [['500ms', 500], ['1s', 1000], ['1m30s', 90_000], ['2h', 7_200_000], ['0', 0], ['1.5s', 1500]];
+  for (const [text, ms] of cases) assert.equal(parseDuration(text, 'x'), ms, text);
+});
