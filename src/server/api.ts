@@ -101,6 +101,7 @@ export function apiRoutes(node: KmsNode): Route[] {
       // Our extension: `minkms rotate-root`. Streams progress as JSON lines.
       method: 'POST',
       path: '/v1/root/rotate',
+      authenticated: true,
       handler: async ({ res, identity }) => {
         requireSysAdmin(node, identity);
         res.writeHead(200, { 'content-type': 'application/x-ndjson' });
@@ -117,6 +118,7 @@ export function apiRoutes(node: KmsNode): Route[] {
     {
       method: 'GET',
       path: '/v1/db',
+      authenticated: true,
       handler: async ({ res, identity }) => {
         requireSysAdmin(node, identity);
         send(res, 200, await node.backup(), OCTET);
@@ -125,6 +127,7 @@ export function apiRoutes(node: KmsNode): Route[] {
     {
       method: 'PUT',
       path: '/v1/db',
+      authenticated: true,
       body: true,
       maxBody: MAX_BACKUP,
       handler: async ({ res, identity, body }) => {
@@ -133,7 +136,7 @@ export function apiRoutes(node: KmsNode): Route[] {
         send(res, 200, '', 'text/plain');
       },
     },
-    { method: 'POST', path: '/v1/kms', handler: kmsHandler, body: true },
-    { method: 'POST', path: '/v1/kms/', prefix: true, handler: kmsHandler, body: true },
+    { method: 'POST', path: '/v1/kms', handler: kmsHandler, body: true, authenticated: true },
+    { method: 'POST', path: '/v1/kms/', prefix: true, handler: kmsHandler, body: true, authenticated: true },
   ];
 }

@@ -36,6 +36,8 @@ export interface Route {
   body?: boolean;
   /** Body limit of this route, if not the server's. */
   maxBody?: number;
+  /** Requires a client certificate: refused with 403 before any body is read. */
+  authenticated?: boolean;
 }
 
 export interface RequestContext {
@@ -115,6 +117,16 @@ function readBody(req: Request, limits: Limits): Promise<Buffer> {
 
 const EMPTY = Buffer.alloc(0);
 
+/** Sees every request (metrics, audit); see server/observability.ts. */
+export interface HttpObserver {
+  /** A request arrived (before routing). */
+  request(req: Request, res: Response): void;
+  /** Its route and caller are known (before the body is read). */
+  routed(req: Request, route: Route, identity: string): void;
+  /** It failed with `err` (just before `sendError`). */
+  failed(req: Request, err: unknown): void;
+}
+
 export interface HttpServerOptions {
   cert: string | string[];
   key: string | string[];
@@ -122,6 +134,7 @@ export interface HttpServerOptions {
   routes: readonly Route[];
   limits: Limits;
   log: Logger;
+  observer?: HttpObserver;
 }
 
 export function createHttpServer(opts: HttpServerOptions): Http2SecureServer {
@@ -135,8 +148,13 @@ export function createHttpServer(opts: HttpServerOptions): Http2SecureServer {
     minVersion: 'TLSv1.2',
   });
   server.setTimeout(120_000, () => {});
+  const observer = opts.observer;
   server.on('request', (req: Request, res: Response) => {
-    handle(req, res, opts).catch((err: unknown) => sendError(res, err, opts.log));
+    observer?.request(req, res);
+    handle(req, res, opts).catch((err: unknown) => {
+      observer?.failed(req, err);
+      sendError(res, err, opts.log);
+    });
   });
   server.on('sessionError', () => {}); // a client that breaks its connection is not our error
   server.on('tlsClientError', () => {});
@@ -164,7 +182,12 @@ async function handle(req: Request, res: Response, opts: HttpServerOptions): Pro
     break;
   }
   if (!route) throw new KmsError(pathMatched ? 'ERR_METHOD_NOT_ALLOWED' : 'ERR_NOT_FOUND');
+  const identity = connectionIdentity(req);
+  if (route.authenticated && identity === '') {
+    req.resume();
+    throw new KmsError('ERR_NOT_ALLOWED');
+  }
   const body = route.body ? await readBody(req, route.maxBody ? { ...opts.limits, maxBody: route.maxBody } : opts.limits) : EMPTY;
   if (!route.body) req.resume();
-  await route.handler({ req, res, identity: connectionIdentity(req), param, query: url.searchParams, body });
+  await route.handler({ req, res, identity, param, query: url.searchParams, body });
 }
