@@ -130,7 +130,7 @@ export class Kms {
     }
     for (const { path, record, rev } of await repo.load<IdentityRecord>('identity/')) {
       owner(path).identities.set(record.identity, { ...record, rev });
-      if (record.privilege === PRIVILEGE.SysAdmin) sysAdmins.set(record.identity, (sysAdmins.get(record.identity) ?? 0) + 1);
+      if (isGlobalSysAdmin(record)) sysAdmins.set(record.identity, (sysAdmins.get(record.identity) ?? 0) + 1);
     }
     this.#enclaves = enclaves;
     this.#sysAdmins = sysAdmins;
@@ -230,7 +230,7 @@ export class Kms {
       ];
       await this.#repo.commit([{ key: PATH.enclave(name), rev: e.rev }], paths.map((p) => this.#repo.del(p)), 'ERR_ENCLAVE_NOT_FOUND');
       for (const rec of e.identities.values()) {
-        if (rec.privilege === PRIVILEGE.SysAdmin) this.#countSysAdmin(rec.identity, -1);
+        if (isGlobalSysAdmin(rec)) this.#countSysAdmin(rec.identity, -1);
       }
       this.#enclaves.delete(name);
     });
@@ -551,7 +551,7 @@ export class Kms {
       );
       for (const d of doomed) {
         e.identities.delete(d.identity);
-        if (d.privilege === PRIVILEGE.SysAdmin) this.#countSysAdmin(d.identity, -1);
+        if (isGlobalSysAdmin(d)) this.#countSysAdmin(d.identity, -1);
       }
     });
   }
@@ -563,8 +563,8 @@ export class Kms {
       [{ key: PATH.enclave(e.name), rev: e.rev }, { key: path, rev: old?.rev ?? 0 }],
       [this.#repo.put(path, rec)],
     );
-    if (old?.privilege === PRIVILEGE.SysAdmin) this.#countSysAdmin(old.identity, -1);
-    if (rec.privilege === PRIVILEGE.SysAdmin) this.#countSysAdmin(rec.identity, +1);
+    if (old && isGlobalSysAdmin(old)) this.#countSysAdmin(old.identity, -1);
+    if (isGlobalSysAdmin(rec)) this.#countSysAdmin(rec.identity, +1);
     e.identities.set(rec.identity, { ...rec, rev });
   }
 
@@ -589,6 +589,14 @@ export class Kms {
       this.#commits++;
     });
   }
+}
+
+/**
+ * SysAdmin identities hold cluster-wide rights. Service accounts never do: they act with their
+ * parent's rights inside their enclave only, whatever privilege they were created with.
+ */
+function isGlobalSysAdmin(rec: IdentityRecord): boolean {
+  return rec.privilege === PRIVILEGE.SysAdmin && !rec.serviceAccount;
 }
 
 function newEnclave(rec: EnclaveRecord, rev: number): Enclave {

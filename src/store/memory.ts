@@ -7,15 +7,21 @@ export class MemoryStore implements Store {
   #rev = 0;
 
   constructor(entries: Iterable<{ key: string; value: Buffer }> = []) {
-    for (const e of entries) this.#entries.set(e.key, { key: e.key, value: e.value, rev: ++this.#rev });
+    for (const e of entries) this.#entries.set(e.key, { key: e.key, value: Buffer.from(e.value), rev: ++this.#rev });
   }
 
+  // Values are copied in and out, as a real backend's are: a caller zeroing its buffer
+  // must not change what is stored.
   async get(key: string): Promise<StoreEntry | undefined> {
-    return this.#entries.get(key);
+    const e = this.#entries.get(key);
+    return e && { ...e, value: Buffer.from(e.value) };
   }
 
   async range(prefix: string): Promise<StoreEntry[]> {
-    return [...this.#entries.values()].filter((e) => e.key.startsWith(prefix)).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    return [...this.#entries.values()]
+      .filter((e) => e.key.startsWith(prefix))
+      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+      .map((e) => ({ ...e, value: Buffer.from(e.value) }));
   }
 
   async commit(conditions: readonly Condition[], mutations: readonly Mutation[]): Promise<CommitResult> {
@@ -23,7 +29,7 @@ export class MemoryStore implements Store {
     const rev = ++this.#rev;
     for (const m of mutations) {
       if (m.value === undefined) this.#entries.delete(m.key);
-      else this.#entries.set(m.key, { key: m.key, value: m.value, rev });
+      else this.#entries.set(m.key, { key: m.key, value: Buffer.from(m.value), rev });
     }
     return { ok: true, rev };
   }

@@ -32,12 +32,27 @@ export class SqliteStore implements Store {
   /** Opens (creating if needed) the store in `dir`. */
   constructor(dir: string) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    try {
+      chmodSync(dir, 0o700);
+    } catch {
+      // not ours to change (e.g. a mount point owned by root); the files are still 0600
+    }
     this.path = join(dir, SQLITE_FILE);
     if (!existsSync(this.path)) closeSync(openSync(this.path, 'a', 0o600));
     chmodSync(this.path, 0o600);
-    const db = new Database(this.path);
+    const db = new Database(this.path, { timeout: 1000 });
     this.#db = db;
-    db.pragma('journal_mode = WAL');
+    try {
+      // One server per data directory: a second process would serve from its own, diverging
+      // cache. The exclusive lock is taken now and held until close.
+      db.pragma('locking_mode = EXCLUSIVE');
+      db.pragma('journal_mode = WAL');
+      db.exec('BEGIN IMMEDIATE; COMMIT;');
+    } catch (err) {
+      db.close();
+      if ((err as { code?: string }).code === 'SQLITE_BUSY') throw new Error(`the data directory ${dir} is in use by another minkms server`);
+      throw err;
+    }
     db.pragma('synchronous = FULL');
     db.pragma('foreign_keys = OFF');
     db.exec(`CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL, rev INTEGER NOT NULL) WITHOUT ROWID;

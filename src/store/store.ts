@@ -47,3 +47,19 @@ export interface Store {
   commit(conditions: readonly Condition[], mutations: readonly Mutation[]): Promise<CommitResult>;
   close(): Promise<void>;
 }
+
+/**
+ * The store could not be reached, or has no quorum, within the backend's operation timeout.
+ * Thrown instead of hanging. For a `commit`, `ambiguous` says whether the write may have been
+ * applied anyway (the request reached a server but no answer came back): the caller must then
+ * re-read before deciding, not assume either outcome.
+ */
+export class StoreUnavailableError extends Error {
+  override readonly name = 'StoreUnavailableError';
+  readonly ambiguous: boolean;
+
+  constructor(message: string, options?: { cause?: unknown; ambiguous?: boolean }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.ambiguous = options?.ambiguous ?? false;
+  }
+}
