@@ -3,7 +3,7 @@
  * Root Encryption Key (REK), and binds each value to its storage path, so that a record that is
  * moved or swapped to another path no longer opens.
  *
- * Format v1 (golden vectors in test/unit/barrier.test.ts):
+ * Format v1 (golden vectors in test/vectors/barrier.json):
  *
  *   0x01 | term (uint32 BE) | nonce (12) | AES-256-GCM ciphertext | tag (16)
  *   associated data = the 5 header bytes || UTF-8 storage path
