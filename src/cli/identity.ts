@@ -1,11 +1,32 @@
-/** `minkms identity` and `minkms --soft-hsm`: offline key and identity tools. */
-import type { Command } from 'commander';
+/**
+ * Identities: the offline tools `minkms identity` and `minkms --soft-hsm`, and the enclave
+ * commands `add-identity`, `rm-identity`, `ls-identity`, `get-identity`.
+ */
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import { generateApiKey, parseApiKey } from '../identity/api-key.js';
 import { identityOfCertificate } from '../identity/identity.js';
 import { SoftHsm, generateSoftHsmKey } from '../hsm/soft.js';
 import { deriveRootApiKey } from '../hsm/root-key.js';
+import type { IdentityResponse } from '../protocol/messages.js';
+import {
+  CliError,
+  PRIVILEGE_NAMES,
+  addExamples,
+  clientCommand,
+  done,
+  humanTime,
+  listAll,
+  print,
+  printFields,
+  printJson,
+  requireIdentity,
+  rfc3339,
+  runs,
+  style,
+  table,
+} from './common.js';
 
 export function softHsmKey(): string {
   return `${generateSoftHsmKey()}\n`;
@@ -31,19 +52,33 @@ export async function describeIdentity(input: string | undefined): Promise<{ api
   try {
     pem = readFileSync(input, 'utf8');
   } catch {
-    throw new Error(`'${input}' is neither an API key, an HSM key, nor a readable certificate file`);
+    throw new CliError(
+      `'${input.slice(0, 64)}' is neither an API key, an HSM key, nor a readable certificate file`,
+      "give a k1:/k2: API key, an hsm:aes256:… key or a PEM certificate file",
+      2,
+    );
   }
-  return { identity: identityOfCertificate(new X509Certificate(pem)) };
+  try {
+    return { identity: identityOfCertificate(new X509Certificate(pem)) };
+  } catch (err) {
+    throw new CliError(`'${input}' is not a PEM certificate: ${(err as Error).message}`, 'give a PEM-encoded X.509 certificate');
+  }
 }
 
 export function identityCommand(program: Command): void {
-  program
+  const cmd = program
     .command('identity')
-    .description('print a new API key and its identity, or the identity of an HSM key, API key or certificate')
+    .description('print a new API key, or the identity of a key or certificate (offline)')
     .argument('[KEY|FILE]', 'hsm:aes256:… (root API key), k1:/k2: API key, or a PEM certificate file')
     .option('--json', 'print JSON')
     .action(async (input: string | undefined, opts: { json?: boolean }) => {
-      const res = await describeIdentity(input);
+      let res: { apiKey?: string; identity: string };
+      try {
+        res = await describeIdentity(input);
+      } catch (err) {
+        if (err instanceof CliError) throw err;
+        throw new CliError((err as Error).message, "see 'minkms identity --help'");
+      }
       if (opts.json) {
         process.stdout.write(JSON.stringify({ ...(res.apiKey ? { api_key: res.apiKey } : {}), identity: res.identity }) + '\n');
         return;
@@ -51,4 +86,184 @@ export function identityCommand(program: Command): void {
       if (res.apiKey) process.stdout.write(`API Key   ${res.apiKey}\n`);
       process.stdout.write(`Identity  ${res.identity}\n`);
     });
+  addExamples(cmd, [
+    'minkms identity                      # new API key and its identity',
+    'minkms identity k1:…                 # identity of an API key',
+    'minkms identity "$MINIO_KMS_HSM_KEY"  # root API key and identity of a soft-HSM key',
+    'minkms identity client.crt           # identity of a certificate',
+  ]);
+}
+
+// ------------------------------------------------------------------------------ enclave identities
+
+/** The JSON form of an identity record. */
+export function identityJson(r: IdentityResponse) {
+  return {
+    identity: r.identity,
+    privilege: PRIVILEGE_NAMES[r.privilege] ?? String(r.privilege),
+    policy: r.policy,
+    created_at: rfc3339(r.createdAt),
+    created_by: r.createdBy,
+    is_service_account: r.isServiceAccount,
+    service_accounts: [...r.serviceAccounts],
+    tags: Object.fromEntries(Object.entries(r.tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
+  };
+}
+
+const TAG_RE = /^[a-zA-Z0-9._\-/]*$/;
+
+/** Parses `--tag key=value`. */
+export function parseTag(value: string, previous: Record<string, string> | undefined): Record<string, string> {
+  const i = value.indexOf('=');
+  if (i <= 0) throw new InvalidArgumentError('a tag is KEY=VALUE.');
+  const k = value.slice(0, i);
+  const v = value.slice(i + 1);
+  if (k.length > 64 || v.length > 256 || !TAG_RE.test(k) || !TAG_RE.test(v)) {
+    throw new InvalidArgumentError('tag keys (≤ 64) and values (≤ 256) use only a-z A-Z 0-9 . _ - /.');
+  }
+  return { ...(previous ?? {}), [k]: v };
+}
+
+function formatTags(tags: Record<string, string>): string {
+  const list = Object.keys(tags)
+    .sort()
+    .map((k) => `${k}=${tags[k]}`);
+  return list.length > 0 ? list.join(', ') : '-';
+}
+
+export function enclaveIdentityCommands(program: Command): void {
+  runs(
+    clientCommand(program, 'add-identity', {
+      description:
+        'register identities; without IDENTITY, create and print a new API key',
+      enclave: true,
+      examples: [
+        'minkms add-identity -e my-enclave --admin                 # new enclave admin: prints its API key',
+        'minkms add-identity -e my-enclave --tag app=minio           # new User (assign a policy with set-policy)',
+        'minkms add-identity -e my-enclave h1:… --service            # a service account of the caller',
+      ],
+    })
+      .argument('[IDENTITY...]', 'identities (h1:…) to register; none = generate a new API key')
+      .addOption(new Option('--admin', 'enclave admin: may do everything inside the enclave'))
+      .addOption(new Option('--service', "service account: inherits the caller's permissions"))
+      .addOption(new Option('--tag <KEY=VALUE>', 'label the identity (repeatable)').argParser(parseTag)),
+    async (ctx, identities: string[]) => {
+      const o = ctx.opts as { admin?: boolean; service?: boolean; tag?: Record<string, string> };
+      identities.forEach(requireIdentity);
+      const enclave = ctx.enclave;
+      const privilege = o.admin ? 'Admin' : 'User';
+      const tags = o.tag ?? {};
+      const created: { identity: string; api_key?: string }[] = [];
+      if (identities.length === 0) {
+        const key = generateApiKey();
+        created.push({ identity: key.identity, api_key: key.text });
+      } else {
+        for (const identity of identities) created.push({ identity });
+      }
+      ctx.need('IDENTITY:CREATE', created.map((c) => c.identity), enclave);
+      const client = ctx.client;
+      for (const c of created) {
+        await client.createIdentity(enclave, { identity: c.identity, privilege, isServiceAccount: o.service === true, tags });
+        if (!ctx.json && c.api_key === undefined) done(`Added identity ${c.identity} to enclave '${enclave}' (${privilege})`);
+      }
+      if (ctx.json) {
+        printJson(created.map((c) => ({ ...c, enclave, privilege, is_service_account: o.service === true, tags })));
+        return;
+      }
+      const generated = created.find((c) => c.api_key !== undefined);
+      if (generated) {
+        printFields([
+          ['API Key', generated.api_key!],
+          ['Identity', generated.identity],
+          ['Enclave', enclave],
+          ['Privilege', o.service ? `${privilege} (service account)` : privilege],
+        ]);
+        if (process.stderr.isTTY) process.stderr.write(style.yellow('Store the API key now: it is not shown again.') + '\n');
+      }
+    },
+  );
+
+  runs(
+    clientCommand(program, 'rm-identity', {
+      description: 'delete identities and their service accounts',
+      enclave: true,
+      examples: ['minkms rm-identity -e my-enclave h1:…'],
+    }).argument('<IDENTITY...>', 'identities (h1:…) to delete'),
+    async (ctx, identities: string[]) => {
+      identities.forEach(requireIdentity);
+      const enclave = ctx.enclave;
+      ctx.need('IDENTITY:DELETE', identities, enclave);
+      const client = ctx.client;
+      for (const identity of identities) {
+        await client.deleteIdentity(enclave, identity);
+        if (!ctx.json) done(`Deleted identity ${identity} from enclave '${enclave}'`);
+      }
+      if (ctx.json) printJson(identities.map((identity) => ({ identity, enclave })));
+    },
+  );
+
+  runs(
+    clientCommand(program, 'ls-identity', {
+      description: 'list the identities of an enclave',
+      enclave: true,
+      examples: ['minkms ls-identity -e my-enclave', 'minkms ls-identity -e my-enclave --json'],
+    })
+      .alias('ls-identities')
+      .argument('[PREFIX]', 'list only identities starting with PREFIX (h1:…)'),
+    async (ctx, prefix: string | undefined) => {
+      const enclave = ctx.enclave;
+      ctx.need('IDENTITY:LIST', undefined, enclave);
+      const client = ctx.client;
+      const all = await listAll(async (continueAt) => {
+        const r = await client.listIdentities(enclave, { prefix: prefix ?? '', continueAt });
+        return { items: r.identities, continueAt: r.continueAt };
+      });
+      if (ctx.json) return printJson(all.map(identityJson));
+      if (all.length === 0) return;
+      print(
+        table(
+          ['Identity', 'Privilege', 'Policy', 'Created', 'Tags'],
+          all.map((r) => [
+            r.identity,
+            (PRIVILEGE_NAMES[r.privilege] ?? String(r.privilege)) + (r.isServiceAccount ? ' (service)' : ''),
+            r.policy || '-',
+            humanTime(r.createdAt),
+            formatTags(r.tags),
+          ]),
+        ),
+      );
+    },
+  );
+
+  runs(
+    clientCommand(program, 'get-identity', {
+      description: 'show identities (default: your own)',
+      enclave: true,
+      examples: ['minkms get-identity -e my-enclave', 'minkms get-identity -e my-enclave h1:… --json'],
+    }).argument('[IDENTITY...]', 'identities (h1:…); none = the identity of your API key'),
+    async (ctx, identities: string[]) => {
+      identities.forEach(requireIdentity);
+      const enclave = ctx.enclave;
+      const ask = identities.length > 0 ? identities : [''];
+      ctx.need('IDENTITY:STATUS', identities, enclave);
+      const client = ctx.client;
+      const all = (await client.getIdentity(enclave, ask)).map((r, i) =>
+        identityJson({ ...r, identity: r.identity || (ask[i] === '' ? (client.identity ?? '') : ask[i]!) }),
+      );
+      if (ctx.json) return printJson(all);
+      all.forEach((r, i) => {
+        if (i > 0) print();
+        printFields([
+          ['Identity', r.identity],
+          ['Privilege', r.privilege],
+          ['Policy', r.policy || '-'],
+          ['Created', r.created_at ?? '-'],
+          ['Created by', r.created_by || '-'],
+          ['Service account', r.is_service_account ? 'yes' : 'no'],
+          ['Service accounts', r.service_accounts.length > 0 ? r.service_accounts.join(', ') : '-'],
+          ['Tags', formatTags(r.tags)],
+        ]);
+      });
+    },
+  );
 }

@@ -1,13 +1,16 @@
-/** `minkms server DIR [--address IP:PORT] [--config FILE] [--dev]` */
-import type { Command } from 'commander';
+/** `minkms server DIR [--address IP:PORT] [--config FILE] [--dev] [--log-level LEVEL] [--audit-file FILE]` */
+import { Option, type Command } from 'commander';
 import { EMPTY_CONFIG, loadConfig } from '../config/config.js';
 import { KmsNode } from '../server/node.js';
-import { createLogger } from '../server/log.js';
+import { createLogger, type Level } from '../server/log.js';
+import { Observability } from '../server/observability.js';
 
 interface ServerOptions {
   address: string;
   config?: string;
   dev?: boolean;
+  logLevel?: Level;
+  auditFile?: string;
 }
 
 export function serverCommand(program: Command): void {
@@ -18,6 +21,8 @@ export function serverCommand(program: Command): void {
     .option('--address <IP:PORT>', 'listen address', '0.0.0.0:7373')
     .option('--config <FILE>', 'configuration file (YAML, version: v1)')
     .option('--dev', 'development mode: ephemeral data, deleted on exit')
+    .addOption(new Option('--log-level <LEVEL>', 'server log level (default: log.level of the config, else info)').choices(['debug', 'info', 'warn', 'error']))
+    .option('--audit-file <FILE>', 'append a hash-chained audit log to FILE (default: audit.file of the config, else none)')
     .addHelpText('after', `
 Environment:
   MINIO_KMS_HSM_KEY   software HSM key (hsm:aes256:…), see 'minkms --soft-hsm'
@@ -27,11 +32,14 @@ Examples:
   minkms server /var/lib/minkms --config /etc/minkms/config.yaml --address 0.0.0.0:7373`)
     .action(async (dir: string | undefined, opts: ServerOptions) => {
       if (!dir && !opts.dev) program.error('error: missing required argument DIR', { exitCode: 2 });
-      const log = createLogger('info');
+      const config = opts.config ? loadConfig(opts.config) : EMPTY_CONFIG;
+      const log = createLogger(opts.logLevel ?? config.log.level);
+      const observability = new Observability({ log, auditFile: opts.auditFile ?? config.audit.file, metricsUnauthenticated: !config.metrics.auth });
       const node = await KmsNode.start({
         dir: dir ?? '',
         address: opts.address,
-        config: opts.config ? loadConfig(opts.config) : EMPTY_CONFIG,
+        config,
+        observability,
         configured: opts.config !== undefined,
         dev: opts.dev === true,
         hsmKey: process.env.MINIO_KMS_HSM_KEY || undefined,

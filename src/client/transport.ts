@@ -30,6 +30,8 @@ export interface RequestOptions {
   body?: Uint8Array;
   /** Send to this endpoint only (no failover). */
   host?: string;
+  /** Called with the response headers, before any body chunk. */
+  onResponse?: (headers: IncomingHttpHeaders) => void;
   /** Called with each response body chunk instead of buffering (streams). */
   onData?: (chunk: Buffer) => void;
   signal?: AbortSignal;
@@ -157,6 +159,7 @@ export class Transport {
       stream.on('response', (h) => {
         responded = true;
         resHeaders = h;
+        opts.onResponse?.(h);
       });
       stream.on('data', (c: Buffer) => (opts.onData ? opts.onData(c) : chunks.push(c)));
       stream.on('end', () => {

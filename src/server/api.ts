@@ -12,6 +12,7 @@ import { VERSION } from '../version.js';
 import { dispatch, type ClusterOps } from './dispatch.js';
 import { send, type Request, type Route } from './http.js';
 import type { KmsNode } from './node.js';
+import { Observability } from './observability.js';
 
 const OCTET = 'application/octet-stream';
 /** Largest backup `PUT /v1/db` accepts. */
@@ -72,10 +73,15 @@ function requireSysAdmin(node: KmsNode, identity: string): void {
 
 export function apiRoutes(node: KmsNode): Route[] {
   const cluster = clusterOps(node);
-  const kmsHandler: Route['handler'] = async ({ res, identity, param, body }) => {
-    const kms = node.kms;
-    if (!kms) throw new KmsError('ERR_SEALED');
-    const out = await dispatch(kms, cluster, identity, param, body, node.opts.config.limits);
+  // Metrics, audit and logs of every command, in one place (server/observability.ts).
+  const obs = (node.opts.observability ??= new Observability({ log: node.log }));
+  obs.attach(node);
+  const kmsHandler: Route['handler'] = async ({ req, res, identity, param, body }) => {
+    const out = await obs.runCommands(req, identity, param, (trace) => {
+      const kms = node.kms;
+      if (!kms) throw new KmsError('ERR_SEALED');
+      return dispatch(kms, cluster, identity, param, body, node.opts.config.limits, trace);
+    });
     send(res, 200, out, OCTET);
   };
   return [
@@ -136,6 +142,7 @@ export function apiRoutes(node: KmsNode): Route[] {
         send(res, 200, '', 'text/plain');
       },
     },
+    ...obs.routes(),
     { method: 'POST', path: '/v1/kms', handler: kmsHandler, body: true, authenticated: true },
     { method: 'POST', path: '/v1/kms/', prefix: true, handler: kmsHandler, body: true, authenticated: true },
   ];

@@ -194,10 +194,37 @@ function authorize(c: CallContext, cmd: Command, h: Handler<unknown, unknown>, r
 }
 
 /**
+ * What `dispatch` got through, for the audit log and the metrics (filled as it goes; see
+ * server/observability.ts). Never holds request payloads, only names.
+ */
+export interface DispatchTrace {
+  /** The command of the request, once the frames are parsed and the code is known. */
+  command: Command | undefined;
+  /** Number of command frames. */
+  frames: number;
+  /** Per decoded frame: the key, policy, identity or enclave name it is about ('' if none). */
+  objects: string[];
+  /** The name of frame `i`, decoded on demand (for frames that did not run). */
+  objectAt?: (i: number) => string;
+  /** Frames that ran successfully (a failure happened in frame `done`). */
+  done: number;
+  /** Per finished frame: `performance.now()` when it finished. */
+  ends: number[];
+}
+
+/** The name a frame is about: the handler's policy object, else the message's `name`. */
+function objectOf(h: Handler<unknown, unknown>, req: unknown): string {
+  if (h.object) return h.object(req);
+  const name = (req as { name?: unknown }).name;
+  return typeof name === 'string' ? name : '';
+}
+
+/**
  * Runs every command frame of a request body and returns the response body.
  * @param identity the caller's `h1:` identity ('' without a client certificate)
+ * @param trace filled with what happened, if given
  */
-export async function dispatch(kms: Kms, cluster: ClusterOps, identity: string, enclave: string, body: Buffer, limits: Limits): Promise<Buffer> {
+export async function dispatch(kms: Kms, cluster: ClusterOps, identity: string, enclave: string, body: Buffer, limits: Limits, trace?: DispatchTrace): Promise<Buffer> {
   // Without a client certificate nothing of the request is looked at (kms-wire.md §1.5).
   if (identity === '') throw new KmsError('ERR_NOT_ALLOWED');
   const frames = parseFrames(body, limits.maxFrames);
@@ -205,6 +232,17 @@ export async function dispatch(kms: Kms, cluster: ClusterOps, identity: string, 
   const cmd = commandByCode(code);
   const h = HANDLERS.get(code);
   if (!cmd || !h) throw new KmsError('ERR_UNKNOWN_COMMAND', `code ${code}`);
+  if (trace) {
+    trace.command = cmd;
+    trace.frames = frames.length;
+    trace.objectAt = (i) => {
+      try {
+        return objectOf(h, decodeMessage(cmd.request, frames[i]!.payload));
+      } catch {
+        return '';
+      }
+    };
+  }
   for (const f of frames) if (f.code !== code) throw new KmsError('ERR_MIXED_BATCH');
   if (frames.length > 1 && !cmd.batch) throw new KmsError('ERR_BATCH_NOT_ALLOWED', cmd.name);
 
@@ -222,10 +260,15 @@ export async function dispatch(kms: Kms, cluster: ClusterOps, identity: string, 
   const payloads: Uint8Array[] = new Array(frames.length);
   for (let i = 0; i < frames.length; i++) {
     const req = decodeMessage(cmd.request, frames[i]!.payload);
+    if (trace) trace.objects[i] = objectOf(h, req);
     authorize(c, cmd, h, req);
     let res = h.run(c, req);
     if (res instanceof Promise) res = await res; // only writes are asynchronous
     payloads[i] = cmd.response && res ? encodeMessage(cmd.response, res as MessageInit<unknown>) : EMPTY;
+    if (trace) {
+      trace.done = i + 1;
+      trace.ends[i] = performance.now();
+    }
   }
   return cmd.response ? encodeFrames(code, payloads, { pad: true }) : EMPTY;
 }

@@ -183,6 +183,7 @@ async function handle(req: Request, res: Response, opts: HttpServerOptions): Pro
   }
   if (!route) throw new KmsError(pathMatched ? 'ERR_METHOD_NOT_ALLOWED' : 'ERR_NOT_FOUND');
   const identity = connectionIdentity(req);
+  opts.observer?.routed(req, route, identity);
   if (route.authenticated && identity === '') {
     req.resume();
     throw new KmsError('ERR_NOT_ALLOWED');

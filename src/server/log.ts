@@ -1,10 +1,29 @@
 /**
- * Server log: one JSON object per line on stderr (`journalctl -u minkms` keeps them), with a
- * level threshold. Never log key material, plaintexts or API keys.
+ * Server log: pino, one JSON object per line on stderr (`journalctl -u minkms` keeps them), with
+ * a level threshold. Never log key material, plaintexts or API keys; as a safety net, fields
+ * named like secrets ({@link REDACTED_FIELDS}) are replaced by `[REDACTED]` in every output.
+ *
+ * Besides stderr, every record goes to a bounded in-memory ring ({@link LogRing}, the last
+ * 10,000 records) and to live subscribers: that is what `POST /v1/debug/log` (`minkms logs`)
+ * streams. Subscribers may ask for a lower level than the server logs (e.g. DEBUG while the
+ * server runs at INFO); such records reach them but neither stderr nor the ring.
+ *
+ * Levels on the wire are Go slog levels: Debug −4, Info 0, Warn 4, Error 8.
  */
+import { pino, stdTimeFunctions, type DestinationStream, type Logger as Pino } from 'pino';
+import type { StackFrame } from '../protocol/messages.js';
 
 export type Level = 'debug' | 'info' | 'warn' | 'error';
-const RANK: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+/** pino level names → slog levels. */
+export const SLOG_LEVEL: Readonly<Record<Level, number>> = { debug: -4, info: 0, warn: 4, error: 8 };
+
+/** slog level → name (`DEBUG`, `INFO`, `WARN`, `ERROR`; in-between values as `INFO+2`, like slog). */
+export function slogLevelName(level: number): string {
+  const base = level < 0 ? ['DEBUG', -4] : level < 4 ? ['INFO', 0] : level < 8 ? ['WARN', 4] : ['ERROR', 8];
+  const delta = level - (base[1] as number);
+  return delta === 0 ? (base[0] as string) : `${base[0]}${delta > 0 ? '+' : ''}${delta}`;
+}
 
 export interface Logger {
   debug(msg: string, fields?: Record<string, unknown>): void;
@@ -13,11 +32,226 @@ export interface Logger {
   error(msg: string, fields?: Record<string, unknown>): void;
 }
 
-export function createLogger(level: Level = 'info', write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
-  const min = RANK[level];
-  const at = (lvl: Level) => (msg: string, fields?: Record<string, unknown>) => {
-    if (RANK[lvl] < min) return;
-    write(JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...fields }) + '\n');
+/** Field names whose values never reach any log output (case-sensitive, at any depth). */
+export const REDACTED_FIELDS: readonly string[] = [
+  'apiKey', 'api_key', 'apikey', 'APIKey',
+  'key', 'hsmKey', 'hsm_key', 'privateKey', 'private_key', 'secret', 'password', 'token', 'authorization',
+  'plaintext', 'Plaintext', 'dek', 'material', 'keyMaterial',
+];
+const REDACTED = new Set(REDACTED_FIELDS);
+const CENSOR = '[REDACTED]';
+
+/** One record as the ring keeps it. */
+export interface LogEntry {
+  /** slog level. */
+  readonly level: number;
+  /** Unix milliseconds. */
+  readonly time: number;
+  /** The message followed by its fields as ` name=value`. */
+  readonly message: string;
+  /** Where the record was created (warnings and errors only). */
+  readonly trace?: readonly StackFrame[];
+}
+
+type Subscriber = { level: number; fn: (e: LogEntry) => void };
+
+/** The last `capacity` records, and the live subscribers. */
+export class LogRing {
+  readonly capacity: number;
+  readonly #buf: (LogEntry | undefined)[];
+  #next = 0;
+  #size = 0;
+  #subs: Subscriber[] = [];
+  /** Lowest level any subscriber wants (Infinity: none). */
+  minSubscriberLevel = Infinity;
+
+  constructor(capacity = 10_000) {
+    this.capacity = capacity;
+    this.#buf = new Array(capacity);
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  get subscribers(): number {
+    return this.#subs.length;
+  }
+
+  /** Stores `e` (if `store`) and hands it to every subscriber that wants its level. */
+  publish(e: LogEntry, store: boolean): void {
+    if (store) {
+      this.#buf[this.#next] = e;
+      this.#next = (this.#next + 1) % this.capacity;
+      if (this.#size < this.capacity) this.#size++;
+    }
+    for (const s of this.#subs) {
+      if (e.level < s.level) continue;
+      try {
+        s.fn(e);
+      } catch {
+        // a broken subscriber must not break logging
+      }
+    }
+  }
+
+  /** Stored records with `time >= since` (ms), oldest first. */
+  since(since: number): LogEntry[] {
+    const out: LogEntry[] = [];
+    const start = (this.#next - this.#size + this.capacity) % this.capacity;
+    for (let i = 0; i < this.#size; i++) {
+      const e = this.#buf[(start + i) % this.capacity]!;
+      if (e.time >= since) out.push(e);
+    }
+    return out;
+  }
+
+  /** Calls `fn` with every new record ≥ `level` until the returned function is called. */
+  subscribe(level: number, fn: (e: LogEntry) => void): () => void {
+    const s: Subscriber = { level, fn };
+    this.#subs = [...this.#subs, s];
+    this.#recompute();
+    return () => {
+      this.#subs = this.#subs.filter((x) => x !== s);
+      this.#recompute();
+    };
+  }
+
+  #recompute(): void {
+    this.minSubscriberLevel = this.#subs.reduce((m, s) => Math.min(m, s.level), Infinity);
+  }
+}
+
+/** The logger the server uses: {@link Logger} plus the ring behind `minkms logs`. */
+export interface ServerLogger extends Logger {
+  readonly ring: LogRing;
+  /** The stderr threshold. */
+  readonly level: Level;
+  /** Whether a record at `level` would go anywhere (stderr, ring or a subscriber). */
+  enabled(level: Level): boolean;
+  /** Writes what pino buffered (no-op for synchronous destinations). */
+  flush(): void;
+}
+
+export interface LoggerOptions {
+  /** Where the JSON lines go; default stderr. */
+  destination?: DestinationStream;
+  ring?: LogRing;
+}
+
+/** `value` with every {@link REDACTED_FIELDS} property replaced, at any depth. */
+function redactDeep(value: unknown, depth = 0): unknown {
+  if (value === null || typeof value !== 'object' || depth > 8) return value;
+  if (Array.isArray(value)) return value.map((v) => redactDeep(v, depth + 1));
+  if (value instanceof Error) return value.message;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) out[k] = REDACTED.has(k) ? CENSOR : redactDeep(v, depth + 1);
+  return out;
+}
+
+function formatValue(v: unknown): string {
+  if (typeof v === 'string') {
+    const first = v.split('\n', 1)[0]!;
+    return /^[^\s"=]+$/.test(first) ? first : JSON.stringify(first);
+  }
+  if (typeof v === 'number' || typeof v === 'boolean' || v === null || v === undefined) return String(v);
+  if (v instanceof Date) return v.toISOString();
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return String(v);
+  }
+}
+
+/** `msg name=value …` with secrets redacted (the ring's form of a record). */
+export function formatMessage(msg: string, fields: Record<string, unknown> | undefined): string {
+  if (!fields) return msg;
+  let out = msg;
+  for (const [k, v] of Object.entries(fields)) out += ` ${k}=${REDACTED.has(k) ? CENSOR : formatValue(redactDeep(v))}`;
+  return out;
+}
+
+const FRAME_RE = /^\s*at (?:(.+?) \()?(.+?):(\d+):\d+\)?$/;
+
+/** Parses V8 stack lines (`at fn (file:line:col)`) into frames. */
+export function parseStack(stack: string, max = 8): StackFrame[] {
+  const frames: StackFrame[] = [];
+  for (const line of stack.split('\n')) {
+    const m = FRAME_RE.exec(line);
+    if (!m) continue;
+    frames.push({ function: m[1] ?? '', file: m[2]!, line: Number(m[3]) });
+    if (frames.length === max) break;
+  }
+  return frames;
+}
+
+function traceOf(fields: Record<string, unknown> | undefined, caller: (...args: never[]) => unknown): StackFrame[] {
+  // An error's own stack says more than where it was logged.
+  const err = fields?.err;
+  if (typeof err === 'string' && err.includes('\n    at ')) return parseStack(err);
+  if (err instanceof Error && err.stack) return parseStack(err.stack);
+  const holder: { stack?: string } = {};
+  Error.captureStackTrace(holder, caller);
+  return parseStack(holder.stack ?? '');
+}
+
+/**
+ * A pino logger writing JSON lines (`{"level":"info","time":"…","msg":"…",…}`) to stderr, and
+ * the ring behind `POST /v1/debug/log`.
+ */
+export function createLogger(level: Level = 'info', opts: LoggerOptions = {}): ServerLogger {
+  const p: Pino = pino(
+    {
+      level,
+      base: null,
+      timestamp: stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+      redact: { paths: [...REDACTED_FIELDS, ...REDACTED_FIELDS.map((f) => `*.${f}`)], censor: CENSOR },
+    },
+    opts.destination ?? process.stderr,
+  );
+  const ring = opts.ring ?? new LogRing();
+  const threshold = SLOG_LEVEL[level];
+
+  const at = (lvl: Level) => {
+    const slog = SLOG_LEVEL[lvl];
+    const method = (msg: string, fields?: Record<string, unknown>): void => {
+      const toStderr = slog >= threshold;
+      if (!toStderr && slog < ring.minSubscriberLevel) return;
+      if (toStderr) {
+        if (fields) p[lvl](fields, msg);
+        else p[lvl](msg);
+      }
+      const entry: LogEntry = {
+        level: slog,
+        time: Date.now(),
+        message: formatMessage(msg, fields),
+        trace: slog >= SLOG_LEVEL.warn ? traceOf(fields, method) : undefined,
+      };
+      ring.publish(entry, toStderr);
+    };
+    return method;
   };
-  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+  return {
+    debug: at('debug'),
+    info: at('info'),
+    warn: at('warn'),
+    error: at('error'),
+    ring,
+    level,
+    enabled: (lvl) => SLOG_LEVEL[lvl] >= threshold || SLOG_LEVEL[lvl] >= ring.minSubscriberLevel,
+    flush: () => p.flush(),
+  };
+}
+
+/** The ring of a logger made by {@link createLogger}, if it is one. */
+export function ringOf(log: Logger): LogRing | undefined {
+  const r = (log as Partial<ServerLogger>).ring;
+  return r instanceof LogRing ? r : undefined;
+}
+
+/** Whether a record at `level` would be used (true for loggers not made here). */
+export function logEnabled(log: Logger, level: Level): boolean {
+  const f = (log as Partial<ServerLogger>).enabled;
+  return typeof f === 'function' ? f(level) : true;
 }

@@ -25,6 +25,7 @@ import { createHttpServer } from './http.js';
 import { apiRoutes } from './api.js';
 import { loadTlsMaterial, warnExpiring, watchTls } from './tls.js';
 import type { Logger } from './log.js';
+import { Observability } from './observability.js';
 import { VERSION } from '../version.js';
 
 export interface NodeOptions {
@@ -38,6 +39,8 @@ export interface NodeOptions {
   /** Value of MINIO_KMS_HSM_KEY, if set. */
   hsmKey?: string;
   log: Logger;
+  /** Metrics, audit log and log stream (server/observability.ts); a default one if absent. */
+  observability?: Observability;
   /** Prints a banner line (stdout). */
   print: (line: string) => void;
 }
@@ -109,7 +112,8 @@ export class KmsNode {
     }
 
     const { host, port } = parseAddress(opts.address);
-    const server = createHttpServer({ cert: tls.cert, key: tls.key, ca: tls.ca, routes: apiRoutes(node), limits: opts.config.limits, log: opts.log });
+    const obs = (opts.observability ??= new Observability({ log: opts.log }));
+    const server = createHttpServer({ cert: tls.cert, key: tls.key, ca: tls.ca, routes: apiRoutes(node), limits: opts.config.limits, log: opts.log, observer: obs.http });
     node.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -254,6 +258,7 @@ export class KmsNode {
   async close(): Promise<void> {
     clearTimeout(this.#retry);
     this.#stopTlsWatch?.();
+    this.opts.observability?.endStreams();
     if (this.server) {
       const server = this.server;
       await new Promise<void>((resolve) => {
@@ -262,6 +267,7 @@ export class KmsNode {
         setTimeout(resolve, 2000).unref();
       });
     }
+    this.opts.observability?.close();
     await this.store.close();
     for (const h of this.hsms) await h.close();
     if (this.#devDir) rmSync(this.#devDir, { recursive: true, force: true });

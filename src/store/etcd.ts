@@ -6,37 +6,49 @@
  *
  * - `<prefix>data/<key>`: one etcd key per store key; the store value is the etcd value and
  *   the store revision is the etcd `mod_revision`. `range('')` covers exactly `<prefix>data/`.
- * - `<prefix>meta/commit`: rewritten by a commit that would not otherwise advance etcd's
- *   revision (only deletes, or nothing), so that every successful commit gets a new revision.
+ * - `<prefix>meta/txn/<time>-<random>`: one empty "commit token" per commit (see below),
+ *   removed again by later commits once a minute old.
  * - Everything else under `<prefix>` (members, elections, …) is left to the cluster layer and
- *   is invisible to `get`/`range`/`watch`.
+ *   is invisible to `get`/`range`/`watch`. Two KMS clusters need namespaces where neither is
+ *   inside the other's `data/` or `meta/`.
  *
  * A commit is ONE etcd transaction: condition `rev: 0` compares `create_revision == 0`
  * (absent), any other `rev` compares `mod_revision == rev`; on success every put/delete is
- * applied at one new revision (etcd's store-wide, strictly increasing revision). Reads are
- * linearizable (they go through the raft leader's read index), so a condition built from a
- * read is never based on a stale member.
+ * applied at one new revision (etcd's store-wide, strictly increasing revision; a commit
+ * always writes its token, so even a commit of deletes of missing keys gets a new revision).
+ * Reads are linearizable (they go through the raft leader's read index), so a condition
+ * built from a read is never based on a stale member.
+ *
+ * Commit tokens make a commit safe to send again. The transaction also requires its token to
+ * be absent and creates it; when an attempt's answer is lost (the member died, the leader
+ * changed, the deadline of the attempt passed), the store sends the same transaction again:
+ * if the first attempt was applied, the second fails on the token, finds it, and reports the
+ * first one's success and revision; otherwise it is applied once. So a leader election or a
+ * member restart costs a delay, not an error. (Tokens are deleted once a minute old, so the
+ * guarantee assumes the etcd members and the KMS nodes' clocks agree within about a minute,
+ * and that no attempt is still in flight inside etcd a minute later.)
  *
  * Limits. etcd refuses a transaction with more than `--max-txn-ops` operations (default 128)
- * or a request larger than `--max-request-bytes` (default 1.5 MiB). A restore or a root-key
- * rotation rewrites every record in one commit, and splitting it would break its atomicity,
- * so the store does not split: it throws `EtcdLimitError` naming the flag. Run every member
- * with, for example, `--max-txn-ops=10000 --max-request-bytes=33554432` (the test cluster
- * does).
+ * or a request larger than `--max-request-bytes` (default 1.5 MiB). A commit costs its
+ * mutations plus up to two operations (token, clean-up) and its conditions plus one. A restore
+ * or a root-key rotation rewrites every record in one commit, and splitting it would break its
+ * atomicity, so the store does not split: it throws `EtcdLimitError` naming the flag. Run
+ * every member with, for example, `--max-txn-ops=10000 --max-request-bytes=33554432` (the
+ * test cluster does).
  *
- * Failures. Every operation is bounded by `timeoutMs` (5 s by default), retries included:
- * when no member answers, or the members that answer have no quorum, the operation throws
- * `StoreUnavailableError` instead of hanging. Reads are retried on another member until the
- * deadline. A commit is retried only when the request provably never reached a server
- * (connection refused, member without a leader); if it was sent and the answer was lost
- * (member died mid-call, deadline expired), it may have been applied: the error says so
- * (`ambiguous: true`) and the caller must re-read.
+ * Failures. Every operation is bounded by `timeoutMs` (5 s by default) and each attempt on
+ * one member by `attemptTimeoutMs` (2 s by default), so that an unresponsive member or an
+ * election does not use up the whole budget. Attempts are retried on another member until
+ * the budget is spent; then the operation throws `StoreUnavailableError` (no quorum, or no
+ * member reachable) instead of hanging. For a commit, `ambiguous: true` on that error means
+ * some attempt reached a member without an answer: it may still have been applied.
  *
  * Watches (`watch`, beyond the Store port, for cache invalidation) resume after a broken
- * stream from the revision after the last one they delivered, so no event is lost or repeated
- * across reconnects. If that revision has been compacted away in the meantime (etcd
- * `--auto-compaction-*`), the watch ends with `StoreWatchCompactedError`: reload with
- * `rangeWithRevision` and watch again from there.
+ * stream from the revision after the last event they delivered, so no event is lost or
+ * repeated across reconnects. Every call carries etcd's "require leader" flag, so a member cut
+ * off from the majority ends the watches it serves and they move to another member. If the
+ * resume revision has been compacted away in the meantime (etcd `--auto-compaction-*`), the
+ * watch ends with `StoreWatchCompactedError`: reload with `rangeWithRevision` and watch again.
  */
 import {
   ClientClosedError,
@@ -57,6 +69,8 @@ import {
   type IWatchResponse,
   type Watcher,
 } from 'etcd3';
+import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StoreUnavailableError, type CommitResult, type Condition, type Mutation, type Store, type StoreEntry } from './store.js';
 
@@ -73,11 +87,12 @@ export interface EtcdStoreOptions {
   /** Bound of every operation, retries included; 5000 ms by default. */
   timeoutMs?: number;
   /**
-   * Bound of a single attempt of a read (and of the auth-token exchange) on one member, so
-   * that an unresponsive member does not use up the whole `timeoutMs`; 2000 ms by default.
-   * (etcd3's own `dialTimeout` option is accepted but unused by etcd3 1.1.2.)
+   * Bound of a single attempt on one member (and of the auth-token exchange), so that an
+   * unresponsive member or a leader election does not use up the whole `timeoutMs`; 2000 ms
+   * by default, plus 1 ms per 10 KiB of a large commit. (This replaces a dial timeout: the
+   * `dialTimeout` option of etcd3 1.1.2 is not used by etcd3 at all.)
    */
-  dialTimeoutMs?: number;
+  attemptTimeoutMs?: number;
 }
 
 /** One change seen by a watch. `value` is absent for a delete. */
@@ -126,10 +141,14 @@ export class StoreWatchCompactedError extends Error {
 }
 
 const DEFAULT_TIMEOUT_MS = 5_000;
-const DEFAULT_DIAL_TIMEOUT_MS = 2_000;
+const DEFAULT_ATTEMPT_TIMEOUT_MS = 2_000;
 const RANGE_PAGE = 500;
 const DATA = 'data/';
-const COMMIT_MARK = 'meta/commit';
+const TOKENS = 'meta/txn/';
+/** Commit tokens older than this are deleted by later commits. */
+const TOKEN_GRACE_MS = 60_000;
+/** How often a store adds the token clean-up to a commit. */
+const TOKEN_SWEEP_EVERY_MS = 10_000;
 const EMPTY = Buffer.alloc(0);
 const RECOMMENDED_LIMITS = '--max-txn-ops=10000 --max-request-bytes=33554432';
 const WATCH_BACKOFF_MIN_MS = 50;
@@ -139,6 +158,33 @@ const WATCH_BACKOFF_MAX_MS = 2_000;
 type CallOptions = NonNullable<Parameters<Etcd3['kv']['range']>[1]>;
 type FaultPolicy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
 
+/**
+ * The gRPC library etcd3 itself uses (resolved from etcd3's location, so it is always the
+ * same copy), for one thing etcd3 does not offer: request metadata. Typed minimally here.
+ */
+interface GrpcInterceptors {
+  InterceptingCall: new (
+    next: unknown,
+    requester: { start(metadata: { set(key: string, value: string): void }, listener: unknown, next: (metadata: unknown, listener: unknown) => void): void },
+  ) => unknown;
+}
+const grpc = createRequire(createRequire(import.meta.url).resolve('etcd3'))('@grpc/grpc-js') as GrpcInterceptors;
+
+/**
+ * Adds etcd's "require leader" metadata (`hasleader: true`) to every call. A member that has
+ * lost its leader (partitioned from the majority, or the majority is down) then refuses
+ * requests at once ("etcdserver: no leader", safe to retry elsewhere) instead of letting them
+ * time out, and cancels the watch streams it serves within about three election timeouts, so
+ * that a watch never sits silently on a member that no longer sees new writes.
+ */
+const requireLeader = (options: unknown, nextCall: (options: unknown) => unknown): unknown =>
+  new grpc.InterceptingCall(nextCall(options), {
+    start(metadata, listener, next) {
+      metadata.set('hasleader', 'true');
+      next(metadata, listener);
+    },
+  });
+
 /** Thrown by the per-member breaker instead of calling an endpoint known to be failing. */
 class MemberSkippedError extends Error {}
 
@@ -147,8 +193,10 @@ const passThrough = { execute: <T>(fn: (ctx: unknown) => T): T => fn({ signal: n
 
 /**
  * A small per-member circuit breaker: after a member failed with "unavailable" or a deadline,
- * calls skip it (etcd3 then tries the next member) for 1 s, doubling while it keeps failing,
- * up to 30 s; after the pause one call probes it again.
+ * calls skip it (etcd3 then tries the next member) for 0.5 s, doubling while it keeps
+ * failing, up to 4 s; after the pause one call probes it again. (When every member is being
+ * skipped, EtcdStore keeps retrying until its deadline, so the cap bounds how long a
+ * recovered cluster stays unused.)
  */
 function memberBreaker(): FaultPolicy {
   let failures = 0;
@@ -163,7 +211,7 @@ function memberBreaker(): FaultPolicy {
       } catch (err) {
         if (err instanceof GRPCUnavailableError || err instanceof GRPCDeadlineExceededError) {
           failures++;
-          openUntil = Date.now() + Math.min(30_000, 1_000 * 2 ** Math.min(failures - 1, 5));
+          openUntil = Date.now() + Math.min(4_000, 500 * 2 ** Math.min(failures - 1, 3));
         }
         throw err;
       }
@@ -224,9 +272,10 @@ export class EtcdStore implements Store {
   /** The underlying client, shared with the cluster layer (leases, elections) of this node. */
   readonly client: Etcd3;
   readonly #data: Buffer;
-  readonly #commitMark: Buffer;
+  readonly #tokens: Buffer;
+  #lastSweep = 0;
   readonly #timeoutMs: number;
-  readonly #dialTimeoutMs: number;
+  readonly #attemptTimeoutMs: number;
   readonly #watches = new Set<WatchLoop>();
   #closed = false;
 
@@ -241,14 +290,15 @@ export class EtcdStore implements Store {
     if ((options.username === undefined) !== (options.password === undefined)) throw new Error('etcd store: give both username and password, or neither');
     if (tls && (tls.cert === undefined) !== (tls.key === undefined)) throw new Error('etcd store: give both the TLS client certificate and key, or neither');
     this.#timeoutMs = positive(options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 'timeoutMs');
-    this.#dialTimeoutMs = positive(options.dialTimeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS, 'dialTimeoutMs');
+    this.#attemptTimeoutMs = positive(options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS, 'attemptTimeoutMs');
     this.prefix = options.prefix.endsWith('/') ? options.prefix : options.prefix + '/';
     this.endpoints = [...endpoints];
     this.#data = Buffer.from(this.prefix + DATA);
-    this.#commitMark = Buffer.from(this.prefix + COMMIT_MARK);
+    this.#tokens = Buffer.from(this.prefix + TOKENS);
 
     const etcdOptions: IOptions = {
       hosts: [...endpoints],
+      defaultCallOptions: () => ({ interceptors: [requireLeader] }) as CallOptions,
       faultHandling: { global: passThrough as unknown as FaultPolicy, host: () => memberBreaker() },
       grpcOptions: {
         // A range page or a restore transaction may be large; etcd enforces its own limit.
@@ -264,7 +314,7 @@ export class EtcdStore implements Store {
       etcdOptions.auth = {
         username: options.username,
         password: options.password!,
-        callOptions: () => ({ deadline: Date.now() + this.#dialTimeoutMs }),
+        callOptions: () => ({ deadline: Date.now() + this.#attemptTimeoutMs }),
       };
     }
     if (tls) {
@@ -279,7 +329,7 @@ export class EtcdStore implements Store {
   }
 
   async get(key: string): Promise<StoreEntry | undefined> {
-    const res = await this.#call('get', 'read', (opts) => this.client.kv.range({ key: this.#key(key) }, opts));
+    const res = await this.#call('get', (opts) => this.client.kv.range({ key: this.#key(key) }, opts));
     const kv = res.kvs[0];
     return kv && this.#entry(kv);
   }
@@ -295,7 +345,7 @@ export class EtcdStore implements Store {
   async rangeWithRevision(prefix: string): Promise<{ entries: StoreEntry[]; rev: number }> {
     const start = this.#key(prefix);
     const end = prefixEnd(start);
-    return this.#call('range', 'read', async (opts) => {
+    return this.#call('range', async (opts) => {
       const entries: StoreEntry[] = [];
       let from = start;
       let rev = 0;
@@ -311,34 +361,47 @@ export class EtcdStore implements Store {
   }
 
   async commit(conditions: readonly Condition[], mutations: readonly Mutation[]): Promise<CommitResult> {
-    const compare: ICompare[] = conditions.map((c) => {
+    const now = Date.now();
+    const token = this.#token(now);
+    const compare: ICompare[] = [{ key: token, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }];
+    for (const c of conditions) {
       if (!Number.isSafeInteger(c.rev) || c.rev < 0) throw new TypeError(`etcd store: condition on ${c.key} has an invalid revision ${c.rev}`);
       const key = this.#key(c.key);
-      return c.rev === 0
-        ? { key, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }
-        : { key, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: c.rev };
-    });
+      compare.push(
+        c.rev === 0
+          ? { key, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }
+          : { key, target: CompareTarget.Mod, result: CompareResult.Equal, mod_revision: c.rev },
+      );
+    }
     // etcd refuses a transaction that touches a key twice: the last mutation of a key wins.
     const last = new Map<string, Mutation>();
     for (const m of mutations) {
       last.delete(m.key);
       last.set(m.key, m);
     }
-    const success: IRequestOp[] = [...last.values()].map((m) =>
-      m.value === undefined
-        ? { request_delete_range: { key: this.#key(m.key) } }
-        : { request_put: { key: this.#key(m.key), value: Buffer.from(m.value) } },
-    );
-    // Deletes of missing keys (or nothing at all) would not create a new revision.
-    if (!success.some((op) => op.request_put)) success.push({ request_put: { key: this.#commitMark, value: EMPTY } });
+    let bytes = 0;
+    const success: IRequestOp[] = [...last.values()].map((m) => {
+      const key = this.#key(m.key);
+      bytes += key.length + (m.value?.length ?? 0);
+      return m.value === undefined ? { request_delete_range: { key } } : { request_put: { key, value: Buffer.from(m.value) } };
+    });
+    success.push({ request_put: { key: token, value: EMPTY } });
+    // Now and then, remove the tokens (of every node) that are old enough never to be needed.
+    const sweep = now - this.#lastSweep >= TOKEN_SWEEP_EVERY_MS;
+    if (sweep) this.#lastSweep = now;
+    if (sweep) success.push({ request_delete_range: { key: this.#tokens, range_end: this.#token(now - TOKEN_GRACE_MS, true) } });
+    const txn = { compare, success, failure: [{ request_range: { key: token } }] };
     try {
-      const res = await this.#call('commit', 'write', (opts) => this.client.kv.txn({ compare, success, failure: [] }, opts));
-      return { ok: res.succeeded, rev: Number(res.header.revision) };
+      const res = await this.#call('commit', (opts) => this.client.kv.txn(txn, opts), Math.floor(bytes / 10_240));
+      if (res.succeeded) return { ok: true, rev: Number(res.header.revision) };
+      // Our token exists: an earlier attempt whose answer was lost was applied.
+      const earlier = res.responses[0]?.response_range?.kvs[0];
+      if (earlier) return { ok: true, rev: Number(earlier.mod_revision) };
+      return { ok: false, rev: Number(res.header.revision) };
     } catch (err) {
       if (err instanceof EtcdLimitError) {
-        const bytes = success.reduce((n, op) => n + (op.request_put ? op.request_put.key!.length + op.request_put.value!.length : op.request_delete_range!.key!.length), 0);
         throw new EtcdLimitError(
-          `etcd refused a commit of ${success.length} operations and ${compare.length} conditions (~${bytes} bytes): ${errorMessage(err.cause)}. ` +
+          `etcd refused a commit of ${mutations.length} mutations and ${conditions.length} conditions (~${bytes} bytes): ${errorMessage(err.cause)}. ` +
             `A restore or a root-key rotation writes every record in one transaction and is not split; raise ${err.flag} on every etcd member ` +
             `(recommended: ${RECOMMENDED_LIMITS}; etcd's defaults are 128 operations and 1.5 MiB)`,
           err.flag,
@@ -377,47 +440,51 @@ export class EtcdStore implements Store {
     return Buffer.concat([this.#data, Buffer.from(key, 'utf8')]);
   }
 
+  /** The token key for time `ms` (fixed-width time first, so tokens sort by age); `bound`: no random part. */
+  #token(ms: number, bound = false): Buffer {
+    const time = Math.max(0, Math.floor(ms)).toString(36).padStart(10, '0');
+    return Buffer.from(this.prefix + TOKENS + time + (bound ? '' : '-' + randomBytes(12).toString('hex')));
+  }
+
   #entry(kv: IKeyValue): StoreEntry {
     return { key: kv.key.subarray(this.#data.length).toString('utf8'), value: Buffer.from(kv.value), rev: Number(kv.mod_revision) };
   }
 
   /**
-   * Runs one etcd call with the store's bounds: retries on another member while that is
-   * safe (reads: always; writes: only if the request was never sent), until `timeoutMs`.
+   * Runs one etcd call within the store's bounds, again on another member after a failure
+   * that may be transient, until `timeoutMs` is spent. Only safe calls come here: reads, and
+   * commits (made idempotent by their token).
    */
-  async #call<T>(op: string, kind: 'read' | 'write', fn: (opts: CallOptions) => Promise<T>): Promise<T> {
+  async #call<T>(op: string, fn: (opts: CallOptions) => Promise<T>, extraAttemptMs = 0): Promise<T> {
     if (this.#closed) throw new Error(`etcd store: ${op} after close`);
     const deadline = Date.now() + this.#timeoutMs;
     let lastErr: unknown;
     let attempts = 0;
+    let maybeApplied = false;
     let pause = 20;
     for (;;) {
       const remaining = deadline - Date.now();
       if (remaining <= 0) break;
       attempts++;
-      const attemptMs = kind === 'read' ? Math.min(remaining, this.#dialTimeoutMs) : remaining;
       try {
-        return await fn({ deadline: Date.now() + attemptMs });
+        return await fn({ deadline: Date.now() + Math.min(remaining, this.#attemptTimeoutMs + extraAttemptMs) });
       } catch (err) {
         if (this.#closed || err instanceof ClientClosedError) throw new Error(`etcd store: closed during ${op}`, { cause: err });
         const failure = classify(err);
         if (failure.kind === 'limit') throw new EtcdLimitError(`etcd refused the ${op}: ${errorMessage(err)}`, failure.flag, err);
         if (failure.kind === 'fatal') throw new Error(`etcd ${op} failed: ${errorMessage(err)}`, { cause: err });
-        if (failure.kind === 'ambiguous' && kind === 'write') {
-          throw new StoreUnavailableError(
-            `etcd ${op}: the request reached a member but no answer came back (${errorMessage(err)}); it may or may not have been applied`,
-            { cause: err, ambiguous: true },
-          );
-        }
+        if (failure.kind === 'ambiguous') maybeApplied = true;
         lastErr = err;
         await sleep(Math.max(0, Math.min(pause, deadline - Date.now())));
         pause = Math.min(pause * 2, 250);
       }
     }
+    const ambiguous = maybeApplied && op === 'commit';
     throw new StoreUnavailableError(
       `etcd ${op}: no quorum of the etcd cluster (${this.endpoints.join(', ')}) answered within ${this.#timeoutMs} ms ` +
-        `(${attempts} attempts${lastErr === undefined ? '' : `; last error: ${errorMessage(lastErr)}`})`,
-      { cause: lastErr, ambiguous: false },
+        `(${attempts} attempts${lastErr === undefined ? '' : `; last error: ${errorMessage(lastErr)}`})` +
+        (ambiguous ? '; an attempt reached a member without an answer, so the commit may still have been applied' : ''),
+      { cause: lastErr, ambiguous },
     );
   }
 }

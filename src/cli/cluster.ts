@@ -1,0 +1,137 @@
+/** Cluster commands (SysAdmin): `stat`, `ls`, `add-hsm`, `rm-hsm`. */
+import { Option, type Command } from 'commander';
+import type { ClusterStatusResponse, ServerStatusResponse } from '../protocol/messages.js';
+import { formatDuration } from '../protocol/schema.js';
+import { clientCommand, done, humanBytes, humanDuration, print, printFields, printJson, runs, style, table } from './common.js';
+
+/** One node, up or down, in node-id order. */
+export interface NodeEntry {
+  id: number;
+  host: string;
+  status?: ServerStatusResponse;
+}
+
+export function nodesOf(s: ClusterStatusResponse): NodeEntry[] {
+  const out: NodeEntry[] = [];
+  for (const [id, status] of s.nodesUp) out.push({ id, host: status.host, status });
+  for (const [id, host] of s.nodesDown) if (!s.nodesUp.has(id)) out.push({ id, host });
+  return out.sort((a, b) => a.id - b.id);
+}
+
+/** The short JSON form (`ls`). */
+export function nodeSummaryJson(n: NodeEntry) {
+  return {
+    node_id: n.id,
+    state: n.status ? 'online' : 'offline',
+    role: n.status?.role ?? null,
+    uptime: n.status ? formatDuration(n.status.upTime) : null,
+    host: n.host,
+  };
+}
+
+/** The full JSON form (`stat`): protocol JSON names. */
+export function nodeJson(n: NodeEntry) {
+  const s = n.status;
+  if (!s) return { ...nodeSummaryJson(n) };
+  return {
+    ...nodeSummaryJson(n),
+    version: s.version,
+    api_version: s.apiVersion,
+    commit: s.commit,
+    leader_id: s.leaderId,
+    nodes: Object.fromEntries([...s.nodes].sort(([a], [b]) => a - b).map(([id, host]) => [String(id), host])),
+    hsm: [...s.hsms],
+    hsm_active: [...s.configuredHsms],
+    sys_os: s.os,
+    sys_cpu_arch: s.arch,
+    sys_cpu_num: s.cpus,
+    sys_cpu_used: s.usableCpus,
+    sys_mem_heap_used: s.heapMemInUse,
+    sys_mem_stack_used: s.stackMemInUse,
+  };
+}
+
+const stateText = (n: NodeEntry) => (n.status ? style.green('online') : style.red('offline'));
+
+export function clusterCommands(program: Command): void {
+  runs(
+    clientCommand(program, 'stat', {
+      description: 'show the status of every node: state, role, uptime, host, version, HSMs, system',
+      enclave: false,
+      examples: ['minkms stat', 'minkms stat --json'],
+    }),
+    async (ctx) => {
+      ctx.need('CLUSTER:STATUS');
+      const nodes = nodesOf(await ctx.client.clusterStatus());
+      if (ctx.json) return printJson(nodes.map(nodeJson));
+      nodes.forEach((n, i) => {
+        if (i > 0) print();
+        const s = n.status;
+        print(`${style.bold(`Node ${n.id}`)}  ${stateText(n)}${s ? `  ${s.role}` : ''}`);
+        if (!s) {
+          printFields([['  Host', n.host]]);
+          return;
+        }
+        printFields([
+          ['  Host', n.host],
+          ['  Version', `${s.version} (API ${s.apiVersion})`],
+          ['  Uptime', humanDuration(s.upTime)],
+          ['  HSMs', s.hsms.length > 0 ? s.hsms.join(', ') : '-'],
+          ['  Active HSMs', s.configuredHsms.length > 0 ? s.configuredHsms.join(', ') : '-'],
+          ['  System', `${s.os}/${s.arch}, ${s.usableCpus}/${s.cpus} CPUs, heap ${humanBytes(s.heapMemInUse)}, stack ${humanBytes(s.stackMemInUse)}`],
+          ['  Commit', String(s.commit)],
+        ]);
+      });
+    },
+  );
+
+  runs(
+    clientCommand(program, 'ls', {
+      description: 'list the nodes of the cluster: ID, status, role, uptime, host',
+      enclave: false,
+      examples: ['minkms ls', 'minkms ls --json'],
+    }),
+    async (ctx) => {
+      ctx.need('CLUSTER:STATUS');
+      const nodes = nodesOf(await ctx.client.clusterStatus());
+      if (ctx.json) return printJson(nodes.map(nodeSummaryJson));
+      print(
+        table(
+          ['ID', 'Status', 'Role', 'Uptime', 'Host'],
+          nodes.map((n) => [String(n.id), stateText(n), n.status?.role ?? '-', n.status ? humanDuration(n.status.upTime) : '-', n.host]),
+        ),
+      );
+    },
+  );
+
+  runs(
+    clientCommand(program, 'add-hsm', {
+      description: 'seal the root encryption key with one more configured HSM',
+      enclave: false,
+      examples: ['minkms add-hsm hsm:minio:minkms', 'minkms add-hsm --overwrite hsm:minio:soft   # reseal'],
+    })
+      .argument('<NAME>', 'HSM name, as configured on every node (see minkms stat)')
+      .addOption(new Option('--overwrite', 'replace an existing sealed entry of this HSM (reseal)')),
+    async (ctx, name: string) => {
+      const o = ctx.opts as { overwrite?: boolean };
+      ctx.need('CLUSTER:ADDHSM');
+      await ctx.client.addHsm(name, o.overwrite === true);
+      if (ctx.json) printJson({ name, overwrite: o.overwrite === true });
+      else done(`Sealed the root encryption key with HSM '${name}'`);
+    },
+  );
+
+  runs(
+    clientCommand(program, 'rm-hsm', {
+      description: 'remove the sealed root key entry of an HSM',
+      enclave: false,
+      examples: ['minkms rm-hsm hsm:minio:soft'],
+    }).argument('<NAME>', 'HSM name (see minkms stat)'),
+    async (ctx, name: string) => {
+      ctx.need('CLUSTER:REMOVEHSM');
+      await ctx.client.removeHsm(name);
+      if (ctx.json) printJson({ name });
+      else done(`Removed HSM '${name}'`);
+    },
+  );
+}

@@ -1,0 +1,477 @@
+/**
+ * Shared pieces of the client commands: the common flags (`-a/--api-key`, `-k/--insecure`,
+ * `-e/--enclave`, `--json`), building a {@link KmsClient} from flags and environment, output
+ * (aligned tables and fields, colour on a TTY only, stable JSON) and turning any failure into
+ * one line on stderr plus an exit code.
+ *
+ * Conventions every command follows:
+ * - exit code 0 success, 1 failure, 2 usage (bad flag/argument, missing API key or enclave);
+ * - errors are `minkms: <what is wrong> (<what to do>)`, one line on stderr;
+ * - `--json` prints one JSON document: commands taking several names (`NAME...`) and lists
+ *   print arrays, the others one object; keys are snake_case like the protocol's JSON names,
+ *   times RFC 3339 (UTC), byte strings base64, ciphertexts `v<VERSION>:<BASE64>`.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { rootCertificates } from 'node:tls';
+import { KmsClient, HttpError } from '../client/client.js';
+import { TransportError } from '../client/transport.js';
+import { KmsError } from '../protocol/errors.js';
+import { parseApiKey } from '../identity/api-key.js';
+import { isIdentity } from '../identity/identity.js';
+
+// ------------------------------------------------------------------------------ errors
+
+/** A failure to report as `minkms: message (hint)`, with an exit code (1 failure, 2 usage). */
+export class CliError extends Error {
+  readonly hint: string;
+  readonly exitCode: 1 | 2;
+  constructor(message: string, hint: string, exitCode: 1 | 2 = 1) {
+    super(message);
+    this.name = 'CliError';
+    this.hint = hint;
+    this.exitCode = exitCode;
+  }
+  /** The one line written to stderr (with the newline). */
+  line(): string {
+    return `minkms: ${this.message}${this.hint ? ` (${this.hint})` : ''}\n`;
+  }
+}
+
+/** A usage error (exit code 2). */
+export function usageError(message: string, hint: string): CliError {
+  return new CliError(message, hint, 2);
+}
+
+/**
+ * What a command needs from the server, to explain an `access denied` answer:
+ * the policy command (`KEY:CREATE`), the resource names and the enclave (none = SysAdmin only).
+ */
+export interface Permission {
+  command: string;
+  names?: readonly string[];
+  enclave?: string;
+}
+
+/** What the caller of {@link explainError} knows about the failed command. */
+export interface ErrorContext {
+  /** `minkms add-key` etc., for "see '… --help'". */
+  commandPath: string;
+  permission?: Permission;
+  endpoints?: readonly string[];
+}
+
+const quote = (s: string) => `'${s}'`;
+
+/** The hint of an access-denied error: the missing permission. */
+export function permissionHint(p: Permission): string {
+  if (p.enclave === undefined) return `this command needs ${p.command}, which only a SysAdmin (root) identity has`;
+  const on = p.names && p.names.length > 0 ? ` on ${p.names.map(quote).join(', ')}` : '';
+  return `this command needs ${p.command}${on} in enclave ${quote(p.enclave)}, or an enclave admin`;
+}
+
+const TLS_VERIFY_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_SIGNATURE_FAILURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+const UNREACHABLE_CODES = new Map([
+  ['ECONNREFUSED', 'connection refused'],
+  ['ENOTFOUND', 'host not found'],
+  ['EAI_AGAIN', 'host name lookup failed'],
+  ['ETIMEDOUT', 'connection timed out'],
+  ['EHOSTUNREACH', 'host unreachable'],
+  ['ENETUNREACH', 'network unreachable'],
+  ['ECONNRESET', 'connection reset'],
+  ['EPIPE', 'connection closed'],
+  ['EADDRNOTAVAIL', 'address not available'],
+]);
+
+function causeChain(err: unknown): { code?: string; message: string }[] {
+  const out: { code?: string; message: string }[] = [];
+  let e: unknown = err;
+  for (let i = 0; i < 5 && e; i++) {
+    const x = e as { code?: unknown; message?: unknown; cause?: unknown };
+    out.push({ code: typeof x.code === 'string' ? x.code : undefined, message: String(x.message ?? e) });
+    e = x.cause;
+  }
+  return out;
+}
+
+const KMS_HINTS: Partial<Record<string, string>> = {
+  ERR_ENCLAVE_NOT_FOUND: "check -e/--enclave or MINIO_KMS_ENCLAVE; 'minkms ls-enclave' lists the enclaves",
+  ERR_ENCLAVE_EXISTS: 'choose another name',
+  ERR_KEY_NOT_FOUND: "'minkms ls-key' lists the keys of the enclave",
+  ERR_KEY_EXISTS: "use 'minkms add-key --version NAME' to add a new version",
+  ERR_POLICY_NOT_FOUND: "'minkms ls-policy' lists the policies of the enclave",
+  ERR_IDENTITY_NOT_FOUND: "'minkms ls-identity' lists the identities of the enclave",
+  ERR_DECRYPT: 'check the key name, the version prefix and the ciphertext',
+  ERR_SEALED: 'the server cannot unseal its key database: check its HSM configuration and log',
+  ERR_CLUSTER_SINGLE_NODE: 'this server runs a single node',
+  ERR_HSM_LAST: 'add another HSM first',
+  ERR_HSM_NOT_FOUND: "'minkms stat' lists the HSMs of each node",
+  ERR_HSM_EXISTS: 'use --overwrite to reseal the root key with this HSM',
+  ERR_HSM_NOT_CONFIGURED: 'configure the HSM on every node first',
+  ERR_INVALID_POLICY: 'check the policy file: {"allow": {"KEY:STATUS": "*"}, "deny": {}}',
+  ERR_SELF_DELETE: 'use another identity to delete this one',
+  ERR_ROOT_IDENTITY: 'the root identity is defined by the server configuration',
+  ERR_POLICY_NOT_ASSIGNABLE: 'only User identities (not --admin) have policies',
+  ERR_IDENTITY_EXISTS_ELSEWHERE: 'an identity belongs to one enclave; delete it there first',
+  ERR_CONFLICT: 'run the command again',
+  ERR_TIMEOUT: 'run the command again; check the server load',
+};
+
+/** Turns any failure of a command into a {@link CliError}. */
+export function explainError(err: unknown, ctx: ErrorContext): CliError {
+  if (err instanceof CliError) return err;
+  const help = `see '${ctx.commandPath} --help'`;
+  if (err instanceof KmsError) {
+    if (err.code === 'ERR_NOT_ALLOWED') {
+      return new CliError(err.message, ctx.permission ? permissionHint(ctx.permission) : 'this command needs more privileges');
+    }
+    const hint = KMS_HINTS[err.code] ?? (err.status >= 500 ? 'check the server log' : help);
+    return new CliError(err.message, hint);
+  }
+  if (err instanceof HttpError) {
+    const message = err.message.replace(/\s+/g, ' ').trim().slice(0, 300);
+    if (err.status === 403) {
+      return new CliError(
+        message.startsWith('access denied') ? message : `access denied: ${message}`,
+        ctx.permission ? permissionHint(ctx.permission) : 'this command needs more privileges',
+      );
+    }
+    if (err.status >= 500) return new CliError(`server error (HTTP ${err.status}): ${message}`, 'check the server log');
+    return new CliError(message, help);
+  }
+  if (err instanceof TransportError) {
+    const chain = causeChain(err.cause);
+    const tls = chain.find((c) => c.code !== undefined && TLS_VERIFY_CODES.has(c.code));
+    if (tls) {
+      return new CliError(
+        `cannot verify the TLS certificate of ${err.host}: ${tls.message}`,
+        "use -k/--insecure to skip verification, or add the server's CA certificate (PEM) to ~/.minkms/certs/CAs",
+      );
+    }
+    const all = ctx.endpoints && ctx.endpoints.length > 0 ? ctx.endpoints : [err.host];
+    const where = all.length === 1 ? `the KMS server at ${all[0]}` : `any KMS server (${all.join(', ')})`;
+    const net = chain.find((c) => c.code !== undefined && UNREACHABLE_CODES.has(c.code));
+    const reason = net ? `${UNREACHABLE_CODES.get(net.code!)} (${net.code})` : chain[chain.length - 1]?.message ?? err.message;
+    return new CliError(`cannot reach ${where}: ${reason}`, 'check that the server runs, or set MINIO_KMS_SERVER=https://HOST:PORT[,…]');
+  }
+  const msg = (err as Error)?.message ?? String(err);
+  return new CliError(msg, help);
+}
+
+// ------------------------------------------------------------------------------ output
+
+/** True if human output may use colour: stdout is a terminal and NO_COLOR is unset. */
+export function colorEnabled(): boolean {
+  return process.stdout.isTTY === true && process.env.NO_COLOR === undefined;
+}
+
+const ansi = (open: number, close: number) => (s: string) => (colorEnabled() ? `\x1b[${open}m${s}\x1b[${close}m` : s);
+export const style = {
+  bold: ansi(1, 22),
+  dim: ansi(2, 22),
+  red: ansi(31, 39),
+  green: ansi(32, 39),
+  yellow: ansi(33, 39),
+  cyan: ansi(36, 39),
+};
+
+// eslint-disable-next-line no-control-regex
+const ANSI_RE = /\x1b\[[0-9;]*m/g;
+const visibleLength = (s: string) => s.replace(ANSI_RE, '').length;
+
+export function print(text = ''): void {
+  process.stdout.write(text + '\n');
+}
+
+/** Prints one JSON document (2-space indented). */
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+}
+
+/** Formats rows as aligned columns (two spaces apart); the header, if any, in bold. */
+export function table(header: readonly string[] | undefined, rows: readonly (readonly string[])[]): string {
+  const all = header ? [header, ...rows] : rows;
+  const width: number[] = [];
+  for (const r of all) r.forEach((c, i) => (width[i] = Math.max(width[i] ?? 0, visibleLength(c))));
+  const line = (r: readonly string[]) =>
+    r
+      .map((c, i) => (i === r.length - 1 ? c : c + ' '.repeat(width[i]! - visibleLength(c))))
+      .join('  ')
+      .trimEnd();
+  const out: string[] = [];
+  if (header) out.push(style.bold(line(header)));
+  for (const r of rows) out.push(line(r));
+  return out.join('\n');
+}
+
+/** Prints aligned `label  value` lines; the labels dim. */
+export function printFields(pairs: readonly (readonly [string, string])[]): void {
+  const w = Math.max(0, ...pairs.map(([k]) => k.length));
+  for (const [k, v] of pairs) print(`${style.dim(k.padEnd(w))}  ${v}`);
+}
+
+/** RFC 3339 in UTC without fractions (`2025-01-02T03:04:05Z`), or null (none, or the zero time). */
+export function rfc3339(d: Date | undefined): string | null {
+  if (!d || Number.isNaN(d.getTime()) || d.getTime() === 0) return null;
+  return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/** A time for humans: RFC 3339, or `-`. */
+export function humanTime(d: Date | undefined): string {
+  return rfc3339(d) ?? '-';
+}
+
+/** `3d 4h`, `5m 6s`, `7s`. */
+export function humanDuration(ms: number): string {
+  let s = Math.max(0, Math.floor(ms / 1000));
+  const d = Math.floor(s / 86400);
+  s -= d * 86400;
+  const h = Math.floor(s / 3600);
+  s -= h * 3600;
+  const m = Math.floor(s / 60);
+  s -= m * 60;
+  if (d > 0) return `${d}d ${h}h`;
+  if (h > 0) return `${h}h ${m}m`;
+  if (m > 0) return `${m}m ${s}s`;
+  return `${s}s`;
+}
+
+/** `1.5 MiB` */
+export function humanBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+/** A success line for humans: `✔ message` (mark in green on a TTY). */
+export function done(message: string): void {
+  print(`${style.green('✔')} ${message}`);
+}
+
+export const PRIVILEGE_NAMES: Record<number, string> = { 1: 'SysAdmin', 2: 'Admin', 3: 'User' };
+
+// ------------------------------------------------------------------------------ argument parsers
+
+/** Parses a key version: a positive integer. */
+export function parseVersionArg(value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 0xffffffff) {
+    throw new InvalidArgumentError('a key version is a positive integer.');
+  }
+  return Number(value);
+}
+
+/** Checks an identity argument (`h1:…`); usage error otherwise, never echoing a secret. */
+export function requireIdentity(s: string): string {
+  if (isIdentity(s)) return s;
+  if (/^(k[12]|hsm):/i.test(s)) {
+    throw usageError('expected an identity, got an API or HSM key', "never share keys; 'minkms identity KEY' prints the identity (h1:…) of a key");
+  }
+  throw usageError(`'${(s as string).slice(0, 64)}' is not an identity`, "identities look like 'h1:' followed by 43 base64url characters");
+}
+
+/** Collects a repeatable option into an array. */
+export function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+// ------------------------------------------------------------------------------ client
+
+export const DEFAULT_SERVER = 'https://localhost:7373';
+
+/** The server endpoints: `MINIO_KMS_SERVER` (comma-separated, scheme optional), else localhost:7373. */
+export function serverEndpoints(env: NodeJS.ProcessEnv = process.env): string[] {
+  const list = (env.MINIO_KMS_SERVER ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  return list.length > 0 ? list : [DEFAULT_SERVER];
+}
+
+/** `$HOME/.minkms/certs/CAs`. */
+export function caDir(): string {
+  return join(homedir(), '.minkms', 'certs', 'CAs');
+}
+
+/**
+ * The CAs to trust: node's default roots plus every PEM certificate file in
+ * `~/.minkms/certs/CAs` (undefined when that directory has none, i.e. the defaults).
+ */
+export function trustedCAs(dir = caDir()): string[] | undefined {
+  let names: string[];
+  try {
+    names = readdirSync(dir).sort();
+  } catch {
+    return undefined;
+  }
+  const extra: string[] = [];
+  for (const name of names) {
+    const file = join(dir, name);
+    try {
+      if (!statSync(file).isFile()) continue;
+      const text = readFileSync(file, 'utf8');
+      if (text.includes('-----BEGIN CERTIFICATE-----')) extra.push(text);
+    } catch {
+      // unreadable: skip
+    }
+  }
+  return extra.length > 0 ? [...rootCertificates, ...extra] : undefined;
+}
+
+/** The common flags, as commander parses them. */
+export interface CommonOptions {
+  apiKey?: string;
+  insecure?: boolean;
+  enclave?: string;
+  json?: boolean;
+}
+
+/** Creates the client for the common flags and environment; usage error if no API key. */
+export function createClient(opts: CommonOptions): KmsClient {
+  const apiKey = opts.apiKey ?? process.env.MINIO_KMS_API_KEY;
+  if (apiKey === undefined || apiKey === '') {
+    throw usageError('no API key', 'use -a/--api-key KEY or set MINIO_KMS_API_KEY');
+  }
+  let parsed;
+  try {
+    parsed = parseApiKey(apiKey.trim());
+  } catch {
+    throw usageError('invalid API key', "an API key looks like 'k1:…' or 'k2:…'; 'minkms identity' creates one");
+  }
+  return new KmsClient({
+    endpoints: serverEndpoints(),
+    apiKey: parsed,
+    ca: trustedCAs(),
+    insecure: opts.insecure === true,
+    timeoutMs: 20_000,
+  });
+}
+
+/** The state of one running client command. */
+export class Context {
+  readonly cmd: Command;
+  readonly opts: CommonOptions & Record<string, unknown>;
+  /** Set by the command before it calls the server: explains an access-denied answer. */
+  permission: Permission | undefined;
+  #client: KmsClient | undefined;
+
+  constructor(cmd: Command) {
+    this.cmd = cmd;
+    this.opts = cmd.opts();
+  }
+
+  get json(): boolean {
+    return this.opts.json === true;
+  }
+
+  /** `minkms add-key` */
+  get path(): string {
+    const names: string[] = [];
+    for (let c: Command | null = this.cmd; c; c = c.parent) names.unshift(c.name());
+    return names.join(' ');
+  }
+
+  /** The enclave from `-e/--enclave` or `MINIO_KMS_ENCLAVE`; usage error if none. */
+  get enclave(): string {
+    const e = this.opts.enclave ?? process.env.MINIO_KMS_ENCLAVE;
+    if (e === undefined || e === '') throw usageError('no enclave', 'use -e/--enclave NAME or set MINIO_KMS_ENCLAVE');
+    return e;
+  }
+
+  get client(): KmsClient {
+    this.#client ??= createClient(this.opts);
+    return this.#client;
+  }
+
+  /** Records the permission the next server calls need (for error messages). */
+  need(command: string, names?: readonly string[], enclave?: string): void {
+    this.permission = { command, names, enclave };
+  }
+
+  errorContext(): ErrorContext {
+    return { commandPath: this.path, permission: this.permission, endpoints: this.#client?.transport.endpoints };
+  }
+
+  close(): void {
+    this.#client?.close();
+  }
+}
+
+/** The Environment section of client command help. */
+function envHelp(enclave: boolean): string {
+  return [
+    '',
+    'Environment:',
+    `  MINIO_KMS_SERVER     server endpoints, comma-separated (default ${DEFAULT_SERVER})`,
+    '  MINIO_KMS_API_KEY    default for -a/--api-key',
+    ...(enclave ? ['  MINIO_KMS_ENCLAVE    default for -e/--enclave'] : []),
+    '  ~/.minkms/certs/CAs  extra trusted CA certificates (PEM files)',
+  ].join('\n');
+}
+
+export interface ClientCommandSpec {
+  description: string;
+  /** Adds `-e/--enclave`. */
+  enclave: boolean;
+  /** Example command lines (without `$`). */
+  examples: readonly string[];
+}
+
+/**
+ * Declares a client command with the common flags, help examples and the environment section.
+ * Add arguments and options, then call {@link runs}.
+ */
+export function clientCommand(parent: Command, name: string, spec: ClientCommandSpec): Command {
+  const cmd = parent.command(name).description(spec.description);
+  cmd.addOption(new Option('-a, --api-key <KEY>', 'API key (k1:… / k2:…) to authenticate with').env('MINIO_KMS_API_KEY'));
+  cmd.addOption(new Option('-k, --insecure', 'do not verify the server certificate'));
+  if (spec.enclave) cmd.addOption(new Option('-e, --enclave <NAME>', 'enclave to operate in').env('MINIO_KMS_ENCLAVE'));
+  cmd.addOption(new Option('--json', 'print JSON'));
+  addExamples(cmd, spec.examples, envHelp(spec.enclave));
+  return cmd;
+}
+
+/** Appends an Examples section (and optional extra text) to a command's help. */
+export function addExamples(cmd: Command, examples: readonly string[], extra = ''): Command {
+  return cmd.addHelpText('after', `\nExamples:\n${examples.map((e) => `  $ ${e}`).join('\n')}\n${extra}`);
+}
+
+/** Sets the action of a client command: runs `fn` with a {@link Context}, explains failures. */
+export function runs(cmd: Command, fn: (ctx: Context, ...args: any[]) => Promise<void>): Command {
+  return cmd.action(async (...args: unknown[]) => {
+    const ctx = new Context(cmd);
+    const positional = args.slice(0, cmd.registeredArguments.length);
+    try {
+      await fn(ctx, ...positional);
+    } catch (err) {
+      throw explainError(err, ctx.errorContext());
+    } finally {
+      ctx.close();
+    }
+  });
+}
+
+/** Reads every page of a LIST command. */
+export async function listAll<T>(fetch: (continueAt: string) => Promise<{ items: T[]; continueAt: string }>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const item of KmsClient.pages(fetch)) out.push(item);
+  return out;
+}
