@@ -1,8 +1,8 @@
-/** Cluster commands (SysAdmin): `stat`, `ls`, `add-hsm`, `rm-hsm`. */
+/** Cluster commands (SysAdmin): `stat`, `ls`, `add`, `rm`, `edit`, `add-hsm`, `rm-hsm`. */
 import { Option, type Command } from 'commander';
 import type { ClusterStatusResponse, ServerStatusResponse } from '../protocol/messages.js';
 import { formatDuration } from '../protocol/schema.js';
-import { clientCommand, done, humanBytes, humanDuration, print, printFields, printJson, runs, style, table } from './common.js';
+import { clientCommand, usageError, done, humanBytes, humanDuration, print, printFields, printJson, runs, style, table } from './common.js';
 
 /** One node, up or down, in node-id order. */
 export interface NodeEntry {
@@ -132,6 +132,58 @@ export function clusterCommands(program: Command): void {
       await ctx.client.removeHsm(name);
       if (ctx.json) printJson({ name });
       else done(`Removed HSM '${name}'`);
+    },
+  );
+
+  // Membership of an etcd-backed cluster. A node joins by configuration: started with the
+  // cluster's `store.etcd` section, the same HSM and its own --host, it registers itself.
+  runs(
+    clientCommand(program, 'add', {
+      description: 'pre-register a node (it is listed as down until it starts with that --host and the cluster configuration)',
+      enclave: false,
+      examples: ['minkms add kms3.example.net:7373'],
+    }).argument('<HOST[:PORT]>', 'address the new node will be started with (--host)'),
+    async (ctx, host: string) => {
+      ctx.need('CLUSTER:ADDNODE');
+      await ctx.client.addNode(host);
+      if (ctx.json) printJson({ host });
+      else done(`Registered node ${host}; start it with --host ${host} and the cluster configuration`);
+    },
+  );
+
+  runs(
+    clientCommand(program, 'rm', {
+      description: 'deregister a stopped node from the cluster',
+      enclave: false,
+      examples: ['minkms rm kms3.example.net:7373'],
+    }).argument('<HOST[:PORT]>', 'address of the node (see minkms ls)'),
+    async (ctx, host: string) => {
+      ctx.need('CLUSTER:REMOVENODE');
+      await ctx.client.removeNode(host);
+      if (ctx.json) printJson({ host });
+      else done(`Removed node ${host}`);
+    },
+  );
+
+  runs(
+    clientCommand(program, 'edit', {
+      description: 'repair the cluster definition: forget nodes by id (after a permanent node loss), even if they look alive',
+      enclave: false,
+      examples: ['minkms edit kms0.example.net:7373 --rm 2', 'minkms edit kms0.example.net:7373 --rm 2 --rm 3'],
+    })
+      .argument('<HOST[:PORT]>', 'node to send the change to')
+      .addOption(new Option('--rm <ID>', 'node id to forget (repeatable)').argParser((v: string, prev: number[] = []) => {
+        const id = Number(v);
+        if (!Number.isInteger(id) || id < 0) throw new Error(`invalid node id '${v}'`);
+        return [...prev, id];
+      })),
+    async (ctx, host: string) => {
+      const ids = (ctx.opts as { rm?: number[] }).rm ?? [];
+      if (ids.length === 0) throw usageError('no node id given', 'use --rm ID (see minkms ls)');
+      ctx.need('CLUSTER:EDIT');
+      await ctx.client.editCluster(ids, host);
+      if (ctx.json) printJson({ host, removed: ids });
+      else done(`Removed node(s) ${ids.join(', ')} from the cluster definition`);
     },
   );
 }

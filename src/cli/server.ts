@@ -6,6 +6,7 @@ import { createLogger, type Level } from '../server/log.js';
 import { Observability } from '../server/observability.js';
 
 interface ServerOptions {
+  host?: string;
   address: string;
   config?: string;
   dev?: boolean;
@@ -19,6 +20,7 @@ export function serverCommand(program: Command): void {
     .description('run a KMS server node')
     .argument('[DIR]', 'data directory holding the encrypted key database')
     .option('--address <IP:PORT>', 'listen address', '0.0.0.0:7373')
+    .option('--host <HOST:PORT>', 'address other nodes and clients reach this node at (cluster membership; default: the listen address)')
     .option('--config <FILE>', 'configuration file (YAML, version: v1)')
     .option('--dev', 'development mode: ephemeral data, deleted on exit')
     .addOption(new Option('--log-level <LEVEL>', 'server log level (default: log.level of the config, else info)').choices(['debug', 'info', 'warn', 'error']))
@@ -38,6 +40,7 @@ Examples:
       const node = await KmsNode.start({
         dir: dir ?? '',
         address: opts.address,
+        host: opts.host,
         config,
         observability,
         configured: opts.config !== undefined,

@@ -128,6 +128,18 @@ export class KmsClient {
   clusterStatus(host?: string): Promise<M.ClusterStatusResponse> {
     return this.send('', C.ClusterStatus, M.ClusterStatusRequestSchema, [{}], M.ClusterStatusResponseSchema, host).then((r) => r[0]!);
   }
+  /** Pre-registers a node (etcd-backed clusters: it joins when started with that --host). */
+  async addNode(host: string): Promise<void> {
+    await this.send('', C.ClusterAddNode, M.AddClusterNodeRequestSchema, [{ host }]);
+  }
+  /** Deregisters a stopped node. */
+  async removeNode(host: string): Promise<void> {
+    await this.send('', C.ClusterRemoveNode, M.RemoveClusterNodeRequestSchema, [{ host }]);
+  }
+  /** Forgets node ids (repair after a permanent node loss). */
+  async editCluster(removeIds: readonly number[], host?: string): Promise<void> {
+    await this.send('', C.ClusterEdit, M.EditClusterRequestSchema, [{ host: host ?? '', removeIds }], undefined, host);
+  }
   async addHsm(name: string, overwrite = false): Promise<void> {
     await this.send('', C.ClusterAddHsm, M.AddHSMRequestSchema, [{ name, overwrite }]);
   }

@@ -37,8 +37,20 @@ export interface Config {
   /** Whether /v1/health/metrics needs a SysAdmin client certificate. */
   metrics: { auth: boolean };
   limits: { maxBody: number; maxFrames: number; bodyTimeout: number };
-  store: { backend: 'sqlite' };
+  store: StoreConfig;
 }
+
+export interface EtcdConfig {
+  endpoints: string[];
+  prefix: string;
+  username?: string;
+  password?: string;
+  tls?: { ca?: string; cert?: string; key?: string };
+  /** Bound of every store operation, ms. */
+  timeout: number;
+}
+
+export type StoreConfig = { backend: 'sqlite' } | { backend: 'etcd'; etcd: EtcdConfig };
 
 export const DEFAULT_LIMITS = { maxBody: 16 << 20, maxFrames: 10_000, bodyTimeout: 30_000 };
 
@@ -165,9 +177,35 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
   const maxFrames = limits.max_frames === undefined ? DEFAULT_LIMITS.maxFrames : positiveInt(limits.max_frames, 'limits.max_frames');
   const bodyTimeout = limits.body_timeout === undefined ? DEFAULT_LIMITS.bodyTimeout : parseDuration(limits.body_timeout, 'limits.body_timeout');
 
-  const store = object(root.store, 'store', ['backend']);
+  const store = object(root.store, 'store', ['backend', 'etcd']);
   const backend = str(store.backend, 'store.backend') ?? 'sqlite';
-  if (backend !== 'sqlite') fail('store.backend', `unknown backend '${backend}' (available: sqlite)`);
+  if (backend !== 'sqlite' && backend !== 'etcd') fail('store.backend', `unknown backend '${backend}' (available: sqlite, etcd)`);
+  let storeConfig: StoreConfig = { backend: 'sqlite' };
+  if (backend === 'etcd') {
+    const e = object(store.etcd, 'store.etcd', ['endpoints', 'prefix', 'username', 'password', 'tls', 'timeout']);
+    const endpoints = strList(e.endpoints, 'store.etcd.endpoints');
+    endpoints.forEach((ep, i) => {
+      if (!/^https?:\/\/[^/]+$/.test(ep)) fail(`store.etcd.endpoints[${i}]`, `must be http(s)://host:port, got '${ep}'`);
+    });
+    const username = str(e.username, 'store.etcd.username');
+    const password = str(e.password, 'store.etcd.password');
+    if ((username === undefined) !== (password === undefined)) fail('store.etcd', 'give both username and password, or neither');
+    const t = object(e.tls, 'store.etcd.tls', ['ca', 'cert', 'key']);
+    const etcdTls = e.tls === undefined ? undefined : { ca: file(str(t.ca, 'store.etcd.tls.ca')), cert: file(str(t.cert, 'store.etcd.tls.cert')), key: file(str(t.key, 'store.etcd.tls.key')) };
+    storeConfig = {
+      backend: 'etcd',
+      etcd: {
+        endpoints,
+        prefix: str(e.prefix, 'store.etcd.prefix') ?? '/minkms/',
+        username,
+        password,
+        tls: etcdTls,
+        timeout: e.timeout === undefined ? 5000 : parseDuration(e.timeout, 'store.etcd.timeout'),
+      },
+    };
+  } else if (store.etcd !== undefined) {
+    fail('store.etcd', "only used with 'backend: etcd'");
+  }
 
   return {
     version: 'v1',
@@ -179,7 +217,7 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     audit: { file: file(str(audit.file, 'audit.file')) },
     metrics: { auth: metrics.auth !== false },
     limits: { maxBody, maxFrames, bodyTimeout },
-    store: { backend: 'sqlite' },
+    store: storeConfig,
   };
 }
 

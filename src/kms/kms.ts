@@ -136,6 +136,58 @@ export class Kms {
     this.#sysAdmins = sysAdmins;
   }
 
+  /**
+   * Applies a change another node made (a change feed delivers them in revision order). Stale
+   * events — older than what this node already holds, e.g. its own writes applied when they
+   * were acknowledged — are ignored, so own and remote updates can arrive in any interleaving.
+   */
+  applyChange(path: string, value: Buffer | undefined, rev: number): void {
+    const [kind, enclave = '', name = ''] = splitPath(path);
+    const e = this.#enclaves.get(enclave);
+    if (value === undefined) {
+      if (kind === 'enclave' && e && e.rev <= rev) {
+        for (const rec of e.identities.values()) if (isGlobalSysAdmin(rec)) this.#countSysAdmin(rec.identity, -1);
+        this.#enclaves.delete(enclave);
+      }
+      const map = e && kind !== 'enclave' ? childMap(e, kind) : undefined;
+      const old = map?.get(name);
+      if (map && old && old.rev <= rev) {
+        map.delete(name);
+        if (kind === 'identity' && isGlobalSysAdmin(old as Identity)) this.#countSysAdmin(name, -1);
+      }
+      return;
+    }
+    if (this.#repo.deletedAt(path) >= rev) return;
+    if (kind === 'enclave') {
+      if (e && e.rev >= rev) return;
+      const rec = this.#repo.decode<EnclaveRecord>(path, value);
+      this.#enclaves.set(enclave, e ? { ...newEnclave(rec, rev), keys: e.keys, policies: e.policies, identities: e.identities } : newEnclave(rec, rev));
+      return;
+    }
+    const map = e ? childMap(e, kind) : undefined;
+    if (!e || !map || (map.get(name)?.rev ?? 0) >= rev) return;
+    if (kind === 'key') {
+      e.keys.set(name, keyRingFromRecord(this.#repo.decode<KeyRecord>(path, value), rev));
+    } else if (kind === 'policy') {
+      e.policies.set(name, { ...this.#repo.decode<PolicyRecord>(path, value), rev });
+    } else {
+      const old = e.identities.get(name);
+      const rec = this.#repo.decode<IdentityRecord>(path, value);
+      if (old && isGlobalSysAdmin(old)) this.#countSysAdmin(name, -1);
+      if (isGlobalSysAdmin(rec)) this.#countSysAdmin(name, +1);
+      e.identities.set(name, { ...rec, rev });
+    }
+  }
+
+  /** Enables `applyChange` bookkeeping; `caughtUp(rev)` after each batch of feed events. */
+  followChanges(): void {
+    this.#repo.trackDeletes();
+  }
+
+  caughtUp(rev: number): void {
+    this.#repo.forgetDeletes(rev);
+  }
+
   /** Runs `fn` with every other write of this node held back (reads go on). */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
     return this.#repo.exclusive(fn);
@@ -609,6 +661,21 @@ function newEnclave(rec: EnclaveRecord, rev: number): Enclave {
     policies: new SortedMap(),
     identities: new SortedMap(),
   };
+}
+
+function splitPath(path: string): ['enclave' | 'key' | 'policy' | 'identity' | '', string?, string?] {
+  const parts = path.split('/');
+  const kind = parts[0];
+  if (kind === 'enclave' && parts.length === 2) return [kind, parts[1]];
+  if ((kind === 'key' || kind === 'policy' || kind === 'identity') && parts.length === 3) return [kind, parts[1], parts[2]];
+  return [''];
+}
+
+function childMap(e: Enclave, kind: string): SortedMap<{ rev: number }> | undefined {
+  if (kind === 'key') return e.keys;
+  if (kind === 'policy') return e.policies;
+  if (kind === 'identity') return e.identities;
+  return undefined;
 }
 
 function findVersion(ring: KeyRing, version: number): KeyVersion | undefined {

@@ -4,7 +4,7 @@
  * conditional on the revisions last read (so a concurrent writer elsewhere is detected).
  */
 import type { Barrier } from '../store/barrier.js';
-import type { Condition, Mutation, Store } from '../store/store.js';
+import { StoreUnavailableError, type Condition, type Mutation, type Store } from '../store/store.js';
 import { KmsError, type ErrorCode } from '../protocol/errors.js';
 import { decodeRecord, encodeRecord } from './records.js';
 
@@ -12,6 +12,12 @@ export class Repo {
   readonly store: Store;
   readonly #barrier: Barrier;
   #queue: Promise<unknown> = Promise.resolve();
+  /**
+   * Revision at which this node deleted each path, kept while a change feed (another node's
+   * writes, arriving in revision order) may still deliver an older put of the same path.
+   */
+  readonly #tombstones = new Map<string, number>();
+  #trackDeletes = false;
 
   constructor(store: Store, barrier: Barrier) {
     this.store = store;
@@ -32,6 +38,26 @@ export class Repo {
     });
   }
 
+  /** Decrypts and parses one stored value (e.g. from a change feed). */
+  decode<T extends { v: number }>(path: string, value: Buffer): T {
+    return decodeRecord<T>(path, this.#barrier.decrypt(path, value));
+  }
+
+  /** Starts remembering deletes, for a change feed (see `deletedAt`). */
+  trackDeletes(): void {
+    this.#trackDeletes = true;
+  }
+
+  /** Revision at which this node deleted `path`, if it still remembers. */
+  deletedAt(path: string): number {
+    return this.#tombstones.get(path) ?? 0;
+  }
+
+  /** The change feed has delivered everything up to `rev`: older deletes can be forgotten. */
+  forgetDeletes(upToRev: number): void {
+    for (const [path, rev] of this.#tombstones) if (rev <= upToRev) this.#tombstones.delete(path);
+  }
+
   put(path: string, record: { v: 1 }): Mutation {
     return { key: path, value: this.#barrier.encrypt(path, encodeRecord(record)) };
   }
@@ -45,8 +71,16 @@ export class Repo {
    * @returns the revision of the write
    */
   async commit(conditions: Condition[], mutations: Mutation[], conflict: ErrorCode = 'ERR_CONFLICT'): Promise<number> {
-    const res = await this.store.commit(conditions, mutations);
+    let res;
+    try {
+      res = await this.store.commit(conditions, mutations);
+    } catch (err) {
+      // Writes fail fast without a quorum; reads go on from memory.
+      if (err instanceof StoreUnavailableError) throw new KmsError('ERR_STORE_UNAVAILABLE', undefined, { cause: err });
+      throw err;
+    }
     if (!res.ok) throw new KmsError(conflict);
+    if (this.#trackDeletes) for (const m of mutations) if (m.value === undefined) this.#tombstones.set(m.key, res.rev);
     return res.rev;
   }
 

@@ -54,6 +54,7 @@ export const ERRORS = {
   ERR_HSM_LAST: [400, 'cannot remove the last hsm entry'],
   ERR_CLUSTER_SINGLE_NODE: [501, 'cluster membership changes are not supported by a single-node server'],
   ERR_INVALID_BACKUP: [400, 'invalid backup'],
+  ERR_STORE_UNAVAILABLE: [503, 'store unavailable: no write quorum, try again'],
   ERR_SEALED: [503, 'kms is sealed: no configured hsm could unseal the root encryption key'],
   ERR_TIMEOUT: [408, 'request timeout'],
   ERR_INTERNAL: [500, 'internal server error'],

@@ -12,6 +12,7 @@ import { VERSION } from '../version.js';
 import { dispatch, type ClusterOps } from './dispatch.js';
 import { send, type Request, type Route } from './http.js';
 import type { KmsNode } from './node.js';
+import type { NodeSnapshot } from './membership.js';
 import { Observability } from './observability.js';
 
 const OCTET = 'application/octet-stream';
@@ -24,33 +25,64 @@ function wantsProtobuf(req: Request): boolean {
   return accept.includes(OCTET) || (accept.includes('application/*') && !accept.includes('application/json'));
 }
 
-export function clusterOps(node: KmsNode): ClusterOps {
+/** One node's status, from its own state or from the snapshot it publishes in the cluster. */
+function serverStatus(node: KmsNode, n: NodeSnapshot, nodes: Map<number, string>, leaderId: number): MessageInit<ServerStatusResponse> {
+  const now = Date.now();
   return {
-    status(): MessageInit<ClusterStatusResponse> {
-      const mem = process.memoryUsage();
-      const self: MessageInit<ServerStatusResponse> = {
-        version: VERSION,
-        apiVersion: 'v1',
-        host: node.host,
-        upTime: node.uptimeMs(),
-        role: 'Leader',
-        commit: node.kms?.commits ?? 0,
-        nodes: new Map([[0, node.host]]),
-        id: 0,
-        leaderId: 0,
-        lastHeartbeat: 0,
-        heartbeatInterval: node.opts.config.heartbeat,
-        electionTimeout: 0,
-        os: os.platform(),
-        arch: os.arch(),
-        cpus: os.cpus().length,
-        usableCpus: os.availableParallelism(),
-        heapMemInUse: mem.heapUsed,
-        stackMemInUse: 0,
-        hsms: node.hsmEntries,
-        configuredHsms: node.hsms.map((h) => h.name),
-      };
-      return { nodesUp: new Map([[0, self]]), nodesDown: new Map() };
+    version: n.version,
+    apiVersion: 'v1',
+    host: n.host,
+    upTime: now - n.startedAt,
+    role: n.id === leaderId ? 'Leader' : 'Follower',
+    commit: n.commit,
+    nodes,
+    id: n.id,
+    leaderId,
+    lastHeartbeat: now - n.heartbeatAt,
+    heartbeatInterval: node.opts.config.heartbeat,
+    electionTimeout: 0,
+    os: n.os,
+    arch: n.arch,
+    cpus: n.cpus,
+    usableCpus: n.usableCpus,
+    heapMemInUse: n.heapMemInUse,
+    stackMemInUse: 0,
+    hsms: n.hsms,
+    configuredHsms: n.hsmActive,
+  };
+}
+
+export function clusterOps(node: KmsNode): ClusterOps {
+  const membership = () => {
+    const m = node.cluster?.membership;
+    if (!m) throw new KmsError(node.cluster ? 'ERR_STORE_UNAVAILABLE' : 'ERR_CLUSTER_SINGLE_NODE');
+    return m;
+  };
+  return {
+    async status(): Promise<MessageInit<ClusterStatusResponse>> {
+      const view = await node.cluster?.view();
+      if (!view) {
+        // A single node (embedded store): itself, the leader.
+        const mem = process.memoryUsage();
+        const self: NodeSnapshot = {
+          id: 0, host: node.host, version: VERSION, startedAt: node.startedAt, heartbeatAt: Date.now(), commit: node.kms?.commits ?? 0,
+          hsms: node.hsmEntries, hsmActive: node.hsms.map((h) => h.name), os: os.platform(), arch: os.arch(), cpus: os.cpus().length,
+          usableCpus: os.availableParallelism(), heapMemInUse: mem.heapUsed, sealed: node.kms === undefined,
+        };
+        return { nodesUp: new Map([[0, serverStatus(node, self, new Map([[0, node.host]]), 0)]]), nodesDown: new Map() };
+      }
+      const nodes = new Map<number, string>([...[...view.up.values()].map((n) => [n.id, n.host] as const), ...view.down]);
+      const up = new Map([...view.up.values()].map((n) => [n.id, serverStatus(node, n, nodes, view.leaderId)] as const));
+      return { nodesUp: up, nodesDown: view.down };
+    },
+    async addNode(host) {
+      await membership().addNode(host);
+    },
+    async removeNode(host) {
+      await membership().removeNode(host);
+    },
+    async editCluster(ids) {
+      await membership().removeIds(ids);
     },
     async addHsm(name, overwrite) {
       const hsm = node.hsms.find((h) => h.name === name);
@@ -98,8 +130,10 @@ export function apiRoutes(node: KmsNode): Route[] {
     {
       method: 'GET',
       path: '/v1/health/ready',
-      handler: ({ res }) => {
+      // `?write`: also ready for writes, i.e. (in a cluster) etcd has a quorum.
+      handler: async ({ res, query }) => {
         if (!node.kms) throw new KmsError('ERR_SEALED');
+        if (query.has('write') && node.cluster && !(await node.cluster.writable())) throw new KmsError('ERR_STORE_UNAVAILABLE');
         send(res, 200, '', 'text/plain');
       },
     },

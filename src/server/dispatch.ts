@@ -28,7 +28,11 @@ export interface CallContext {
 
 /** Cluster-level operations the node provides (status, HSM entries). */
 export interface ClusterOps {
-  status(): MessageInit<M.ClusterStatusResponse>;
+  status(): Promise<MessageInit<M.ClusterStatusResponse>>;
+  /** Cluster membership (etcd-backed clusters; a single node refuses). */
+  addNode(host: string): Promise<void>;
+  removeNode(host: string): Promise<void>;
+  editCluster(removeIds: readonly number[]): Promise<void>;
   addHsm(name: string, overwrite: boolean): Promise<void>;
   removeHsm(name: string): Promise<void>;
 }
@@ -45,10 +49,6 @@ function handler<Req, Res = never>(h: Handler<Req, Res>): Handler<unknown, unkno
 }
 
 const EMPTY = Buffer.alloc(0);
-
-const singleNode = () => {
-  throw new KmsError('ERR_CLUSTER_SINGLE_NODE');
-};
 
 /** Visibility filter for LIST commands: Admins see all, Users what their policy allows. */
 function visible(c: CallContext, command: string): ((name: string) => boolean) | undefined {
@@ -76,10 +76,10 @@ function fromRuleSets(sets: Record<string, M.RuleSet>): Rules {
 /** Handlers by command code. Authorization of the caller happens before `run`. */
 const HANDLERS: ReadonlyMap<number, Handler<unknown, unknown>> = new Map([
   // ---- cluster (SysAdmin)
-  [C.ClusterAddNode, handler<M.AddClusterNodeRequest>({ run: singleNode })],
-  [C.ClusterRemoveNode, handler<M.RemoveClusterNodeRequest>({ run: singleNode })],
+  [C.ClusterAddNode, handler<M.AddClusterNodeRequest>({ run: (c, r) => c.cluster.addNode(r.host) })],
+  [C.ClusterRemoveNode, handler<M.RemoveClusterNodeRequest>({ run: (c, r) => c.cluster.removeNode(r.host) })],
   [C.ClusterStatus, handler<M.ClusterStatusRequest, M.ClusterStatusResponse>({ run: (c) => c.cluster.status() })],
-  [C.ClusterEdit, handler<M.EditClusterRequest>({ run: singleNode })],
+  [C.ClusterEdit, handler<M.EditClusterRequest>({ run: (c, r) => c.cluster.editCluster(r.removeIds) })],
   [C.ClusterAddHsm, handler<M.AddHSMRequest>({ run: (c, r) => c.cluster.addHsm(r.name, r.overwrite) })],
   [C.ClusterRemoveHsm, handler<M.RemoveHSMRequest>({ run: (c, r) => c.cluster.removeHsm(r.name) })],
 

@@ -3,7 +3,7 @@
  * retry), load the state, serve, and shut down cleanly.
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { hostname, tmpdir } from 'node:os';
+import { availableParallelism, cpus, hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Http2SecureServer } from 'node:http2';
@@ -15,7 +15,11 @@ import { rotateRoot, type RotationProgress } from '../hsm/rotate-root.js';
 import { KmsError } from '../protocol/errors.js';
 import { deriveRootApiKey, openRootKey, sealedEntryNames, SealedError, type RootKey } from '../hsm/root-key.js';
 import { SqliteStore, SQLITE_FILE } from '../store/sqlite.js';
-import type { Store } from '../store/store.js';
+import { StoreUnavailableError, type Store } from '../store/store.js';
+import { EtcdStore } from '../store/etcd.js';
+import type { EtcdConfig } from '../config/config.js';
+import { ClusterRuntime } from './cluster.js';
+import type { NodeSnapshot } from './membership.js';
 import { MemoryStore } from '../store/memory.js';
 import { decodeSnapshot, encodeSnapshot } from '../store/snapshot.js';
 import type { ApiKey } from '../identity/api-key.js';
@@ -43,6 +47,8 @@ export interface NodeOptions {
   observability?: Observability;
   /** Prints a banner line (stdout). */
   print: (line: string) => void;
+  /** `host:port` other nodes and clients reach this node at (cluster membership); default: the endpoint. */
+  host?: string;
 }
 
 const LOCAL_HSM_FILE = 'hsm.key';
@@ -77,10 +83,13 @@ export class KmsNode {
   /** Unsealing failed for a reason retrying cannot fix (e.g. a wrong soft HSM key). */
   sealedPermanently = false;
   #retry: NodeJS.Timeout | undefined;
+  #retryJoin: NodeJS.Timeout | undefined;
   #devDir: string | undefined;
   #derivedApiKey: string | undefined;
   #barrier: Barrier | undefined;
   #stopTlsWatch: (() => void) | undefined;
+  /** Set when the store is an etcd cluster shared with other nodes. */
+  readonly cluster: ClusterRuntime | undefined;
 
   private constructor(opts: NodeOptions, store: Store, hsms: Hsm[], devDir: string | undefined) {
     this.opts = opts;
@@ -88,10 +97,14 @@ export class KmsNode {
     this.store = store;
     this.hsms = hsms;
     this.#devDir = devDir;
+    if (store instanceof EtcdStore) {
+      this.cluster = new ClusterRuntime(store, { kms: () => this.kms, rootChanged: () => this.#rootChanged(), resync: () => this.#resync() }, opts.log);
+    }
   }
 
+  /** The address this node is reached at: `--host`, or the endpoint it listens on. */
   get host(): string {
-    return this.endpoint.replace(/^https:\/\//, '');
+    return this.opts.host ?? this.endpoint.replace(/^https:\/\//, '');
   }
 
   static async start(opts: NodeOptions): Promise<KmsNode> {
@@ -99,9 +112,11 @@ export class KmsNode {
     const devDir = opts.dev ? mkdtempSync(join(tmpdir(), 'minkms-dev-')) : undefined;
     const dir = devDir ?? opts.dir;
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const fresh = !existsSync(join(dir, SQLITE_FILE));
+    const etcd = opts.config.store.backend === 'etcd' ? opts.config.store.etcd : undefined;
+    // A cluster never generates an HSM key: every node must be given the same one.
+    const fresh = !etcd && !existsSync(join(dir, SQLITE_FILE));
     const hsms = configuredHsms(opts, dir, fresh);
-    const store = new SqliteStore(dir);
+    const store = etcd ? createEtcdStore(etcd) : new SqliteStore(dir);
     const node = new KmsNode(opts, store, hsms, devDir);
     const tls = loadTlsMaterial(opts.config, dir, opts.configured);
 
@@ -128,7 +143,60 @@ export class KmsNode {
     warnExpiring(tls, opts.log);
     node.#stopTlsWatch = watchTls(server, () => loadTlsMaterial(opts.config, dir, opts.configured), tls.files, opts.log);
     node.#banner(tls.source, tls.generated);
+    if (node.cluster) node.#join();
     return node;
+  }
+
+  /** Registers in the cluster membership; retried until etcd answers. */
+  #join(): void {
+    const heartbeat = this.opts.config.heartbeat || 1000;
+    this.cluster!.join(this.host, heartbeat, () => this.#snapshot()).then(
+      () => this.log.info('joined the cluster', { node: this.cluster!.membership!.id, host: this.host }),
+      (err: unknown) => {
+        this.log.warn('cannot register in the cluster yet; retrying', { err: (err as Error).message });
+        this.#retryJoin = setTimeout(() => this.#join(), 2000);
+      },
+    );
+  }
+
+  #snapshot(): Omit<NodeSnapshot, 'id' | 'heartbeatAt'> {
+    const mem = process.memoryUsage();
+    return {
+      host: this.host,
+      version: VERSION,
+      startedAt: this.startedAt,
+      commit: this.cluster?.appliedRev ?? 0,
+      hsms: this.hsmEntries,
+      hsmActive: this.hsms.map((h) => h.name),
+      os: process.platform,
+      arch: process.arch,
+      cpus: cpus().length,
+      usableCpus: availableParallelism(),
+      heapMemInUse: mem.heapUsed,
+      sealed: this.kms === undefined,
+    };
+  }
+
+  /** Another node changed the sealed root key entries: follow a root key rotation, or reload. */
+  async #rootChanged(): Promise<void> {
+    this.hsmEntries = await sealedEntryNames(this.store);
+    if (!this.kms || !this.#barrier || !this.root) return;
+    const root = await openRootKey(this.store, this.hsms, (msg) => this.log.warn(msg));
+    if (root.clusterId !== this.root.clusterId) return this.#resync(); // a backup was restored
+    if (root.term > this.#barrier.term) this.#barrier.addTerm(root.rek, root.term);
+    if (root.next) this.#barrier.addTerm(root.next.rek, root.next.term);
+    else if (root.term === this.#barrier.term) this.#barrier.dropOldTerms();
+    this.root = root;
+  }
+
+  /** Reloads the whole state from the store and follows changes from there. */
+  async #resync(): Promise<void> {
+    const rev = await this.cluster!.currentRevision();
+    const opened = await this.#open(this.store);
+    this.kms?.retire();
+    await this.#activate(opened);
+    await this.cluster!.follow(rev);
+    this.log.info('state reloaded from the store', { rev });
   }
 
   /** Opens the root key and the state of `store` (the node's own, or a backup being checked). */
@@ -151,13 +219,17 @@ export class KmsNode {
   /** Tries to unseal; on a transient failure stays sealed and retries with backoff. */
   async #unseal(attempt = 0): Promise<void> {
     try {
+      // In a cluster, follow changes from the revision the state is loaded at.
+      const rev = await this.cluster?.currentRevision();
       const opened = await this.#open(this.store);
       await this.#activate(opened);
+      if (rev !== undefined) await this.cluster!.follow(rev);
       this.log.info('unsealed', { hsm: opened.root.unsealedBy });
       if (attempt > 0) this.#announce(opened.derived?.text);
       else this.#derivedApiKey = opened.derived?.text;
     } catch (err) {
-      const permanent = !(err instanceof SealedError) || err.permanent;
+      // An unreachable store (etcd without quorum) may come back; a wrong key will not.
+      const permanent = err instanceof SealedError ? err.permanent : !(err instanceof StoreUnavailableError);
       this.sealedReason = (err as Error).message;
       this.hsmEntries = await sealedEntryNames(this.store).catch(() => []);
       if (permanent && attempt === 0) {
@@ -257,6 +329,7 @@ export class KmsNode {
 
   async close(): Promise<void> {
     clearTimeout(this.#retry);
+    clearTimeout(this.#retryJoin);
     this.#stopTlsWatch?.();
     this.opts.observability?.endStreams();
     if (this.server) {
@@ -268,6 +341,7 @@ export class KmsNode {
       });
     }
     this.opts.observability?.close();
+    await this.cluster?.close();
     await this.store.close();
     for (const h of this.hsms) await h.close();
     if (this.#devDir) rmSync(this.#devDir, { recursive: true, force: true });
@@ -300,4 +374,16 @@ function configuredHsms(opts: NodeOptions, dir: string, fresh: boolean): Hsm[] {
   }
   if (hsms.length === 0) throw new Error('kms: no HSM provided (set MINIO_KMS_HSM_KEY, see `minkms --soft-hsm`, or configure hsm.minio.minkms)');
   return hsms;
+}
+
+function createEtcdStore(c: EtcdConfig): EtcdStore {
+  const read = (f: string | undefined) => (f === undefined ? undefined : readFileSync(f));
+  return new EtcdStore({
+    endpoints: c.endpoints,
+    prefix: c.prefix,
+    username: c.username,
+    password: c.password,
+    tls: c.tls && { ca: read(c.tls.ca), cert: read(c.tls.cert), key: read(c.tls.key) },
+    timeoutMs: c.timeout,
+  });
 }

@@ -269,7 +269,11 @@ export class EtcdStore implements Store {
   /** The namespace, always ending in `/`. */
   readonly prefix: string;
   readonly endpoints: readonly string[];
-  /** The underlying client, shared with the cluster layer (leases, elections) of this node. */
+  /**
+   * The underlying client, to share with the cluster layer (leases, elections) of this node.
+   * Calls made through it directly carry the require-leader flag and skip failing members,
+   * but are not retried and have no deadline unless the caller sets one.
+   */
   readonly client: Etcd3;
   readonly #data: Buffer;
   readonly #tokens: Buffer;

@@ -221,9 +221,9 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
     const w = record(s, 'key/');
     await w.ready;
     const r1 = (await s.commit([], [put('key/a', 'A1'), put('other/x', 'X')])).rev;
-    const r2 = (await s.commit([], [{ key: 'key/a' }, put('key/b', 'B1'), put('key/c', Buffer.alloc(0).toString())])).rev;
+    const r2 = (await s.commit([], [{ key: 'key/a' }, put('key/b', 'B1'), put('key/c', '')])).rev;
     await s.commit([], [put('other/y', 'Y')]);
-    await s.commit([], [{ key: 'key/never-existed' }]); // writes only the commit mark: no event
+    await s.commit([], [{ key: 'key/never-existed' }]); // writes only the commit token: no event
     const r5 = (await s.commit([{ key: 'key/b', rev: r2 }], [put('key/b', 'B2')])).rev;
     const want = [[`key/a=A1@${r1}`], [`key/a deleted@${r2}`, `key/b=B1@${r2}`, `key/c=@${r2}`], [`key/b=B2@${r5}`]];
     await waitFor('three batches', () => w.batches.length >= 3, 5_000);

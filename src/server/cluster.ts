@@ -1,0 +1,100 @@
+/**
+ * What a node does when its store is an etcd cluster shared with other nodes: follow the
+ * changes the others make (a watch on the whole namespace, applied to the in-memory state in
+ * revision order), register in the membership, and tell whether a write quorum is reachable.
+ *
+ * Freshness: a node applies another node's write as soon as etcd delivers the watch event
+ * (milliseconds on a LAN; see docs/clustering.md for measurements); its own writes are applied
+ * when acknowledged, so its next read sees them.
+ */
+import type { EtcdStore, StoreEvent, StoreWatch } from '../store/etcd.js';
+import { isRootKeyRecord, CLUSTER_KEY } from '../hsm/root-key.js';
+import type { Kms } from '../kms/kms.js';
+import type { Logger } from './log.js';
+import { Membership, type ClusterView, type NodeSnapshot } from './membership.js';
+
+export interface ClusterHooks {
+  /** The node's current domain state, if unsealed. */
+  kms(): Kms | undefined;
+  /** The sealed root key entries changed (another node added/removed an HSM or rotates the root key). */
+  rootChanged(): Promise<void>;
+  /** The state could not be followed (e.g. a compacted watch): reload everything. */
+  resync(): Promise<void>;
+}
+
+export class ClusterRuntime {
+  readonly store: EtcdStore;
+  membership: Membership | undefined;
+  readonly #hooks: ClusterHooks;
+  readonly #log: Logger;
+  #watch: StoreWatch | undefined;
+  #queue: Promise<void> = Promise.resolve();
+  /** Last revision applied from the feed. */
+  appliedRev = 0;
+
+  constructor(store: EtcdStore, hooks: ClusterHooks, log: Logger) {
+    this.store = store;
+    this.#hooks = hooks;
+    this.#log = log;
+  }
+
+  /** The store revision to follow from after loading state now: read it before loading. */
+  async currentRevision(): Promise<number> {
+    return (await this.store.rangeWithRevision(CLUSTER_KEY)).rev;
+  }
+
+  /** Follows every change after `rev` (replacing an earlier watch). */
+  async follow(rev: number): Promise<void> {
+    await this.#watch?.close();
+    this.appliedRev = rev;
+    this.#watch = this.store.watch('', (events) => this.#enqueue(events), {
+      fromRev: rev + 1,
+      onError: (err) => {
+        this.#log.warn('change feed broken; reloading the state', { err: err.message });
+        this.#queue = this.#queue.then(() => this.#hooks.resync()).catch((e: unknown) => this.#log.error('reload failed', { err: (e as Error).message }));
+      },
+    });
+    this.#hooks.kms()?.followChanges();
+    await this.#watch.ready;
+  }
+
+  #enqueue(events: StoreEvent[]): void {
+    // Events are applied strictly in order; a root key change may need an HSM call first.
+    this.#queue = this.#queue.then(() => this.#apply(events)).catch((err: unknown) => {
+      this.#log.error('cannot apply a change from another node; reloading the state', { err: (err as Error).message });
+      return this.#hooks.resync();
+    });
+  }
+
+  async #apply(events: StoreEvent[]): Promise<void> {
+    for (const e of events) {
+      if (isRootKeyRecord(e.key)) await this.#hooks.rootChanged();
+      else this.#hooks.kms()?.applyChange(e.key, e.value, e.rev);
+      this.appliedRev = e.rev;
+    }
+    this.#hooks.kms()?.caughtUp(this.appliedRev);
+  }
+
+  /** Whether etcd answers a linearizable read, i.e. a write quorum is reachable. */
+  async writable(): Promise<boolean> {
+    try {
+      await this.store.get(CLUSTER_KEY);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async join(host: string, heartbeatMs: number, snapshot: () => Omit<NodeSnapshot, 'id' | 'heartbeatAt'>): Promise<void> {
+    this.membership = await Membership.join(this.store.client, this.store.prefix, host, heartbeatMs, snapshot, this.#log);
+  }
+
+  async view(): Promise<ClusterView | undefined> {
+    return this.membership?.view();
+  }
+
+  async close(): Promise<void> {
+    await this.#watch?.close();
+    await this.membership?.close();
+  }
+}
