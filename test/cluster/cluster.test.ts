@@ -290,6 +290,27 @@ describe('a three-node KMS cluster on a three-member etcd cluster', () => {
     c.close();
   });
 
+  test('rotate-root on one node: the others follow, keep serving, and accept writes', async () => {
+    const c1 = client(1);
+    const [dek] = await c1.generateKey(ENCLAVE, [{ name: 'failover' }]);
+    const res = await c1.rotateRoot();
+    assert.equal(res.term, 2);
+    for (const i of [0, 2]) {
+      const c = client(i);
+      const [back] = await c.decrypt(ENCLAVE, [{ name: 'failover', version: dek!.version, ciphertext: dek!.ciphertext }]);
+      assert.ok(back!.plaintext.equals(dek!.plaintext));
+      await eventually(`node ${i} writes after the rotation`, () => create(c, `after-rotation-${i}`));
+      c.close();
+    }
+    // A node started now opens the new generation only.
+    await nodes[2]!.stop();
+    await startNode(2);
+    const c2 = client(2);
+    await c2.keyStatus(ENCLAVE, [{ name: 'after-rotation-0' }]);
+    c2.close();
+    c1.close();
+  });
+
   test('migration: a backup of a single node restored into the cluster is served by every node', async () => {
     const single = await startServer({ dir: join(work, 'single'), hsmKey });
     const s = new KmsClient({ endpoints: [single.host], apiKey, ca: single.caPem, timeoutMs: 10_000 });
