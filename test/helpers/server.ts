@@ -2,6 +2,7 @@
  * Starts real `minkms server` processes (the built binary, dist/src/cli/main.js) on 127.0.0.1
  * for black-box tests, and tells the test how to reach them.
  */
+import { after } from 'node:test';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,6 +10,15 @@ import { basename, join, resolve, dirname } from 'node:path';
 import { createSelfSignedServerCertificate } from '../../src/identity/client-cert.js';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
+
+/**
+ * Servers still running when a test file ends (a test failed before stopping its server) are
+ * killed, so that a failure never hangs the test run.
+ */
+const live = new Set<ChildProcess>();
+after(() => {
+  for (const child of live) child.kill('SIGKILL');
+});
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const MINKMS_BIN = join(REPO_ROOT, 'dist/src/cli/main.js');
@@ -88,6 +98,8 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
   if (hsmKey) env.MINIO_KMS_HSM_KEY = hsmKey;
 
   const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  live.add(child);
+  child.once('exit', () => live.delete(child));
   let out = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
