@@ -4,11 +4,10 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { newHsmKey, removeDir, startServer, tempDir, type TestServer } from '../helpers/server.js';
+import { newHsmKey, removeDir, startServer, tempDir, type TestServer, freePort } from '../helpers/server.js';
 import { clientFor, newUser, rejectsWith } from '../helpers/clients.js';
 import { SQLITE_FILE } from '../../src/store/sqlite.js';
 import type { KmsClient } from '../../src/client/client.js';
@@ -24,16 +23,6 @@ function dataDir(): string {
   const d = tempDir('minkms-chain-');
   dirs.push(d);
   return join(d, 'data');
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 async function start(opts: Parameters<typeof startServer>[0]): Promise<TestServer> {

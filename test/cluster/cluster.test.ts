@@ -6,12 +6,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createSelfSignedServerCertificate } from '../../src/identity/client-cert.js';
 import { join } from 'node:path';
 import { startEtcdCluster, type EtcdCluster } from '../helpers/etcd.js';
-import { newHsmKey, removeDir, startServer, tempDir, REPO_ROOT, type TestServer } from '../helpers/server.js';
+import { newHsmKey, removeDir, startServer, tempDir, REPO_ROOT, type TestServer, freePort } from '../helpers/server.js';
 import { rejectsWith } from '../helpers/clients.js';
 import { KmsClient } from '../../src/client/client.js';
 import { KmsError } from '../../src/protocol/errors.js';
@@ -26,16 +25,6 @@ let ca: string[] = [];
 let apiKey = '';
 /** Every key whose creation was acknowledged, through every fault. */
 const acknowledged = new Set<string>();
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function config(): string {
   return `version: v1

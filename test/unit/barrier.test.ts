@@ -6,9 +6,9 @@
  */
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
 import { Barrier, termOf } from '../../src/store/barrier.js';
 import { KmsError } from '../../src/protocol/errors.js';
+import { loadVectors, hex, utf8 } from '../helpers/vectors.js';
 
 interface BarrierFile {
   rek: string;
@@ -16,16 +16,6 @@ interface BarrierFile {
   vectors: { name: string; term: number; path: string; plaintextUtf8: string; nonce: string; blob: string }[];
 }
 
-function loadVectors<T>(file: string): T {
-  for (const rel of ['../../../test/vectors/', '../vectors/']) {
-    const url = new URL(rel + file, import.meta.url);
-    if (existsSync(url)) return JSON.parse(readFileSync(url, 'utf8')) as T;
-  }
-  throw new Error(`test vector file ${file} not found`);
-}
-
-const hex = (s: string): Buffer => Buffer.from(s, 'hex');
-const utf8 = (s: string): Buffer => Buffer.from(s, 'utf8');
 
 /** Asserts fn throws exactly KmsError ERR_DECRYPT / 400 / "invalid ciphertext". */
 function assertDecryptError(fn: () => unknown, label: string): void {

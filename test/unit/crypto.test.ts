@@ -5,7 +5,6 @@
 
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import {
   aesGcmOpen,
@@ -25,21 +24,11 @@ import {
   type KeyType,
 } from '../../src/crypto/index.js';
 import { KmsError } from '../../src/protocol/errors.js';
+import { loadVectors, hex, utf8 } from '../helpers/vectors.js';
 
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-/** Loads test/vectors/<file> whether the test runs from dist/test/unit or test/unit. */
-function loadVectors<T>(file: string): T {
-  for (const rel of ['../../../test/vectors/', '../vectors/']) {
-    const url = new URL(rel + file, import.meta.url);
-    if (existsSync(url)) return JSON.parse(readFileSync(url, 'utf8')) as T;
-  }
-  throw new Error(`test vector file ${file} not found`);
-}
-
-const hex = (s: string): Buffer => Buffer.from(s, 'hex');
-const utf8 = (s: string): Buffer => Buffer.from(s, 'utf8');
 
 /** Asserts that fn throws exactly KmsError ERR_DECRYPT / 400 / "invalid ciphertext". */
 function assertDecryptError(fn: () => unknown, label: string): void {

@@ -6,7 +6,6 @@
 
 import { before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypto';
 import * as tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
@@ -34,17 +33,10 @@ import {
   type ApiKeyCurve,
   type PemCertificate,
 } from '../../src/identity/index.js';
+import { loadVectors } from '../helpers/vectors.js';
 
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-function loadVectors<T>(file: string): T {
-  for (const rel of ['../../../test/vectors/', '../vectors/']) {
-    const url = new URL(rel + file, import.meta.url);
-    if (existsSync(url)) return JSON.parse(readFileSync(url, 'utf8')) as T;
-  }
-  throw new Error(`test vector file ${file} not found`);
-}
 
 interface ApiKeyFile {
   valid: {

@@ -6,7 +6,7 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { loadVectors } from '../helpers/vectors.js';
 import { inspect } from 'node:util';
 
 import * as messages from '../../src/protocol/messages.js';
@@ -133,11 +133,7 @@ interface Vector {
   value: Obj;
   hex: string;
 }
-const VECTORS: Vector[] = (
-  JSON.parse(readFileSync(new URL('../../../test/vectors/protocol-frames.json', import.meta.url), 'utf8')) as {
-    vectors: Vector[];
-  }
-).vectors;
+const VECTORS: Vector[] = loadVectors<{ vectors: Vector[] }>('protocol-frames.json').vectors;
 
 describe('protocol: kms-wire.md §7 vectors', () => {
   test('vector file is complete', () => {

@@ -6,11 +6,11 @@
  */
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
 import { generateSoftHsmKey, parseSoftHsmKey, SoftHsm, SOFT_HSM_NAME } from '../../src/hsm/soft.js';
 import { HsmError } from '../../src/hsm/hsm.js';
 import { deriveRootApiKey } from '../../src/hsm/root-key.js';
 import { parseApiKey } from '../../src/identity/api-key.js';
+import { loadVectors, hex, utf8 } from '../helpers/vectors.js';
 
 interface SoftHsmFile {
   keyText: string;
@@ -20,16 +20,6 @@ interface SoftHsmFile {
   rootIdentity: string;
 }
 
-function loadVectors<T>(file: string): T {
-  for (const rel of ['../../../test/vectors/', '../vectors/']) {
-    const url = new URL(rel + file, import.meta.url);
-    if (existsSync(url)) return JSON.parse(readFileSync(url, 'utf8')) as T;
-  }
-  throw new Error(`test vector file ${file} not found`);
-}
-
-const hex = (s: string): Buffer => Buffer.from(s, 'hex');
-const utf8 = (s: string): Buffer => Buffer.from(s, 'utf8');
 const file = loadVectors<SoftHsmFile>('soft-hsm.json');
 const KEY_TEXT = file.keyText;
 const KEY_B64 = KEY_TEXT.slice('hsm:aes256:'.length);
