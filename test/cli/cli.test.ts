@@ -470,7 +470,7 @@ describe('against a server', () => {
     assert.match(statHuman, /^Node 0\s+online\s+Leader\n/);
     for (const label of ['Host', 'Version', 'Uptime', 'HSMs', 'Active HSMs', 'System']) assert.match(statHuman, new RegExp(`^\\s+${label}\\s+\\S`, 'm'), label);
     assert.deepEqual(Object.keys(ls[0]), ['node_id', 'state', 'role', 'uptime', 'host']);
-    assert.match(lsHuman, new RegExp(`^ID\\s+Status\\s+Role\\s+Uptime\\s+Host\\n0\\s+online\\s+Leader\\s+\\S+\\s+${server.host.replace(/\./g, '\\.')}\\n$`));
+    assert.match(lsHuman, new RegExp(`^ID\\s+Status\\s+Role\\s+Uptime\\s+Host\\n0\\s+online\\s+Leader\\s+(?:\\d+[a-z]+ ?)+\\s+${server.host.replace(/\./g, '\\.')}\\n$`));
 
     assert.equal(await ok(['add-hsm', '--overwrite', 'hsm:minio:soft']), "✔ Sealed the root encryption key with HSM 'hsm:minio:soft'\n");
     assert.deepEqual(await json(['add-hsm', '--overwrite', 'hsm:minio:soft']), { name: 'hsm:minio:soft', overwrite: true });

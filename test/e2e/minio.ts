@@ -7,9 +7,9 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from '../helpers/server.js';
 
 /**
  * The MinIO server version: the newest one the Go module proxy serves (`@latest`, commit
@@ -87,15 +87,6 @@ export async function minioBinary(log: (msg: string) => void, timeoutMs: number)
   return bin;
 }
 
-/** A TCP port on 127.0.0.1 that nobody listens on right now. */
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
 export const ROOT_USER = 'minkms-e2e';
 export const ROOT_PASSWORD = 'minkms-e2e-secret-password';
 
@@ -123,6 +114,10 @@ export interface MinioServer {
 
 /** Every MinIO server started (and not yet stopped), to be killed in `after` on failures. */
 const running = new Set<MinioServer>();
+// Last resort (the test process is ending without `after`, e.g. on a timeout): leave no MinIO behind.
+process.once('exit', () => {
+  for (const s of running) s.process.kill('SIGKILL');
+});
 
 /**
  * Starts `minio server` on 127.0.0.1 with the MinIO KMS environment, and waits until
