@@ -69,7 +69,10 @@ export interface LoadResult {
 
 export interface IntervalReport {
   type: 'interval';
+  /** Since the measurement started. */
   atMs: number;
+  /** Length of this interval. */
+  spanMs: number;
   requests: number;
   ops: number;
   errors: number;
@@ -265,13 +268,12 @@ async function run(spec: LoadSpec, report: (r: IntervalReport) => void): Promise
       ? setInterval(() => {
           if (!measuring) return;
           const now = performance.now();
-          report({ type: 'interval', atMs: now - measureFrom, requests: iRequests, ops: iOps, errors: iErrors, p50: interval.quantile(0.5), p99: interval.quantile(0.99), max: interval.max });
+          report({ type: 'interval', atMs: now - measureFrom, spanMs: now - Math.max(lastReport, measureFrom), requests: iRequests, ops: iOps, errors: iErrors, p50: interval.quantile(0.5), p99: interval.quantile(0.99), max: interval.max });
           lastReport = now;
           iRequests = iOps = iErrors = 0;
           interval.reset();
         }, spec.reportEveryMs)
       : undefined;
-  void lastReport;
 
   // Spread the slots' first requests over one interval when pacing.
   const perSlotInterval = spec.rate > 0 ? (slots.length * 1000) / spec.rate : 0;

@@ -14,14 +14,23 @@
  *   --warmup S        seconds of load before measuring (default 1.5)
  *   --quick           a small matrix (one row per kind of load)
  *   --only REGEX      only rows whose name matches
+ *   --repeat N        measure every row N times (server and ceiling in pairs) and report medians;
+ *                     use it on a shared or noisy machine (the `other` column shows what else ran)
  *   --json            print JSON on stdout (the table goes to stderr)
  *   --out FILE        also write the JSON to FILE
  *   --no-ceiling      skip the ceiling rows
- *   --server-arg ARG  extra argument for `minkms server` (repeatable), e.g. `--server-arg=--workers=2`
+ *   --ceiling-only    only the ceiling rows (the sizes come from one short request to the server)
+ *   --server-arg ARG  extra argument for `minkms server` (repeatable), e.g. `--server-arg=--crypto-threads=0`
+ *   --minkms FILE     the server to measure (default: this build's dist/src/cli/main.js), e.g. an
+ *                     older build for a before/after comparison
  *   --soak S          instead of the matrix: fixed load for S seconds, memory and errors every 10 s
  *   --rate N          soak: total requests/s (default 3000)
  *   --proto h1|h2     soak: protocol (default h2)
  *   --conns N         soak: connections (default 16)
+ *
+ * Environment: BENCH_SERVER_NODE_ARGS holds extra node flags for the server process only
+ * (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile it under load); BENCH_CEILING_NODE_ARGS
+ * the same for the ceiling server.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -38,7 +47,7 @@ import { minioContext, type Workload, type WorkloadKind } from './workload.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '..', '..');
-const MINKMS = join(ROOT, 'dist/src/cli/main.js');
+let MINKMS = join(ROOT, 'dist/src/cli/main.js');
 const LOADGEN = join(HERE, 'loadgen.js');
 const CEILING = join(HERE, 'ceiling.js');
 const ENCLAVE = 'bench';
@@ -54,7 +63,11 @@ interface Options {
   json: boolean;
   out: string | undefined;
   ceiling: boolean;
+  /** Measure the server (false: the ceiling rows only, to study the ceiling itself). */
+  server: boolean;
   serverArgs: string[];
+  /** Runs per row (medians reported). */
+  repeat: number;
   soak: number;
   rate: number;
   proto: 'h1' | 'h2';
@@ -62,7 +75,7 @@ interface Options {
 }
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { duration: 5, warmup: 1.5, quick: false, only: undefined, json: false, out: undefined, ceiling: true, serverArgs: [], soak: 0, rate: 3000, proto: 'h2', conns: 16 };
+  const o: Options = { duration: 5, warmup: 1.5, quick: false, only: undefined, json: false, out: undefined, ceiling: true, server: true, serverArgs: [], repeat: 1, soak: 0, rate: 3000, proto: 'h2', conns: 16 };
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i]!;
     let v: string | undefined;
@@ -90,8 +103,11 @@ function parseOptions(argv: string[]): Options {
       case '--json': o.json = true; break;
       case '--out': o.out = value(); break;
       case '--no-ceiling': o.ceiling = false; break;
+      case '--ceiling-only': o.server = false; break;
       case '--server-arg': o.serverArgs.push(value()); break;
+      case '--minkms': MINKMS = resolve(value()); break;
       case '--soak': o.soak = num(); break;
+      case '--repeat': o.repeat = Math.max(1, Math.floor(num())); break;
       case '--rate': o.rate = num(); break;
       case '--conns': o.conns = Math.max(1, Math.floor(num())); break;
       case '--proto': {
@@ -186,7 +202,9 @@ async function startServer(serverArgs: string[]): Promise<Server> {
   if (!existsSync(MINKMS)) throw new Error(`${MINKMS} is missing: run 'npm run build' first`);
   const dir = join(mkdtempSync(join(os.tmpdir(), 'minkms-bench-')), 'data');
   const env = { ...process.env, MINIO_KMS_HSM_KEY: 'hsm:aes256:' + randomBytes(32).toString('base64') };
-  const proc = spawn(process.execPath, [MINKMS, 'server', dir, '--address', '127.0.0.1:0', ...serverArgs], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Node flags for the server only, e.g. BENCH_SERVER_NODE_ARGS=--cpu-prof to profile it.
+  const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
+  const proc = spawn(process.execPath, [...nodeArgs, MINKMS, 'server', dir, '--address', '127.0.0.1:0', ...serverArgs], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const out = await waitFor(proc, /Server is up and running/, 'minkms server');
   // Keep draining the server's log (INFO lines for KEY:CREATE) so that it never blocks.
   proc.stdout!.resume();
@@ -198,7 +216,8 @@ async function startServer(serverArgs: string[]): Promise<Server> {
 }
 
 async function startCeiling(server: Server): Promise<{ proc: ChildProcess; port: number }> {
-  const proc = spawn(process.execPath, [CEILING, server.certFile, server.keyFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const nodeArgs = (process.env.BENCH_CEILING_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
+  const proc = spawn(process.execPath, [...nodeArgs, CEILING, server.certFile, server.keyFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   const out = await waitFor(proc, /PORT \d+/, 'ceiling server');
   return { proc, port: Number(/PORT (\d+)/.exec(out)![1]) };
 }
@@ -260,6 +279,14 @@ function cpuMs(pids: number[]): number {
   return sum;
 }
 
+/** CPU time (ms) the whole machine has been busy (all cores, /proc/stat). */
+function systemBusyMs(): number {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal
+  return ((f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!) * 1000) / PAGE_TICKS;
+}
+
 // ------------------------------------------------------------------------------- one measurement
 
 export interface Row {
@@ -284,11 +311,17 @@ export interface Row {
   /** CPU of the server while measuring, in cores (1.0 = one core busy). */
   serverCpu: number;
   loadgenCpu: number;
+  /** Server CPU time per request, µs (less sensitive to a busy machine than throughput). */
+  serverUsPerReq: number;
+  /** Cores used by everything else on the machine while measuring (other tenants, the kernel). */
+  otherCpu: number;
   requestBytes: number;
   responseBytes: number;
   /** requests/s ÷ ceiling requests/s (same protocol, connections and sizes). */
   ratio?: number;
   ceilingReqPerS?: number;
+  /** Every run of the row (with --repeat). */
+  runs?: Array<{ reqPerS: number; p99Ms: number; otherCpu: number }>;
 }
 
 interface Measure {
@@ -297,13 +330,15 @@ interface Measure {
   onInterval?: (r: IntervalReport, rss: number) => void;
 }
 
-async function measure(m: Measure): Promise<{ result: LoadResult; peakRss: number; serverCpu: number }> {
+async function measure(m: Measure): Promise<{ result: LoadResult; peakRss: number; serverCpu: number; systemCpu: number }> {
   const child = fork(LOADGEN, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   let peakRss = 0;
   let cpuStart = 0;
   let cpuStartAt = 0;
   let cpuEnd = 0;
   let cpuEndAt = 0;
+  let sysStart = 0;
+  let sysEnd = 0;
   const sample = () => {
     const rss = rssBytes(processTree(m.serverPid));
     if (rss > peakRss) peakRss = rss;
@@ -312,6 +347,7 @@ async function measure(m: Measure): Promise<{ result: LoadResult; peakRss: numbe
   const sampler = setInterval(sample, 100);
   const warm = setTimeout(() => {
     cpuStart = cpuMs(processTree(m.serverPid));
+    sysStart = systemBusyMs();
     cpuStartAt = performance.now();
   }, m.spec.warmupMs + 150); // the child needs ~150 ms to load before its clock starts
   try {
@@ -321,6 +357,7 @@ async function measure(m: Measure): Promise<{ result: LoadResult; peakRss: numbe
           m.onInterval?.(msg, sample());
         } else if (msg.type === 'result') {
           cpuEnd = cpuMs(processTree(m.serverPid));
+          sysEnd = systemBusyMs();
           cpuEndAt = performance.now();
           resolvePromise(msg);
         } else reject(new Error(`load generator failed: ${msg.message}`));
@@ -330,7 +367,8 @@ async function measure(m: Measure): Promise<{ result: LoadResult; peakRss: numbe
     });
     sample();
     const serverCpu = cpuStartAt > 0 ? (cpuEnd - cpuStart) / (cpuEndAt - cpuStartAt) : 0;
-    return { result, peakRss, serverCpu };
+    const systemCpu = cpuStartAt > 0 ? (sysEnd - sysStart) / (cpuEndAt - cpuStartAt) : 0;
+    return { result, peakRss, serverCpu, systemCpu };
   } finally {
     clearInterval(sampler);
     clearTimeout(warm);
@@ -338,10 +376,12 @@ async function measure(m: Measure): Promise<{ result: LoadResult; peakRss: numbe
   }
 }
 
-function toRow(s: Scenario, target: Row['target'], r: LoadResult, peakRss: number, serverCpu: number): Row {
+function toRow(s: Scenario, target: Row['target'], r: LoadResult, m: { peakRss: number; serverCpu: number; systemCpu: number }): Row {
+  const { peakRss, serverCpu } = m;
   const h = Histogram.from(r.hist);
   const secs = r.elapsedMs / 1000;
   const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+  const loadgenCpu = r.cpuMs / r.elapsedMs;
   return {
     name: s.name,
     target,
@@ -361,7 +401,9 @@ function toRow(s: Scenario, target: Row['target'], r: LoadResult, peakRss: numbe
     errorSamples: r.errorSamples,
     peakRssMiB: round(peakRss / 1048576, 1),
     serverCpu: round(serverCpu),
-    loadgenCpu: round(r.cpuMs / r.elapsedMs),
+    loadgenCpu: round(loadgenCpu),
+    serverUsPerReq: r.requests > 0 ? Math.round((serverCpu * 1e6 * secs) / r.requests) : 0,
+    otherCpu: round(Math.max(0, m.systemCpu - serverCpu - loadgenCpu)),
     requestBytes: r.requestBytes,
     responseBytes: r.responseBytes,
   };
@@ -383,7 +425,7 @@ function machine(): Record<string, unknown> {
 }
 
 function table(rows: Row[]): string {
-  const head = ['scenario', 'target', 'req/s', 'ops/s', 'p50 ms', 'p99 ms', 'max ms', 'err', 'RSS MiB', 'srv cpu', 'gen cpu', 'ratio'];
+  const head = ['scenario', 'target', 'req/s', 'ops/s', 'p50 ms', 'p99 ms', 'max ms', 'err', 'RSS MiB', 'srv cpu', 'µs/req', 'gen cpu', 'other', 'ratio'];
   const lines = rows.map((r) => [
     r.name,
     r.target,
@@ -393,9 +435,11 @@ function table(rows: Row[]): string {
     r.p99Ms.toFixed(2),
     r.maxMs.toFixed(1),
     String(r.errors),
-    r.target === 'minkms' ? r.peakRssMiB.toFixed(0) : '-',
+    r.peakRssMiB.toFixed(0),
     r.serverCpu.toFixed(2),
+    String(r.serverUsPerReq),
     r.loadgenCpu.toFixed(2),
+    r.otherCpu.toFixed(2),
     r.ratio === undefined ? '-' : r.ratio.toFixed(2),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
@@ -438,9 +482,13 @@ async function setup(server: Server): Promise<{ target: Target; workload: Omit<W
   };
 }
 
-async function runMatrix(o: Options, server: Server, ceilingPort: number | undefined, ctx: Awaited<ReturnType<typeof setup>>, log: (s: string) => void): Promise<Row[]> {
+/** The element of median value of `key` (the lower one of an even count). */
+function median<T>(items: T[], key: (t: T) => number): T {
+  return [...items].sort((a, b) => key(a) - key(b))[Math.floor((items.length - 1) / 2)]!;
+}
+
+async function runMatrix(o: Options, server: Server, ceilingProc: { proc: ChildProcess; port: number } | undefined, ctx: Awaited<ReturnType<typeof setup>>, log: (s: string) => void): Promise<Row[]> {
   const rows: Row[] = [];
-  const ceilingCache = new Map<string, Row>();
   const scenarios = matrix(o.quick).filter((s) => !o.only || o.only.test(s.name));
   for (const s of scenarios) {
     const workload: Workload = { ...ctx.workload, kind: s.kind, batch: s.batch };
@@ -456,26 +504,47 @@ async function runMatrix(o: Options, server: Server, ceilingPort: number | undef
       rate: 0,
       reportEveryMs: 0,
     };
-    const m = await measure({ spec, serverPid: server.proc.pid! });
-    const row = toRow(s, 'minkms', m.result, m.peakRss, m.serverCpu);
-    rows.push(row);
-    log(`${row.name.padEnd(28)} minkms   ${String(row.reqPerS).padStart(7)} req/s ${String(row.opsPerS).padStart(8)} ops/s  p99 ${row.p99Ms.toFixed(2)} ms  err ${row.errors}${row.errors ? ' ' + row.errorSamples[0] : ''}`);
-    if (ceilingPort === undefined) continue;
-    // The ceiling answers with as many bytes as the server did; same requests, same shape.
-    const size = row.responseBytes;
-    const cacheKey = `${s.kind === 'handshake' ? 'hs' : 'ka'}/${s.proto}/${s.conns}x${s.streams}/${row.requestBytes}/${size}`;
-    let ceiling = ceilingCache.get(cacheKey);
-    if (!ceiling) {
-      const cSpec: LoadSpec = { ...spec, target: { ...ctx.target, port: ceilingPort }, path: `/v1/kms/${ENCLAVE}?n=${size}`, workload: s.kind === 'mix' ? { ...workload, kind: 'generate' } : workload };
-      const c = await measure({ spec: cSpec, serverPid: server.proc.pid! });
-      ceiling = toRow(s, 'ceiling', c.result, 0, 0);
-      ceiling.serverCpu = 0;
-      ceilingCache.set(cacheKey, ceiling);
-      log(`${ceiling.name.padEnd(28)} ceiling  ${String(ceiling.reqPerS).padStart(7)} req/s ${String(ceiling.opsPerS).padStart(8)} ops/s  p99 ${ceiling.p99Ms.toFixed(2)} ms`);
+    // Server and ceiling are measured in pairs, one right after the other, so that a ratio
+    // compares two runs under the same conditions; with --repeat, the medians are reported.
+    const mine: Row[] = [];
+    const theirs: Row[] = [];
+    const ratios: number[] = [];
+    for (let r = 0; r < o.repeat; r++) {
+      const m = await measure({ spec: o.server ? spec : { ...spec, warmupMs: 300, durationMs: 200 }, serverPid: server.proc.pid! });
+      const row = toRow(s, 'minkms', m.result, m);
+      if (o.server) {
+        mine.push(row);
+        log(`${row.name.padEnd(28)} minkms   ${String(row.reqPerS).padStart(7)} req/s ${String(row.opsPerS).padStart(8)} ops/s  p99 ${row.p99Ms.toFixed(2)} ms  err ${row.errors}${row.errors ? ' ' + row.errorSamples[0] : ''}  other cpu ${row.otherCpu}`);
+      }
+      if (ceilingProc === undefined) continue;
+      // The ceiling answers with as many bytes as the server did; same requests, same shape
+      // (the mix is compared with the ceiling of its KEY:GENERATE requests).
+      const cSpec: LoadSpec = {
+        ...spec,
+        target: { ...ctx.target, port: ceilingProc.port },
+        path: `/v1/kms/${ENCLAVE}?n=${row.responseBytes}`,
+        workload: s.kind === 'mix' ? { ...workload, kind: 'generate' } : workload,
+      };
+      const c = await measure({ spec: cSpec, serverPid: ceilingProc.proc.pid! });
+      const ceiling = toRow(s, 'ceiling', c.result, c);
+      theirs.push(ceiling);
+      log(`${ceiling.name.padEnd(28)} ceiling  ${String(ceiling.reqPerS).padStart(7)} req/s ${String(ceiling.opsPerS).padStart(8)} ops/s  p99 ${ceiling.p99Ms.toFixed(2)} ms  other cpu ${ceiling.otherCpu}`);
+      if (o.server && ceiling.reqPerS > 0) ratios.push(row.reqPerS / ceiling.reqPerS);
     }
-    rows.push({ ...ceiling, name: s.name });
-    row.ceilingReqPerS = ceiling.reqPerS;
-    row.ratio = ceiling.reqPerS > 0 ? Math.round((row.reqPerS / ceiling.reqPerS) * 100) / 100 : undefined;
+    const ceiling = theirs.length > 0 ? median(theirs, (r) => r.reqPerS) : undefined;
+    if (mine.length > 0) {
+      const row = median(mine, (r) => r.reqPerS);
+      if (ceiling) {
+        row.ceilingReqPerS = ceiling.reqPerS;
+        row.ratio = ratios.length > 0 ? Math.round(median(ratios, (x) => x) * 100) / 100 : undefined;
+      }
+      if (mine.length > 1) row.runs = mine.map((r) => ({ reqPerS: r.reqPerS, p99Ms: r.p99Ms, otherCpu: r.otherCpu }));
+      rows.push(row);
+    }
+    if (ceiling) {
+      if (theirs.length > 1) ceiling.runs = theirs.map((r) => ({ reqPerS: r.reqPerS, p99Ms: r.p99Ms, otherCpu: r.otherCpu }));
+      rows.push(ceiling);
+    }
   }
   return rows;
 }
@@ -515,7 +584,7 @@ async function runSoak(o: Options, server: Server, ctx: Awaited<ReturnType<typeo
     spec,
     serverPid: server.proc.pid!,
     onInterval: (r, rss) => {
-      const secs = spec.reportEveryMs / 1000;
+      const secs = r.spanMs / 1000;
       intervals.push({ ...r, rssMiB: Math.round((rss / 1048576) * 10) / 10 });
       log(`  t=${(r.atMs / 1000).toFixed(0).padStart(4)} s  ${Math.round(r.requests / secs).toString().padStart(6)} req/s  p99 ${r.p99.toFixed(2)} ms  max ${r.max.toFixed(1)} ms  errors ${r.errors}  server RSS ${(rss / 1048576).toFixed(1)} MiB`);
     },
@@ -556,10 +625,10 @@ async function main(): Promise<void> {
       result = { machine: info, serverArgs: o.serverArgs, soak };
     } else {
       ceiling = o.ceiling ? await startCeiling(server) : undefined;
-      const rows = await runMatrix(o, server, ceiling?.port, ctx, log);
+      const rows = await runMatrix(o, server, ceiling, ctx, log);
       log('');
       log(table(rows));
-      result = { machine: info, serverArgs: o.serverArgs, durationS: o.duration, warmupS: o.warmup, rows };
+      result = { machine: info, serverArgs: o.serverArgs, durationS: o.duration, warmupS: o.warmup, repeat: o.repeat, rows };
     }
     const json = JSON.stringify(result, null, 2);
     if (o.json) process.stdout.write(json + '\n');

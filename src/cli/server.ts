@@ -1,5 +1,5 @@
-/** `minkms server DIR [--address IP:PORT] [--config FILE] [--dev] [--log-level LEVEL] [--audit-file FILE]` */
-import { Option, type Command } from 'commander';
+/** `minkms server DIR [--address IP:PORT] [--config FILE] [--dev] [--log-level LEVEL] [--audit-file FILE] [--crypto-threads N]` */
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { EMPTY_CONFIG, loadConfig } from '../config/config.js';
 import { KmsNode } from '../server/node.js';
 import { createLogger, type Level } from '../server/log.js';
@@ -12,6 +12,7 @@ interface ServerOptions {
   dev?: boolean;
   logLevel?: Level;
   auditFile?: string;
+  cryptoThreads?: number;
 }
 
 export function serverCommand(program: Command): void {
@@ -25,6 +26,11 @@ export function serverCommand(program: Command): void {
     .option('--dev', 'development mode: ephemeral data, deleted on exit')
     .addOption(new Option('--log-level <LEVEL>', 'server log level (default: log.level of the config, else info)').choices(['debug', 'info', 'warn', 'error']))
     .option('--audit-file <FILE>', 'append a hash-chained audit log to FILE (default: audit.file of the config, else none)')
+    .option('--crypto-threads <N>', 'threads that seal and open the data keys of batches (default: the available cores; 0 = none)', (v: string) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > 256) throw new InvalidArgumentError('expected a whole number from 0 to 256');
+      return n;
+    })
     .addHelpText('after', `
 Environment:
   MINIO_KMS_HSM_KEY   software HSM key (hsm:aes256:…), see 'minkms --soft-hsm'
@@ -41,6 +47,7 @@ Examples:
         dir: dir ?? '',
         address: opts.address,
         host: opts.host,
+        cryptoThreads: opts.cryptoThreads,
         config,
         observability,
         configured: opts.config !== undefined,

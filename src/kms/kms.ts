@@ -7,7 +7,7 @@
  * change memory only once the store has acknowledged them.
  */
 import { randomBytesPooled } from '../crypto/random.js';
-import { decryptWithKey, encryptWithKey, KEY_TYPES, type KeyType } from '../crypto/ciphertext.js';
+import { KEY_TYPES, PreparedKey, openWithKey, sealWithKey, type KeyType } from '../crypto/ciphertext.js';
 import { hmacSha256 } from '../crypto/hmac.js';
 import { hkdfSha256 } from '../crypto/hkdf.js';
 import { isIdentity } from '../identity/identity.js';
@@ -36,6 +36,13 @@ import { Repo } from './repo.js';
 
 export const DEFAULT_KEY_TYPE: KeyType = 'AES256';
 export const MAX_DEK_LENGTH = 1024;
+
+/** KEY:GENERATE's data key length: 0 means 32; at most {@link MAX_DEK_LENGTH}. */
+export function dekLength(length: number): number {
+  const len = length === 0 ? 32 : length;
+  if (len < 1 || len > MAX_DEK_LENGTH) throw new KmsError('ERR_INVALID_DEK_LENGTH');
+  return len;
+}
 
 export interface Enclave {
   readonly name: string;
@@ -397,15 +404,14 @@ export class Kms {
 
   encrypt(enclave: string, name: string, version: number, plaintext: Uint8Array, ad: Uint8Array): { version: number; ciphertext: Buffer } {
     const v = this.keyVersion(enclave, name, version);
-    return { version: v.version, ciphertext: encryptWithKey(v.type, v.key, plaintext, ad) };
+    return { version: v.version, ciphertext: sealWithKey(prepared(v), plaintext, ad) };
   }
 
   generate(enclave: string, name: string, version: number, ad: Uint8Array, length: number): { version: number; plaintext: Buffer; ciphertext: Buffer } {
-    const len = length === 0 ? 32 : length;
-    if (len < 1 || len > MAX_DEK_LENGTH) throw new KmsError('ERR_INVALID_DEK_LENGTH');
+    const len = dekLength(length);
     const v = this.keyVersion(enclave, name, version);
     const plaintext = randomBytesPooled(len);
-    return { version: v.version, plaintext, ciphertext: encryptWithKey(v.type, v.key, plaintext, ad) };
+    return { version: v.version, plaintext, ciphertext: sealWithKey(prepared(v), plaintext, ad) };
   }
 
   /**
@@ -415,13 +421,13 @@ export class Kms {
   decrypt(enclave: string, name: string, version: number, ciphertext: Uint8Array, ad: Uint8Array): Buffer {
     if (version !== 0) {
       const v = this.keyVersion(enclave, name, version);
-      return decryptWithKey(v.type, v.key, ciphertext, ad);
+      return openWithKey(prepared(v), ciphertext, ad);
     }
     const ring = this.#ring(this.enclave(enclave), name);
     for (let i = ring.versions.length - 1; i >= 0; i--) {
       const v = ring.versions[i]!;
       try {
-        return decryptWithKey(v.type, v.key, ciphertext, ad);
+        return openWithKey(prepared(v), ciphertext, ad);
       } catch {
         // try the next older version
       }
@@ -676,6 +682,11 @@ function childMap(e: Enclave, kind: string): SortedMap<{ rev: number }> | undefi
   if (kind === 'policy') return e.policies;
   if (kind === 'identity') return e.identities;
   return undefined;
+}
+
+/** The key version made ready for the data path (prepared once, on first use). */
+function prepared(v: KeyVersion): PreparedKey {
+  return (v.prepared ??= new PreparedKey(v.type, v.key));
 }
 
 function findVersion(ring: KeyRing, version: number): KeyVersion | undefined {

@@ -8,7 +8,7 @@
  *   policy/<enclave>/<policy>     PolicyRecord
  *   identity/<enclave>/<h1:…>     IdentityRecord
  */
-import type { KeyType } from '../crypto/ciphertext.js';
+import type { KeyType, PreparedKey } from '../crypto/ciphertext.js';
 import type { Rules } from './policy.js';
 
 export const PATH = {
@@ -92,6 +92,8 @@ export interface KeyVersion {
   readonly imported: boolean;
   /** HMAC key for KEY:MAC, derived on first use. */
   macKey?: Buffer;
+  /** The key made ready for the data path (crypto/ciphertext.ts), on first use. */
+  prepared?: PreparedKey;
 }
 
 export interface KeyRing {

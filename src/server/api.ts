@@ -14,6 +14,7 @@ import { send, type Request, type Route } from './http.js';
 import type { KmsNode } from './node.js';
 import type { NodeSnapshot } from './membership.js';
 import { Observability } from './observability.js';
+import { CryptoPool } from '../crypto/pool.js';
 
 const OCTET = 'application/octet-stream';
 /** Largest backup `PUT /v1/db` accepts. */
@@ -108,11 +109,13 @@ export function apiRoutes(node: KmsNode): Route[] {
   // Metrics, audit and logs of every command, in one place (server/observability.ts).
   const obs = (node.opts.observability ??= new Observability({ log: node.log }));
   obs.attach(node);
+  // The other cores seal and open the data keys of large batches (docs/performance.md).
+  const pool = new CryptoPool(node.opts.cryptoThreads ?? os.availableParallelism());
   const kmsHandler: Route['handler'] = async ({ req, res, identity, param, body }) => {
     const out = await obs.runCommands(req, identity, param, (trace) => {
       const kms = node.kms;
       if (!kms) throw new KmsError('ERR_SEALED');
-      return dispatch(kms, cluster, identity, param, body, node.opts.config.limits, trace);
+      return dispatch(kms, cluster, identity, param, body, node.opts.config.limits, trace, pool);
     });
     send(res, 200, out, OCTET);
   };

@@ -7,11 +7,13 @@
  * since only read-only commands can be batched, a failed request has changed nothing.
  */
 import { KmsError } from '../protocol/errors.js';
-import { parseFrames, encodeFrames } from '../protocol/frames.js';
+import { parseFrames, encodeMessageFrames } from '../protocol/frames.js';
 import { CommandCode as C, commandByCode, isSdkCommandName, type Command } from '../protocol/commands.js';
-import { decodeMessage, encodeMessage, type MessageInit } from '../protocol/schema.js';
+import { decodeMessage, type MessageInit } from '../protocol/schema.js';
 import * as M from '../protocol/messages.js';
-import type { Enclave, IdentityInfo, KeyVersionInfo, Kms, Principal } from '../kms/kms.js';
+import { dekLength, type Enclave, type IdentityInfo, type KeyVersionInfo, type Kms, type Principal } from '../kms/kms.js';
+import type { KeyVersion } from '../kms/records.js';
+import type { CryptoPool, PoolResult } from '../crypto/pool.js';
 import type { Policy } from '../kms/records.js';
 import type { Rules } from '../kms/policy.js';
 import type { Limits } from './http.js';
@@ -222,8 +224,9 @@ function objectOf(h: Handler<unknown, unknown>, req: unknown): string {
  * Runs every command frame of a request body and returns the response body.
  * @param identity the caller's `h1:` identity ('' without a client certificate)
  * @param trace filled with what happened, if given
+ * @param pool threads for the cryptography of large KEY:GENERATE/ENCRYPT/DECRYPT batches
  */
-export async function dispatch(kms: Kms, cluster: ClusterOps, identity: string, enclave: string, body: Buffer, limits: Limits, trace?: DispatchTrace): Promise<Buffer> {
+export async function dispatch(kms: Kms, cluster: ClusterOps, identity: string, enclave: string, body: Buffer, limits: Limits, trace?: DispatchTrace, pool?: CryptoPool): Promise<Buffer> {
   // Without a client certificate nothing of the request is looked at (kms-wire.md §1.5).
   if (identity === '') throw new KmsError('ERR_NOT_ALLOWED');
   const frames = parseFrames(body, limits.maxFrames);
@@ -256,19 +259,102 @@ export async function dispatch(kms: Kms, cluster: ClusterOps, identity: string, 
   if (!principal.known) throw new KmsError('ERR_NOT_ALLOWED');
   const c: CallContext = { kms, principal, enclave: scope, cluster };
 
-  const payloads: Uint8Array[] = new Array(frames.length);
+  if (pool?.worth(frames.length) && OFFLOADED.has(code)) {
+    const out = await offload(pool, c, cmd, h, frames, trace);
+    if (out) return out;
+  }
+
+  // The responses are encoded at the end, straight into one buffer (no per-frame copies).
+  const results: MessageInit<unknown>[] = new Array(frames.length);
   for (let i = 0; i < frames.length; i++) {
     const req = decodeMessage(cmd.request, frames[i]!.payload);
     if (trace) trace.objects[i] = objectOf(h, req);
     authorize(c, cmd, h, req);
     let res = h.run(c, req);
     if (res instanceof Promise) res = await res; // only writes are asynchronous
-    payloads[i] = cmd.response && res ? encodeMessage(cmd.response, res as MessageInit<unknown>) : EMPTY;
+    results[i] = (res ?? NO_FIELDS) as MessageInit<unknown>;
     if (trace) {
       trace.done = i + 1;
       trace.ends[i] = performance.now();
     }
   }
-  return cmd.response ? encodeFrames(code, payloads, { pad: true }) : EMPTY;
+  return cmd.response ? encodeMessageFrames(code, cmd.response, results, { pad: true }) : EMPTY;
+}
+
+/** A response message with every field at its default (encodes to nothing). */
+const NO_FIELDS = Object.freeze({});
+
+/** Commands whose batches may run their cryptography on the pool's threads. */
+const OFFLOADED = new Set<number>([C.KeyGenerate, C.KeyEncrypt, C.KeyDecrypt]);
+
+type DataRequest = M.GenerateKeyRequest & M.EncryptRequest & M.DecryptRequest;
+
+/**
+ * A KEY:GENERATE / KEY:ENCRYPT / KEY:DECRYPT batch with its cryptography on the pool: every
+ * frame is decoded, authorized and resolved to its key version here, in order, exactly as the
+ * frame-by-frame path does; only sealing/opening runs on a thread. Returns undefined whenever
+ * the frame-by-frame path must decide instead (a frame that fails before any cryptography,
+ * KEY:DECRYPT of version 0, which tries every version, or a pool that failed): it reports the
+ * first failing frame exactly, and redoing a batch's checks is cheap.
+ */
+async function offload(pool: CryptoPool, c: CallContext, cmd: Command, h: Handler<unknown, unknown>, frames: readonly { payload: Buffer }[], trace: DispatchTrace | undefined): Promise<Buffer | undefined> {
+  const n = frames.length;
+  const reqs: DataRequest[] = new Array(n);
+  const keys: KeyVersion[] = new Array(n);
+  const lengths: number[] = cmd.code === C.KeyGenerate ? new Array(n) : [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const req = decodeMessage(cmd.request, frames[i]!.payload) as DataRequest;
+      authorize(c, cmd, h, req);
+      if (cmd.code === C.KeyDecrypt && req.version === 0) return undefined;
+      if (cmd.code === C.KeyGenerate) lengths[i] = dekLength(req.length);
+      keys[i] = c.kms.keyVersion(c.enclave, req.name, req.version);
+      reqs[i] = req;
+    }
+  } catch {
+    return undefined;
+  }
+  let answer: PoolResult<unknown>;
+  try {
+    if (cmd.code === C.KeyGenerate) answer = await pool.generate(reqs.map((r, i) => ({ key: keys[i]!, length: lengths[i]!, ad: r.associatedData })));
+    else if (cmd.code === C.KeyEncrypt) answer = await pool.encrypt(reqs.map((r, i) => ({ key: keys[i]!, data: r.plaintext, ad: r.associatedData })));
+    else answer = await pool.decrypt(reqs.map((r, i) => ({ key: keys[i]!, data: r.ciphertext, ad: r.associatedData })));
+  } catch (err) {
+    const failed = (err as { failedItem?: number }).failedItem;
+    if (failed === undefined) return undefined; // the pool is gone: on this thread
+    // Frames before `failed` went through; `failed` is the first that does not authenticate.
+    if (trace) {
+      const now = performance.now();
+      for (let i = 0; i < n; i++) trace.objects[i] = reqs[i]!.name;
+      for (let i = 0; i < failed; i++) trace.ends[i] = now;
+      trace.done = failed;
+    }
+    throw new KmsError('ERR_DECRYPT');
+  }
+  try {
+    const v = answer.values;
+    const results: MessageInit<unknown>[] = new Array(n);
+    for (let i = 0; i < n; i++) {
+      if (cmd.code === C.KeyGenerate) {
+        const r = v[i] as { plaintext: Buffer; ciphertext: Buffer };
+        results[i] = { version: keys[i]!.version, plaintext: r.plaintext, ciphertext: r.ciphertext };
+      } else if (cmd.code === C.KeyEncrypt) {
+        results[i] = { version: keys[i]!.version, ciphertext: v[i] };
+      } else {
+        results[i] = { plaintext: v[i] };
+      }
+    }
+    if (trace) {
+      const now = performance.now();
+      for (let i = 0; i < n; i++) {
+        trace.objects[i] = reqs[i]!.name;
+        trace.ends[i] = now;
+      }
+      trace.done = n;
+    }
+    return encodeMessageFrames(cmd.code, cmd.response!, results, { pad: true });
+  } finally {
+    answer.wipe();
+  }
 }
 

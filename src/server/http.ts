@@ -4,17 +4,61 @@
  * key hash, checked against the enclave's identities), and the route table.
  *
  * Errors are turned into responses in exactly one place, `sendError`.
+ *
+ * Hot path (docs/performance.md): HTTP/2 requests of the command channel (`POST /v1/kms…`)
+ * skip Node's HTTP/2 compatibility layer, whose two stream objects per request
+ * (Http2ServerRequest/Response) cost more than the whole KEY:GENERATE itself. They are served
+ * from the raw `ServerHttp2Stream` through {@link StreamRequest}/{@link StreamResponse}, small
+ * adapters with the part of the request/response API that handlers and the observer use
+ * ({@link Request}/{@link Response}); routing, identity, observer and error mapping are the same
+ * code for every request. Every other HTTP/2 request, and all of HTTP/1.1, goes through
+ * Node's own request/response objects.
  */
 import * as http2 from 'node:http2';
-import { type Http2ServerRequest, type Http2ServerResponse, type Http2SecureServer } from 'node:http2';
+import type { Http2SecureServer, IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { randomUUID } from 'node:crypto';
 import { identityOfCertificate } from '../identity/identity.js';
 import { KmsError, isKmsError } from '../protocol/errors.js';
 import type { Logger } from './log.js';
 
-export type Request = Http2ServerRequest;
-export type Response = Http2ServerResponse;
+type Listener = (...args: any[]) => void; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/**
+ * What handlers and the observer may use of a request: implemented by Node's
+ * Http2ServerRequest (HTTP/2 through the compatibility layer), http.IncomingMessage (HTTP/1.1)
+ * and {@link StreamRequest} (the HTTP/2 command channel).
+ */
+export interface Request {
+  readonly headers: IncomingHttpHeaders;
+  readonly method: string;
+  readonly url: string;
+  readonly httpVersionMajor: number;
+  /** The TLS socket (HTTP/1.1) or the session's socket (HTTP/2). */
+  readonly socket: Socket | TLSSocket;
+  /** HTTP/2 only. */
+  readonly stream?: ServerHttp2Stream;
+  on(event: string, listener: Listener): unknown;
+  once(event: string, listener: Listener): unknown;
+  removeAllListeners(event?: string): unknown;
+  resume(): unknown;
+}
+
+/** What handlers and the observer may use of a response (see {@link Request}). */
+export interface Response {
+  readonly statusCode: number;
+  readonly headersSent: boolean;
+  readonly writableEnded: boolean;
+  /** HTTP/2 only. */
+  readonly stream?: { readonly destroyed: boolean };
+  writeHead(status: number, headers?: OutgoingHttpHeaders): unknown;
+  write(chunk: Buffer | string): boolean;
+  end(chunk?: Buffer | string): unknown;
+  getHeader(name: string): number | string | string[] | undefined;
+  on(event: string, listener: Listener): unknown;
+  once(event: string, listener: Listener): unknown;
+}
 
 export interface Limits {
   /** Maximum request body in bytes. */
@@ -56,7 +100,7 @@ const identities = new WeakMap<object, string>();
 /** The identity of the connection, computed once per TLS connection. */
 function connectionIdentity(req: Request): string {
   // HTTP/2: one session per connection; HTTP/1.1: req.socket is the TLS socket itself.
-  const owner: object = req.httpVersionMajor === 2 ? req.stream.session! : req.socket;
+  const owner: object = req.httpVersionMajor === 2 ? req.stream!.session! : req.socket;
   let id = identities.get(owner);
   if (id === undefined) {
     const cert = (req.socket as TLSSocket).getPeerX509Certificate?.();
@@ -70,6 +114,7 @@ export function send(res: Response, status: number, body: Buffer | string, conte
   const buf = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
   // Content-Length is always set and the body is never compressed: the Go SDK reads
   // exactly Content-Length bytes and refuses responses without it (kms-wire.md §2.2).
+  if (res instanceof StreamResponse) return res.send(status, contentType, buf);
   res.writeHead(status, { 'content-type': contentType, 'content-length': buf.length });
   res.end(buf);
 }
@@ -149,32 +194,186 @@ export function createHttpServer(opts: HttpServerOptions): Http2SecureServer {
   });
   server.setTimeout(120_000, () => {});
   const observer = opts.observer;
-  server.on('request', (req: Request, res: Response) => {
+  const serve = (req: Request, res: Response) => {
     observer?.request(req, res);
     handle(req, res, opts).catch((err: unknown) => {
       observer?.failed(req, err);
       sendError(res, err, opts.log);
     });
-  });
+  };
+  server.on('request', serve);
+  // Adding the `request` listener made Node install its compatibility layer as the one
+  // `stream` listener; the command channel bypasses it (see the module doc).
+  const compat = server.listeners('stream') as Listener[];
+  if (compat.length === 1) {
+    const toCompat = compat[0]!;
+    server.removeListener('stream', toCompat);
+    server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ...rest: unknown[]) => {
+      const path = headers[':path'];
+      if (headers[':method'] === 'POST' && typeof path === 'string' && path.startsWith('/v1/kms')) {
+        serve(new StreamRequest(stream, headers, path), new StreamResponse(stream));
+      } else {
+        toCompat.call(server, stream, headers, ...rest);
+      }
+    });
+  }
   server.on('sessionError', () => {}); // a client that breaks its connection is not our error
   server.on('tlsClientError', () => {});
   return server;
 }
 
+/** A request on a raw HTTP/2 stream (the command channel's fast path). */
+class StreamRequest implements Request {
+  readonly httpVersionMajor = 2;
+  readonly stream: ServerHttp2Stream;
+  readonly headers: IncomingHttpHeaders;
+  readonly url: string;
+
+  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, path: string) {
+    this.stream = stream;
+    this.headers = headers;
+    this.url = path;
+    // A peer that resets the stream makes it emit 'error'; that is not our error.
+    stream.on('error', noop);
+  }
+
+  get method(): string {
+    return this.headers[':method'] as string;
+  }
+
+  get socket(): Socket | TLSSocket {
+    return this.stream.session!.socket;
+  }
+
+  on(event: string, listener: Listener): this {
+    this.stream.on(event, listener);
+    return this;
+  }
+
+  once(event: string, listener: Listener): this {
+    this.stream.once(event, listener);
+    return this;
+  }
+
+  removeAllListeners(event?: string): this {
+    this.stream.removeAllListeners(event);
+    if (event === undefined || event === 'error') this.stream.on('error', noop);
+    return this;
+  }
+
+  resume(): this {
+    this.stream.resume();
+    return this;
+  }
+}
+
+/**
+ * The response on a raw HTTP/2 stream: like Node's Http2ServerResponse, it ignores writes to a
+ * stream the client has already reset.
+ */
+class StreamResponse implements Response {
+  statusCode = 200;
+  readonly stream: ServerHttp2Stream;
+  #headers: OutgoingHttpHeaders | undefined;
+  #length: number | undefined;
+
+  constructor(stream: ServerHttp2Stream) {
+    this.stream = stream;
+  }
+
+  get headersSent(): boolean {
+    return this.stream.headersSent;
+  }
+
+  get writableEnded(): boolean {
+    return this.stream.writableEnded;
+  }
+
+  /** Whether the client (or the session) has ended the stream: nothing can be sent any more. */
+  get #gone(): boolean {
+    return this.stream.destroyed || this.stream.closed;
+  }
+
+  /** `writeHead` + `end` of a whole body, in one go. */
+  send(status: number, contentType: string, body: Buffer): void {
+    const stream = this.stream;
+    if (stream.headersSent) throw new Error('response headers already sent');
+    this.statusCode = status;
+    this.#length = body.length;
+    if (this.#gone) return;
+    stream.respond({ ':status': status, 'content-type': contentType, 'content-length': body.length });
+    stream.end(body);
+  }
+
+  writeHead(status: number, headers: OutgoingHttpHeaders = {}): this {
+    const stream = this.stream;
+    if (stream.headersSent) throw new Error('response headers already sent');
+    this.statusCode = status;
+    this.#headers = headers;
+    if (!this.#gone) stream.respond({ ...headers, ':status': status });
+    return this;
+  }
+
+  write(chunk: Buffer | string): boolean {
+    if (!this.stream.headersSent) this.writeHead(this.statusCode);
+    return this.#gone ? false : this.stream.write(chunk);
+  }
+
+  end(chunk?: Buffer | string): this {
+    if (!this.stream.headersSent) this.writeHead(this.statusCode);
+    if (!this.#gone) this.stream.end(chunk);
+    return this;
+  }
+
+  getHeader(name: string): number | string | string[] | undefined {
+    if (name === 'content-length' && this.#length !== undefined) return this.#length;
+    return this.#headers?.[name];
+  }
+
+  on(event: string, listener: Listener): this {
+    this.stream.on(event, listener);
+    return this;
+  }
+
+  once(event: string, listener: Listener): this {
+    this.stream.once(event, listener);
+    return this;
+  }
+}
+
+function noop(): void {}
+
+/**
+ * Paths the WHATWG URL parser would return unchanged, so parsing can be skipped: segments of
+ * safe characters that start with none of `.` (no dot segments), no query, no percent-encoding.
+ */
+const PLAIN_PATH = /^(?:\/[A-Za-z0-9_~-][A-Za-z0-9_~.-]*)+\/?$|^\/$/;
+const NO_QUERY = new URLSearchParams();
+
 async function handle(req: Request, res: Response, opts: HttpServerOptions): Promise<void> {
-  const url = new URL(req.url ?? '/', 'https://localhost');
+  const raw = req.url ?? '/';
+  let pathname: string;
+  let query: URLSearchParams;
+  if (PLAIN_PATH.test(raw)) {
+    pathname = raw;
+    query = NO_QUERY;
+  } else {
+    const url = new URL(raw, 'https://localhost');
+    pathname = url.pathname;
+    query = url.searchParams;
+  }
   let route: Route | undefined;
   let param = '';
   let pathMatched = false;
   for (const r of opts.routes) {
-    const hit = r.prefix ? url.pathname.startsWith(r.path) : url.pathname === r.path;
+    const hit = r.prefix ? pathname.startsWith(r.path) : pathname === r.path;
     if (!hit) continue;
     pathMatched = true;
     if (r.method !== req.method) continue;
     route = r;
     if (r.prefix) {
       try {
-        param = decodeURIComponent(url.pathname.slice(r.path.length));
+        param = decodeURIComponent(pathname.slice(r.path.length));
       } catch {
         throw new KmsError('ERR_BAD_REQUEST', 'invalid path encoding');
       }
@@ -190,5 +389,5 @@ async function handle(req: Request, res: Response, opts: HttpServerOptions): Pro
   }
   const body = route.body ? await readBody(req, route.maxBody ? { ...opts.limits, maxBody: route.maxBody } : opts.limits) : EMPTY;
   if (!route.body) req.resume();
-  await route.handler({ req, res, identity, param, query: url.searchParams, body });
+  await route.handler({ req, res, identity, param, query, body });
 }

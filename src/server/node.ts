@@ -49,6 +49,8 @@ export interface NodeOptions {
   print: (line: string) => void;
   /** `host:port` other nodes and clients reach this node at (cluster membership); default: the endpoint. */
   host?: string;
+  /** Threads for the cryptography of large data-key batches; default: the available cores. */
+  cryptoThreads?: number;
 }
 
 const LOCAL_HSM_FILE = 'hsm.key';
