@@ -39,6 +39,7 @@ import { MINKMS_BIN, removeDir, startServer, tempDir, type TestServer } from '..
 import { clientFor } from '../helpers/clients.js';
 import type { KmsClient } from '../../src/client/client.js';
 import { MINIO_VERSION, ROOT_PASSWORD, ROOT_USER, minioBinary, readyStatus, startMinio, stopAllMinio, type MinioServer } from './minio.js';
+import type { AuditEvent } from '../../src/server/audit.js';
 
 // The pinned SDK supports Node 20; newer releases will not (it says so on every start).
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
@@ -64,16 +65,8 @@ const NAMED_KEY = 'minio-app-key';
 /** A key of the enclave that the policy does not cover. */
 const FOREIGN_KEY = 'other-key';
 
-interface AuditLine {
-  identity: string;
-  enclave: string;
-  command: string;
-  object: string;
-  outcome: string;
-  status: number;
-  request_id: string;
-  seq: number;
-}
+/** One audit line as written (docs/audit.md): the event plus its sequence number. */
+type AuditLine = AuditEvent & { seq: number };
 
 let bin: string;
 let work: string;
