@@ -30,27 +30,22 @@ function bodyOf(url: string): Buffer {
   if (body === undefined) bodies.set(n, (body = Buffer.alloc(n, 0x5a)));
   return body;
 }
-if (process.env.CEILING_COMPAT) {
-  server.on('request', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
-    const body = bodyOf(req.url ?? '');
-    req.on('data', () => {});
-    req.on('end', () => {
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length });
-      res.end(body);
-    });
+/** Reads the whole request, then answers with a body of the size the path asks for. */
+function answer(req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): void {
+  const body = bodyOf(req.url ?? '');
+  req.on('data', () => {});
+  req.on('end', () => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length });
+    res.end(body);
   });
+}
+if (process.env.CEILING_COMPAT) {
+  server.on('request', answer);
 } else {
   // HTTP/1.1 through the `request` event (the fallback always goes through it); HTTP/2 through
   // the raw stream API, the fastest Node offers: adding a `request` listener also installs the
   // compatibility layer's `stream` listener, which is removed again.
-  server.on('request', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
-    const body = bodyOf(req.url ?? '');
-    req.on('data', () => {});
-    req.on('end', () => {
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length });
-      res.end(body);
-    });
-  });
+  server.on('request', answer);
   server.removeAllListeners('stream');
   server.on('stream', (stream, headers) => {
     const body = bodyOf(String(headers[':path'] ?? ''));

@@ -222,15 +222,33 @@ export function createHttpServer(opts: HttpServerOptions): Http2SecureServer {
   return server;
 }
 
-/** A request on a raw HTTP/2 stream (the command channel's fast path). */
-class StreamRequest implements Request {
-  readonly httpVersionMajor = 2;
+/** Events of the raw HTTP/2 stream, shared by its request and response adapters. */
+class OnStream {
   readonly stream: ServerHttp2Stream;
+
+  constructor(stream: ServerHttp2Stream) {
+    this.stream = stream;
+  }
+
+  on(event: string, listener: Listener): this {
+    this.stream.on(event, listener);
+    return this;
+  }
+
+  once(event: string, listener: Listener): this {
+    this.stream.once(event, listener);
+    return this;
+  }
+}
+
+/** A request on a raw HTTP/2 stream (the command channel's fast path). */
+class StreamRequest extends OnStream implements Request {
+  readonly httpVersionMajor = 2;
   readonly headers: IncomingHttpHeaders;
   readonly url: string;
 
   constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, path: string) {
-    this.stream = stream;
+    super(stream);
     this.headers = headers;
     this.url = path;
     // A peer that resets the stream makes it emit 'error'; that is not our error.
@@ -245,15 +263,6 @@ class StreamRequest implements Request {
     return this.stream.session!.socket;
   }
 
-  on(event: string, listener: Listener): this {
-    this.stream.on(event, listener);
-    return this;
-  }
-
-  once(event: string, listener: Listener): this {
-    this.stream.once(event, listener);
-    return this;
-  }
 
   removeAllListeners(event?: string): this {
     this.stream.removeAllListeners(event);
@@ -271,15 +280,10 @@ class StreamRequest implements Request {
  * The response on a raw HTTP/2 stream: like Node's Http2ServerResponse, it ignores writes to a
  * stream the client has already reset.
  */
-class StreamResponse implements Response {
+class StreamResponse extends OnStream implements Response {
   statusCode = 200;
-  readonly stream: ServerHttp2Stream;
   #headers: OutgoingHttpHeaders | undefined;
   #length: number | undefined;
-
-  constructor(stream: ServerHttp2Stream) {
-    this.stream = stream;
-  }
 
   get headersSent(): boolean {
     return this.stream.headersSent;
@@ -330,15 +334,6 @@ class StreamResponse implements Response {
     return this.#headers?.[name];
   }
 
-  on(event: string, listener: Listener): this {
-    this.stream.on(event, listener);
-    return this;
-  }
-
-  once(event: string, listener: Listener): this {
-    this.stream.once(event, listener);
-    return this;
-  }
 }
 
 function noop(): void {}
