@@ -111,13 +111,15 @@ export function apiRoutes(node: KmsNode): Route[] {
   obs.attach(node);
   // The other cores seal and open the data keys of large batches (docs/performance.md).
   const pool = new CryptoPool(node.opts.cryptoThreads ?? os.availableParallelism());
-  const kmsHandler: Route['handler'] = async ({ req, res, identity, param, body }) => {
-    const out = await obs.runCommands(req, identity, param, (trace) => {
+  const kmsHandler: Route['handler'] = ({ req, res, identity, param, body }) => {
+    const out = obs.runCommands(req, identity, param, (trace) => {
       const kms = node.kms;
       if (!kms) throw new KmsError('ERR_SEALED');
       return dispatch(kms, cluster, identity, param, body, node.opts.config.limits, trace, pool);
     });
+    if (out instanceof Promise) return out.then((b) => send(res, 200, b, OCTET));
     send(res, 200, out, OCTET);
+    return undefined;
   };
   return [
     {

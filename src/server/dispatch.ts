@@ -226,7 +226,7 @@ function objectOf(h: Handler<unknown, unknown>, req: unknown): string {
  * @param trace filled with what happened, if given
  * @param pool threads for the cryptography of large KEY:GENERATE/ENCRYPT/DECRYPT batches
  */
-export async function dispatch(kms: Kms, cluster: ClusterOps, identity: string, enclave: string, body: Buffer, limits: Limits, trace?: DispatchTrace, pool?: CryptoPool): Promise<Buffer> {
+export function dispatch(kms: Kms, cluster: ClusterOps, identity: string, enclave: string, body: Buffer, limits: Limits, trace?: DispatchTrace, pool?: CryptoPool): Buffer | Promise<Buffer> {
   // Without a client certificate nothing of the request is looked at (kms-wire.md §1.5).
   if (identity === '') throw new KmsError('ERR_NOT_ALLOWED');
   const frames = parseFrames(body, limits.maxFrames);
@@ -260,25 +260,38 @@ export async function dispatch(kms: Kms, cluster: ClusterOps, identity: string, 
   const c: CallContext = { kms, principal, enclave: scope, cluster };
 
   if (pool?.worth(frames.length) && OFFLOADED.has(code)) {
-    const out = await offload(pool, c, cmd, h, frames, trace);
-    if (out) return out;
+    return offload(pool, c, cmd, h, frames, trace).then((out) => out ?? runFrames(c, cmd, h, frames, trace, new Array(frames.length), 0));
   }
+  return runFrames(c, cmd, h, frames, trace, new Array(frames.length), 0);
+}
 
-  // The responses are encoded at the end, straight into one buffer (no per-frame copies).
-  const results: MessageInit<unknown>[] = new Array(frames.length);
-  for (let i = 0; i < frames.length; i++) {
+/**
+ * Runs frames `from`… one after the other and encodes all responses at the end, straight into
+ * one buffer (no per-frame copies). Synchronous unless a command is (only writes are).
+ */
+function runFrames(c: CallContext, cmd: Command, h: Handler<unknown, unknown>, frames: readonly { payload: Buffer }[], trace: DispatchTrace | undefined, results: MessageInit<unknown>[], from: number): Buffer | Promise<Buffer> {
+  for (let i = from; i < frames.length; i++) {
     const req = decodeMessage(cmd.request, frames[i]!.payload);
     if (trace) trace.objects[i] = objectOf(h, req);
     authorize(c, cmd, h, req);
-    let res = h.run(c, req);
-    if (res instanceof Promise) res = await res; // only writes are asynchronous
-    results[i] = (res ?? NO_FIELDS) as MessageInit<unknown>;
-    if (trace) {
-      trace.done = i + 1;
-      trace.ends[i] = performance.now();
+    const res = h.run(c, req);
+    if (res instanceof Promise) {
+      return res.then((r) => {
+        finished(trace, results, i, r);
+        return runFrames(c, cmd, h, frames, trace, results, i + 1);
+      });
     }
+    finished(trace, results, i, res);
   }
-  return cmd.response ? encodeMessageFrames(code, cmd.response, results, { pad: true }) : EMPTY;
+  return cmd.response ? encodeMessageFrames(cmd.code, cmd.response, results, { pad: true }) : EMPTY;
+}
+
+function finished(trace: DispatchTrace | undefined, results: MessageInit<unknown>[], i: number, res: MessageInit<unknown> | void): void {
+  results[i] = (res ?? NO_FIELDS) as MessageInit<unknown>;
+  if (trace) {
+    trace.done = i + 1;
+    trace.ends[i] = performance.now();
+  }
 }
 
 /** A response message with every field at its default (encodes to nothing). */

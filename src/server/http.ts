@@ -22,6 +22,7 @@ import { randomUUID } from 'node:crypto';
 import { identityOfCertificate } from '../identity/identity.js';
 import { KmsError, isKmsError } from '../protocol/errors.js';
 import type { Logger } from './log.js';
+import { Deadlines } from './deadlines.js';
 
 type Listener = (...args: any[]) => void; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -133,34 +134,45 @@ export function sendError(res: Response, err: unknown, log: Logger): void {
   send(res, e.status, JSON.stringify({ message: e.message }), 'application/json');
 }
 
-function readBody(req: Request, limits: Limits): Promise<Buffer> {
+/**
+ * Reads the whole body (up to the limit, within the time limit) and calls `done` once, with
+ * the body or with why there is none. A callback, not a promise: on the command channel every
+ * microtask hop is measurable (docs/performance.md).
+ */
+function readBody(req: Request, limits: Limits, done: (err: unknown, body?: Buffer) => void): void {
   const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > limits.maxBody) return Promise.reject(new KmsError('ERR_TOO_LARGE'));
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const timer = setTimeout(() => fail(new KmsError('ERR_TIMEOUT')), limits.bodyTimeout);
-    const fail = (err: unknown) => {
-      clearTimeout(timer);
-      req.removeAllListeners('data');
-      req.resume();
-      reject(err);
-    };
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limits.maxBody) return fail(new KmsError('ERR_TOO_LARGE'));
-      chunks.push(chunk);
-    });
-    req.once('end', () => {
-      clearTimeout(timer);
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
-    });
-    req.once('error', fail);
-    req.once('aborted', () => fail(new KmsError('ERR_BAD_REQUEST', 'request aborted')));
+  if (declared !== undefined && Number(declared) > limits.maxBody) return done(new KmsError('ERR_TOO_LARGE'));
+  let first: Buffer | undefined;
+  let chunks: Buffer[] | undefined;
+  let size = 0;
+  let finished = false;
+  const pending = bodyDeadlines.add(limits.bodyTimeout, () => fail(new KmsError('ERR_TIMEOUT')));
+  const fail = (err: unknown) => {
+    if (finished) return;
+    finished = true;
+    bodyDeadlines.remove(pending);
+    req.removeAllListeners('data');
+    req.resume();
+    done(err);
+  };
+  req.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size > limits.maxBody) return fail(new KmsError('ERR_TOO_LARGE'));
+    if (first === undefined) first = chunk;
+    else (chunks ??= [first]).push(chunk);
   });
+  req.on('end', () => {
+    if (finished) return;
+    finished = true;
+    bodyDeadlines.remove(pending);
+    done(undefined, chunks ? Buffer.concat(chunks, size) : first ?? EMPTY);
+  });
+  req.on('error', fail);
+  req.on('aborted', () => fail(new KmsError('ERR_BAD_REQUEST', 'request aborted')));
 }
 
 const EMPTY = Buffer.alloc(0);
+const bodyDeadlines = new Deadlines();
 
 /** Sees every request (metrics, audit); see server/observability.ts. */
 export interface HttpObserver {
@@ -196,10 +208,15 @@ export function createHttpServer(opts: HttpServerOptions): Http2SecureServer {
   const observer = opts.observer;
   const serve = (req: Request, res: Response) => {
     observer?.request(req, res);
-    handle(req, res, opts).catch((err: unknown) => {
+    const fail = (err: unknown) => {
       observer?.failed(req, err);
       sendError(res, err, opts.log);
-    });
+    };
+    try {
+      handle(req, res, opts, fail);
+    } catch (err) {
+      fail(err);
+    }
   };
   server.on('request', serve);
   // Adding the `request` listener made Node install its compatibility layer as the one
@@ -345,7 +362,11 @@ function noop(): void {}
 const PLAIN_PATH = /^(?:\/[A-Za-z0-9_~-][A-Za-z0-9_~.-]*)+\/?$|^\/$/;
 const NO_QUERY = new URLSearchParams();
 
-async function handle(req: Request, res: Response, opts: HttpServerOptions): Promise<void> {
+/**
+ * Routes a request, reads its body and runs its handler; every failure, thrown or rejected,
+ * goes to `fail`. Synchronous as far as the handler is: see {@link readBody}.
+ */
+function handle(req: Request, res: Response, opts: HttpServerOptions, fail: (err: unknown) => void): void {
   const raw = req.url ?? '/';
   let pathname: string;
   let query: URLSearchParams;
@@ -382,7 +403,21 @@ async function handle(req: Request, res: Response, opts: HttpServerOptions): Pro
     req.resume();
     throw new KmsError('ERR_NOT_ALLOWED');
   }
-  const body = route.body ? await readBody(req, route.maxBody ? { ...opts.limits, maxBody: route.maxBody } : opts.limits) : EMPTY;
-  if (!route.body) req.resume();
-  await route.handler({ req, res, identity, param, query, body });
+  const handler = route.handler;
+  const run = (body: Buffer) => {
+    const done = handler({ req, res, identity, param, query, body });
+    if (done !== undefined) done.catch(fail);
+  };
+  if (!route.body) {
+    req.resume();
+    return run(EMPTY);
+  }
+  readBody(req, route.maxBody ? { ...opts.limits, maxBody: route.maxBody } : opts.limits, (err, body) => {
+    if (err !== undefined) return fail(err);
+    try {
+      run(body!);
+    } catch (e) {
+      fail(e);
+    }
+  });
 }

@@ -210,20 +210,30 @@ export class Observability {
    * Runs the commands of one `POST /v1/kms` request through `run` (which calls `dispatch`
    * with the trace) and records what happened, whether it succeeded or threw.
    */
-  async runCommands(req: Request, identity: string, enclave: string, run: (trace: DispatchTrace) => Promise<Buffer>): Promise<Buffer> {
+  runCommands(req: Request, identity: string, enclave: string, run: (trace: DispatchTrace) => Buffer | Promise<Buffer>): Buffer | Promise<Buffer> {
     const trace: DispatchTrace = { command: undefined, frames: 0, objects: [], done: 0, ends: [] };
     const t0 = performance.now();
-    let failed = false;
-    let error: unknown;
+    let out: Buffer | Promise<Buffer>;
     try {
-      return await run(trace);
+      out = run(trace);
     } catch (err) {
-      failed = true;
-      error = err;
+      this.#commandsDone(req, identity, enclave, trace, t0, true, err);
       throw err;
-    } finally {
-      this.#commandsDone(req, identity, enclave, trace, t0, failed, error);
     }
+    if (out instanceof Promise) {
+      return out.then(
+        (body) => {
+          this.#commandsDone(req, identity, enclave, trace, t0, false, undefined);
+          return body;
+        },
+        (err: unknown) => {
+          this.#commandsDone(req, identity, enclave, trace, t0, true, err);
+          throw err;
+        },
+      );
+    }
+    this.#commandsDone(req, identity, enclave, trace, t0, false, undefined);
+    return out;
   }
 
   #commandsDone(req: Request, identity: string, enclave: string, trace: DispatchTrace, t0: number, failed: boolean, err: unknown): void {

@@ -110,7 +110,7 @@ describe('dispatch: batches on the pool answer like the frame-by-frame path', ()
   async function both(body: Buffer): Promise<{ pooled: Buffer | KmsError; plain: Buffer | KmsError; tp: DispatchTrace; tq: DispatchTrace }> {
     const tp = newTrace();
     const tq = newTrace();
-    const run = (p: CryptoPool | undefined, t: DispatchTrace) => dispatch(kms, cluster, user, 'e', body, DEFAULT_LIMITS, t, p).catch((e: unknown) => e as KmsError);
+    const run = (p: CryptoPool | undefined, t: DispatchTrace) => Promise.resolve().then(() => dispatch(kms, cluster, user, 'e', body, DEFAULT_LIMITS, t, p)).catch((e: unknown) => e as KmsError);
     return { pooled: await run(pool, tp), plain: await run(undefined, tq), tp, tq };
   }
 
