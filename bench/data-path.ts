@@ -52,7 +52,11 @@ async function time(label: string, opsPerCall: number, fn: () => unknown): Promi
     for (let i = 0; i < target; i++) await fn();
     ns = Math.min(ns, Number(process.hrtime.bigint() - t0) / (target * opsPerCall));
   }
-  console.log(`${label.padEnd(44)} ${(ns / 1000).toFixed(2).padStart(6)} µs/op  ${Math.round(1e9 / ns).toString().padStart(8)} ops/s`);
+  console.log(
+    `${label.padEnd(44)} ${(ns / 1000).toFixed(2).padStart(6)} µs/op  ${Math.round(1e9 / ns)
+      .toString()
+      .padStart(8)} ops/s`,
+  );
 }
 
 const key = randomBytesPooled(32);
@@ -70,7 +74,9 @@ for (const batch of [1, 10, 100, 1000]) {
 for (const batch of [1, 100]) {
   const bodies = decryptBodies({ ...w, kind: 'decrypt', batch, ciphertexts: cts }, 16);
   let i = 0;
-  await time(`dispatch KEY:DECRYPT, batch ${batch}`, batch, () => dispatch(kms, cluster, user, ENCLAVE, bodies[i++ % bodies.length]!, DEFAULT_LIMITS));
+  await time(`dispatch KEY:DECRYPT, batch ${batch}`, batch, () =>
+    dispatch(kms, cluster, user, ENCLAVE, bodies[i++ % bodies.length]!, DEFAULT_LIMITS),
+  );
 }
 const body1 = generateBody(w);
 await time('dispatch KEY:GENERATE, batch 1, as root (no policy)', 1, () => dispatch(kms, cluster, root, ENCLAVE, body1, DEFAULT_LIMITS));

@@ -230,7 +230,15 @@ async function run(spec: LoadSpec, report: (r: IntervalReport) => void): Promise
     for (let i = 0; i < spec.conns; i++) slots.push(h1Sender(spec, agent, true));
     closers.push(() => agent.destroy());
   } else if (spec.proto === 'h1') {
-    const agent = new https.Agent({ keepAlive: true, maxSockets: spec.conns, maxFreeSockets: spec.conns, ca: t.ca, cert: t.cert, key: t.key, servername: '' });
+    const agent = new https.Agent({
+      keepAlive: true,
+      maxSockets: spec.conns,
+      maxFreeSockets: spec.conns,
+      ca: t.ca,
+      cert: t.cert,
+      key: t.key,
+      servername: '',
+    });
     for (let i = 0; i < spec.conns; i++) slots.push(h1Sender(spec, agent));
     closers.push(() => agent.destroy());
   } else {
@@ -268,7 +276,17 @@ async function run(spec: LoadSpec, report: (r: IntervalReport) => void): Promise
       ? setInterval(() => {
           if (!measuring) return;
           const now = performance.now();
-          report({ type: 'interval', atMs: now - measureFrom, spanMs: now - Math.max(lastReport, measureFrom), requests: iRequests, ops: iOps, errors: iErrors, p50: interval.quantile(0.5), p99: interval.quantile(0.99), max: interval.max });
+          report({
+            type: 'interval',
+            atMs: now - measureFrom,
+            spanMs: now - Math.max(lastReport, measureFrom),
+            requests: iRequests,
+            ops: iOps,
+            errors: iErrors,
+            p50: interval.quantile(0.5),
+            p99: interval.quantile(0.99),
+            max: interval.max,
+          });
           lastReport = now;
           iRequests = iOps = iErrors = 0;
           interval.reset();

@@ -75,7 +75,22 @@ interface Options {
 }
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { duration: 5, warmup: 1.5, quick: false, only: undefined, json: false, out: undefined, ceiling: true, server: true, serverArgs: [], repeat: 1, soak: 0, rate: 3000, proto: 'h2', conns: 16 };
+  const o: Options = {
+    duration: 5,
+    warmup: 1.5,
+    quick: false,
+    only: undefined,
+    json: false,
+    out: undefined,
+    ceiling: true,
+    server: true,
+    serverArgs: [],
+    repeat: 1,
+    soak: 0,
+    rate: 3000,
+    proto: 'h2',
+    conns: 16,
+  };
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i]!;
     let v: string | undefined;
@@ -96,20 +111,48 @@ function parseOptions(argv: string[]): Options {
       return n;
     };
     switch (a) {
-      case '--duration': o.duration = num(); break;
-      case '--warmup': o.warmup = num(); break;
-      case '--quick': o.quick = true; break;
-      case '--only': o.only = new RegExp(value()); break;
-      case '--json': o.json = true; break;
-      case '--out': o.out = value(); break;
-      case '--no-ceiling': o.ceiling = false; break;
-      case '--ceiling-only': o.server = false; break;
-      case '--server-arg': o.serverArgs.push(value()); break;
-      case '--minkms': MINKMS = resolve(value()); break;
-      case '--soak': o.soak = num(); break;
-      case '--repeat': o.repeat = Math.max(1, Math.floor(num())); break;
-      case '--rate': o.rate = num(); break;
-      case '--conns': o.conns = Math.max(1, Math.floor(num())); break;
+      case '--duration':
+        o.duration = num();
+        break;
+      case '--warmup':
+        o.warmup = num();
+        break;
+      case '--quick':
+        o.quick = true;
+        break;
+      case '--only':
+        o.only = new RegExp(value());
+        break;
+      case '--json':
+        o.json = true;
+        break;
+      case '--out':
+        o.out = value();
+        break;
+      case '--no-ceiling':
+        o.ceiling = false;
+        break;
+      case '--ceiling-only':
+        o.server = false;
+        break;
+      case '--server-arg':
+        o.serverArgs.push(value());
+        break;
+      case '--minkms':
+        MINKMS = resolve(value());
+        break;
+      case '--soak':
+        o.soak = num();
+        break;
+      case '--repeat':
+        o.repeat = Math.max(1, Math.floor(num()));
+        break;
+      case '--rate':
+        o.rate = num();
+        break;
+      case '--conns':
+        o.conns = Math.max(1, Math.floor(num()));
+        break;
       case '--proto': {
         const p = value();
         if (p !== 'h1' && p !== 'h2') throw new Error('--proto is h1 or h2');
@@ -118,7 +161,11 @@ function parseOptions(argv: string[]): Options {
       }
       case '--help':
       case '-h':
-        process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0]!.replace(/^\/\*\*?|^ \* ?/gm, '') + '\n');
+        process.stdout.write(
+          readFileSync(fileURLToPath(import.meta.url), 'utf8')
+            .split('*/')[0]!
+            .replace(/^\/\*\*?|^ \* ?/gm, '') + '\n',
+        );
         process.exit(0);
         break;
       default:
@@ -204,7 +251,10 @@ async function startServer(serverArgs: string[]): Promise<Server> {
   const env = { ...process.env, MINIO_KMS_HSM_KEY: 'hsm:aes256:' + randomBytes(32).toString('base64') };
   // Node flags for the server only, e.g. BENCH_SERVER_NODE_ARGS=--cpu-prof to profile it.
   const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
-  const proc = spawn(process.execPath, [...nodeArgs, MINKMS, 'server', dir, '--address', '127.0.0.1:0', ...serverArgs], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [...nodeArgs, MINKMS, 'server', dir, '--address', '127.0.0.1:0', ...serverArgs], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const out = await waitFor(proc, /Server is up and running/, 'minkms server');
   // Keep draining the server's log (INFO lines for KEY:CREATE) so that it never blocks.
   proc.stdout!.resume();
@@ -212,7 +262,15 @@ async function startServer(serverArgs: string[]): Promise<Server> {
   const url = /Endpoint\s+(https:\/\/\S+)/.exec(out)![1]!;
   const apiKey = /API Key\s+(k[12]:\S+)/.exec(out)![1]!;
   const certFile = join(dir, 'certs', 'public.crt');
-  return { proc, port: Number(new URL(url).port), apiKey, dir, caPem: readFileSync(certFile, 'utf8'), certFile, keyFile: join(dir, 'certs', 'private.key') };
+  return {
+    proc,
+    port: Number(new URL(url).port),
+    apiKey,
+    dir,
+    caPem: readFileSync(certFile, 'utf8'),
+    certFile,
+    keyFile: join(dir, 'certs', 'private.key'),
+  };
 }
 
 async function startCeiling(server: Server): Promise<{ proc: ChildProcess; port: number }> {
@@ -425,7 +483,22 @@ function machine(): Record<string, unknown> {
 }
 
 function table(rows: Row[]): string {
-  const head = ['scenario', 'target', 'req/s', 'ops/s', 'p50 ms', 'p99 ms', 'max ms', 'err', 'RSS MiB', 'srv cpu', 'µs/req', 'gen cpu', 'other', 'ratio'];
+  const head = [
+    'scenario',
+    'target',
+    'req/s',
+    'ops/s',
+    'p50 ms',
+    'p99 ms',
+    'max ms',
+    'err',
+    'RSS MiB',
+    'srv cpu',
+    'µs/req',
+    'gen cpu',
+    'other',
+    'ratio',
+  ];
   const lines = rows.map((r) => [
     r.name,
     r.target,
@@ -444,7 +517,11 @@ function table(rows: Row[]): string {
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   const fmt = (cells: string[]) => '| ' + cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ') + ' |';
-  return [fmt(head), '|' + widths.map((w, i) => (i < 2 ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|') + '|', ...lines.map(fmt)].join('\n');
+  return [
+    fmt(head),
+    '|' + widths.map((w, i) => (i < 2 ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|') + '|',
+    ...lines.map(fmt),
+  ].join('\n');
 }
 
 // ------------------------------------------------------------------------------- main
@@ -458,7 +535,10 @@ async function setup(server: Server): Promise<{ target: Target; workload: Omit<W
     await root.createEnclave(ENCLAVE);
     await root.createKey(ENCLAVE, { name: KEY });
     const any = { rules: { '*': {} } };
-    await root.createPolicy(ENCLAVE, { name: 'minio', allow: { 'KEY:GENERATE': any, 'KEY:DECRYPT': any, 'KEY:CREATE': any, 'KEY:DELETE': any, 'KEY:STATUS': any } });
+    await root.createPolicy(ENCLAVE, {
+      name: 'minio',
+      allow: { 'KEY:GENERATE': any, 'KEY:DECRYPT': any, 'KEY:CREATE': any, 'KEY:DELETE': any, 'KEY:STATUS': any },
+    });
     await root.createIdentity(ENCLAVE, { identity: user.identity, privilege: 'User' });
     await root.assignPolicy(ENCLAVE, user.identity, 'minio');
   } finally {
@@ -487,7 +567,13 @@ function median<T>(items: T[], key: (t: T) => number): T {
   return [...items].sort((a, b) => key(a) - key(b))[Math.floor((items.length - 1) / 2)]!;
 }
 
-async function runMatrix(o: Options, server: Server, ceilingProc: { proc: ChildProcess; port: number } | undefined, ctx: Awaited<ReturnType<typeof setup>>, log: (s: string) => void): Promise<Row[]> {
+async function runMatrix(
+  o: Options,
+  server: Server,
+  ceilingProc: { proc: ChildProcess; port: number } | undefined,
+  ctx: Awaited<ReturnType<typeof setup>>,
+  log: (s: string) => void,
+): Promise<Row[]> {
   const rows: Row[] = [];
   const scenarios = matrix(o.quick).filter((s) => !o.only || o.only.test(s.name));
   for (const s of scenarios) {
@@ -514,7 +600,9 @@ async function runMatrix(o: Options, server: Server, ceilingProc: { proc: ChildP
       const row = toRow(s, 'minkms', m.result, m);
       if (o.server) {
         mine.push(row);
-        log(`${row.name.padEnd(28)} minkms   ${String(row.reqPerS).padStart(7)} req/s ${String(row.opsPerS).padStart(8)} ops/s  p99 ${row.p99Ms.toFixed(2)} ms  err ${row.errors}${row.errors ? ' ' + row.errorSamples[0] : ''}  other cpu ${row.otherCpu}`);
+        log(
+          `${row.name.padEnd(28)} minkms   ${String(row.reqPerS).padStart(7)} req/s ${String(row.opsPerS).padStart(8)} ops/s  p99 ${row.p99Ms.toFixed(2)} ms  err ${row.errors}${row.errors ? ' ' + row.errorSamples[0] : ''}  other cpu ${row.otherCpu}`,
+        );
       }
       if (ceilingProc === undefined) continue;
       // The ceiling answers with as many bytes as the server did; same requests, same shape
@@ -528,7 +616,9 @@ async function runMatrix(o: Options, server: Server, ceilingProc: { proc: ChildP
       const c = await measure({ spec: cSpec, serverPid: ceilingProc.proc.pid! });
       const ceiling = toRow(s, 'ceiling', c.result, c);
       theirs.push(ceiling);
-      log(`${ceiling.name.padEnd(28)} ceiling  ${String(ceiling.reqPerS).padStart(7)} req/s ${String(ceiling.opsPerS).padStart(8)} ops/s  p99 ${ceiling.p99Ms.toFixed(2)} ms  other cpu ${ceiling.otherCpu}`);
+      log(
+        `${ceiling.name.padEnd(28)} ceiling  ${String(ceiling.reqPerS).padStart(7)} req/s ${String(ceiling.opsPerS).padStart(8)} ops/s  p99 ${ceiling.p99Ms.toFixed(2)} ms  other cpu ${ceiling.otherCpu}`,
+      );
       if (o.server && ceiling.reqPerS > 0) ratios.push(row.reqPerS / ceiling.reqPerS);
     }
     const ceiling = theirs.length > 0 ? median(theirs, (r) => r.reqPerS) : undefined;
@@ -579,14 +669,22 @@ async function runSoak(o: Options, server: Server, ctx: Awaited<ReturnType<typeo
     rate: o.rate,
     reportEveryMs: Math.min(10_000, Math.max(250, (o.soak * 1000) / 10)),
   };
-  log(`soak: ${o.soak} s at ${o.rate} req/s (${o.proto}, ${o.conns} connections): 45 % KEY:GENERATE, 45 % KEY:DECRYPT, 10 % KEY:CREATE/KEY:DELETE`);
+  log(
+    `soak: ${o.soak} s at ${o.rate} req/s (${o.proto}, ${o.conns} connections): 45 % KEY:GENERATE, 45 % KEY:DECRYPT, 10 % KEY:CREATE/KEY:DELETE`,
+  );
   const m = await measure({
     spec,
     serverPid: server.proc.pid!,
     onInterval: (r, rss) => {
       const secs = r.spanMs / 1000;
       intervals.push({ ...r, rssMiB: Math.round((rss / 1048576) * 10) / 10 });
-      log(`  t=${(r.atMs / 1000).toFixed(0).padStart(4)} s  ${Math.round(r.requests / secs).toString().padStart(6)} req/s  p99 ${r.p99.toFixed(2)} ms  max ${r.max.toFixed(1)} ms  errors ${r.errors}  server RSS ${(rss / 1048576).toFixed(1)} MiB`);
+      log(
+        `  t=${(r.atMs / 1000).toFixed(0).padStart(4)} s  ${Math.round(r.requests / secs)
+          .toString()
+          .padStart(
+            6,
+          )} req/s  p99 ${r.p99.toFixed(2)} ms  max ${r.max.toFixed(1)} ms  errors ${r.errors}  server RSS ${(rss / 1048576).toFixed(1)} MiB`,
+      );
     },
   });
   const h = Histogram.from(m.result.hist);
@@ -606,7 +704,9 @@ async function runSoak(o: Options, server: Server, ctx: Awaited<ReturnType<typeo
     rssEndMiB: rss.length > 0 ? rss[rss.length - 1]! : 0,
     rssPeakMiB: Math.round((m.peakRss / 1048576) * 10) / 10,
   };
-  log(`soak: ${report.totalRequests} requests, ${report.errors} errors, p99 ${report.p99Ms} ms, max ${report.maxMs} ms; server RSS ${report.rssStartMiB} MiB (first fifth, min) → ${report.rssEndMiB} MiB (end), peak ${report.rssPeakMiB} MiB`);
+  log(
+    `soak: ${report.totalRequests} requests, ${report.errors} errors, p99 ${report.p99Ms} ms, max ${report.maxMs} ms; server RSS ${report.rssStartMiB} MiB (first fifth, min) → ${report.rssEndMiB} MiB (end), peak ${report.rssPeakMiB} MiB`,
+  );
   return report;
 }
 

@@ -58,7 +58,13 @@ async function start(): Promise<{ proc: ChildProcess; dir: string; spec: Omit<Lo
       path: '/v1/kms/bench',
       proto: proto as 'h1' | 'h2',
       streams: 1,
-      workload: { kind: kind as WorkloadKind, batch: Number(batch), key: 'k', ad: ad.toString('base64'), ciphertexts: deks.map((d) => Buffer.from(d.ciphertext).toString('base64')) },
+      workload: {
+        kind: kind as WorkloadKind,
+        batch: Number(batch),
+        key: 'k',
+        ad: ad.toString('base64'),
+        ciphertexts: deks.map((d) => Buffer.from(d.ciphertext).toString('base64')),
+      },
       warmupMs: 1500,
       durationMs: DURATION_MS,
       rate: 0,
@@ -92,7 +98,9 @@ try {
     h.merge(r.hist);
   }
   const secs = DURATION_MS / 1000;
-  console.log(`${n} server(s), ${kind} b${batch} ${proto} c${conns}: ${Math.round(requests / secs)} req/s, ${Math.round(ops / secs)} ops/s, p99 ${h.quantile(0.99).toFixed(2)} ms, errors ${errors}`);
+  console.log(
+    `${n} server(s), ${kind} b${batch} ${proto} c${conns}: ${Math.round(requests / secs)} req/s, ${Math.round(ops / secs)} ops/s, p99 ${h.quantile(0.99).toFixed(2)} ms, errors ${errors}`,
+  );
 } finally {
   for (const s of servers) {
     s.proc.kill();

@@ -46,7 +46,10 @@ export function decryptBodies(w: Workload, count: number): Buffer[] {
   let k = 0;
   for (let i = 0; i < count; i++) {
     const frames: Uint8Array[] = [];
-    for (let j = 0; j < w.batch; j++) frames.push(encodeMessage(M.DecryptRequestSchema, { name: w.key, version: 1, ciphertext: cts[k++ % cts.length]!, associatedData: ad }));
+    for (let j = 0; j < w.batch; j++)
+      frames.push(
+        encodeMessage(M.DecryptRequestSchema, { name: w.key, version: 1, ciphertext: cts[k++ % cts.length]!, associatedData: ad }),
+      );
     out.push(encodeFrames(C.KeyDecrypt, frames));
   }
   return out;

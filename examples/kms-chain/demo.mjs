@@ -67,9 +67,11 @@ try {
   say('Step 1: an enclave and an identity for the cluster KMS on the external KMS.');
   const extEnv = { MINIO_KMS_SERVER: external.endpoint };
   minkms(extEnv, 'add-enclave', '-k', '-a', external.apiKey, 'aistor-key-manager');
-  const [identity] = JSON.parse(minkms(extEnv, 'add-identity', '-k', '-a', external.apiKey, '--enclave', 'aistor-key-manager', '--admin', '--json'));
+  const [identity] = JSON.parse(
+    minkms(extEnv, 'add-identity', '-k', '-a', external.apiKey, '--enclave', 'aistor-key-manager', '--admin', '--json'),
+  );
 
-  say('Step 2: the key that seals the cluster\'s root key.');
+  say("Step 2: the key that seals the cluster's root key.");
   minkms({ ...extEnv, MINIO_KMS_API_KEY: external.apiKey }, 'add-key', '-k', '--enclave', 'aistor-key-manager', 'aistor-key-manager-hsm');
 
   say('Step 3: the hsm.minio.minkms section in the cluster KMS configuration, then a restart.');

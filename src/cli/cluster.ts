@@ -78,7 +78,10 @@ export function clusterCommands(program: Command): void {
           ['  Uptime', humanDuration(s.upTime)],
           ['  HSMs', s.hsms.length > 0 ? s.hsms.join(', ') : '-'],
           ['  Active HSMs', s.configuredHsms.length > 0 ? s.configuredHsms.join(', ') : '-'],
-          ['  System', `${s.os}/${s.arch}, ${s.usableCpus}/${s.cpus} CPUs, heap ${humanBytes(s.heapMemInUse)}, stack ${humanBytes(s.stackMemInUse)}`],
+          [
+            '  System',
+            `${s.os}/${s.arch}, ${s.usableCpus}/${s.cpus} CPUs, heap ${humanBytes(s.heapMemInUse)}, stack ${humanBytes(s.stackMemInUse)}`,
+          ],
           ['  Commit', String(s.commit)],
         ]);
       });
@@ -172,11 +175,13 @@ export function clusterCommands(program: Command): void {
       examples: ['minkms edit kms0.example.net:7373 --rm 2', 'minkms edit kms0.example.net:7373 --rm 2 --rm 3'],
     })
       .argument('<HOST[:PORT]>', 'node to send the change to')
-      .addOption(new Option('--rm <ID>', 'node id to forget (repeatable)').argParser((v: string, prev: number[] = []) => {
-        const id = Number(v);
-        if (!Number.isInteger(id) || id < 0) throw new Error(`invalid node id '${v}'`);
-        return [...prev, id];
-      })),
+      .addOption(
+        new Option('--rm <ID>', 'node id to forget (repeatable)').argParser((v: string, prev: number[] = []) => {
+          const id = Number(v);
+          if (!Number.isInteger(id) || id < 0) throw new Error(`invalid node id '${v}'`);
+          return [...prev, id];
+        }),
+      ),
     async (ctx, host: string) => {
       const ids = (ctx.opts as { rm?: number[] }).rm ?? [];
       if (ids.length === 0) throw usageError('no node id given', 'use --rm ID (see minkms ls)');

@@ -165,7 +165,7 @@ export function explainError(err: unknown, ctx: ErrorContext): CliError {
     const all = ctx.endpoints && ctx.endpoints.length > 0 ? ctx.endpoints : [err.host];
     const where = all.length === 1 ? `the KMS server at ${all[0]}` : `any KMS server (${all.join(', ')})`;
     const net = chain.find((c) => c.code !== undefined && UNREACHABLE_CODES.has(c.code));
-    const reason = net ? `${UNREACHABLE_CODES.get(net.code!)} (${net.code})` : chain[chain.length - 1]?.message ?? err.message;
+    const reason = net ? `${UNREACHABLE_CODES.get(net.code!)} (${net.code})` : (chain[chain.length - 1]?.message ?? err.message);
     return new CliError(`cannot reach ${where}: ${reason}`, 'check that the server runs, or set MINIO_KMS_SERVER=https://HOST:PORT[,…]');
   }
   const msg = (err as Error)?.message ?? String(err);
@@ -283,7 +283,10 @@ export function parseVersionArg(value: string): number {
 export function requireIdentity(s: string): string {
   if (isIdentity(s)) return s;
   if (/^(k[12]|hsm):/i.test(s)) {
-    throw usageError('expected an identity, got an API or HSM key', "never share keys; 'minkms identity KEY' prints the identity (h1:…) of a key");
+    throw usageError(
+      'expected an identity, got an API or HSM key',
+      "never share keys; 'minkms identity KEY' prints the identity (h1:…) of a key",
+    );
   }
   throw usageError(`'${(s as string).slice(0, 64)}' is not an identity`, "identities look like 'h1:' followed by 43 base64url characters");
 }

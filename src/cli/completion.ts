@@ -77,11 +77,12 @@ export function bashCompletion(program: Command): string {
     const choiceCases = c.options
       .filter((o) => o.choices.length > 0)
       .map((o) => `        ${flagsOf([o]).join('|')}) COMPREPLY=($(compgen -W "${o.choices.join(' ')}" -- "$cur")); return ;;`);
-    const positional = c.argChoices.length > 0
-      ? `COMPREPLY=($(compgen -W "${c.argChoices.join(' ')}" -- "$cur"))`
-      : c.files
-        ? 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur"))'
-        : ':';
+    const positional =
+      c.argChoices.length > 0
+        ? `COMPREPLY=($(compgen -W "${c.argChoices.join(' ')}" -- "$cur"))`
+        : c.files
+          ? 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur"))'
+          : ':';
     return [
       `    ${[c.name, ...c.aliases].join('|')})`,
       ...(choiceCases.length + valueFlags.length > 0

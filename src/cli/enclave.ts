@@ -54,7 +54,12 @@ export function enclaveCommands(program: Command): void {
       });
       if (ctx.json) return printJson(all.map(enclaveJson));
       if (all.length === 0) return;
-      print(table(['Name', 'Created', 'Created by'], all.map((e) => [e.name, humanTime(e.createdAt), e.createdBy || '-'])));
+      print(
+        table(
+          ['Name', 'Created', 'Created by'],
+          all.map((e) => [e.name, humanTime(e.createdAt), e.createdBy || '-']),
+        ),
+      );
     },
   );
 

@@ -54,7 +54,7 @@ export async function describeIdentity(input: string | undefined): Promise<{ api
   } catch {
     throw new CliError(
       `'${input.slice(0, 64)}' is neither an API key, an HSM key, nor a readable certificate file`,
-      "give a k1:/k2: API key, an hsm:aes256:… key or a PEM certificate file",
+      'give a k1:/k2: API key, an hsm:aes256:… key or a PEM certificate file',
       2,
     );
   }
@@ -134,8 +134,7 @@ function formatTags(tags: Record<string, string>): string {
 export function enclaveIdentityCommands(program: Command): void {
   runs(
     clientCommand(program, 'add-identity', {
-      description:
-        'register identities; without IDENTITY, create and print a new API key',
+      description: 'register identities; without IDENTITY, create and print a new API key',
       enclave: true,
       examples: [
         'minkms add-identity -e my-enclave --admin                 # new enclave admin: prints its API key',
@@ -160,7 +159,11 @@ export function enclaveIdentityCommands(program: Command): void {
       } else {
         for (const identity of identities) created.push({ identity });
       }
-      ctx.need('IDENTITY:CREATE', created.map((c) => c.identity), enclave);
+      ctx.need(
+        'IDENTITY:CREATE',
+        created.map((c) => c.identity),
+        enclave,
+      );
       const client = ctx.client;
       for (const c of created) {
         await client.createIdentity(enclave, { identity: c.identity, privilege, isServiceAccount: o.service === true, tags });

@@ -101,7 +101,8 @@ export function keyCommands(program: Command): void {
       ctx.need('KEY:CREATE', [name], enclave);
       await ctx.client.createKey(enclave, { name, type: o.type ?? '', addVersion: o.version === true });
       if (ctx.json) printJson({ name, enclave, type: o.type ?? null, new_version: o.version === true, imported: false });
-      else done(o.version ? `Added a new version to key '${name}' in enclave '${enclave}'` : `Created key '${name}' in enclave '${enclave}'`);
+      else
+        done(o.version ? `Added a new version to key '${name}' in enclave '${enclave}'` : `Created key '${name}' in enclave '${enclave}'`);
     },
   );
 
@@ -109,7 +110,11 @@ export function keyCommands(program: Command): void {
     clientCommand(program, 'rm-key', {
       description: 'delete the latest version of a key, one version (-v), or all (--all)',
       enclave: true,
-      examples: ['minkms rm-key -e my-enclave my-key', 'minkms rm-key -e my-enclave -v 2 my-key', 'minkms rm-key -e my-enclave --all my-key'],
+      examples: [
+        'minkms rm-key -e my-enclave my-key',
+        'minkms rm-key -e my-enclave -v 2 my-key',
+        'minkms rm-key -e my-enclave --all my-key',
+      ],
     })
       .argument('<NAME>', 'key name')
       .addOption(versionOption('delete this version'))
@@ -158,7 +163,11 @@ export function keyCommands(program: Command): void {
     clientCommand(program, 'stat-key', {
       description: 'show version, type, creation time and creator of keys',
       enclave: true,
-      examples: ['minkms stat-key -e my-enclave my-key', 'minkms stat-key -e my-enclave -v 1 my-key --json', 'minkms stat-key -e my-enclave key-1 key-2'],
+      examples: [
+        'minkms stat-key -e my-enclave my-key',
+        'minkms stat-key -e my-enclave -v 1 my-key --json',
+        'minkms stat-key -e my-enclave key-1 key-2',
+      ],
     })
       .argument('<NAME...>', 'key names')
       .addOption(versionOption('show this version instead of the latest')),
@@ -232,7 +241,10 @@ export function keyCommands(program: Command): void {
     clientCommand(program, 'decrypt', {
       description: 'decrypt v<VERSION>:<BASE64>; prints text if valid UTF-8, else base64',
       enclave: true,
-      examples: ['minkms decrypt -e my-enclave my-key v1:AAAA…', 'minkms decrypt -e my-enclave my-key "$(minkms encrypt -e my-enclave my-key hi)"'],
+      examples: [
+        'minkms decrypt -e my-enclave my-key v1:AAAA…',
+        'minkms decrypt -e my-enclave my-key "$(minkms encrypt -e my-enclave my-key hi)"',
+      ],
     })
       .argument('<NAME>', 'key name')
       .argument('<DATA>', 'ciphertext: v<VERSION>:<BASE64>, or plain base64 (version found by the server)', parseCiphertext),

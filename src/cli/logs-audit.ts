@@ -8,7 +8,18 @@ import { SLOG, streamLogs } from '../client/logs.js';
 import { parseApiKey } from '../identity/api-key.js';
 import type { LogRecord } from '../protocol/messages.js';
 import { verifyAuditFile } from '../server/audit.js';
-import { CliError, addExamples, clientCommand, printJson, runs, serverEndpoints, style, trustedCAs, usageError, type CommonOptions } from './common.js';
+import {
+  CliError,
+  addExamples,
+  clientCommand,
+  printJson,
+  runs,
+  serverEndpoints,
+  style,
+  trustedCAs,
+  usageError,
+  type CommonOptions,
+} from './common.js';
 
 // ------------------------------------------------------------------------------ WHEN
 
@@ -131,9 +142,18 @@ export function logsAuditCommands(program: Command): void {
     ],
   })
     .argument('[HOST[:PORT]]', 'the node to read (default: the first of MINIO_KMS_SERVER)')
-    .addOption(new Option('-l, --level <LEVEL>', 'only records at or above LEVEL: DEBUG, INFO, WARN, ERROR').argParser(parseLevel).default(SLOG.info, 'INFO'))
+    .addOption(
+      new Option('-l, --level <LEVEL>', 'only records at or above LEVEL: DEBUG, INFO, WARN, ERROR')
+        .argParser(parseLevel)
+        .default(SLOG.info, 'INFO'),
+    )
     .addOption(new Option('-m, --message <TEXT>', 'only records whose message contains TEXT'))
-    .addOption(new Option('-s, --since <WHEN>', "first the stored records since WHEN: today, yesterday, 'N hours ago', 1h30m, 2025-01-31T12:00:00Z").argParser((v) => parseWhen(v)))
+    .addOption(
+      new Option(
+        '-s, --since <WHEN>',
+        "first the stored records since WHEN: today, yesterday, 'N hours ago', 1h30m, 2025-01-31T12:00:00Z",
+      ).argParser((v) => parseWhen(v)),
+    )
     .addOption(new Option('-n, --records <NUM>', 'stop after NUM records').argParser(parseCount))
     .addOption(new Option('--short', 'print only the messages'))
     .addOption(new Option('-q, --quiet', 'no status messages on stderr'));
@@ -147,21 +167,28 @@ export function logsAuditCommands(program: Command): void {
     process.once('SIGTERM', stop);
     let count = 0;
     try {
-      if (!opts.quiet) process.stderr.write(style.dim(`Streaming the log of ${node}${opts.since ? ` since ${iso(opts.since)}` : ''} (Ctrl-C to stop)`) + '\n');
-      await streamLogs(client, { level: opts.level, message: opts.message, since: opts.since, host: node, signal: ac.signal }, (r: LogRecord) => {
-        if (ac.signal.aborted) return;
-        const name = levelName(r.level);
-        if (opts.json) {
-          const rec: Record<string, unknown> = { time: iso(r.time), level: name, message: r.message };
-          if (r.trace.length > 0) rec.trace = r.trace.map((f) => ({ function: f.function, file: f.file, line: f.line }));
-          process.stdout.write(JSON.stringify(rec) + '\n');
-        } else if (opts.short) {
-          process.stdout.write(r.message + '\n');
-        } else {
-          process.stdout.write(`${style.dim(iso(r.time))} ${colorLevel(name)} ${r.message}\n`);
-        }
-        if (opts.records !== undefined && ++count >= opts.records) ac.abort();
-      });
+      if (!opts.quiet)
+        process.stderr.write(
+          style.dim(`Streaming the log of ${node}${opts.since ? ` since ${iso(opts.since)}` : ''} (Ctrl-C to stop)`) + '\n',
+        );
+      await streamLogs(
+        client,
+        { level: opts.level, message: opts.message, since: opts.since, host: node, signal: ac.signal },
+        (r: LogRecord) => {
+          if (ac.signal.aborted) return;
+          const name = levelName(r.level);
+          if (opts.json) {
+            const rec: Record<string, unknown> = { time: iso(r.time), level: name, message: r.message };
+            if (r.trace.length > 0) rec.trace = r.trace.map((f) => ({ function: f.function, file: f.file, line: f.line }));
+            process.stdout.write(JSON.stringify(rec) + '\n');
+          } else if (opts.short) {
+            process.stdout.write(r.message + '\n');
+          } else {
+            process.stdout.write(`${style.dim(iso(r.time))} ${colorLevel(name)} ${r.message}\n`);
+          }
+          if (opts.records !== undefined && ++count >= opts.records) ac.abort();
+        },
+      );
       if (!ac.signal.aborted && !opts.quiet) process.stderr.write(style.dim('The server ended the log stream.') + '\n');
     } finally {
       process.off('SIGINT', stop);
@@ -183,11 +210,17 @@ export function logsAuditCommands(program: Command): void {
     try {
       result = verifyAuditFile(file);
     } catch (err) {
-      throw new CliError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 'check the path and its permissions');
+      throw new CliError(
+        `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        'check the path and its permissions',
+      );
     }
     if (opts.json) printJson({ file, ...result });
     if (!result.ok) {
-      throw new CliError(`${file}: line ${result.line}: ${result.reason}`, 'the audit log was modified after it was written; lines up to the one before are intact');
+      throw new CliError(
+        `${file}: line ${result.line}: ${result.reason}`,
+        'the audit log was modified after it was written; lines up to the one before are intact',
+      );
     }
     if (!opts.json) process.stdout.write(`${result.lines} lines verified\n`);
   });

@@ -30,9 +30,16 @@ function commandPath(cmd: Command): string {
  * our one-line form.
  */
 export function usageLine(message: string, path: string): string {
-  const lines = message.trim().split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const lines = message
+    .trim()
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
   let what = (lines[0] ?? 'usage error').replace(/^error:\s*/, '');
-  const suggestion = lines.slice(1).join(' ').replace(/^\((.*)\)$/, '$1');
+  const suggestion = lines
+    .slice(1)
+    .join(' ')
+    .replace(/^\((.*)\)$/, '$1');
   what = what.replace(/^command-argument value/, 'argument').replace(/ is invalid( for argument '[^']*')?\. /, ' is invalid$1: ');
   if (suggestion) what += `; ${suggestion.charAt(0).toLowerCase()}${suggestion.slice(1)}`;
   return `minkms: ${what.replace(/\.$/, '')} (see '${path} --help')\n`;

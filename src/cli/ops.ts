@@ -91,12 +91,15 @@ export function opsCommands(program: Command): void {
       file = host;
       host = undefined;
     }
-    if (file === undefined) throw usageError('no backup file given', "usage: minkms restore [HOST] FILE");
+    if (file === undefined) throw usageError('no backup file given', 'usage: minkms restore [HOST] FILE');
     let data: Buffer;
     try {
       data = readFileSync(file);
     } catch (err) {
-      throw usageError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 'give the path of a file made by minkms backup');
+      throw usageError(
+        `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        'give the path of a file made by minkms backup',
+      );
     }
     if (data.subarray(0, 2).equals(GZIP_MAGIC)) {
       try {

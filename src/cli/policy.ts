@@ -10,7 +10,21 @@ import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { isCommandName } from '../protocol/commands.js';
 import type { PolicyResponse, PolicyStatusResponse, RuleSet } from '../protocol/messages.js';
-import { CliError, clientCommand, done, humanTime, listAll, print, printFields, printJson, rfc3339, requireIdentity, runs, style, table } from './common.js';
+import {
+  CliError,
+  clientCommand,
+  done,
+  humanTime,
+  listAll,
+  print,
+  printFields,
+  printJson,
+  rfc3339,
+  requireIdentity,
+  runs,
+  style,
+  table,
+} from './common.js';
 
 /** Patterns: empty ones dropped, duplicates removed, sorted by length then lexically. */
 export function normalizePatterns(patterns: Iterable<string>): string[] {
@@ -34,7 +48,8 @@ export function policyStatusJson(p: PolicyStatusResponse) {
 
 /** Parses the text of a policy file into the request's allow/deny maps; throws CliError. */
 export function parsePolicyDocument(text: string, file: string): { allow: Record<string, RuleSet>; deny: Record<string, RuleSet> } {
-  const bad = (what: string) => new CliError(`invalid policy file '${file}': ${what}`, 'a policy looks like {"allow": {"KEY:STATUS": "*"}, "deny": {}}');
+  const bad = (what: string) =>
+    new CliError(`invalid policy file '${file}': ${what}`, 'a policy looks like {"allow": {"KEY:STATUS": "*"}, "deny": {}}');
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -90,7 +105,10 @@ export function policyCommands(program: Command): void {
       try {
         text = readFileSync(file === '-' ? 0 : file, 'utf8');
       } catch (err) {
-        throw new CliError(`cannot read policy file '${file}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 'give the path of a JSON policy file');
+        throw new CliError(
+          `cannot read policy file '${file}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+          'give the path of a JSON policy file',
+        );
       }
       const rules = parsePolicyDocument(text, file);
       ctx.need('POLICY:CREATE', [name], enclave);
@@ -197,7 +215,12 @@ export function policyCommands(program: Command): void {
       });
       if (ctx.json) return printJson(all.map(policyStatusJson));
       if (all.length === 0) return;
-      print(table(['Name', 'Created', 'Created by'], all.map((p) => [p.name, humanTime(p.createdAt), p.createdBy || '-'])));
+      print(
+        table(
+          ['Name', 'Created', 'Created by'],
+          all.map((p) => [p.name, humanTime(p.createdAt), p.createdBy || '-']),
+        ),
+      );
     },
   );
 }

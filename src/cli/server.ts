@@ -24,25 +24,43 @@ export function serverCommand(program: Command): void {
     .option('--host <HOST:PORT>', 'address other nodes and clients reach this node at (cluster membership; default: the listen address)')
     .option('--config <FILE>', 'configuration file (YAML, version: v1)')
     .option('--dev', 'development mode: ephemeral data, deleted on exit')
-    .addOption(new Option('--log-level <LEVEL>', 'server log level (default: log.level of the config, else info)').choices(['debug', 'info', 'warn', 'error']))
+    .addOption(
+      new Option('--log-level <LEVEL>', 'server log level (default: log.level of the config, else info)').choices([
+        'debug',
+        'info',
+        'warn',
+        'error',
+      ]),
+    )
     .option('--audit-file <FILE>', 'append a hash-chained audit log to FILE (default: audit.file of the config, else none)')
-    .option('--crypto-threads <N>', 'threads that seal and open the data keys of batches (default: the available cores; 0 = none)', (v: string) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 0 || n > 256) throw new InvalidArgumentError('expected a whole number from 0 to 256');
-      return n;
-    })
-    .addHelpText('after', `
+    .option(
+      '--crypto-threads <N>',
+      'threads that seal and open the data keys of batches (default: the available cores; 0 = none)',
+      (v: string) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 0 || n > 256) throw new InvalidArgumentError('expected a whole number from 0 to 256');
+        return n;
+      },
+    )
+    .addHelpText(
+      'after',
+      `
 Environment:
   MINIO_KMS_HSM_KEY   software HSM key (hsm:aes256:…), see 'minkms --soft-hsm'
 
 Examples:
   MINIO_KMS_HSM_KEY=$(minkms --soft-hsm) minkms server ./data
-  minkms server /var/lib/minkms --config /etc/minkms/config.yaml --address 0.0.0.0:7373`)
+  minkms server /var/lib/minkms --config /etc/minkms/config.yaml --address 0.0.0.0:7373`,
+    )
     .action(async (dir: string | undefined, opts: ServerOptions) => {
       if (!dir && !opts.dev) program.error('error: missing required argument DIR', { exitCode: 2 });
       const config = opts.config ? loadConfig(opts.config) : EMPTY_CONFIG;
       const log = createLogger(opts.logLevel ?? config.log.level);
-      const observability = new Observability({ log, auditFile: opts.auditFile ?? config.audit.file, metricsUnauthenticated: !config.metrics.auth });
+      const observability = new Observability({
+        log,
+        auditFile: opts.auditFile ?? config.audit.file,
+        metricsUnauthenticated: !config.metrics.auth,
+      });
       const node = await KmsNode.start({
         dir: dir ?? '',
         address: opts.address,

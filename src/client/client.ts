@@ -105,21 +105,38 @@ export class KmsClient {
    * Sends one or more commands of one kind and decodes one response per request frame
    * (or none, for state-changing commands).
    */
-  async send<Req, Res>(enclave: string, code: number, reqSchema: MessageSchema<Req>, requests: readonly MessageInit<Req>[], resSchema?: MessageSchema<Res>, host?: string): Promise<Res[]> {
+  async send<Req, Res>(
+    enclave: string,
+    code: number,
+    reqSchema: MessageSchema<Req>,
+    requests: readonly MessageInit<Req>[],
+    resSchema?: MessageSchema<Res>,
+    host?: string,
+  ): Promise<Res[]> {
     if (requests.length === 0) return [];
-    const body = encodeFrames(code, requests.map((r) => encodeMessage(reqSchema, r)));
+    const body = encodeFrames(
+      code,
+      requests.map((r) => encodeMessage(reqSchema, r)),
+    );
     const path = enclave === '' ? '/v1/kms' : `/v1/kms/${encodeURIComponent(enclave)}`;
     const res = await this.#ok({ method: 'POST', path, headers: { 'content-type': OCTET, accept: 'application/*' }, body, host });
     if (!resSchema) return [];
     const frames = parseFrames(res.body, Math.max(requests.length, 1));
-    if (frames.length !== requests.length) throw new KmsError('ERR_MALFORMED_FRAME', `expected ${requests.length} response frames, got ${frames.length}`);
+    if (frames.length !== requests.length)
+      throw new KmsError('ERR_MALFORMED_FRAME', `expected ${requests.length} response frames, got ${frames.length}`);
     return frames.map((f) => {
       if (f.code !== code) throw new KmsError('ERR_MALFORMED_FRAME', `received command ${f.code}`);
       return decodeMessage(resSchema, f.payload);
     });
   }
 
-  async #one<Req, Res>(enclave: string, code: number, reqSchema: MessageSchema<Req>, req: MessageInit<Req>, resSchema: MessageSchema<Res>): Promise<Res> {
+  async #one<Req, Res>(
+    enclave: string,
+    code: number,
+    reqSchema: MessageSchema<Req>,
+    req: MessageInit<Req>,
+    resSchema: MessageSchema<Res>,
+  ): Promise<Res> {
     return (await this.send(enclave, code, reqSchema, [req], resSchema))[0]!;
   }
 
@@ -151,7 +168,10 @@ export class KmsClient {
    * Replaces the root encryption key (our extension; SysAdmin). Progress arrives as the
    * server re-encrypts; resolves with the new REK generation.
    */
-  async rotateRoot(onProgress: (p: { done: number; total: number; term: number }) => void = () => {}, host?: string): Promise<{ term: number }> {
+  async rotateRoot(
+    onProgress: (p: { done: number; total: number; term: number }) => void = () => {},
+    host?: string,
+  ): Promise<{ term: number }> {
     let pending = '';
     let result: { term: number } | undefined;
     let failure: string | undefined;
@@ -198,7 +218,13 @@ export class KmsClient {
     await this.send('', C.EnclaveDelete, M.DeleteEnclaveRequestSchema, [{ name }]);
   }
   enclaveStatus(names: readonly string[]): Promise<M.EnclaveStatusResponse[]> {
-    return this.send('', C.EnclaveStatus, M.EnclaveStatusRequestSchema, names.map((name) => ({ name })), M.EnclaveStatusResponseSchema);
+    return this.send(
+      '',
+      C.EnclaveStatus,
+      M.EnclaveStatusRequestSchema,
+      names.map((name) => ({ name })),
+      M.EnclaveStatusResponseSchema,
+    );
   }
   listEnclaves(req: MessageInit<M.ListRequest> = {}): Promise<M.ListEnclavesResponse> {
     return this.#one('', C.EnclaveList, M.ListRequestSchema, req, M.ListEnclavesResponseSchema);
@@ -249,10 +275,22 @@ export class KmsClient {
     await this.send(enclave, C.PolicyAssign, M.AssignPolicyRequestSchema, [{ identity, policy }]);
   }
   getPolicy(enclave: string, names: readonly string[]): Promise<M.PolicyResponse[]> {
-    return this.send(enclave, C.PolicyGet, M.PolicyRequestSchema, names.map((name) => ({ name })), M.PolicyResponseSchema);
+    return this.send(
+      enclave,
+      C.PolicyGet,
+      M.PolicyRequestSchema,
+      names.map((name) => ({ name })),
+      M.PolicyResponseSchema,
+    );
   }
   policyStatus(enclave: string, names: readonly string[]): Promise<M.PolicyStatusResponse[]> {
-    return this.send(enclave, C.PolicyStatus, M.PolicyRequestSchema, names.map((name) => ({ name })), M.PolicyStatusResponseSchema);
+    return this.send(
+      enclave,
+      C.PolicyStatus,
+      M.PolicyRequestSchema,
+      names.map((name) => ({ name })),
+      M.PolicyStatusResponseSchema,
+    );
   }
   listPolicies(enclave: string, req: MessageInit<M.ListRequest> = {}): Promise<M.ListPoliciesResponse> {
     return this.#one(enclave, C.PolicyList, M.ListRequestSchema, req, M.ListPoliciesResponseSchema);
@@ -268,7 +306,13 @@ export class KmsClient {
   }
   /** IDENTITY:STATUS; an empty identity means the caller. */
   getIdentity(enclave: string, identities: readonly string[]): Promise<M.IdentityResponse[]> {
-    return this.send(enclave, C.IdentityStatus, M.IdentityRequestSchema, identities.map((identity) => ({ identity })), M.IdentityResponseSchema);
+    return this.send(
+      enclave,
+      C.IdentityStatus,
+      M.IdentityRequestSchema,
+      identities.map((identity) => ({ identity })),
+      M.IdentityResponseSchema,
+    );
   }
   listIdentities(enclave: string, req: MessageInit<M.ListRequest> = {}): Promise<M.ListIdentitiesResponse> {
     return this.#one(enclave, C.IdentityList, M.ListRequestSchema, req, M.ListIdentitiesResponseSchema);

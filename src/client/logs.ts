@@ -114,7 +114,8 @@ export async function streamLogs(client: KmsClient, opts: LogStreamOptions, onRe
     throw err;
   }
   if (res.status !== 200) throw responseError({ ...res, body: Buffer.concat(raw) }, opts.host ?? '');
-  if (res.headers['content-type'] !== OCTET) throw new Error(`log stream: unexpected content type '${String(res.headers['content-type'])}'`);
+  if (res.headers['content-type'] !== OCTET)
+    throw new Error(`log stream: unexpected content type '${String(res.headers['content-type'])}'`);
   if (parser.invalid) throw new Error(`log stream: ${parser.invalid}`);
   if (parser.pending > 0) throw new Error('log stream: the last record is incomplete');
 }

@@ -49,7 +49,10 @@ export class TransportError extends Error {
 
 /** `host:port`, `https://host:port` or `http://host:port` → `https://host:port` (port 7373 by default). */
 export function normalizeEndpoint(e: string): string {
-  const s = e.trim().replace(/^https?:\/\//, '').replace(/\/+$/, '');
+  const s = e
+    .trim()
+    .replace(/^https?:\/\//, '')
+    .replace(/\/+$/, '');
   if (s === '') throw new TypeError('empty server endpoint');
   const url = new URL(`https://${s}`);
   if (url.port === '') url.port = '7373';

@@ -131,7 +131,8 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
 
   const admin = object(root.admin, 'admin', ['identity']);
   const identity = str(admin.identity, 'admin.identity');
-  if (identity !== undefined && !isIdentity(identity)) fail('admin.identity', 'must be an identity of the form h1:… (see `minkms identity`)');
+  if (identity !== undefined && !isIdentity(identity))
+    fail('admin.identity', 'must be an identity of the form h1:… (see `minkms identity`)');
 
   const tls = object(root.tls, 'tls', ['certs', 'ca', 'key', 'cert']);
   const certs: TlsCertPair[] = [];
@@ -175,7 +176,8 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
   const limits = object(root.limits, 'limits', ['max_body', 'max_frames', 'body_timeout']);
   const maxBody = limits.max_body === undefined ? DEFAULT_LIMITS.maxBody : parseSize(limits.max_body, 'limits.max_body');
   const maxFrames = limits.max_frames === undefined ? DEFAULT_LIMITS.maxFrames : positiveInt(limits.max_frames, 'limits.max_frames');
-  const bodyTimeout = limits.body_timeout === undefined ? DEFAULT_LIMITS.bodyTimeout : parseDuration(limits.body_timeout, 'limits.body_timeout');
+  const bodyTimeout =
+    limits.body_timeout === undefined ? DEFAULT_LIMITS.bodyTimeout : parseDuration(limits.body_timeout, 'limits.body_timeout');
 
   const store = object(root.store, 'store', ['backend', 'etcd']);
   const backend = str(store.backend, 'store.backend') ?? 'sqlite';
@@ -191,7 +193,14 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     const password = str(e.password, 'store.etcd.password');
     if ((username === undefined) !== (password === undefined)) fail('store.etcd', 'give both username and password, or neither');
     const t = object(e.tls, 'store.etcd.tls', ['ca', 'cert', 'key']);
-    const etcdTls = e.tls === undefined ? undefined : { ca: file(str(t.ca, 'store.etcd.tls.ca')), cert: file(str(t.cert, 'store.etcd.tls.cert')), key: file(str(t.key, 'store.etcd.tls.key')) };
+    const etcdTls =
+      e.tls === undefined
+        ? undefined
+        : {
+            ca: file(str(t.ca, 'store.etcd.tls.ca')),
+            cert: file(str(t.cert, 'store.etcd.tls.cert')),
+            key: file(str(t.key, 'store.etcd.tls.key')),
+          };
     storeConfig = {
       backend: 'etcd',
       etcd: {

@@ -231,12 +231,7 @@ function seal(type: KeyType, key: Buffer, plaintext: Uint8Array, associatedData:
  * @throws TypeError / RangeError for an unknown key type or a master key of the wrong length (a
  *   bug in the caller).
  */
-export function decryptWithKey(
-  type: KeyType,
-  masterKey: Uint8Array,
-  ciphertext: Uint8Array,
-  associatedData: Uint8Array,
-): Buffer {
+export function decryptWithKey(type: KeyType, masterKey: Uint8Array, ciphertext: Uint8Array, associatedData: Uint8Array): Buffer {
   checkArgs(type, masterKey, 'decryptWithKey');
   return open(type, masterKey, ciphertext, associatedData);
 }

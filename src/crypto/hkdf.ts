@@ -14,12 +14,7 @@ import { hkdfSync } from 'node:crypto';
  * @returns a new Buffer owned by the caller.
  * @throws RangeError if `length` is out of range.
  */
-export function hkdfSha256(
-  ikm: Uint8Array,
-  salt: Uint8Array | string,
-  info: Uint8Array | string,
-  length = 32,
-): Buffer {
+export function hkdfSha256(ikm: Uint8Array, salt: Uint8Array | string, info: Uint8Array | string, length = 32): Buffer {
   if (!Number.isSafeInteger(length) || length < 1 || length > 255 * 32) {
     throw new RangeError(`hkdfSha256: length must be between 1 and 8160, got ${String(length)}`);
   }

@@ -79,6 +79,7 @@ function run(job: Uint8Array): Uint8Array {
 
 parentPort!.on('message', (m: { id: number; buf: ArrayBuffer }) => {
   const out = run(new Uint8Array(m.buf));
-  const buf = out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? (out.buffer as ArrayBuffer) : (out.slice().buffer as ArrayBuffer);
+  const buf =
+    out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? (out.buffer as ArrayBuffer) : (out.slice().buffer as ArrayBuffer);
   parentPort!.postMessage({ id: m.id, buf }, [buf]);
 });

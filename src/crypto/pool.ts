@@ -153,7 +153,16 @@ export class CryptoPool {
 
   /** KEY:ENCRYPT: each plaintext sealed under its key. */
   async encrypt(items: readonly DataItem[]): Promise<PoolResult<Buffer>> {
-    const out = new Uint8Array(await this.#run(pack(OP_ENCRYPT, items, (i) => i.data.length, (i) => i.data)));
+    const out = new Uint8Array(
+      await this.#run(
+        pack(
+          OP_ENCRYPT,
+          items,
+          (i) => i.data.length,
+          (i) => i.data,
+        ),
+      ),
+    );
     let pos = checkAnswer(out);
     const values = items.map((it) => {
       const n = it.data.length + CIPHERTEXT_OVERHEAD;
@@ -170,7 +179,16 @@ export class CryptoPool {
    */
   async decrypt(items: readonly DataItem[]): Promise<PoolResult<Buffer>> {
     for (const it of items) if (it.data.length < CIPHERTEXT_OVERHEAD) throw new KmsError('ERR_DECRYPT');
-    const out = new Uint8Array(await this.#run(pack(OP_DECRYPT, items, (i) => i.data.length, (i) => i.data)));
+    const out = new Uint8Array(
+      await this.#run(
+        pack(
+          OP_DECRYPT,
+          items,
+          (i) => i.data.length,
+          (i) => i.data,
+        ),
+      ),
+    );
     let pos = checkAnswer(out);
     const values = items.map((it) => {
       const n = it.data.length - CIPHERTEXT_OVERHEAD;
@@ -200,7 +218,12 @@ function checkAnswer(out: Uint8Array): number {
   return 4;
 }
 
-function pack<T extends { key: PoolKey; ad: Uint8Array }>(op: number, items: readonly T[], n: (i: T) => number, data: ((i: T) => Uint8Array) | undefined): Uint8Array {
+function pack<T extends { key: PoolKey; ad: Uint8Array }>(
+  op: number,
+  items: readonly T[],
+  n: (i: T) => number,
+  data: ((i: T) => Uint8Array) | undefined,
+): Uint8Array {
   const keys: PoolKey[] = [];
   const index = new Map<Buffer, number>();
   let size = 2 + 4;

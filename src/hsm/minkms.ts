@@ -104,7 +104,9 @@ export class MinkmsHsm implements Hsm {
     const version = blobVersion(blob);
     if (version === undefined) throw new HsmError(`${this.name}: unsupported sealed entry format`, true);
     try {
-      const [res] = await this.#client.decrypt(this.#enclave, [{ name: this.#key, version, ciphertext: blob.subarray(HEADER), associatedData: aad }]);
+      const [res] = await this.#client.decrypt(this.#enclave, [
+        { name: this.#key, version, ciphertext: blob.subarray(HEADER), associatedData: aad },
+      ]);
       return res!.plaintext;
     } catch (err) {
       this.#fail('unseal', err);
@@ -116,7 +118,9 @@ export class MinkmsHsm implements Hsm {
     const version = blobVersion(blob);
     try {
       // KEY:ENCRYPT reports the latest version and needs no permission beyond sealing.
-      const [probe] = await this.#client.encrypt(this.#enclave, [{ name: this.#key, plaintext: Buffer.alloc(0), associatedData: Buffer.from('minkms version probe') }]);
+      const [probe] = await this.#client.encrypt(this.#enclave, [
+        { name: this.#key, plaintext: Buffer.alloc(0), associatedData: Buffer.from('minkms version probe') },
+      ]);
       return probe!.version === version;
     } catch (err) {
       this.#fail('check key version', err);
@@ -125,7 +129,9 @@ export class MinkmsHsm implements Hsm {
 
   async deriveKey(label: string): Promise<Buffer> {
     try {
-      const [res] = await this.#client.mac(this.#enclave, [{ name: this.#key, version: DERIVE_VERSION, message: Buffer.from(`minkms derive v1:${label}`) }]);
+      const [res] = await this.#client.mac(this.#enclave, [
+        { name: this.#key, version: DERIVE_VERSION, message: Buffer.from(`minkms derive v1:${label}`) },
+      ]);
       return res!.mac.subarray(0, 32);
     } catch (err) {
       this.#fail('derive key', err);

@@ -97,7 +97,13 @@ export async function sealedEntryNames(store: Store): Promise<string[]> {
 
 export async function sealEntry(hsm: Hsm, rek: Buffer, clusterId: string, term: number): Promise<Buffer> {
   const blob = await hsm.seal(rek, sealAad(clusterId, hsm.name, term));
-  const entry: SealedEntry = { v: 1, hsm: hsm.name, blob: blob.toString('base64'), createdAt: new Date().toISOString(), ...(term === 1 ? {} : { term }) };
+  const entry: SealedEntry = {
+    v: 1,
+    hsm: hsm.name,
+    blob: blob.toString('base64'),
+    createdAt: new Date().toISOString(),
+    ...(term === 1 ? {} : { term }),
+  };
   return Buffer.from(JSON.stringify(entry));
 }
 
@@ -176,7 +182,16 @@ export async function openRootKey(store: Store, hsms: readonly Hsm[], notice: (m
 }
 
 /** After the HSM's key was rotated, reseal its entry under the new version (old entries still open). */
-async function resealIfOutdated(store: Store, hsm: Hsm, blob: Buffer, rev: number, rek: Buffer, clusterId: string, term: number, notice: (msg: string) => void): Promise<void> {
+async function resealIfOutdated(
+  store: Store,
+  hsm: Hsm,
+  blob: Buffer,
+  rev: number,
+  rek: Buffer,
+  clusterId: string,
+  term: number,
+  notice: (msg: string) => void,
+): Promise<void> {
   if (!hsm.isCurrent) return;
   try {
     if (await hsm.isCurrent(blob)) return;

@@ -12,15 +12,7 @@ import { KmsError } from '../protocol/errors.js';
 import type { Store, Condition, Mutation } from '../store/store.js';
 import { termOf, type Barrier } from '../store/barrier.js';
 import type { Hsm } from './hsm.js';
-import {
-  REK_NEXT_PREFIX,
-  REK_PREFIX,
-  ROTATION_KEY,
-  isRootKeyRecord,
-  sealEntry,
-  type RootKey,
-  type RotationRecord,
-} from './root-key.js';
+import { REK_NEXT_PREFIX, REK_PREFIX, ROTATION_KEY, isRootKeyRecord, sealEntry, type RootKey, type RotationRecord } from './root-key.js';
 
 export interface RotationProgress {
   /** Values re-encrypted so far, of `total`. */
@@ -48,7 +40,10 @@ export async function rotateRoot(
   const entries = (await store.range(REK_PREFIX)).map((e) => e.key.slice(REK_PREFIX.length));
   const unconfigured = entries.filter((name) => !hsms.some((h) => h.name === name));
   if (unconfigured.length > 0) {
-    throw new KmsError('ERR_BAD_REQUEST', `hsm ${unconfigured.join(', ')} has a sealed root key entry but is not configured: configure it, or remove its entry with 'minkms rm-hsm', before rotating`);
+    throw new KmsError(
+      'ERR_BAD_REQUEST',
+      `hsm ${unconfigured.join(', ')} has a sealed root key entry but is not configured: configure it, or remove its entry with 'minkms rm-hsm', before rotating`,
+    );
   }
   const sealers = hsms.filter((h) => entries.includes(h.name));
 

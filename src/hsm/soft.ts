@@ -52,7 +52,10 @@ export class SoftHsm implements Hsm {
     try {
       return aesGcmOpen(this.#sealKey, blob.subarray(1), aad);
     } catch {
-      throw new HsmError(`${this.name}: the HSM key cannot unseal the root encryption key (is MINIO_KMS_HSM_KEY the key this data directory was created with?)`, true);
+      throw new HsmError(
+        `${this.name}: the HSM key cannot unseal the root encryption key (is MINIO_KMS_HSM_KEY the key this data directory was created with?)`,
+        true,
+      );
     }
   }
 

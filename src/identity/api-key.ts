@@ -13,14 +13,7 @@
  * Parse errors are `TypeError`s whose messages never contain the key text (it is a secret).
  */
 
-import {
-  createECDH,
-  createPrivateKey,
-  createPublicKey,
-  generateKeyPairSync,
-  randomBytes,
-  type KeyObject,
-} from 'node:crypto';
+import { createECDH, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { decodeBase64UrlStrict, encodeBase64Url } from './base64url.js';
 import { identityOfPublicKey } from './identity.js';
 

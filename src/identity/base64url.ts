@@ -9,9 +9,7 @@ const BASE64URL_CHARS = /^[A-Za-z0-9_-]*$/;
 
 /** Encodes bytes as unpadded base64url. */
 export function encodeBase64Url(bytes: Uint8Array): string {
-  return (Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).toString(
-    'base64url',
-  );
+  return (Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).toString('base64url');
 }
 
 /**

@@ -120,7 +120,7 @@ export function namedBitString(bits: readonly number[]): Buffer {
   if (bits.length === 0) return tlv(TAG.BIT_STRING, Buffer.from([0]));
   const highest = Math.max(...bits);
   const bytes = Buffer.alloc(Math.floor(highest / 8) + 1);
-  for (const b of bits) bytes[Math.floor(b / 8)]! |= 0x80 >> b % 8;
+  for (const b of bits) bytes[Math.floor(b / 8)]! |= 0x80 >> (b % 8);
   const unused = 7 - (highest % 8);
   return tlv(TAG.BIT_STRING, Buffer.concat([Buffer.from([unused]), bytes]));
 }
@@ -129,9 +129,7 @@ const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
 
 /** A DirectoryString: PrintableString when the text allows it, otherwise UTF8String. */
 export function directoryString(text: string): Buffer {
-  return PRINTABLE.test(text)
-    ? tlv(TAG.PRINTABLE_STRING, Buffer.from(text, 'ascii'))
-    : tlv(TAG.UTF8_STRING, Buffer.from(text, 'utf8'));
+  return PRINTABLE.test(text) ? tlv(TAG.PRINTABLE_STRING, Buffer.from(text, 'ascii')) : tlv(TAG.UTF8_STRING, Buffer.from(text, 'utf8'));
 }
 
 /**
@@ -145,12 +143,7 @@ export function time(date: Date): Buffer {
   if (y < 0 || y > 9999) throw new RangeError('time: year out of range');
   const p2 = (n: number): string => String(n).padStart(2, '0');
   const rest =
-    p2(date.getUTCMonth() + 1) +
-    p2(date.getUTCDate()) +
-    p2(date.getUTCHours()) +
-    p2(date.getUTCMinutes()) +
-    p2(date.getUTCSeconds()) +
-    'Z';
+    p2(date.getUTCMonth() + 1) + p2(date.getUTCDate()) + p2(date.getUTCHours()) + p2(date.getUTCMinutes()) + p2(date.getUTCSeconds()) + 'Z';
   if (y >= 1950 && y < 2050) return tlv(TAG.UTC_TIME, Buffer.from(p2(y % 100) + rest, 'ascii'));
   return tlv(TAG.GENERALIZED_TIME, Buffer.from(String(y).padStart(4, '0') + rest, 'ascii'));
 }
@@ -205,7 +198,7 @@ export function readTlv(buf: Buffer, offset = 0): Tlv {
 /** Splits the contents of a constructed TLV into its elements. */
 export function readChildren(content: Buffer): Tlv[] {
   const out: Tlv[] = [];
-  for (let off = 0; off < content.length; ) {
+  for (let off = 0; off < content.length;) {
     const t = readTlv(content, off);
     out.push(t);
     off += t.raw.length;

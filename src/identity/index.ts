@@ -2,14 +2,7 @@
  * Public API of the identity module: API keys, identities, certificates.
  */
 
-export {
-  type ApiKey,
-  type ApiKeyCurve,
-  type EcdsaCurve,
-  parseApiKey,
-  apiKeyFromSeed,
-  generateApiKey,
-} from './api-key.js';
+export { type ApiKey, type ApiKeyCurve, type EcdsaCurve, parseApiKey, apiKeyFromSeed, generateApiKey } from './api-key.js';
 export {
   type CertificateInput,
   IDENTITY_PREFIX,

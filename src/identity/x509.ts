@@ -212,15 +212,11 @@ export function createCertificate(opts: CertificateOptions): { certPem: string; 
   const extensions: Buffer[] = [extension(OID.subjectKeyIdentifier, false, octetString(keyIdentifier(spki)))];
   if (!selfSigned) {
     // AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING }
-    extensions.push(
-      extension(OID.authorityKeyIdentifier, false, sequence(implicitPrimitive(0, keyIdentifier(issuerSpki)))),
-    );
+    extensions.push(extension(OID.authorityKeyIdentifier, false, sequence(implicitPrimitive(0, keyIdentifier(issuerSpki)))));
   }
   // BasicConstraints ::= SEQUENCE { cA BOOLEAN DEFAULT FALSE } — DER omits the default.
   extensions.push(extension(OID.basicConstraints, true, opts.isCA ? sequence(boolean(true)) : sequence()));
-  extensions.push(
-    extension(OID.keyUsage, true, namedBitString([...new Set(opts.keyUsage)].map((u) => KEY_USAGE_BITS[u]))),
-  );
+  extensions.push(extension(OID.keyUsage, true, namedBitString([...new Set(opts.keyUsage)].map((u) => KEY_USAGE_BITS[u]))));
   if (opts.extKeyUsage !== undefined && opts.extKeyUsage.length > 0) {
     extensions.push(extension(OID.extKeyUsage, false, sequence(...opts.extKeyUsage.map((u) => oid(OID[u])))));
   }

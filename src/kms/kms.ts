@@ -168,7 +168,10 @@ export class Kms {
     if (kind === 'enclave') {
       if (e && e.rev >= rev) return;
       const rec = this.#repo.decode<EnclaveRecord>(path, value);
-      this.#enclaves.set(enclave, e ? { ...newEnclave(rec, rev), keys: e.keys, policies: e.policies, identities: e.identities } : newEnclave(rec, rev));
+      this.#enclaves.set(
+        enclave,
+        e ? { ...newEnclave(rec, rev), keys: e.keys, policies: e.policies, identities: e.identities } : newEnclave(rec, rev),
+      );
       return;
     }
     const map = e ? childMap(e, kind) : undefined;
@@ -287,7 +290,11 @@ export class Kms {
         ...e.policies.names().map((p) => PATH.policy(name, p)),
         ...e.identities.names().map((i) => PATH.identity(name, i)),
       ];
-      await this.#repo.commit([{ key: PATH.enclave(name), rev: e.rev }], paths.map((p) => this.#repo.del(p)), 'ERR_ENCLAVE_NOT_FOUND');
+      await this.#repo.commit(
+        [{ key: PATH.enclave(name), rev: e.rev }],
+        paths.map((p) => this.#repo.del(p)),
+        'ERR_ENCLAVE_NOT_FOUND',
+      );
       for (const rec of e.identities.values()) {
         if (isGlobalSysAdmin(rec)) this.#countSysAdmin(rec.identity, -1);
       }
@@ -373,7 +380,10 @@ export class Kms {
       const next = { name, maxVersion: version, versions: [...(ring?.versions ?? []), v] };
       const path = PATH.key(enclave, name);
       const rev = await this.#repo.commit(
-        [{ key: PATH.enclave(enclave), rev: e.rev }, { key: path, rev: ring?.rev ?? 0 }],
+        [
+          { key: PATH.enclave(enclave), rev: e.rev },
+          { key: path, rev: ring?.rev ?? 0 },
+        ],
         [this.#repo.put(path, keyRingToRecord(next))],
         addVersion ? 'ERR_CONFLICT' : 'ERR_KEY_EXISTS',
       );
@@ -407,7 +417,13 @@ export class Kms {
     return { version: v.version, ciphertext: sealWithKey(prepared(v), plaintext, ad) };
   }
 
-  generate(enclave: string, name: string, version: number, ad: Uint8Array, length: number): { version: number; plaintext: Buffer; ciphertext: Buffer } {
+  generate(
+    enclave: string,
+    name: string,
+    version: number,
+    ad: Uint8Array,
+    length: number,
+  ): { version: number; plaintext: Buffer; ciphertext: Buffer } {
     const len = dekLength(length);
     const v = this.keyVersion(enclave, name, version);
     const plaintext = randomBytesPooled(len);
@@ -471,7 +487,10 @@ export class Kms {
       const e = this.enclave(enclave);
       const path = PATH.policy(enclave, name);
       const rev = await this.#repo.commit(
-        [{ key: PATH.enclave(enclave), rev: e.rev }, { key: path, rev: e.policies.get(name)?.rev ?? 0 }],
+        [
+          { key: PATH.enclave(enclave), rev: e.rev },
+          { key: path, rev: e.policies.get(name)?.rev ?? 0 },
+        ],
         [this.#repo.put(path, rec)],
       );
       e.policies.set(name, { ...rec, rev });
@@ -511,14 +530,29 @@ export class Kms {
     const rec = e.identities.get(identity);
     if (!rec) {
       if (identity === this.rootIdentity) {
-        return { identity, privilege: PRIVILEGE.SysAdmin, policy: '', createdAt: new Date(0), createdBy: '', isServiceAccount: false, serviceAccounts: [], tags: {} };
+        return {
+          identity,
+          privilege: PRIVILEGE.SysAdmin,
+          policy: '',
+          createdAt: new Date(0),
+          createdBy: '',
+          isServiceAccount: false,
+          serviceAccounts: [],
+          tags: {},
+        };
       }
       throw new KmsError('ERR_IDENTITY_NOT_FOUND');
     }
     return this.#info(e, rec);
   }
 
-  listIdentities(enclave: string, prefix: string, continueAt: string, limit: number, visible?: (name: string) => boolean): Page<IdentityInfo> {
+  listIdentities(
+    enclave: string,
+    prefix: string,
+    continueAt: string,
+    limit: number,
+    visible?: (name: string) => boolean,
+  ): Page<IdentityInfo> {
     const e = this.enclave(enclave);
     const page = e.identities.page(prefix, continueAt, limit, visible);
     return { items: page.items.map((r) => this.#info(e, r)), continueAt: page.continueAt };
@@ -526,7 +560,8 @@ export class Kms {
 
   #info(e: Enclave, rec: Identity): IdentityInfo {
     const serviceAccounts: string[] = [];
-    for (const other of e.identities.values()) if (other.serviceAccount && other.parent === rec.identity) serviceAccounts.push(other.identity);
+    for (const other of e.identities.values())
+      if (other.serviceAccount && other.parent === rec.identity) serviceAccounts.push(other.identity);
     return {
       identity: rec.identity,
       privilege: rec.privilege,
@@ -564,7 +599,7 @@ export class Kms {
       const rec: IdentityRecord = {
         v: 1,
         identity: req.identity,
-        privilege: req.serviceAccount ? Math.max(privilege, callerLevel) as Privilege : privilege,
+        privilege: req.serviceAccount ? (Math.max(privilege, callerLevel) as Privilege) : privilege,
         policy: '',
         createdAt: new Date().toISOString(),
         createdBy: caller.identity,
@@ -618,7 +653,10 @@ export class Kms {
     const path = PATH.identity(e.name, rec.identity);
     const old = e.identities.get(rec.identity);
     const rev = await this.#repo.commit(
-      [{ key: PATH.enclave(e.name), rev: e.rev }, { key: path, rev: old?.rev ?? 0 }],
+      [
+        { key: PATH.enclave(e.name), rev: e.rev },
+        { key: path, rev: old?.rev ?? 0 },
+      ],
       [this.#repo.put(path, rec)],
     );
     if (old && isGlobalSysAdmin(old)) this.#countSysAdmin(old.identity, -1);

@@ -29,6 +29,7 @@ export function checkTags(tags: Record<string, string>): void {
   if (keys.length > MAX_TAGS) throw new KmsError('ERR_INVALID_TAG', `at most ${MAX_TAGS} tags per identity`);
   for (const k of keys) {
     if (!TAG_KEY.test(k)) throw new KmsError('ERR_INVALID_TAG', 'tag keys must be 1-64 characters of A-Z a-z 0-9 . _ - /');
-    if (!TAG_VALUE.test(tags[k]!)) throw new KmsError('ERR_INVALID_TAG', 'tag values must be at most 256 characters of A-Z a-z 0-9 . _ - /');
+    if (!TAG_VALUE.test(tags[k]!))
+      throw new KmsError('ERR_INVALID_TAG', 'tag values must be at most 256 characters of A-Z a-z 0-9 . _ - /');
   }
 }

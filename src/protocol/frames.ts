@@ -28,7 +28,7 @@ export const GO_CLIENT_BAD_BODY_MAX = 1024;
 
 /** Field number of the padding field: the largest number with a two-byte key (2^11 - 1). */
 export const PADDING_FIELD_NUMBER = 2047;
-const PADDING_KEY_0 = ((PADDING_FIELD_NUMBER << 3) | 2) & 0x7f | 0x80; // low 7 bits, continuation
+const PADDING_KEY_0 = (((PADDING_FIELD_NUMBER << 3) | 2) & 0x7f) | 0x80; // low 7 bits, continuation
 const PADDING_KEY_1 = ((PADDING_FIELD_NUMBER << 3) | 2) >>> 7;
 /** Smallest padding: key (2 bytes) + length byte 0. */
 const PADDING_MIN = 3;

@@ -27,9 +27,7 @@ export const RuleSchema = defineMessage<Rule>('Rule', []);
 export interface RuleSet {
   rules: Record<string, Rule>;
 }
-export const RuleSetSchema = defineMessage<RuleSet>('RuleSet', [
-  { no: 1, name: 'rules', json: 'rules', map: ['string', RuleSchema] },
-]);
+export const RuleSetSchema = defineMessage<RuleSet>('RuleSet', [{ no: 1, name: 'rules', json: 'rules', map: ['string', RuleSchema] }]);
 
 /** `IdentityResponse.privilege` values (the request uses the text names instead). */
 export const Privilege = { SysAdmin: 1, Admin: 2, User: 3 } as const;
@@ -264,9 +262,7 @@ export const CreatePolicyRequestSchema = defineMessage<CreatePolicyRequest>('Cre
 export interface PolicyRequest {
   name: string;
 }
-export const PolicyRequestSchema = defineMessage<PolicyRequest>('PolicyRequest', [
-  { no: 1, name: 'name', json: 'name', type: 'string' },
-]);
+export const PolicyRequestSchema = defineMessage<PolicyRequest>('PolicyRequest', [{ no: 1, name: 'name', json: 'name', type: 'string' }]);
 /** POLICY:DELETE. */
 export type DeletePolicyRequest = PolicyRequest;
 export const DeletePolicyRequestSchema = defineMessage<DeletePolicyRequest>('DeletePolicyRequest', [
@@ -336,9 +332,7 @@ export const ListKeyVersionsRequestSchema = defineMessage<ListKeyVersionsRequest
 export interface ErrResponse {
   message: string;
 }
-export const ErrResponseSchema = defineMessage<ErrResponse>('ErrResponse', [
-  { no: 1, name: 'message', json: 'message', type: 'string' },
-]);
+export const ErrResponseSchema = defineMessage<ErrResponse>('ErrResponse', [{ no: 1, name: 'message', json: 'message', type: 'string' }]);
 
 /** `GET /version`. */
 export interface VersionResponse {

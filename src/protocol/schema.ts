@@ -34,28 +34,11 @@
  */
 
 import { KmsError } from './errors.js';
-import {
-  EMPTY_BUFFER,
-  Reader,
-  WIRE_LEN,
-  WIRE_VARINT,
-  Writer,
-  malformed,
-} from './pb.js';
+import { EMPTY_BUFFER, Reader, WIRE_LEN, WIRE_VARINT, Writer, malformed } from './pb.js';
 
 /** Scalar and well-known field types. */
 export type ScalarType =
-  | 'string'
-  | 'bytes'
-  | 'bool'
-  | 'uint32'
-  | 'int32'
-  | 'sint32'
-  | 'uint64'
-  | 'int64'
-  | 'sint64'
-  | 'timestamp'
-  | 'duration';
+  'string' | 'bytes' | 'bool' | 'uint32' | 'int32' | 'sint32' | 'uint64' | 'int64' | 'sint64' | 'timestamp' | 'duration';
 
 /** Types a map key may have. String keys give a `Record`, integer keys a `Map<number, V>`. */
 export type MapKeyType = 'string' | 'uint32' | 'int32' | 'sint32' | 'uint64' | 'int64' | 'sint64';
@@ -143,11 +126,7 @@ interface CompiledField {
 }
 
 function wireOf(type: number): number {
-  return type === T_STRING ||
-    type === T_BYTES ||
-    type === T_TIMESTAMP ||
-    type === T_DURATION ||
-    type === T_MESSAGE
+  return type === T_STRING || type === T_BYTES || type === T_TIMESTAMP || type === T_DURATION || type === T_MESSAGE
     ? WIRE_LEN
     : WIRE_VARINT;
 }
@@ -488,8 +467,7 @@ export function newMessage<T>(schema: MessageSchema<T>): T {
   const fields = schema.compiled;
   for (let i = 0; i < fields.length; i++) {
     const f = fields[i]!;
-    obj[f.name] =
-      f.kind === K_REPEATED ? [] : f.kind === K_MAP ? (f.stringKeys ? {} : new Map()) : defaultValue(f.type);
+    obj[f.name] = f.kind === K_REPEATED ? [] : f.kind === K_MAP ? (f.stringKeys ? {} : new Map()) : defaultValue(f.type);
   }
   return obj as T;
 }
@@ -656,8 +634,7 @@ function readMapEntry(r: Reader, f: CompiledField, target: unknown): void {
   }
   r.pop(saved);
   if (!haveVal) {
-    val =
-      f.type === T_MESSAGE ? newMessage(f.msg!) : f.type === T_TIMESTAMP ? new Date(0) : defaultValue(f.type);
+    val = f.type === T_MESSAGE ? newMessage(f.msg!) : f.type === T_TIMESTAMP ? new Date(0) : defaultValue(f.type);
   }
   if (f.stringKeys) setOwn(target as Record<string, unknown>, key as string, val);
   else (target as Map<number, unknown>).set(key as number, val);
@@ -721,9 +698,7 @@ function valueToJSON(f: CompiledField, type: number, v: unknown): JsonValue {
     case T_STRING:
       return (v as string) ?? '';
     case T_BYTES:
-      return Buffer.from((v as Uint8Array).buffer, (v as Uint8Array).byteOffset, (v as Uint8Array).byteLength).toString(
-        'base64',
-      );
+      return Buffer.from((v as Uint8Array).buffer, (v as Uint8Array).byteOffset, (v as Uint8Array).byteLength).toString('base64');
     case T_BOOL:
       return v === true;
     case T_UINT32:

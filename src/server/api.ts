@@ -66,9 +66,20 @@ export function clusterOps(node: KmsNode): ClusterOps {
         // A single node (embedded store): itself, the leader.
         const mem = process.memoryUsage();
         const self: NodeSnapshot = {
-          id: 0, host: node.host, version: VERSION, startedAt: node.startedAt, heartbeatAt: Date.now(), commit: node.kms?.commits ?? 0,
-          hsms: node.hsmEntries, hsmActive: node.hsms.map((h) => h.name), os: os.platform(), arch: os.arch(), cpus: os.cpus().length,
-          usableCpus: os.availableParallelism(), heapMemInUse: mem.heapUsed, sealed: node.kms === undefined,
+          id: 0,
+          host: node.host,
+          version: VERSION,
+          startedAt: node.startedAt,
+          heartbeatAt: Date.now(),
+          commit: node.kms?.commits ?? 0,
+          hsms: node.hsmEntries,
+          hsmActive: node.hsms.map((h) => h.name),
+          os: os.platform(),
+          arch: os.arch(),
+          cpus: os.cpus().length,
+          usableCpus: os.availableParallelism(),
+          heapMemInUse: mem.heapUsed,
+          sealed: node.kms === undefined,
         };
         return { nodesUp: new Map([[0, serverStatus(node, self, new Map([[0, node.host]]), 0)]]), nodesDown: new Map() };
       }

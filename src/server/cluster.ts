@@ -51,7 +51,9 @@ export class ClusterRuntime {
       fromRev: rev + 1,
       onError: (err) => {
         this.#log.warn('change feed broken; reloading the state', { err: err.message });
-        this.#queue = this.#queue.then(() => this.#hooks.resync()).catch((e: unknown) => this.#log.error('reload failed', { err: (e as Error).message }));
+        this.#queue = this.#queue
+          .then(() => this.#hooks.resync())
+          .catch((e: unknown) => this.#log.error('reload failed', { err: (e as Error).message }));
       },
     });
     this.#hooks.kms()?.followChanges();
@@ -60,10 +62,12 @@ export class ClusterRuntime {
 
   #enqueue(events: StoreEvent[]): void {
     // Events are applied strictly in order; a root key change may need an HSM call first.
-    this.#queue = this.#queue.then(() => this.#apply(events)).catch((err: unknown) => {
-      this.#log.error('cannot apply a change from another node; reloading the state', { err: (err as Error).message });
-      return this.#hooks.resync();
-    });
+    this.#queue = this.#queue
+      .then(() => this.#apply(events))
+      .catch((err: unknown) => {
+        this.#log.error('cannot apply a change from another node; reloading the state', { err: (err as Error).message });
+        return this.#hooks.resync();
+      });
   }
 
   async #apply(events: StoreEvent[]): Promise<void> {

@@ -58,8 +58,16 @@ function visible(c: CallContext, command: string): ((name: string) => boolean) |
 }
 
 const keyStatus = (k: KeyVersionInfo): MessageInit<M.KeyStatusResponse> => k;
-const enclaveStatus = (e: Enclave): MessageInit<M.EnclaveStatusResponse> => ({ name: e.name, createdAt: e.createdAt, createdBy: e.createdBy });
-const policyStatus = (p: Policy): MessageInit<M.PolicyStatusResponse> => ({ name: p.name, createdAt: new Date(p.createdAt), createdBy: p.createdBy });
+const enclaveStatus = (e: Enclave): MessageInit<M.EnclaveStatusResponse> => ({
+  name: e.name,
+  createdAt: e.createdAt,
+  createdBy: e.createdBy,
+});
+const policyStatus = (p: Policy): MessageInit<M.PolicyStatusResponse> => ({
+  name: p.name,
+  createdAt: new Date(p.createdAt),
+  createdBy: p.createdBy,
+});
 const identityResponse = (i: IdentityInfo): MessageInit<M.IdentityResponse> => i;
 
 function toRuleSets(rules: Rules): Record<string, M.RuleSet> {
@@ -88,91 +96,169 @@ const HANDLERS: ReadonlyMap<number, Handler<unknown, unknown>> = new Map([
   [C.EnclaveCreate, handler<M.CreateEnclaveRequest>({ run: (c, r) => c.kms.createEnclave(c.principal.identity, r.name) })],
   [C.EnclaveDelete, handler<M.DeleteEnclaveRequest>({ run: (c, r) => c.kms.deleteEnclave(r.name) })],
   [C.EnclaveStatus, handler<M.EnclaveStatusRequest, M.EnclaveStatusResponse>({ run: (c, r) => enclaveStatus(c.kms.enclave(r.name)) })],
-  [C.EnclaveList, handler<M.ListRequest, M.ListEnclavesResponse>({
-    
-    
-    run: (c, r) => {
-      const page = c.kms.listEnclaves(r.prefix, r.continueAt, r.limit);
-      return { enclaves: page.items.map(enclaveStatus), continueAt: page.continueAt };
-    },
-  })],
+  [
+    C.EnclaveList,
+    handler<M.ListRequest, M.ListEnclavesResponse>({
+      run: (c, r) => {
+        const page = c.kms.listEnclaves(r.prefix, r.continueAt, r.limit);
+        return { enclaves: page.items.map(enclaveStatus), continueAt: page.continueAt };
+      },
+    }),
+  ],
 
   // ---- keys
-  [C.KeyCreate, handler<M.CreateKeyRequest>({ object: (r) => r.name, run: (c, r) => c.kms.createKey(c.principal.identity, c.enclave, r.name, r.type, r.addVersion) })],
-  [C.KeyDelete, handler<M.DeleteKeyRequest>({ object: (r) => r.name, run: (c, r) => c.kms.deleteKey(c.enclave, r.name, r.version, r.allVersions) })],
-  [C.KeyImport, handler<M.ImportKeyRequest>({ object: (r) => r.name, run: (c, r) => c.kms.importKey(c.principal.identity, c.enclave, r.name, r.type, r.key) })],
-  [C.KeyStatus, handler<M.KeyStatusRequest, M.KeyStatusResponse>({ object: (r) => r.name, run: (c, r) => keyStatus(c.kms.keyStatus(c.enclave, r.name, r.version)) })],
-  [C.KeyEncrypt, handler<M.EncryptRequest, M.EncryptResponse>({ object: (r) => r.name, run: (c, r) => c.kms.encrypt(c.enclave, r.name, r.version, r.plaintext, r.associatedData) })],
-  [C.KeyDecrypt, handler<M.DecryptRequest, M.DecryptResponse>({ object: (r) => r.name, run: (c, r) => ({ plaintext: c.kms.decrypt(c.enclave, r.name, r.version, r.ciphertext, r.associatedData) }) })],
-  [C.KeyGenerate, handler<M.GenerateKeyRequest, M.GenerateKeyResponse>({ object: (r) => r.name, run: (c, r) => c.kms.generate(c.enclave, r.name, r.version, r.associatedData, r.length) })],
-  [C.KeyList, handler<M.ListRequest, M.ListKeysResponse>({
-    
-    
-    run: (c, r) => {
-      const page = c.kms.listKeys(c.enclave, r.prefix, r.continueAt, r.limit, visible(c, 'KEY:LIST'));
-      return { keys: page.items.map(keyStatus), continueAt: page.continueAt };
-    },
-  })],
-  [C.KeyListVersions, handler<M.ListKeyVersionsRequest, M.ListKeyVersionsResponse>({
-    
-    
-    object: (r) => r.name,
-    run: (c, r) => {
-      const page = c.kms.listKeyVersions(c.enclave, r.name, r.continueAt, r.limit);
-      return { versions: page.items.map(keyStatus), continueAt: page.continueAt };
-    },
-  })],
-  [C.KeyMac, handler<M.MACRequest, M.MACResponse>({ object: (r) => r.name, run: (c, r) => c.kms.mac(c.enclave, r.name, r.version, r.message) })],
+  [
+    C.KeyCreate,
+    handler<M.CreateKeyRequest>({
+      object: (r) => r.name,
+      run: (c, r) => c.kms.createKey(c.principal.identity, c.enclave, r.name, r.type, r.addVersion),
+    }),
+  ],
+  [
+    C.KeyDelete,
+    handler<M.DeleteKeyRequest>({ object: (r) => r.name, run: (c, r) => c.kms.deleteKey(c.enclave, r.name, r.version, r.allVersions) }),
+  ],
+  [
+    C.KeyImport,
+    handler<M.ImportKeyRequest>({
+      object: (r) => r.name,
+      run: (c, r) => c.kms.importKey(c.principal.identity, c.enclave, r.name, r.type, r.key),
+    }),
+  ],
+  [
+    C.KeyStatus,
+    handler<M.KeyStatusRequest, M.KeyStatusResponse>({
+      object: (r) => r.name,
+      run: (c, r) => keyStatus(c.kms.keyStatus(c.enclave, r.name, r.version)),
+    }),
+  ],
+  [
+    C.KeyEncrypt,
+    handler<M.EncryptRequest, M.EncryptResponse>({
+      object: (r) => r.name,
+      run: (c, r) => c.kms.encrypt(c.enclave, r.name, r.version, r.plaintext, r.associatedData),
+    }),
+  ],
+  [
+    C.KeyDecrypt,
+    handler<M.DecryptRequest, M.DecryptResponse>({
+      object: (r) => r.name,
+      run: (c, r) => ({ plaintext: c.kms.decrypt(c.enclave, r.name, r.version, r.ciphertext, r.associatedData) }),
+    }),
+  ],
+  [
+    C.KeyGenerate,
+    handler<M.GenerateKeyRequest, M.GenerateKeyResponse>({
+      object: (r) => r.name,
+      run: (c, r) => c.kms.generate(c.enclave, r.name, r.version, r.associatedData, r.length),
+    }),
+  ],
+  [
+    C.KeyList,
+    handler<M.ListRequest, M.ListKeysResponse>({
+      run: (c, r) => {
+        const page = c.kms.listKeys(c.enclave, r.prefix, r.continueAt, r.limit, visible(c, 'KEY:LIST'));
+        return { keys: page.items.map(keyStatus), continueAt: page.continueAt };
+      },
+    }),
+  ],
+  [
+    C.KeyListVersions,
+    handler<M.ListKeyVersionsRequest, M.ListKeyVersionsResponse>({
+      object: (r) => r.name,
+      run: (c, r) => {
+        const page = c.kms.listKeyVersions(c.enclave, r.name, r.continueAt, r.limit);
+        return { versions: page.items.map(keyStatus), continueAt: page.continueAt };
+      },
+    }),
+  ],
+  [
+    C.KeyMac,
+    handler<M.MACRequest, M.MACResponse>({ object: (r) => r.name, run: (c, r) => c.kms.mac(c.enclave, r.name, r.version, r.message) }),
+  ],
 
   // ---- policies
-  [C.PolicyCreate, handler<M.CreatePolicyRequest>({
-    
-    object: (r) => r.name,
-    run: (c, r) => c.kms.createPolicy(c.principal.identity, c.enclave, r.name, fromRuleSets(r.allow), fromRuleSets(r.deny), isSdkCommandName),
-  })],
+  [
+    C.PolicyCreate,
+    handler<M.CreatePolicyRequest>({
+      object: (r) => r.name,
+      run: (c, r) =>
+        c.kms.createPolicy(c.principal.identity, c.enclave, r.name, fromRuleSets(r.allow), fromRuleSets(r.deny), isSdkCommandName),
+    }),
+  ],
   [C.PolicyDelete, handler<M.DeletePolicyRequest>({ object: (r) => r.name, run: (c, r) => c.kms.deletePolicy(c.enclave, r.name) })],
-  [C.PolicyAssign, handler<M.AssignPolicyRequest>({ object: (r) => r.policy, run: (c, r) => c.kms.assignPolicy(c.principal, c.enclave, r.identity, r.policy) })],
-  [C.PolicyGet, handler<M.PolicyRequest, M.PolicyResponse>({
-    
-    
-    object: (r) => r.name,
-    run: (c, r) => {
-      const p = c.kms.policy(c.enclave, r.name);
-      return { ...policyStatus(p), allow: toRuleSets(p.allow), deny: toRuleSets(p.deny) };
-    },
-  })],
-  [C.PolicyStatus, handler<M.PolicyRequest, M.PolicyStatusResponse>({ object: (r) => r.name, run: (c, r) => policyStatus(c.kms.policy(c.enclave, r.name)) })],
-  [C.PolicyList, handler<M.ListRequest, M.ListPoliciesResponse>({
-    
-    
-    run: (c, r) => {
-      const page = c.kms.listPolicies(c.enclave, r.prefix, r.continueAt, r.limit, visible(c, 'POLICY:LIST'));
-      return { policies: page.items.map(policyStatus), continueAt: page.continueAt };
-    },
-  })],
+  [
+    C.PolicyAssign,
+    handler<M.AssignPolicyRequest>({
+      object: (r) => r.policy,
+      run: (c, r) => c.kms.assignPolicy(c.principal, c.enclave, r.identity, r.policy),
+    }),
+  ],
+  [
+    C.PolicyGet,
+    handler<M.PolicyRequest, M.PolicyResponse>({
+      object: (r) => r.name,
+      run: (c, r) => {
+        const p = c.kms.policy(c.enclave, r.name);
+        return { ...policyStatus(p), allow: toRuleSets(p.allow), deny: toRuleSets(p.deny) };
+      },
+    }),
+  ],
+  [
+    C.PolicyStatus,
+    handler<M.PolicyRequest, M.PolicyStatusResponse>({
+      object: (r) => r.name,
+      run: (c, r) => policyStatus(c.kms.policy(c.enclave, r.name)),
+    }),
+  ],
+  [
+    C.PolicyList,
+    handler<M.ListRequest, M.ListPoliciesResponse>({
+      run: (c, r) => {
+        const page = c.kms.listPolicies(c.enclave, r.prefix, r.continueAt, r.limit, visible(c, 'POLICY:LIST'));
+        return { policies: page.items.map(policyStatus), continueAt: page.continueAt };
+      },
+    }),
+  ],
 
   // ---- identities
-  [C.IdentityCreate, handler<M.CreateIdentityRequest>({
-    
-    object: (r) => r.identity,
-    run: (c, r) => c.kms.createIdentity(c.principal, c.enclave, { identity: r.identity, privilege: r.privilege, serviceAccount: r.isServiceAccount, tags: r.tags }),
-  })],
-  [C.IdentityDelete, handler<M.DeleteIdentityRequest>({ object: (r) => r.identity, run: (c, r) => c.kms.deleteIdentity(c.principal, c.enclave, r.identity) })],
-  [C.IdentityStatus, handler<M.IdentityRequest, M.IdentityResponse>({
-    
-    
-    // Everyone may look at themselves ("get-identity" without an argument).
-    object: (r) => r.identity,
-    run: (c, r) => identityResponse(c.kms.identityInfo(c.enclave, r.identity || c.principal.identity)),
-  })],
-  [C.IdentityList, handler<M.ListRequest, M.ListIdentitiesResponse>({
-    
-    
-    run: (c, r) => {
-      const page = c.kms.listIdentities(c.enclave, r.prefix, r.continueAt, r.limit, visible(c, 'IDENTITY:LIST'));
-      return { identities: page.items.map(identityResponse), continueAt: page.continueAt };
-    },
-  })],
+  [
+    C.IdentityCreate,
+    handler<M.CreateIdentityRequest>({
+      object: (r) => r.identity,
+      run: (c, r) =>
+        c.kms.createIdentity(c.principal, c.enclave, {
+          identity: r.identity,
+          privilege: r.privilege,
+          serviceAccount: r.isServiceAccount,
+          tags: r.tags,
+        }),
+    }),
+  ],
+  [
+    C.IdentityDelete,
+    handler<M.DeleteIdentityRequest>({
+      object: (r) => r.identity,
+      run: (c, r) => c.kms.deleteIdentity(c.principal, c.enclave, r.identity),
+    }),
+  ],
+  [
+    C.IdentityStatus,
+    handler<M.IdentityRequest, M.IdentityResponse>({
+      // Everyone may look at themselves ("get-identity" without an argument).
+      object: (r) => r.identity,
+      run: (c, r) => identityResponse(c.kms.identityInfo(c.enclave, r.identity || c.principal.identity)),
+    }),
+  ],
+  [
+    C.IdentityList,
+    handler<M.ListRequest, M.ListIdentitiesResponse>({
+      run: (c, r) => {
+        const page = c.kms.listIdentities(c.enclave, r.prefix, r.continueAt, r.limit, visible(c, 'IDENTITY:LIST'));
+        return { identities: page.items.map(identityResponse), continueAt: page.continueAt };
+      },
+    }),
+  ],
 ]);
 
 /** Whether the caller may run `cmd` on `object` (per frame; LIST commands filter instead). */
@@ -226,7 +312,16 @@ function objectOf(h: Handler<unknown, unknown>, req: unknown): string {
  * @param trace filled with what happened, if given
  * @param pool threads for the cryptography of large KEY:GENERATE/ENCRYPT/DECRYPT batches
  */
-export function dispatch(kms: Kms, cluster: ClusterOps, identity: string, enclave: string, body: Buffer, limits: Limits, trace?: DispatchTrace, pool?: CryptoPool): Buffer | Promise<Buffer> {
+export function dispatch(
+  kms: Kms,
+  cluster: ClusterOps,
+  identity: string,
+  enclave: string,
+  body: Buffer,
+  limits: Limits,
+  trace?: DispatchTrace,
+  pool?: CryptoPool,
+): Buffer | Promise<Buffer> {
   // Without a client certificate nothing of the request is looked at (kms-wire.md §1.5).
   if (identity === '') throw new KmsError('ERR_NOT_ALLOWED');
   const frames = parseFrames(body, limits.maxFrames);
@@ -269,7 +364,15 @@ export function dispatch(kms: Kms, cluster: ClusterOps, identity: string, enclav
  * Runs frames `from`… one after the other and encodes all responses at the end, straight into
  * one buffer (no per-frame copies). Synchronous unless a command is (only writes are).
  */
-function runFrames(c: CallContext, cmd: Command, h: Handler<unknown, unknown>, frames: readonly { payload: Buffer }[], trace: DispatchTrace | undefined, results: MessageInit<unknown>[], from: number): Buffer | Promise<Buffer> {
+function runFrames(
+  c: CallContext,
+  cmd: Command,
+  h: Handler<unknown, unknown>,
+  frames: readonly { payload: Buffer }[],
+  trace: DispatchTrace | undefined,
+  results: MessageInit<unknown>[],
+  from: number,
+): Buffer | Promise<Buffer> {
   for (let i = from; i < frames.length; i++) {
     const req = decodeMessage(cmd.request, frames[i]!.payload);
     if (trace) trace.objects[i] = objectOf(h, req);
@@ -310,7 +413,14 @@ type DataRequest = M.GenerateKeyRequest & M.EncryptRequest & M.DecryptRequest;
  * KEY:DECRYPT of version 0, which tries every version, or a pool that failed): it reports the
  * first failing frame exactly, and redoing a batch's checks is cheap.
  */
-async function offload(pool: CryptoPool, c: CallContext, cmd: Command, h: Handler<unknown, unknown>, frames: readonly { payload: Buffer }[], trace: DispatchTrace | undefined): Promise<Buffer | undefined> {
+async function offload(
+  pool: CryptoPool,
+  c: CallContext,
+  cmd: Command,
+  h: Handler<unknown, unknown>,
+  frames: readonly { payload: Buffer }[],
+  trace: DispatchTrace | undefined,
+): Promise<Buffer | undefined> {
   const n = frames.length;
   const reqs: DataRequest[] = new Array(n);
   const keys: KeyVersion[] = new Array(n);
@@ -329,8 +439,10 @@ async function offload(pool: CryptoPool, c: CallContext, cmd: Command, h: Handle
   }
   let answer: PoolResult<unknown>;
   try {
-    if (cmd.code === C.KeyGenerate) answer = await pool.generate(reqs.map((r, i) => ({ key: keys[i]!, length: lengths[i]!, ad: r.associatedData })));
-    else if (cmd.code === C.KeyEncrypt) answer = await pool.encrypt(reqs.map((r, i) => ({ key: keys[i]!, data: r.plaintext, ad: r.associatedData })));
+    if (cmd.code === C.KeyGenerate)
+      answer = await pool.generate(reqs.map((r, i) => ({ key: keys[i]!, length: lengths[i]!, ad: r.associatedData })));
+    else if (cmd.code === C.KeyEncrypt)
+      answer = await pool.encrypt(reqs.map((r, i) => ({ key: keys[i]!, data: r.plaintext, ad: r.associatedData })));
     else answer = await pool.decrypt(reqs.map((r, i) => ({ key: keys[i]!, data: r.ciphertext, ad: r.associatedData })));
   } catch (err) {
     const failed = (err as { failedItem?: number }).failedItem;
@@ -370,4 +482,3 @@ async function offload(pool: CryptoPool, c: CallContext, cmd: Command, h: Handle
     answer.wipe();
   }
 }
-

@@ -70,7 +70,6 @@ export interface Limits {
   bodyTimeout: number;
 }
 
-
 export interface Route {
   method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   /** Exact path, or a prefix ending in `/` matched with the rest as `param`. */
@@ -126,7 +125,7 @@ export function sendError(res: Response, err: unknown, log: Logger): void {
     e = err;
   } else {
     const id = randomUUID();
-    log.error('internal error', { requestId: id, err: err instanceof Error ? err.stack ?? err.message : String(err) });
+    log.error('internal error', { requestId: id, err: err instanceof Error ? (err.stack ?? err.message) : String(err) });
     e = new KmsError('ERR_INTERNAL', `request id ${id}`);
   }
   if (res.headersSent || res.stream?.destroyed) return;
@@ -165,7 +164,7 @@ function readBody(req: Request, limits: Limits, done: (err: unknown, body?: Buff
     if (finished) return;
     finished = true;
     bodyDeadlines.remove(pending);
-    done(undefined, chunks ? Buffer.concat(chunks, size) : first ?? EMPTY);
+    done(undefined, chunks ? Buffer.concat(chunks, size) : (first ?? EMPTY));
   });
   req.on('error', fail);
   req.on('aborted', () => fail(new KmsError('ERR_BAD_REQUEST', 'request aborted')));
@@ -280,7 +279,6 @@ class StreamRequest extends OnStream implements Request {
     return this.stream.session!.socket;
   }
 
-
   removeAllListeners(event?: string): this {
     this.stream.removeAllListeners(event);
     if (event === undefined || event === 'error') this.stream.on('error', noop);
@@ -350,7 +348,6 @@ class StreamResponse extends OnStream implements Response {
     if (name === 'content-length' && this.#length !== undefined) return this.#length;
     return this.#headers?.[name];
   }
-
 }
 
 function noop(): void {}

@@ -34,9 +34,24 @@ export interface Logger {
 
 /** Field names whose values never reach any log output (case-sensitive, at any depth). */
 export const REDACTED_FIELDS: readonly string[] = [
-  'apiKey', 'api_key', 'apikey', 'APIKey',
-  'key', 'hsmKey', 'hsm_key', 'privateKey', 'private_key', 'secret', 'password', 'token', 'authorization',
-  'plaintext', 'Plaintext', 'dek', 'material', 'keyMaterial',
+  'apiKey',
+  'api_key',
+  'apikey',
+  'APIKey',
+  'key',
+  'hsmKey',
+  'hsm_key',
+  'privateKey',
+  'private_key',
+  'secret',
+  'password',
+  'token',
+  'authorization',
+  'plaintext',
+  'Plaintext',
+  'dek',
+  'material',
+  'keyMaterial',
 ];
 const REDACTED = new Set(REDACTED_FIELDS);
 const CENSOR = '[REDACTED]';

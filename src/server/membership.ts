@@ -57,7 +57,14 @@ export class Membership {
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
 
-  private constructor(client: Etcd3, prefix: string, id: number, heartbeatMs: number, snapshot: () => Omit<NodeSnapshot, 'id' | 'heartbeatAt'>, log: Logger) {
+  private constructor(
+    client: Etcd3,
+    prefix: string,
+    id: number,
+    heartbeatMs: number,
+    snapshot: () => Omit<NodeSnapshot, 'id' | 'heartbeatAt'>,
+    log: Logger,
+  ) {
     this.#client = client;
     this.#prefix = prefix;
     this.id = id;
@@ -67,7 +74,14 @@ export class Membership {
   }
 
   /** Registers this node (allocating or finding its id by `host`) and starts heartbeats. */
-  static async join(client: Etcd3, prefix: string, host: string, heartbeatMs: number, snapshot: () => Omit<NodeSnapshot, 'id' | 'heartbeatAt'>, log: Logger): Promise<Membership> {
+  static async join(
+    client: Etcd3,
+    prefix: string,
+    host: string,
+    heartbeatMs: number,
+    snapshot: () => Omit<NodeSnapshot, 'id' | 'heartbeatAt'>,
+    log: Logger,
+  ): Promise<Membership> {
     const id = await allocateId(client, prefix, host);
     const m = new Membership(client, prefix, id, heartbeatMs, snapshot, log);
     await m.#beat();
@@ -139,7 +153,10 @@ export class Membership {
     const id = [...view.down].find(([, h]) => h === host)?.[0];
     if (id === undefined) {
       const up = [...view.up.values()].some((n) => n.host === host);
-      throw new KmsError('ERR_BAD_REQUEST', up ? `node ${host} is running: stop it before removing it` : `node ${host} is not a member of the cluster`);
+      throw new KmsError(
+        'ERR_BAD_REQUEST',
+        up ? `node ${host} is running: stop it before removing it` : `node ${host} is not a member of the cluster`,
+      );
     }
     await this.#client.delete().key(`${this.#prefix}members/${id}`).exec();
   }
@@ -171,7 +188,10 @@ async function allocateId(client: Etcd3, prefix: string, host: string): Promise<
     while (used.has(id)) id++;
     const key = `${prefix}members/${id}`;
     const record: MemberRecord = { id, host, addedAt: new Date().toISOString() };
-    const res = await client.if(key, 'Create', '==', 0).then(client.put(key).value(JSON.stringify(record))).commit();
+    const res = await client
+      .if(key, 'Create', '==', 0)
+      .then(client.put(key).value(JSON.stringify(record)))
+      .commit();
     if (res.succeeded) return id;
   }
   throw new Error('cannot allocate a cluster node id: too much contention');

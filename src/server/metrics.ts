@@ -111,7 +111,11 @@ export class FastHistogram {
       let cumulative = 0;
       for (let i = 0; i <= b.length; i++) {
         cumulative += row[i]!;
-        values.push({ metricName: `${this.name}_bucket`, labels: { ...base, le: i < b.length ? String(b[i]) : '+Inf' }, value: cumulative } as MetricValue<string>);
+        values.push({
+          metricName: `${this.name}_bucket`,
+          labels: { ...base, le: i < b.length ? String(b[i]) : '+Inf' },
+          value: cumulative,
+        } as MetricValue<string>);
       }
       values.push({ metricName: `${this.name}_sum`, labels: base, value: row[b.length + 1]! } as MetricValue<string>);
       values.push({ metricName: `${this.name}_count`, labels: base, value: row[b.length + 2]! } as MetricValue<string>);
@@ -142,13 +146,32 @@ export interface StateSource {
 export class Metrics {
   readonly registry = new Registry();
   /** `minkms_http_requests_total{command,status}`: one per HTTP request; `command` is the command name or the route. */
-  readonly requests = new FastCounter('minkms_http_requests_total', 'HTTP requests by command (or route) and status code', ['command', 'status']);
+  readonly requests = new FastCounter('minkms_http_requests_total', 'HTTP requests by command (or route) and status code', [
+    'command',
+    'status',
+  ]);
   /** `minkms_commands_total{command,status}`: one per command frame (a batch of N counts N). */
-  readonly commands = new FastCounter('minkms_commands_total', 'Command frames by command and HTTP status of their request', ['command', 'status']);
-  readonly canceled = new FastCounter('minkms_http_requests_canceled_total', 'Requests the client abandoned before the response was complete', ['command']);
-  readonly duration = new FastHistogram('minkms_http_request_duration_seconds', 'Request latency by command (or route), until the response is complete', LATENCY_BUCKETS, 'command');
+  readonly commands = new FastCounter('minkms_commands_total', 'Command frames by command and HTTP status of their request', [
+    'command',
+    'status',
+  ]);
+  readonly canceled = new FastCounter(
+    'minkms_http_requests_canceled_total',
+    'Requests the client abandoned before the response was complete',
+    ['command'],
+  );
+  readonly duration = new FastHistogram(
+    'minkms_http_request_duration_seconds',
+    'Request latency by command (or route), until the response is complete',
+    LATENCY_BUCKETS,
+    'command',
+  );
   readonly requestSize = new FastHistogram('minkms_http_request_size_bytes', 'Request body sizes (Content-Length)', SIZE_BUCKETS);
-  readonly responseSize = new FastHistogram('minkms_http_response_size_bytes', 'Response body sizes (Content-Length; streams not counted)', SIZE_BUCKETS);
+  readonly responseSize = new FastHistogram(
+    'minkms_http_response_size_bytes',
+    'Response body sizes (Content-Length; streams not counted)',
+    SIZE_BUCKETS,
+  );
   /** Requests being served. */
   inflight = 0;
 
@@ -189,7 +212,11 @@ export class Metrics {
       });
     countGauge('minkms_enclaves', 'Number of enclaves (0 while sealed)', (c) => c.enclaves);
     countGauge('minkms_keys', 'Number of keys (names, not versions) in all enclaves (0 while sealed)', (c) => c.keys);
-    countGauge('minkms_identities', 'Number of identities in all enclaves, without the root identity (0 while sealed)', (c) => c.identities);
+    countGauge(
+      'minkms_identities',
+      'Number of identities in all enclaves, without the root identity (0 while sealed)',
+      (c) => c.identities,
+    );
     gauge('minkms_log_streams', 'Open POST /v1/debug/log streams', () => state.logStreams());
     const total = (name: string, help: string, value: () => number) =>
       new Counter({
@@ -203,7 +230,10 @@ export class Metrics {
       });
     total('minkms_audit_records_total', 'Audit lines written since the start', () => state.auditRecords());
     total('minkms_audit_write_errors_total', 'Failed audit log writes since the start', () => state.auditErrors());
-    new Gauge({ name: 'minkms_build_info', help: 'Version of the server', labelNames: ['version'], registers: [r] }).set({ version: VERSION }, 1);
+    new Gauge({ name: 'minkms_build_info', help: 'Version of the server', labelNames: ['version'], registers: [r] }).set(
+      { version: VERSION },
+      1,
+    );
     collectDefaultMetrics({ register: r });
   }
 

@@ -100,7 +100,11 @@ export class KmsNode {
     this.hsms = hsms;
     this.#devDir = devDir;
     if (store instanceof EtcdStore) {
-      this.cluster = new ClusterRuntime(store, { kms: () => this.kms, rootChanged: () => this.#rootChanged(), resync: () => this.#resync() }, opts.log);
+      this.cluster = new ClusterRuntime(
+        store,
+        { kms: () => this.kms, rootChanged: () => this.#rootChanged(), resync: () => this.#resync() },
+        opts.log,
+      );
     }
   }
 
@@ -130,7 +134,15 @@ export class KmsNode {
 
     const { host, port } = parseAddress(opts.address);
     const obs = (opts.observability ??= new Observability({ log: opts.log }));
-    const server = createHttpServer({ cert: tls.cert, key: tls.key, ca: tls.ca, routes: apiRoutes(node), limits: opts.config.limits, log: opts.log, observer: obs.http });
+    const server = createHttpServer({
+      cert: tls.cert,
+      key: tls.key,
+      ca: tls.ca,
+      routes: apiRoutes(node),
+      limits: opts.config.limits,
+      log: opts.log,
+      observer: obs.http,
+    });
     node.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -362,7 +374,9 @@ function configuredHsms(opts: NodeOptions, dir: string, fresh: boolean): Hsm[] {
   if (opts.hsmKey) {
     hsms.push(new SoftHsm(opts.hsmKey));
   } else if (existsSync(local)) {
-    opts.log.warn(`using the soft HSM key stored in ${local}: anyone who can read the data directory can decrypt it; move it to MINIO_KMS_HSM_KEY for production`);
+    opts.log.warn(
+      `using the soft HSM key stored in ${local}: anyone who can read the data directory can decrypt it; move it to MINIO_KMS_HSM_KEY for production`,
+    );
     hsms.push(new SoftHsm(readFileSync(local, 'utf8')));
   }
   if (opts.config.hsm.minkms) hsms.push(new MinkmsHsm(opts.config.hsm.minkms));
@@ -374,7 +388,8 @@ function configuredHsms(opts: NodeOptions, dir: string, fresh: boolean): Hsm[] {
     }
     hsms.push(new SoftHsm(key));
   }
-  if (hsms.length === 0) throw new Error('kms: no HSM provided (set MINIO_KMS_HSM_KEY, see `minkms --soft-hsm`, or configure hsm.minio.minkms)');
+  if (hsms.length === 0)
+    throw new Error('kms: no HSM provided (set MINIO_KMS_HSM_KEY, see `minkms --soft-hsm`, or configure hsm.minio.minkms)');
   return hsms;
 }
 

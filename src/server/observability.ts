@@ -189,7 +189,8 @@ export class Observability {
     if (!res.writableEnded) m.canceled.inc(st.label);
     if (st.audit) {
       const err = st.error;
-      const outcome = err === undefined && status < 400 ? 'ok' : isKmsError(err) ? err.code : err === undefined ? `HTTP_${status}` : 'ERR_INTERNAL';
+      const outcome =
+        err === undefined && status < 400 ? 'ok' : isKmsError(err) ? err.code : err === undefined ? `HTTP_${status}` : 'ERR_INTERNAL';
       this.audit!.append({
         time: new Date(st.wall).toISOString(),
         identity: st.audit.identity,
@@ -210,7 +211,12 @@ export class Observability {
    * Runs the commands of one `POST /v1/kms` request through `run` (which calls `dispatch`
    * with the trace) and records what happened, whether it succeeded or threw.
    */
-  runCommands(req: Request, identity: string, enclave: string, run: (trace: DispatchTrace) => Buffer | Promise<Buffer>): Buffer | Promise<Buffer> {
+  runCommands(
+    req: Request,
+    identity: string,
+    enclave: string,
+    run: (trace: DispatchTrace) => Buffer | Promise<Buffer>,
+  ): Buffer | Promise<Buffer> {
     const trace: DispatchTrace = { command: undefined, frames: 0, objects: [], done: 0, ends: [] };
     const t0 = performance.now();
     let out: Buffer | Promise<Buffer>;

@@ -70,7 +70,14 @@ export function loadTlsMaterial(config: Config, dir: string, configured: boolean
     writeFileSync(certFile, cert, { mode: 0o644 });
     generated = true;
   }
-  return { cert: [read(certFile, 'certificate')], key: [read(keyFile, 'private key')], ca, files: [certFile, keyFile, ...caFiles], source: certFile, generated };
+  return {
+    cert: [read(certFile, 'certificate')],
+    key: [read(keyFile, 'private key')],
+    ca,
+    files: [certFile, keyFile, ...caFiles],
+    source: certFile,
+    generated,
+  };
 }
 
 /** Logs a warning for each certificate that expires within 48 hours (or has expired). */
@@ -84,7 +91,10 @@ export function warnExpiring(material: TlsMaterial, log: Logger, now = Date.now(
     }
     const left = Date.parse(cert.validTo) - now;
     if (left < EXPIRY_WARNING_MS) {
-      log.warn(left <= 0 ? 'TLS certificate has expired' : 'TLS certificate expires within 48 hours', { subject: cert.subject, validTo: cert.validTo });
+      log.warn(left <= 0 ? 'TLS certificate has expired' : 'TLS certificate expires within 48 hours', {
+        subject: cert.subject,
+        validTo: cert.validTo,
+      });
     }
   }
 }
@@ -94,8 +104,24 @@ export function warnExpiring(material: TlsMaterial, log: Logger, now = Date.now(
  * cannot be loaded (e.g. a key that does not match, or a half-written file) keeps the old
  * certificates and is logged. Returns a function that stops watching.
  */
-export function watchTls(server: Http2SecureServer, reload: () => TlsMaterial, files: readonly string[], log: Logger, intervalMs = 2000): () => void {
-  const stamp = () => files.map((f) => { try { const s = statSync(f); return `${s.mtimeMs}:${s.size}:${s.ino}`; } catch { return 'missing'; } }).join('|');
+export function watchTls(
+  server: Http2SecureServer,
+  reload: () => TlsMaterial,
+  files: readonly string[],
+  log: Logger,
+  intervalMs = 2000,
+): () => void {
+  const stamp = () =>
+    files
+      .map((f) => {
+        try {
+          const s = statSync(f);
+          return `${s.mtimeMs}:${s.size}:${s.ino}`;
+        } catch {
+          return 'missing';
+        }
+      })
+      .join('|');
   let last = stamp();
   const timer = setInterval(() => {
     const now = stamp();

@@ -165,7 +165,13 @@ type FaultPolicy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>
 interface GrpcInterceptors {
   InterceptingCall: new (
     next: unknown,
-    requester: { start(metadata: { set(key: string, value: string): void }, listener: unknown, next: (metadata: unknown, listener: unknown) => void): void },
+    requester: {
+      start(
+        metadata: { set(key: string, value: string): void },
+        listener: unknown,
+        next: (metadata: unknown, listener: unknown) => void,
+      ): void;
+    },
   ) => unknown;
 }
 const grpc = createRequire(createRequire(import.meta.url).resolve('etcd3'))('@grpc/grpc-js') as GrpcInterceptors;
@@ -229,7 +235,8 @@ function classify(err: unknown): Failure {
   if (msg.includes('request is too large') || /message larger than max/i.test(msg)) return { kind: 'limit', flag: '--max-request-bytes' };
   if (msg.includes('required revision has been compacted')) return { kind: 'compacted' };
   // Refused before the request was handed to raft: safe to send again.
-  if (/No connection established|ECONNREFUSED|etcdserver: no leader|etcdserver: too many requests|etcdserver: not capable/.test(msg)) return { kind: 'unsent' };
+  if (/No connection established|ECONNREFUSED|etcdserver: no leader|etcdserver: too many requests|etcdserver: not capable/.test(msg))
+    return { kind: 'unsent' };
   if (
     err instanceof GRPCUnavailableError ||
     err instanceof GRPCDeadlineExceededError ||
@@ -286,13 +293,17 @@ export class EtcdStore implements Store {
   constructor(options: EtcdStoreOptions) {
     const { endpoints, tls } = options;
     if (!Array.isArray(endpoints) || endpoints.length === 0) throw new Error('etcd store: no endpoints given');
-    if (typeof options.prefix !== 'string' || options.prefix === '') throw new Error('etcd store: the prefix (namespace) must not be empty');
+    if (typeof options.prefix !== 'string' || options.prefix === '')
+      throw new Error('etcd store: the prefix (namespace) must not be empty');
     for (const e of endpoints) {
-      if (!/^https?:\/\/[^/]+$/.test(e)) throw new Error(`etcd store: endpoint ${JSON.stringify(e)} is not of the form http(s)://host:port`);
+      if (!/^https?:\/\/[^/]+$/.test(e))
+        throw new Error(`etcd store: endpoint ${JSON.stringify(e)} is not of the form http(s)://host:port`);
       if (tls && e.startsWith('http://')) throw new Error(`etcd store: TLS options given, but endpoint ${e} is http://`);
     }
-    if ((options.username === undefined) !== (options.password === undefined)) throw new Error('etcd store: give both username and password, or neither');
-    if (tls && (tls.cert === undefined) !== (tls.key === undefined)) throw new Error('etcd store: give both the TLS client certificate and key, or neither');
+    if ((options.username === undefined) !== (options.password === undefined))
+      throw new Error('etcd store: give both username and password, or neither');
+    if (tls && (tls.cert === undefined) !== (tls.key === undefined))
+      throw new Error('etcd store: give both the TLS client certificate and key, or neither');
     this.#timeoutMs = positive(options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 'timeoutMs');
     this.#attemptTimeoutMs = positive(options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS, 'attemptTimeoutMs');
     this.prefix = options.prefix.endsWith('/') ? options.prefix : options.prefix + '/';
@@ -369,7 +380,8 @@ export class EtcdStore implements Store {
     const token = this.#token(now);
     const compare: ICompare[] = [{ key: token, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }];
     for (const c of conditions) {
-      if (!Number.isSafeInteger(c.rev) || c.rev < 0) throw new TypeError(`etcd store: condition on ${c.key} has an invalid revision ${c.rev}`);
+      if (!Number.isSafeInteger(c.rev) || c.rev < 0)
+        throw new TypeError(`etcd store: condition on ${c.key} has an invalid revision ${c.rev}`);
       const key = this.#key(c.key);
       compare.push(
         c.rev === 0
@@ -427,7 +439,9 @@ export class EtcdStore implements Store {
       throw new TypeError(`etcd store: invalid watch start revision ${options.fromRev}`);
     }
     const start = this.#key(prefix);
-    const loop = new WatchLoop(this.client, start, prefixEnd(start), this.#data.length, onChange, options, () => this.#watches.delete(loop));
+    const loop = new WatchLoop(this.client, start, prefixEnd(start), this.#data.length, onChange, options, () =>
+      this.#watches.delete(loop),
+    );
     this.#watches.add(loop);
     loop.start();
     return loop;
@@ -521,7 +535,15 @@ class WatchLoop implements StoreWatch {
   #backoff = WATCH_BACKOFF_MIN_MS;
   #closed = false;
 
-  constructor(client: Etcd3, start: Buffer, end: Buffer, strip: number, onChange: (events: StoreEvent[]) => void, options: WatchOptions, onClosed: () => void) {
+  constructor(
+    client: Etcd3,
+    start: Buffer,
+    end: Buffer,
+    strip: number,
+    onChange: (events: StoreEvent[]) => void,
+    options: WatchOptions,
+    onClosed: () => void,
+  ) {
     this.#client = client;
     this.#start = start;
     this.#end = end;
@@ -562,7 +584,10 @@ class WatchLoop implements StoreWatch {
     w.on('error', (err: Error) => {
       if (w !== this.#watcher || this.#closed) return;
       const fatal = /compacted/.test(err.message)
-        ? new StoreWatchCompactedError(`etcd watch cannot resume from revision ${this.#next}: it was compacted (${err.message}); reload and watch again`, { cause: err })
+        ? new StoreWatchCompactedError(
+            `etcd watch cannot resume from revision ${this.#next}: it was compacted (${err.message}); reload and watch again`,
+            { cause: err },
+          )
         : new Error(`etcd cancelled the watch: ${err.message}`, { cause: err });
       void this.close();
       this.#report(fatal);

@@ -57,7 +57,12 @@ export function decodeSnapshot(buf: Buffer): { meta: SnapshotMeta; entries: Snap
   }
   if (buf.length < SNAPSHOT_MAGIC.length + 4 + 32) throw new SnapshotError('corrupt backup: truncated');
   const body = buf.subarray(0, buf.length - 32);
-  if (!createHash('sha256').update(body).digest().equals(buf.subarray(buf.length - 32))) {
+  if (
+    !createHash('sha256')
+      .update(body)
+      .digest()
+      .equals(buf.subarray(buf.length - 32))
+  ) {
     throw new SnapshotError('corrupt backup: checksum mismatch (truncated or altered)');
   }
   let pos = SNAPSHOT_MAGIC.length;

@@ -50,7 +50,8 @@ export class SqliteStore implements Store {
       db.exec('BEGIN IMMEDIATE; COMMIT;');
     } catch (err) {
       db.close();
-      if ((err as { code?: string }).code === 'SQLITE_BUSY') throw new Error(`the data directory ${dir} is in use by another minkms server`);
+      if ((err as { code?: string }).code === 'SQLITE_BUSY')
+        throw new Error(`the data directory ${dir} is in use by another minkms server`);
       throw err;
     }
     db.pragma('synchronous = FULL');

@@ -36,7 +36,10 @@ test('backup → wipe → restore on a fresh node with the same HSM → every ci
   await rootA.createKey('minio', { name: 'k', addVersion: true });
   const user = newUser(a);
   await rootA.createIdentity('minio', { identity: user.identity, privilege: 'Admin' });
-  const deks = await rootA.generateKey('minio', Array.from({ length: 50 }, (_, i) => ({ name: 'k', version: 1 + (i % 2), associatedData: Buffer.from(`o${i}`) })));
+  const deks = await rootA.generateKey(
+    'minio',
+    Array.from({ length: 50 }, (_, i) => ({ name: 'k', version: 1 + (i % 2), associatedData: Buffer.from(`o${i}`) })),
+  );
   const snapshot = await rootA.readDb();
   assert.ok(snapshot.length > 0);
   for (const dek of deks) assert.equal(snapshot.indexOf(dek.plaintext), -1, 'no plaintext in a backup');
@@ -48,8 +51,14 @@ test('backup → wipe → restore on a fresh node with the same HSM → every ci
   await rootB.createEnclave('will-be-replaced');
   await rejectsWith(clientFor(b, user.apiKey).writeDb(snapshot), 'ERR_NOT_ALLOWED');
   await rootB.writeDb(snapshot, b.host);
-  assert.deepEqual((await rootB.listEnclaves()).enclaves.map((e) => e.name), ['minio']);
-  const plain = await rootB.decrypt('minio', deks.map((d, i) => ({ name: 'k', version: d.version, ciphertext: d.ciphertext, associatedData: Buffer.from(`o${i}`) })));
+  assert.deepEqual(
+    (await rootB.listEnclaves()).enclaves.map((e) => e.name),
+    ['minio'],
+  );
+  const plain = await rootB.decrypt(
+    'minio',
+    deks.map((d, i) => ({ name: 'k', version: d.version, ciphertext: d.ciphertext, associatedData: Buffer.from(`o${i}`) })),
+  );
   plain.forEach((p, i) => assert.ok(p.plaintext.equals(deks[i]!.plaintext)));
   const admin = clientFor(b, user.apiKey);
   await admin.createKey('minio', { name: 'after-restore' });
@@ -61,7 +70,10 @@ test('backup → wipe → restore on a fresh node with the same HSM → every ci
   servers.splice(servers.indexOf(b), 1);
   const b2 = await start(hsmKey, b.dir);
   const rootB2 = clientFor(b2, b2.apiKey);
-  assert.deepEqual((await rootB2.listKeys('minio')).keys.map((k) => k.name), ['after-restore', 'k']);
+  assert.deepEqual(
+    (await rootB2.listKeys('minio')).keys.map((k) => k.name),
+    ['after-restore', 'k'],
+  );
   rootB2.close();
 });
 
@@ -89,7 +101,11 @@ test('a foreign, corrupt or truncated backup is refused and the node stays as it
       assert.match(err.message ?? '', message, name);
       return true;
     });
-    assert.deepEqual((await rootC.listEnclaves()).enclaves.map((e) => e.name), ['c-data'], `${name}: state unchanged`);
+    assert.deepEqual(
+      (await rootC.listEnclaves()).enclaves.map((e) => e.name),
+      ['c-data'],
+      `${name}: state unchanged`,
+    );
   }
   rootC.close();
 });

@@ -113,7 +113,9 @@ function h2(o: RawRequest): Promise<Raw> {
     stream.on('end', () => finish(resHeaders ? undefined : new Error('stream ended without a response')));
     const what = `${String(headers[':method'])} ${o.path} (${o.body?.length ?? 0} bytes)`;
     stream.on('error', (err) => finish(new Error(`${what}: ${err.message}`, { cause: err })));
-    stream.on('close', () => finish(resHeaders ? undefined : new Error(`${what}: stream closed without a response (code ${stream.rstCode})`)));
+    stream.on('close', () =>
+      finish(resHeaders ? undefined : new Error(`${what}: stream closed without a response (code ${stream.rstCode})`)),
+    );
     if (o.body && !o.headersOnly) stream.end(o.body);
   });
 }
@@ -188,7 +190,11 @@ function checkInvariants(r: Raw, label: string): void {
     assert.deepEqual(Object.keys(json), ['message'], `${label}: error body keys`);
     const message = (json as { message: unknown }).message;
     assert.equal(typeof message, 'string', `${label}: message is not a string`);
-    assert.doesNotMatch(message as string, /\n|\bat \S+ \(|\.[jt]s:\d+|Error:|TypeError|RangeError/, `${label}: message looks like a stack trace`);
+    assert.doesNotMatch(
+      message as string,
+      /\n|\bat \S+ \(|\.[jt]s:\d+|Error:|TypeError|RangeError/,
+      `${label}: message looks like a stack trace`,
+    );
     assert.notEqual(r.status, 500, `${label}: internal server error: ${message as string}`);
   }
 }
@@ -239,11 +245,22 @@ function kmsPath(enclave: string): string {
 
 /** POST of a raw body to `/v1/kms/{enclave}` over HTTP/2 with the root certificate. */
 function post(enclave: string, body: Uint8Array, extra: Partial<RawRequest> = {}): Promise<Raw> {
-  return h2({ path: kmsPath(enclave), body, headers: { 'content-type': OCTET, accept: 'application/*', 'accept-encoding': 'gzip' }, ...extra });
+  return h2({
+    path: kmsPath(enclave),
+    body,
+    headers: { 'content-type': OCTET, accept: 'application/*', 'accept-encoding': 'gzip' },
+    ...extra,
+  });
 }
 
 /** POST of framed messages of one command. */
-function command<T>(enclave: string, code: number, schema: MessageSchema<T>, msgs: MessageInit<T>[], extra: Partial<RawRequest> = {}): Promise<Raw> {
+function command<T>(
+  enclave: string,
+  code: number,
+  schema: MessageSchema<T>,
+  msgs: MessageInit<T>[],
+  extra: Partial<RawRequest> = {},
+): Promise<Raw> {
   return post(enclave, Buffer.concat(msgs.map((m) => frameOf(code, schema, m))), extra);
 }
 
@@ -340,7 +357,9 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
     ];
     for (const [label, body] of cases) {
       expectError(await post(ENCLAVE, body), 'ERR_MALFORMED_FRAME', label, { detail: 'truncated frame header' });
-      expectError(await h1({ path: kmsPath(ENCLAVE), body }), 'ERR_MALFORMED_FRAME', `HTTP/1.1 ${label}`, { detail: 'truncated frame header' });
+      expectError(await h1({ path: kmsPath(ENCLAVE), body }), 'ERR_MALFORMED_FRAME', `HTTP/1.1 ${label}`, {
+        detail: 'truncated frame header',
+      });
     }
   });
 
@@ -359,7 +378,10 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
       ['length 0x80000000', Buffer.concat([lying(0x80000000), payload])],
       ['second frame truncated', Buffer.concat([frameOf(C.KeyStatus, M.KeyStatusRequestSchema, { name: 'k' }), lying(100), payload])],
       ['4 GiB, unknown code', Buffer.concat([lying(0xffffffff, 999), payload])],
-      ['4 GiB, write command', Buffer.concat([lying(0xffffffff, C.KeyCreate), encodeMessage(M.CreateKeyRequestSchema, { name: 'never-4g' })])],
+      [
+        '4 GiB, write command',
+        Buffer.concat([lying(0xffffffff, C.KeyCreate), encodeMessage(M.CreateKeyRequestSchema, { name: 'never-4g' })]),
+      ],
     ];
     for (const [label, body] of cases) {
       expectError(await post(ENCLAVE, body), 'ERR_MALFORMED_FRAME', label, { detail: 'truncated frame payload' });
@@ -404,7 +426,11 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
       ['KEY:STATUS + KEY:CREATE', ENCLAVE, Buffer.concat([status, create])],
       ['KEY:CREATE + POLICY:CREATE', ENCLAVE, Buffer.concat([create, createPolicy])],
       ['KEY:STATUS × 3 + KEY:CREATE', ENCLAVE, Buffer.concat([status, status, status, create])],
-      ['ENCLAVE:CREATE + ENCLAVE:LIST', '', Buffer.concat([frameOf(C.EnclaveCreate, M.CreateEnclaveRequestSchema, { name: 'never-mixed' }), frame(C.EnclaveList)])],
+      [
+        'ENCLAVE:CREATE + ENCLAVE:LIST',
+        '',
+        Buffer.concat([frameOf(C.EnclaveCreate, M.CreateEnclaveRequestSchema, { name: 'never-mixed' }), frame(C.EnclaveList)]),
+      ],
     ];
     for (const [label, enclave, body] of cases) {
       const r = await post(enclave, body);
@@ -417,16 +443,52 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
 
   test('several frames of a non-batchable (write) command → 400, nothing written', async () => {
     const cases: [string, string, Buffer][] = [
-      ['KEY:CREATE × 2', ENCLAVE, Buffer.concat(['never-batch-1', 'never-batch-2'].map((name) => frameOf(C.KeyCreate, M.CreateKeyRequestSchema, { name })))],
-      ['KEY:IMPORT × 2', ENCLAVE, Buffer.concat(['never-batch-3', 'never-batch-4'].map((name) => frameOf(C.KeyImport, M.ImportKeyRequestSchema, { name, key: Buffer.alloc(32, 1) })))],
+      [
+        'KEY:CREATE × 2',
+        ENCLAVE,
+        Buffer.concat(['never-batch-1', 'never-batch-2'].map((name) => frameOf(C.KeyCreate, M.CreateKeyRequestSchema, { name }))),
+      ],
+      [
+        'KEY:IMPORT × 2',
+        ENCLAVE,
+        Buffer.concat(
+          ['never-batch-3', 'never-batch-4'].map((name) =>
+            frameOf(C.KeyImport, M.ImportKeyRequestSchema, { name, key: Buffer.alloc(32, 1) }),
+          ),
+        ),
+      ],
       ['KEY:DELETE × 2', ENCLAVE, Buffer.concat(['k', 'k2'].map((name) => frameOf(C.KeyDelete, M.DeleteKeyRequestSchema, { name })))],
-      ['KEY:CREATE (rotate) × 2', ENCLAVE, Buffer.concat([0, 1].map(() => frameOf(C.KeyCreate, M.CreateKeyRequestSchema, { name: 'k', addVersion: true })))],
-      ['POLICY:CREATE × 2', ENCLAVE, Buffer.concat(['never-batch-p1', 'never-batch-p2'].map((name) => frameOf(C.PolicyCreate, M.CreatePolicyRequestSchema, { name })))],
+      [
+        'KEY:CREATE (rotate) × 2',
+        ENCLAVE,
+        Buffer.concat([0, 1].map(() => frameOf(C.KeyCreate, M.CreateKeyRequestSchema, { name: 'k', addVersion: true }))),
+      ],
+      [
+        'POLICY:CREATE × 2',
+        ENCLAVE,
+        Buffer.concat(['never-batch-p1', 'never-batch-p2'].map((name) => frameOf(C.PolicyCreate, M.CreatePolicyRequestSchema, { name }))),
+      ],
       ['POLICY:DELETE × 2', ENCLAVE, Buffer.concat([0, 1].map(() => frameOf(C.PolicyDelete, M.DeletePolicyRequestSchema, { name: 'p' })))],
-      ['IDENTITY:CREATE × 2', ENCLAVE, Buffer.concat([0, 1].map(() => frameOf(C.IdentityCreate, M.CreateIdentityRequestSchema, { identity: generateApiKey().identity })))],
-      ['IDENTITY:DELETE × 2', ENCLAVE, Buffer.concat([0, 1].map(() => frameOf(C.IdentityDelete, M.DeleteIdentityRequestSchema, { identity: adminKey.identity })))],
-      ['ENCLAVE:CREATE × 2', '', Buffer.concat(['never-batch-e1', 'never-batch-e2'].map((name) => frameOf(C.EnclaveCreate, M.CreateEnclaveRequestSchema, { name })))],
-      ['ENCLAVE:DELETE × 2', '', Buffer.concat([0, 1].map(() => frameOf(C.EnclaveDelete, M.DeleteEnclaveRequestSchema, { name: ENCLAVE })))],
+      [
+        'IDENTITY:CREATE × 2',
+        ENCLAVE,
+        Buffer.concat([0, 1].map(() => frameOf(C.IdentityCreate, M.CreateIdentityRequestSchema, { identity: generateApiKey().identity }))),
+      ],
+      [
+        'IDENTITY:DELETE × 2',
+        ENCLAVE,
+        Buffer.concat([0, 1].map(() => frameOf(C.IdentityDelete, M.DeleteIdentityRequestSchema, { identity: adminKey.identity }))),
+      ],
+      [
+        'ENCLAVE:CREATE × 2',
+        '',
+        Buffer.concat(['never-batch-e1', 'never-batch-e2'].map((name) => frameOf(C.EnclaveCreate, M.CreateEnclaveRequestSchema, { name }))),
+      ],
+      [
+        'ENCLAVE:DELETE × 2',
+        '',
+        Buffer.concat([0, 1].map(() => frameOf(C.EnclaveDelete, M.DeleteEnclaveRequestSchema, { name: ENCLAVE }))),
+      ],
       ['KEY:LIST × 2 (single-response read)', ENCLAVE, Buffer.concat([frame(C.KeyList), frame(C.KeyList)])],
       ['CLUSTER:STATUS × 2', '', Buffer.concat([frame(C.ClusterStatus), frame(C.ClusterStatus)])],
     ];
@@ -437,7 +499,10 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
     await rejectsPolicyNotFound('never-batch-p1');
     const [k] = await root.keyStatus(ENCLAVE, [{ name: 'k' }]);
     assert.equal(k!.version, 1, 'KEY:CREATE (rotate) × 2 added a version');
-    assert.deepEqual((await root.listEnclaves()).enclaves.map((e) => e.name), [ENCLAVE]);
+    assert.deepEqual(
+      (await root.listEnclaves()).enclaves.map((e) => e.name),
+      [ENCLAVE],
+    );
     assert.equal((await root.getIdentity(ENCLAVE, [adminKey.identity]))[0]!.identity, adminKey.identity);
   });
 
@@ -495,7 +560,11 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
     const nested: [string, number, number[]][] = [
       ['POLICY:CREATE allow entry truncated', C.PolicyCreate, [0x0a, 0x01, 0x70, 0x12, 0x05, 0x0a, 0x0a, 0x4b]],
       ['POLICY:CREATE allow key not a string', C.PolicyCreate, [0x0a, 0x01, 0x70, 0x12, 0x02, 0x08, 0x01]],
-      ['POLICY:CREATE rule set with invalid UTF-8 pattern', C.PolicyCreate, [0x0a, 0x01, 0x70, 0x12, 0x0b, 0x0a, 0x03, 0x4b, 0x3a, 0x53, 0x12, 0x04, 0x0a, 0x02, 0x0a, 0xff]],
+      [
+        'POLICY:CREATE rule set with invalid UTF-8 pattern',
+        C.PolicyCreate,
+        [0x0a, 0x01, 0x70, 0x12, 0x0b, 0x0a, 0x03, 0x4b, 0x3a, 0x53, 0x12, 0x04, 0x0a, 0x02, 0x0a, 0xff],
+      ],
       ['IDENTITY:CREATE tag value not a string', C.IdentityCreate, [0x22, 0x05, 0x0a, 0x01, 0x61, 0x10, 0x01]],
       ['IDENTITY:CREATE tag key invalid UTF-8', C.IdentityCreate, [0x22, 0x06, 0x0a, 0x01, 0xfe, 0x12, 0x01, 0x61]],
       ['IDENTITY:CREATE tag entry overruns', C.IdentityCreate, [0x22, 0x09, 0x0a, 0x01, 0x61]],
@@ -514,7 +583,9 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
   test('body over 16 MiB → 413, server stays up', async () => {
     // Streamed without Content-Length: the limit applies while reading.
     const big = Buffer.alloc(MAX_BODY + 1024 * 1024);
-    expectError(await post(ENCLAVE, big, { noContentLength: true, fresh: true }), 'ERR_TOO_LARGE', 'HTTP/2 17 MiB streamed', { exact: true });
+    expectError(await post(ENCLAVE, big, { noContentLength: true, fresh: true }), 'ERR_TOO_LARGE', 'HTTP/2 17 MiB streamed', {
+      exact: true,
+    });
     await assertAlive('after 17 MiB streamed');
     // With an honest Content-Length over the limit.
     expectError(await post(ENCLAVE, big, { fresh: true }), 'ERR_TOO_LARGE', 'HTTP/2 17 MiB with content-length', { exact: true });
@@ -527,15 +598,27 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
     at.writeUInt32BE(MAX_BODY - 6, 2); // one frame filling the body: an (all-zero) field-0 message
     expectError(await post(ENCLAVE, at, { fresh: true }), 'ERR_MALFORMED_MESSAGE', 'exactly at the limit');
     // HTTP/1.1, chunked and with Content-Length, over the limit.
-    expectError(await h1({ path: kmsPath(ENCLAVE), body: big, noContentLength: true }), 'ERR_TOO_LARGE', 'HTTP/1.1 17 MiB chunked', { exact: true });
+    expectError(await h1({ path: kmsPath(ENCLAVE), body: big, noContentLength: true }), 'ERR_TOO_LARGE', 'HTTP/1.1 17 MiB chunked', {
+      exact: true,
+    });
     expectError(await h1({ path: kmsPath(ENCLAVE), body: big }), 'ERR_TOO_LARGE', 'HTTP/1.1 17 MiB with content-length', { exact: true });
     // A big body for a path or method that takes none: the error still arrives (the body is
     // discarded, not left to reset the stream).
     expectError(await h2({ path: '/nope', body: big, fresh: true }), 'ERR_NOT_FOUND', 'HTTP/2 17 MiB to /nope', { exact: true });
-    expectError(await h2({ method: 'PUT', path: kmsPath(ENCLAVE), body: big, fresh: true }), 'ERR_METHOD_NOT_ALLOWED', 'HTTP/2 17 MiB PUT', { exact: true });
+    expectError(
+      await h2({ method: 'PUT', path: kmsPath(ENCLAVE), body: big, fresh: true }),
+      'ERR_METHOD_NOT_ALLOWED',
+      'HTTP/2 17 MiB PUT',
+      { exact: true },
+    );
     expectError(await h2({ path: '/v1/kms/%ZZ', body: big, fresh: true }), 'ERR_BAD_REQUEST', 'HTTP/2 17 MiB to /v1/kms/%ZZ');
     // Unauthenticated callers are refused before their body is read.
-    expectError(await h2({ path: kmsPath(ENCLAVE), body: big, fresh: true, anon: true }), 'ERR_NOT_ALLOWED', 'HTTP/2 17 MiB without certificate', { exact: true });
+    expectError(
+      await h2({ path: kmsPath(ENCLAVE), body: big, fresh: true, anon: true }),
+      'ERR_NOT_ALLOWED',
+      'HTTP/2 17 MiB without certificate',
+      { exact: true },
+    );
     expectError(await h1({ path: '/nope', body: big }), 'ERR_NOT_FOUND', 'HTTP/1.1 17 MiB to /nope', { exact: true });
     await assertAlive('after HTTP/1.1 17 MiB');
   });
@@ -570,7 +653,11 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
     // §8.1.1): the stream is reset with PROTOCOL_ERROR and nothing runs.
     const create = frameOf(C.KeyCreate, M.CreateKeyRequestSchema, { name: 'never-abort' });
     for (const len of [create.length + 10, create.length - 2]) {
-      await assert.rejects(post(ENCLAVE, create, { headers: { 'content-length': String(len) }, fresh: true }), /PROTOCOL_ERROR/, `content-length ${len} for ${create.length} bytes`);
+      await assert.rejects(
+        post(ENCLAVE, create, { headers: { 'content-length': String(len) }, fresh: true }),
+        /PROTOCOL_ERROR/,
+        `content-length ${len} for ${create.length} bytes`,
+      );
     }
     // Headers, half a body, then the client resets the stream / destroys the connection.
     for (const how of ['rst', 'destroy'] as const) {
@@ -586,7 +673,17 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
     }
     // HTTP/1.1 connection closed mid-body.
     await new Promise<void>((resolve) => {
-      const req = https.request({ host: '127.0.0.1', port: server.port, method: 'POST', path: kmsPath(ENCLAVE), ca: server.caPem, cert: rootCert.cert, key: rootCert.key, agent: false, headers: { 'content-length': create.length } });
+      const req = https.request({
+        host: '127.0.0.1',
+        port: server.port,
+        method: 'POST',
+        path: kmsPath(ENCLAVE),
+        ca: server.caPem,
+        cert: rootCert.cert,
+        key: rootCert.key,
+        agent: false,
+        headers: { 'content-length': create.length },
+      });
       req.on('error', () => resolve());
       req.on('close', () => resolve());
       req.write(create.subarray(0, 8));
@@ -599,20 +696,51 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
 
   // ------------------------------------------------------------------ names and arguments
 
-  const BAD_NAMES: string[] = ['a/b', '..', '.', '.hidden', '*', 'k*', '', 'a'.repeat(129), 'ключ', 'é', '🔑', 'a b', ' a', 'a ', '-a', '_a', ':a', 'a\u0000b', 'a\nb', 'a%2Fb', 'a\\b', 'a?b', 'a#b'];
+  const BAD_NAMES: string[] = [
+    'a/b',
+    '..',
+    '.',
+    '.hidden',
+    '*',
+    'k*',
+    '',
+    'a'.repeat(129),
+    'ключ',
+    'é',
+    '🔑',
+    'a b',
+    ' a',
+    'a ',
+    '-a',
+    '_a',
+    ':a',
+    'a\u0000b',
+    'a\nb',
+    'a%2Fb',
+    'a\\b',
+    'a?b',
+    'a#b',
+  ];
 
   test('names outside the charset → 400 invalid name (enclave, key, import, policy)', async () => {
     for (const name of BAD_NAMES) {
       const label = JSON.stringify(name);
       expectError(await command('', C.EnclaveCreate, M.CreateEnclaveRequestSchema, [{ name }]), 'ERR_INVALID_NAME', `enclave ${label}`);
       expectError(await command(ENCLAVE, C.KeyCreate, M.CreateKeyRequestSchema, [{ name }]), 'ERR_INVALID_NAME', `key ${label}`);
-      expectError(await command(ENCLAVE, C.KeyImport, M.ImportKeyRequestSchema, [{ name, key: Buffer.alloc(32, 2) }]), 'ERR_INVALID_NAME', `import ${label}`);
+      expectError(
+        await command(ENCLAVE, C.KeyImport, M.ImportKeyRequestSchema, [{ name, key: Buffer.alloc(32, 2) }]),
+        'ERR_INVALID_NAME',
+        `import ${label}`,
+      );
       expectError(await command(ENCLAVE, C.PolicyCreate, M.CreatePolicyRequestSchema, [{ name }]), 'ERR_INVALID_NAME', `policy ${label}`);
     }
     // The boundaries are accepted.
     expectOk(await command(ENCLAVE, C.KeyCreate, M.CreateKeyRequestSchema, [{ name: 'a'.repeat(128) }]), '128-character key name');
     expectOk(await command(ENCLAVE, C.KeyCreate, M.CreateKeyRequestSchema, [{ name: 'ok.name_1:2-3' }]), 'all allowed characters');
-    assert.deepEqual((await root.listEnclaves()).enclaves.map((e) => e.name), [ENCLAVE]);
+    assert.deepEqual(
+      (await root.listEnclaves()).enclaves.map((e) => e.name),
+      [ENCLAVE],
+    );
   });
 
   test('invalid identities in IDENTITY:CREATE / POLICY:ASSIGN → 400 invalid identity', async () => {
@@ -634,26 +762,58 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
     ];
     for (const identity of bad) {
       const label = JSON.stringify(identity.slice(0, 20));
-      expectError(await command(ENCLAVE, C.IdentityCreate, M.CreateIdentityRequestSchema, [{ identity }]), 'ERR_INVALID_IDENTITY', `IDENTITY:CREATE ${label}`, { exact: true });
-      expectError(await command(ENCLAVE, C.PolicyAssign, M.AssignPolicyRequestSchema, [{ identity, policy: 'p' }]), 'ERR_INVALID_IDENTITY', `POLICY:ASSIGN ${label}`, { exact: true });
+      expectError(
+        await command(ENCLAVE, C.IdentityCreate, M.CreateIdentityRequestSchema, [{ identity }]),
+        'ERR_INVALID_IDENTITY',
+        `IDENTITY:CREATE ${label}`,
+        { exact: true },
+      );
+      expectError(
+        await command(ENCLAVE, C.PolicyAssign, M.AssignPolicyRequestSchema, [{ identity, policy: 'p' }]),
+        'ERR_INVALID_IDENTITY',
+        `POLICY:ASSIGN ${label}`,
+        { exact: true },
+      );
     }
     // A valid identity the enclave does not know.
-    expectError(await command(ENCLAVE, C.PolicyAssign, M.AssignPolicyRequestSchema, [{ identity: valid, policy: 'p' }]), 'ERR_IDENTITY_NOT_FOUND', 'assign to unknown identity', { exact: true });
+    expectError(
+      await command(ENCLAVE, C.PolicyAssign, M.AssignPolicyRequestSchema, [{ identity: valid, policy: 'p' }]),
+      'ERR_IDENTITY_NOT_FOUND',
+      'assign to unknown identity',
+      { exact: true },
+    );
     const ids = (await root.listIdentities(ENCLAVE)).identities.map((i) => i.identity);
     assert.deepEqual(ids, [adminKey.identity]);
   });
 
   test('invalid privilege → 400 invalid privilege', async () => {
-    for (const privilege of ['root', 'superadmin', 'Admin ', ' User', 'admin2', '1', 'Sys Admin', 'ADMIN\u0000', 'Administrator', 'user,admin']) {
+    for (const privilege of [
+      'root',
+      'superadmin',
+      'Admin ',
+      ' User',
+      'admin2',
+      '1',
+      'Sys Admin',
+      'ADMIN\u0000',
+      'Administrator',
+      'user,admin',
+    ]) {
       const identity = generateApiKey().identity;
       const r = await command(ENCLAVE, C.IdentityCreate, M.CreateIdentityRequestSchema, [{ identity, privilege }]);
       expectError(r, 'ERR_INVALID_PRIVILEGE', `privilege ${JSON.stringify(privilege)}`);
-      expectError(await command(ENCLAVE, C.IdentityStatus, M.IdentityRequestSchema, [{ identity }]), 'ERR_IDENTITY_NOT_FOUND', 'created anyway', { exact: true });
+      expectError(
+        await command(ENCLAVE, C.IdentityStatus, M.IdentityRequestSchema, [{ identity }]),
+        'ERR_IDENTITY_NOT_FOUND',
+        'created anyway',
+        { exact: true },
+      );
     }
   });
 
   test('tags: too many, too long, bad charset → 400 invalid identity tag; limits themselves are fine', async () => {
-    const tags = (n: number, k = (i: number) => `k${i}`, v = (i: number) => `v${i}`) => Object.fromEntries(Array.from({ length: n }, (_, i) => [k(i), v(i)]));
+    const tags = (n: number, k = (i: number) => `k${i}`, v = (i: number) => `v${i}`) =>
+      Object.fromEntries(Array.from({ length: n }, (_, i) => [k(i), v(i)]));
     const bad: [string, Record<string, string>][] = [
       ['33 tags', tags(33)],
       ['100 tags', tags(100)],
@@ -665,7 +825,7 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
       ['key with :', { 'a:b': 'v' }],
       ['value with space', { k: 'a b' }],
       ['value with =', { k: 'a=b' }],
-      ['unicode key', { 'ключ': 'v' }],
+      ['unicode key', { ключ: 'v' }],
       ['unicode value', { k: 'é' }],
       ['NUL in value', { k: 'a\u0000' }],
       ['newline in key', { 'a\n': 'v' }],
@@ -674,17 +834,35 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
       const identity = generateApiKey().identity;
       const r = await command(ENCLAVE, C.IdentityCreate, M.CreateIdentityRequestSchema, [{ identity, tags: t }]);
       expectError(r, 'ERR_INVALID_TAG', label);
-      expectError(await command(ENCLAVE, C.IdentityStatus, M.IdentityRequestSchema, [{ identity }]), 'ERR_IDENTITY_NOT_FOUND', `${label}: created anyway`, { exact: true });
+      expectError(
+        await command(ENCLAVE, C.IdentityStatus, M.IdentityRequestSchema, [{ identity }]),
+        'ERR_IDENTITY_NOT_FOUND',
+        `${label}: created anyway`,
+        { exact: true },
+      );
     }
     // At the limits: 32 tags, 64-character keys, 256-character values; and keys that are
     // special in JavaScript objects.
-    const edge: Record<string, string> = tags(30, (i) => `${String(i).padStart(2, '0')}${'k'.repeat(62)}`, () => 'v'.repeat(256));
+    const edge: Record<string, string> = tags(
+      30,
+      (i) => `${String(i).padStart(2, '0')}${'k'.repeat(62)}`,
+      () => 'v'.repeat(256),
+    );
     Object.defineProperty(edge, '__proto__', { value: 'p', enumerable: true, writable: true, configurable: true });
     edge['constructor'] = 'a/b';
     assert.equal(Object.keys(edge).length, 32);
     tagged = generateApiKey().identity;
-    expectOk(await command(ENCLAVE, C.IdentityCreate, M.CreateIdentityRequestSchema, [{ identity: tagged, tags: edge }]), '32 tags at the limits');
-    const [info] = decodeResponse(await command(ENCLAVE, C.IdentityStatus, M.IdentityRequestSchema, [{ identity: tagged }]), C.IdentityStatus, M.IdentityResponseSchema, 1, 'tagged identity');
+    expectOk(
+      await command(ENCLAVE, C.IdentityCreate, M.CreateIdentityRequestSchema, [{ identity: tagged, tags: edge }]),
+      '32 tags at the limits',
+    );
+    const [info] = decodeResponse(
+      await command(ENCLAVE, C.IdentityStatus, M.IdentityRequestSchema, [{ identity: tagged }]),
+      C.IdentityStatus,
+      M.IdentityResponseSchema,
+      1,
+      'tagged identity',
+    );
     assert.deepEqual(Object.keys(info!.tags).sort(), Object.keys(edge).sort());
     assert.equal(info!.tags['__proto__'], 'p');
     assert.equal(Object.getPrototypeOf(info!.tags), Object.prototype);
@@ -692,15 +870,28 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
 
   test('policies: unknown command names → 400 invalid policy; odd patterns are data', async () => {
     for (const cmd of ['KEY:FOO', 'KEY:IMPORT', '*', '', 'KEY', '__proto__', 'KEY:STATUS ']) {
-      const r = await command(ENCLAVE, C.PolicyCreate, M.CreatePolicyRequestSchema, [{ name: 'never-policy', allow: { [cmd]: { rules: { '*': {} } } } }]);
+      const r = await command(ENCLAVE, C.PolicyCreate, M.CreatePolicyRequestSchema, [
+        { name: 'never-policy', allow: { [cmd]: { rules: { '*': {} } } } },
+      ]);
       expectError(r, 'ERR_INVALID_POLICY', `allow ${JSON.stringify(cmd)}`);
-      const d = await command(ENCLAVE, C.PolicyCreate, M.CreatePolicyRequestSchema, [{ name: 'never-policy', deny: { [cmd]: { rules: { '*': {} } } } }]);
+      const d = await command(ENCLAVE, C.PolicyCreate, M.CreatePolicyRequestSchema, [
+        { name: 'never-policy', deny: { [cmd]: { rules: { '*': {} } } } },
+      ]);
       expectError(d, 'ERR_INVALID_POLICY', `deny ${JSON.stringify(cmd)}`);
     }
     await rejectsPolicyNotFound('never-policy');
     const rules = { rules: { ['__proto__']: {}, constructor: {}, 'a/b': {}, '': {} } };
-    expectOk(await command(ENCLAVE, C.PolicyCreate, M.CreatePolicyRequestSchema, [{ name: 'weird', allow: { 'key:status': rules } }]), 'odd patterns');
-    const [p] = decodeResponse(await command(ENCLAVE, C.PolicyGet, M.PolicyRequestSchema, [{ name: 'weird' }]), C.PolicyGet, M.PolicyResponseSchema, 1, 'POLICY:GET weird');
+    expectOk(
+      await command(ENCLAVE, C.PolicyCreate, M.CreatePolicyRequestSchema, [{ name: 'weird', allow: { 'key:status': rules } }]),
+      'odd patterns',
+    );
+    const [p] = decodeResponse(
+      await command(ENCLAVE, C.PolicyGet, M.PolicyRequestSchema, [{ name: 'weird' }]),
+      C.PolicyGet,
+      M.PolicyResponseSchema,
+      1,
+      'POLICY:GET weird',
+    );
     assert.deepEqual(Object.keys(p!.allow), ['KEY:STATUS']);
     assert.deepEqual(Object.keys(p!.allow['KEY:STATUS']!.rules).sort(), ['__proto__', 'a/b', 'constructor']);
   });
@@ -711,12 +902,19 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
       expectError(r, 'ERR_INVALID_DEK_LENGTH', `length ${length}`, { exact: true });
     }
     // A batch with one bad length: no DEK of the good frames leaks out.
-    const r = await command(ENCLAVE, C.KeyGenerate, M.GenerateKeyRequestSchema, [{ name: 'k', length: 64 }, { name: 'k', length: 1025 }]);
+    const r = await command(ENCLAVE, C.KeyGenerate, M.GenerateKeyRequestSchema, [
+      { name: 'k', length: 64 },
+      { name: 'k', length: 1025 },
+    ]);
     expectError(r, 'ERR_INVALID_DEK_LENGTH', 'batch with a bad length', { exact: true });
     assert.ok(r.body.length < 200, 'error body is only the message');
     await root.createKey(ENCLAVE, { name: 'dek', type: 'ChaCha20' });
     for (const name of ['k', 'dek']) {
-      for (const [length, want] of [[0, 32], [1, 1], [1024, 1024]] as const) {
+      for (const [length, want] of [
+        [0, 32],
+        [1, 1],
+        [1024, 1024],
+      ] as const) {
         const res = await command(ENCLAVE, C.KeyGenerate, M.GenerateKeyRequestSchema, [{ name, length, associatedData: AD }]);
         const [dek] = decodeResponse(res, C.KeyGenerate, M.GenerateKeyResponseSchema, 1, `${name} length ${length}`);
         assert.equal(dek!.plaintext.length, want);
@@ -736,14 +934,34 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
       }
     }
     for (const type of ['AES128', 'aes-256', 'AES256 ', ' ChaCha20', 'XChaCha20-Poly1305', 'RSA', 'AES256\u0000', 'null', '*']) {
-      expectError(await command(ENCLAVE, C.KeyCreate, M.CreateKeyRequestSchema, [{ name: 'never-type', type }]), 'ERR_INVALID_KEY_TYPE', `create type ${JSON.stringify(type)}`);
-      expectError(await command(ENCLAVE, C.KeyImport, M.ImportKeyRequestSchema, [{ name: 'never-type', type, key: Buffer.alloc(32, 4) }]), 'ERR_INVALID_KEY_TYPE', `import type ${JSON.stringify(type)}`);
-      expectError(await command(ENCLAVE, C.KeyCreate, M.CreateKeyRequestSchema, [{ name: 'k', type, addVersion: true }]), 'ERR_INVALID_KEY_TYPE', `rotate type ${JSON.stringify(type)}`);
+      expectError(
+        await command(ENCLAVE, C.KeyCreate, M.CreateKeyRequestSchema, [{ name: 'never-type', type }]),
+        'ERR_INVALID_KEY_TYPE',
+        `create type ${JSON.stringify(type)}`,
+      );
+      expectError(
+        await command(ENCLAVE, C.KeyImport, M.ImportKeyRequestSchema, [{ name: 'never-type', type, key: Buffer.alloc(32, 4) }]),
+        'ERR_INVALID_KEY_TYPE',
+        `import type ${JSON.stringify(type)}`,
+      );
+      expectError(
+        await command(ENCLAVE, C.KeyCreate, M.CreateKeyRequestSchema, [{ name: 'k', type, addVersion: true }]),
+        'ERR_INVALID_KEY_TYPE',
+        `rotate type ${JSON.stringify(type)}`,
+      );
     }
     await rejectsNotFound('never-import');
     await rejectsNotFound('never-type');
-    expectOk(await command(ENCLAVE, C.KeyImport, M.ImportKeyRequestSchema, [{ name: 'imported', key: Buffer.alloc(32, 5) }]), 'import 32 bytes');
-    expectError(await command(ENCLAVE, C.KeyImport, M.ImportKeyRequestSchema, [{ name: 'imported', key: Buffer.alloc(32, 6) }]), 'ERR_KEY_EXISTS', 'import again', { exact: true });
+    expectOk(
+      await command(ENCLAVE, C.KeyImport, M.ImportKeyRequestSchema, [{ name: 'imported', key: Buffer.alloc(32, 5) }]),
+      'import 32 bytes',
+    );
+    expectError(
+      await command(ENCLAVE, C.KeyImport, M.ImportKeyRequestSchema, [{ name: 'imported', key: Buffer.alloc(32, 6) }]),
+      'ERR_KEY_EXISTS',
+      'import again',
+      { exact: true },
+    );
     const [k] = await root.keyStatus(ENCLAVE, [{ name: 'k' }]);
     assert.equal(k!.version, 1, 'a rotation with a bad type added a version');
   });
@@ -753,16 +971,36 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
       const r = await command(ENCLAVE, C.KeyDelete, M.DeleteKeyRequestSchema, [{ name: 'rot', version, allVersions: true }]);
       expectError(r, 'ERR_BAD_REQUEST', `all_versions + version ${version}`, { detail: /all_versions/ });
     }
-    expectError(await command(ENCLAVE, C.KeyDelete, M.DeleteKeyRequestSchema, [{ name: 'rot', version: 99 }]), 'ERR_KEY_NOT_FOUND', 'delete version 99', { exact: true });
-    expectError(await command(ENCLAVE, C.KeyDelete, M.DeleteKeyRequestSchema, [{ name: 'nope' }]), 'ERR_KEY_NOT_FOUND', 'delete missing key', { exact: true });
-    const st = await root.keyStatus(ENCLAVE, [{ name: 'rot', version: 1 }, { name: 'rot', version: 2 }]);
-    assert.deepEqual(st.map((s) => s.version), [1, 2]);
+    expectError(
+      await command(ENCLAVE, C.KeyDelete, M.DeleteKeyRequestSchema, [{ name: 'rot', version: 99 }]),
+      'ERR_KEY_NOT_FOUND',
+      'delete version 99',
+      { exact: true },
+    );
+    expectError(
+      await command(ENCLAVE, C.KeyDelete, M.DeleteKeyRequestSchema, [{ name: 'nope' }]),
+      'ERR_KEY_NOT_FOUND',
+      'delete missing key',
+      { exact: true },
+    );
+    const st = await root.keyStatus(ENCLAVE, [
+      { name: 'rot', version: 1 },
+      { name: 'rot', version: 2 },
+    ]);
+    assert.deepEqual(
+      st.map((s) => s.version),
+      [1, 2],
+    );
   });
 
   // ------------------------------------------------------------------ decryption
 
   /** KEY:DECRYPT that must fail with exactly 400 `invalid ciphertext` and leak nothing. */
-  async function decryptFails(req: MessageInit<M.DecryptRequest>, label: string, batch: MessageInit<M.DecryptRequest>[] = []): Promise<void> {
+  async function decryptFails(
+    req: MessageInit<M.DecryptRequest>,
+    label: string,
+    batch: MessageInit<M.DecryptRequest>[] = [],
+  ): Promise<void> {
     const r = await command(ENCLAVE, C.KeyDecrypt, M.DecryptRequestSchema, [...batch, req]);
     expectError(r, 'ERR_DECRYPT', label, { exact: true });
     assert.equal(r.body.toString('utf8'), '{"message":"invalid ciphertext"}', `${label}: body`);
@@ -770,7 +1008,13 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
 
   test('KEY:DECRYPT failures all answer exactly 400 invalid ciphertext', async () => {
     const ok = { name: 'k', version: 1, ciphertext: ctK, associatedData: AD };
-    const [back] = decodeResponse(await command(ENCLAVE, C.KeyDecrypt, M.DecryptRequestSchema, [ok]), C.KeyDecrypt, M.DecryptResponseSchema, 1, 'good decrypt');
+    const [back] = decodeResponse(
+      await command(ENCLAVE, C.KeyDecrypt, M.DecryptRequestSchema, [ok]),
+      C.KeyDecrypt,
+      M.DecryptResponseSchema,
+      1,
+      'good decrypt',
+    );
     assert.deepEqual(back!.plaintext, SECRET);
 
     for (const version of [0, 1]) {
@@ -797,11 +1041,16 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
     // Wrong explicit version of the same key (rot has versions 1 and 2).
     await decryptFails({ name: 'rot', version: 2, ciphertext: ctRotV1, associatedData: AD }, 'rot v1 ciphertext as v2');
     await decryptFails({ name: 'rot', version: 1, ciphertext: ctRotV1, associatedData: Buffer.alloc(0) }, 'rot v1, wrong AD');
-    await decryptFails({ name: 'rot', version: 0, ciphertext: ctRotV1, associatedData: Buffer.from('x') }, 'rot v0 (all versions), wrong AD');
+    await decryptFails(
+      { name: 'rot', version: 0, ciphertext: ctRotV1, associatedData: Buffer.from('x') },
+      'rot v0 (all versions), wrong AD',
+    );
     const [rot] = await root.decrypt(ENCLAVE, [{ name: 'rot', version: 0, ciphertext: ctRotV1, associatedData: AD }]);
     assert.deepEqual(rot!.plaintext, SECRET, 'version 0 decrypts an older version');
     // A version that does not exist is a missing key, as for every other command.
-    const missing = await command(ENCLAVE, C.KeyDecrypt, M.DecryptRequestSchema, [{ name: 'rot', version: 3, ciphertext: ctRotV1, associatedData: AD }]);
+    const missing = await command(ENCLAVE, C.KeyDecrypt, M.DecryptRequestSchema, [
+      { name: 'rot', version: 3, ciphertext: ctRotV1, associatedData: AD },
+    ]);
     expectError(missing, 'ERR_KEY_NOT_FOUND', 'rot v3', { exact: true });
 
     // A batch whose last frame fails: the plaintexts of the good frames must not come back.
@@ -810,7 +1059,10 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
   });
 
   test('KEY:DECRYPT with one flipped bit at every byte position → 400 invalid ciphertext', async () => {
-    for (const [name, ct] of [['k', ctK], ['cc', ctCc]] as const) {
+    for (const [name, ct] of [
+      ['k', ctK],
+      ['cc', ctCc],
+    ] as const) {
       for (let i = 0; i < ct.length; i++) {
         const bad = Buffer.from(ct);
         bad[i]! ^= 1 << (i % 8);
@@ -829,7 +1081,15 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
     const good = await h2({ path: '/v1/kms/b%61d', body: list });
     const [page] = decodeResponse(good, C.KeyList, M.ListKeysResponseSchema, 1, '/v1/kms/b%61d');
     assert.ok(page!.keys.some((k) => k.name === 'k'));
-    for (const path of ['/v1/kms/a%2Fb', '/v1/kms/nope', '/v1/kms/bad%00', '/v1/kms/bad/extra', '/v1/kms/bad%2F', '/v1/kms/%E2%82%AC', '/v1/kms/BAD']) {
+    for (const path of [
+      '/v1/kms/a%2Fb',
+      '/v1/kms/nope',
+      '/v1/kms/bad%00',
+      '/v1/kms/bad/extra',
+      '/v1/kms/bad%2F',
+      '/v1/kms/%E2%82%AC',
+      '/v1/kms/BAD',
+    ]) {
       expectError(await h2({ path, body: list }), 'ERR_ENCLAVE_NOT_FOUND', path, { exact: true });
     }
     for (const path of ['/v1/kms/%ZZ', '/v1/kms/%', '/v1/kms/bad%', '/v1/kms/%C3%28', '/v1/kms/%FF']) {
@@ -844,21 +1104,56 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
     // An enclave Admin is unknown in every other enclave, and cannot run cluster commands.
     const admin = certificateForApiKey(adminKey);
     expectOk(await h2({ path: kmsPath(ENCLAVE), body: list, cert: admin }), 'admin in its enclave');
-    expectError(await h2({ path: '/v1/kms/nope', body: list, cert: admin }), 'ERR_NOT_ALLOWED', 'admin in a missing enclave', { exact: true });
-    expectError(await h2({ path: '/v1/kms', body: frame(C.EnclaveList), cert: admin }), 'ERR_NOT_ALLOWED', 'admin: ENCLAVE:LIST', { exact: true });
-    expectError(await h2({ path: '/v1/kms', body: frameOf(C.EnclaveCreate, M.CreateEnclaveRequestSchema, { name: 'never-admin' }), cert: admin }), 'ERR_NOT_ALLOWED', 'admin: ENCLAVE:CREATE', { exact: true });
+    expectError(await h2({ path: '/v1/kms/nope', body: list, cert: admin }), 'ERR_NOT_ALLOWED', 'admin in a missing enclave', {
+      exact: true,
+    });
+    expectError(await h2({ path: '/v1/kms', body: frame(C.EnclaveList), cert: admin }), 'ERR_NOT_ALLOWED', 'admin: ENCLAVE:LIST', {
+      exact: true,
+    });
+    expectError(
+      await h2({ path: '/v1/kms', body: frameOf(C.EnclaveCreate, M.CreateEnclaveRequestSchema, { name: 'never-admin' }), cert: admin }),
+      'ERR_NOT_ALLOWED',
+      'admin: ENCLAVE:CREATE',
+      { exact: true },
+    );
     // An identity nobody registered.
     const stranger = certificateForApiKey(generateApiKey());
     expectError(await h2({ path: kmsPath(ENCLAVE), body: list, cert: stranger }), 'ERR_NOT_ALLOWED', 'unknown identity', { exact: true });
-    expectError(await h2({ path: kmsPath(ENCLAVE), body: frameOf(C.KeyCreate, M.CreateKeyRequestSchema, { name: 'never-path' }), cert: stranger }), 'ERR_NOT_ALLOWED', 'unknown identity: KEY:CREATE', { exact: true });
+    expectError(
+      await h2({ path: kmsPath(ENCLAVE), body: frameOf(C.KeyCreate, M.CreateKeyRequestSchema, { name: 'never-path' }), cert: stranger }),
+      'ERR_NOT_ALLOWED',
+      'unknown identity: KEY:CREATE',
+      { exact: true },
+    );
     await rejectsNotFound('never-path');
   });
 
   test('unknown paths → 404, wrong methods on known paths → 405 (HTTP/2 and HTTP/1.1)', async () => {
-    const notFound = ['/', '/v1', '/v1/', '/v1/kmsx', '/v1/km', '/v1/health', '/v1/health/', '/v1/health/livex', '/version/', '/VERSION', '/v2/kms', '/v1/rpc/replicate', '/v1/dbx', '/%ZZ', '/v1/KMS/bad'];
+    const notFound = [
+      '/',
+      '/v1',
+      '/v1/',
+      '/v1/kmsx',
+      '/v1/km',
+      '/v1/health',
+      '/v1/health/',
+      '/v1/health/livex',
+      '/version/',
+      '/VERSION',
+      '/v2/kms',
+      '/v1/rpc/replicate',
+      '/v1/dbx',
+      '/%ZZ',
+      '/v1/KMS/bad',
+    ];
     for (const path of notFound) {
       for (const method of ['GET', 'POST']) {
-        expectError(await h2({ method, path, body: method === 'POST' ? frame(C.KeyList) : undefined }), 'ERR_NOT_FOUND', `h2 ${method} ${path}`, { exact: true });
+        expectError(
+          await h2({ method, path, body: method === 'POST' ? frame(C.KeyList) : undefined }),
+          'ERR_NOT_FOUND',
+          `h2 ${method} ${path}`,
+          { exact: true },
+        );
       }
       expectError(await h1({ method: 'GET', path }), 'ERR_NOT_FOUND', `h1 GET ${path}`, { exact: true });
     }
@@ -889,7 +1184,11 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
   test('no client certificate: /v1/kms → 403; /version and health endpoints work (HTTP/2 and HTTP/1.1)', async () => {
     const cases: [string, string, Buffer][] = [
       ['KEY:LIST', kmsPath(ENCLAVE), frame(C.KeyList)],
-      ['KEY:DECRYPT', kmsPath(ENCLAVE), frameOf(C.KeyDecrypt, M.DecryptRequestSchema, { name: 'k', version: 1, ciphertext: ctK, associatedData: AD })],
+      [
+        'KEY:DECRYPT',
+        kmsPath(ENCLAVE),
+        frameOf(C.KeyDecrypt, M.DecryptRequestSchema, { name: 'k', version: 1, ciphertext: ctK, associatedData: AD }),
+      ],
       ['KEY:CREATE', kmsPath(ENCLAVE), frameOf(C.KeyCreate, M.CreateKeyRequestSchema, { name: 'never-anon' })],
       ['ENCLAVE:LIST', '/v1/kms', frame(C.EnclaveList)],
       ['ENCLAVE:CREATE', '/v1/kms', frameOf(C.EnclaveCreate, M.CreateEnclaveRequestSchema, { name: 'never-anon' })],
@@ -913,7 +1212,12 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
       expectOk(v, `${proto} /version`);
       assert.equal(v.headers['content-type'], OCTET);
       assert.equal(decodeMessage(M.VersionResponseSchema, v.body).apiVersion, 'v1');
-      const j = await req({ method: 'GET', path: '/version', anon: true, headers: { accept: 'application/json', 'accept-encoding': 'gzip' } });
+      const j = await req({
+        method: 'GET',
+        path: '/version',
+        anon: true,
+        headers: { accept: 'application/json', 'accept-encoding': 'gzip' },
+      });
       expectOk(j, `${proto} /version json`);
       assert.equal((JSON.parse(j.body.toString('utf8')) as { api_version: string }).api_version, 'v1');
       for (const path of ['/v1/health/live', '/v1/health/ready', '/v1/health/ready?write']) {
@@ -929,11 +1233,26 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
     const requests: [string, string, Buffer, number][] = [
       ['KEY:LIST', ENCLAVE, frame(C.KeyList), 200],
       ['KEY:STATUS × 50', ENCLAVE, Buffer.concat(Array(50).fill(frameOf(C.KeyStatus, M.KeyStatusRequestSchema, { name: 'k' }))), 200],
-      ['KEY:GENERATE × 100', ENCLAVE, Buffer.concat(Array(100).fill(frameOf(C.KeyGenerate, M.GenerateKeyRequestSchema, { name: 'k', length: 1024 }))), 200],
-      ['KEY:ENCRYPT of 1 MiB', ENCLAVE, frameOf(C.KeyEncrypt, M.EncryptRequestSchema, { name: 'k', plaintext: Buffer.alloc(1 << 20, 0x61) }), 200],
+      [
+        'KEY:GENERATE × 100',
+        ENCLAVE,
+        Buffer.concat(Array(100).fill(frameOf(C.KeyGenerate, M.GenerateKeyRequestSchema, { name: 'k', length: 1024 }))),
+        200,
+      ],
+      [
+        'KEY:ENCRYPT of 1 MiB',
+        ENCLAVE,
+        frameOf(C.KeyEncrypt, M.EncryptRequestSchema, { name: 'k', plaintext: Buffer.alloc(1 << 20, 0x61) }),
+        200,
+      ],
       ['ENCLAVE:LIST', '', frame(C.EnclaveList), 200],
       ['CLUSTER:STATUS', '', frame(C.ClusterStatus), 200],
-      ['POLICY:CREATE (write, empty body)', ENCLAVE, frameOf(C.PolicyCreate, M.CreatePolicyRequestSchema, { name: 'p', allow: { 'KEY:STATUS': { rules: { '*': {} } } } }), 200],
+      [
+        'POLICY:CREATE (write, empty body)',
+        ENCLAVE,
+        frameOf(C.PolicyCreate, M.CreatePolicyRequestSchema, { name: 'p', allow: { 'KEY:STATUS': { rules: { '*': {} } } } }),
+        200,
+      ],
       ['400', ENCLAVE, frame(999), 400],
       ['404', 'nope', frame(C.KeyList), 404],
       ['409', ENCLAVE, frameOf(C.KeyCreate, M.CreateKeyRequestSchema, { name: 'k' }), 409],
@@ -948,7 +1267,10 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
         if (status === 200) assert.equal(r.headers['content-type'], OCTET);
       }
     }
-    for (const [method, path] of [['GET', '/nope'], ['GET', '/v1/kms']] as const) {
+    for (const [method, path] of [
+      ['GET', '/nope'],
+      ['GET', '/v1/kms'],
+    ] as const) {
       checkInvariants(await h2({ method, path, headers: enc }), `${method} ${path}`);
       checkInvariants(await h1({ method, path, headers: enc }), `h1 ${method} ${path}`);
     }
@@ -958,7 +1280,8 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
 
   test('batch bodies of 1001–1024 bytes are padded (≥ 1025) and still decode', async () => {
     // KEY:GENERATE: n DEKs of length L. Find batches whose plain body lands in the window.
-    const genFrame = (L: number) => 6 + encodeMessage(M.GenerateKeyResponseSchema, { version: 1, plaintext: Buffer.alloc(L), ciphertext: Buffer.alloc(L + 44) }).length;
+    const genFrame = (L: number) =>
+      6 + encodeMessage(M.GenerateKeyResponseSchema, { version: 1, plaintext: Buffer.alloc(L), ciphertext: Buffer.alloc(L + 44) }).length;
     const batches: number[][] = [];
     for (let n = 1; n <= 20 && batches.length < 8; n++) {
       for (let L = 1; L <= 1024; L++) {
@@ -973,7 +1296,12 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
       const label = `KEY:GENERATE ${lengths.length} × ${lengths.join(',')}`;
       const plain = lengths.reduce((s, L) => s + genFrame(L), 0);
       assert.ok(plain >= 1001 && plain <= 1024, `${label}: test arithmetic (${plain})`);
-      const r = await command(ENCLAVE, C.KeyGenerate, M.GenerateKeyRequestSchema, lengths.map((length) => ({ name: 'k', length })));
+      const r = await command(
+        ENCLAVE,
+        C.KeyGenerate,
+        M.GenerateKeyRequestSchema,
+        lengths.map((length) => ({ name: 'k', length })),
+      );
       const deks = decodeResponse(r, C.KeyGenerate, M.GenerateKeyResponseSchema, lengths.length, label);
       assert.ok(r.body.length >= 1025, `${label}: body of ${r.body.length} bytes (unpadded ${plain})`);
       deks.forEach((d, i) => {
@@ -991,14 +1319,23 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
     const plaintexts: Buffer[][] = [];
     for (let total = 995; total <= 1030; total++) {
       const sum = total - 10 * 8; // frame header 6 + field key 1 + length 1
-      plaintexts.push(Array.from({ length: 10 }, (_, i) => Buffer.alloc(Math.floor(sum / 10) + (i < sum % 10 ? 1 : 0), 0x30 + (total % 10))));
+      plaintexts.push(
+        Array.from({ length: 10 }, (_, i) => Buffer.alloc(Math.floor(sum / 10) + (i < sum % 10 ? 1 : 0), 0x30 + (total % 10))),
+      );
     }
     const flat = plaintexts.flat();
-    const cts = await root.encrypt(ENCLAVE, flat.map((plaintext) => ({ name: 'k2', plaintext })));
+    const cts = await root.encrypt(
+      ENCLAVE,
+      flat.map((plaintext) => ({ name: 'k2', plaintext })),
+    );
     for (let t = 0; t < plaintexts.length; t++) {
       const total = 995 + t;
       const pts = plaintexts[t]!;
-      assert.equal(pts.reduce((s, p) => s + 6 + encodeMessage(M.DecryptResponseSchema, { plaintext: p }).length, 0), total, 'test arithmetic');
+      assert.equal(
+        pts.reduce((s, p) => s + 6 + encodeMessage(M.DecryptResponseSchema, { plaintext: p }).length, 0),
+        total,
+        'test arithmetic',
+      );
       const reqs = pts.map((_, i) => ({ name: 'k2', version: 1, ciphertext: cts[t * 10 + i]!.ciphertext }));
       const r = await command(ENCLAVE, C.KeyDecrypt, M.DecryptRequestSchema, reqs);
       const out = decodeResponse(r, C.KeyDecrypt, M.DecryptResponseSchema, 10, `decrypt total ${total}`);
@@ -1007,7 +1344,10 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
       else assert.equal(r.body.length, total, `total ${total}: padded needlessly`);
     }
     // The SDK sees the right number of results for a padded batch.
-    const viaSdk = await root.generateKey(ENCLAVE, batches[0]!.map((length) => ({ name: 'k', length })));
+    const viaSdk = await root.generateKey(
+      ENCLAVE,
+      batches[0]!.map((length) => ({ name: 'k', length })),
+    );
     assert.equal(viaSdk.length, batches[0]!.length);
   });
 
@@ -1019,7 +1359,10 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
     const status = await root.clusterStatus();
     assert.equal(status.nodesUp.size, 1);
     assert.deepEqual(new Set(await keyNames()), EXPECTED_KEYS);
-    assert.deepEqual((await root.listEnclaves()).enclaves.map((e) => e.name), [ENCLAVE]);
+    assert.deepEqual(
+      (await root.listEnclaves()).enclaves.map((e) => e.name),
+      [ENCLAVE],
+    );
     assert.deepEqual(new Set((await root.listPolicies(ENCLAVE)).policies.map((p) => p.name)), EXPECTED_POLICIES);
     assert.deepEqual(new Set((await root.listIdentities(ENCLAVE)).identities.map((i) => i.identity)), new Set([adminKey.identity, tagged]));
     // Fixtures unchanged: keys still decrypt, versions as created.

@@ -39,11 +39,19 @@ describe('npm run bench (smoke)', { timeout: 180_000 }, () => {
     const ceiling = rows.filter((r) => r.target === 'ceiling');
     assert.ok(minkms.length >= 6, 'one row per scenario of the quick matrix');
     assert.equal(ceiling.length, minkms.length, 'every row has its ceiling');
-    for (const kind of ['generate', 'decrypt', 'mix', 'handshake']) assert.ok(minkms.some((r) => r.kind === kind), kind);
+    for (const kind of ['generate', 'decrypt', 'mix', 'handshake'])
+      assert.ok(
+        minkms.some((r) => r.kind === kind),
+        kind,
+      );
     assert.ok(minkms.some((r) => r.proto === 'h1') && minkms.some((r) => r.proto === 'h2'));
-    assert.ok(minkms.some((r) => (r.batch as number) > 1), 'a batched row');
+    assert.ok(
+      minkms.some((r) => (r.batch as number) > 1),
+      'a batched row',
+    );
     for (const r of rows) {
-      for (const f of ['reqPerS', 'opsPerS', 'p50Ms', 'p99Ms', 'maxMs', 'peakRssMiB', 'serverCpu', 'loadgenCpu']) assert.ok(finite(r[f]), `${r.name} ${r.target} ${f}`);
+      for (const f of ['reqPerS', 'opsPerS', 'p50Ms', 'p99Ms', 'maxMs', 'peakRssMiB', 'serverCpu', 'loadgenCpu'])
+        assert.ok(finite(r[f]), `${r.name} ${r.target} ${f}`);
       assert.ok((r.requests as number) > 0, `${r.name} ${r.target}: no request was answered`);
       assert.equal(r.errors, 0, `${r.name} ${r.target}: ${(r.errorSamples as string[]).join('; ')}`);
     }

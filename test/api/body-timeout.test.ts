@@ -38,24 +38,28 @@ function stalledH2(session: http2.ClientHttp2Session): Promise<{ status: number;
   });
 }
 
-test('HTTP/2: a stalled body → 408 request timeout after body_timeout; other streams are served meanwhile', { timeout: 15_000 }, async () => {
-  const session = http2.connect(server.url, { ca: server.caPem, cert: cert.cert, key: cert.key, servername: '' });
-  session.on('error', () => {});
-  try {
-    const stalled = [stalledH2(session), stalledH2(session), stalledH2(session)];
-    // While they stall, the same connection and a new client are served.
-    const live = await clientFor(server, server.apiKey).version();
-    assert.ok(live.version, 'no version answer while bodies stall');
-    for (const [i, r] of (await Promise.all(stalled)).entries()) {
-      assert.equal(r.status, 408, `stream ${i}: got status ${r.status}, want 408`);
-      assert.deepEqual(JSON.parse(r.body), { message: 'request timeout' }, `stream ${i}: body`);
-      assert.ok(r.ms >= TIMEOUT_MS - 20, `stream ${i}: answered after ${r.ms.toFixed(0)} ms, before the ${TIMEOUT_MS} ms limit`);
-      assert.ok(r.ms < TIMEOUT_MS + 2000, `stream ${i}: answered after ${r.ms.toFixed(0)} ms, far beyond the ${TIMEOUT_MS} ms limit`);
+test(
+  'HTTP/2: a stalled body → 408 request timeout after body_timeout; other streams are served meanwhile',
+  { timeout: 15_000 },
+  async () => {
+    const session = http2.connect(server.url, { ca: server.caPem, cert: cert.cert, key: cert.key, servername: '' });
+    session.on('error', () => {});
+    try {
+      const stalled = [stalledH2(session), stalledH2(session), stalledH2(session)];
+      // While they stall, the same connection and a new client are served.
+      const live = await clientFor(server, server.apiKey).version();
+      assert.ok(live.version, 'no version answer while bodies stall');
+      for (const [i, r] of (await Promise.all(stalled)).entries()) {
+        assert.equal(r.status, 408, `stream ${i}: got status ${r.status}, want 408`);
+        assert.deepEqual(JSON.parse(r.body), { message: 'request timeout' }, `stream ${i}: body`);
+        assert.ok(r.ms >= TIMEOUT_MS - 20, `stream ${i}: answered after ${r.ms.toFixed(0)} ms, before the ${TIMEOUT_MS} ms limit`);
+        assert.ok(r.ms < TIMEOUT_MS + 2000, `stream ${i}: answered after ${r.ms.toFixed(0)} ms, far beyond the ${TIMEOUT_MS} ms limit`);
+      }
+    } finally {
+      session.close();
     }
-  } finally {
-    session.close();
-  }
-});
+  },
+);
 
 test('HTTP/1.1: a stalled body → 408 after body_timeout, server alive afterwards', { timeout: 15_000 }, async () => {
   const t0 = performance.now();

@@ -60,7 +60,11 @@ hsm:
 }
 
 /** Sets up an enclave, a key and a least-privilege User on `ext` for a cluster KMS to seal with. */
-async function provision(ext: TestServer, enclave = 'aistor-key-manager', key = 'aistor-key-manager-hsm'): Promise<External & { user: string }> {
+async function provision(
+  ext: TestServer,
+  enclave = 'aistor-key-manager',
+  key = 'aistor-key-manager-hsm',
+): Promise<External & { user: string }> {
   const root = clientFor(ext, ext.apiKey);
   await root.createEnclave(enclave);
   await root.createKey(enclave, { name: key });
@@ -109,7 +113,10 @@ describe('KMS chain', () => {
     let root = clientFor(cluster, cluster.apiKey);
     await root.createEnclave('minio');
     await root.createKey('minio', { name: 'sse' });
-    const deks = await root.generateKey('minio', Array.from({ length: 20 }, (_, i) => ({ name: 'sse', associatedData: Buffer.from(`object-${i}`) })));
+    const deks = await root.generateKey(
+      'minio',
+      Array.from({ length: 20 }, (_, i) => ({ name: 'sse', associatedData: Buffer.from(`object-${i}`) })),
+    );
     root.close();
 
     // Steps 1–2: enclave, identity and key on the external KMS (least privilege: a User).
@@ -137,7 +144,10 @@ describe('KMS chain', () => {
     await stop(cluster);
     cluster = await start({ dir, hsmKey: null, config, port: cluster.port });
     root = clientFor(cluster, cluster.apiKey);
-    const plain = await root.decrypt('minio', deks.map((d, i) => ({ name: 'sse', version: d.version, ciphertext: d.ciphertext, associatedData: Buffer.from(`object-${i}`) })));
+    const plain = await root.decrypt(
+      'minio',
+      deks.map((d, i) => ({ name: 'sse', version: d.version, ciphertext: d.ciphertext, associatedData: Buffer.from(`object-${i}`) })),
+    );
     plain.forEach((p, i) => assert.ok(p.plaintext.equals(deks[i]!.plaintext), `DEK ${i}`));
     root.close();
     await stop(cluster);
@@ -171,7 +181,10 @@ describe('KMS chain', () => {
     const t0 = Date.now();
     await waitReady(root);
     assert.ok(Date.now() - t0 < 10_000, 'unsealed within seconds');
-    assert.deepEqual((await root.listEnclaves()).enclaves.map((e) => e.name), ['e']);
+    assert.deepEqual(
+      (await root.listEnclaves()).enclaves.map((e) => e.name),
+      ['e'],
+    );
 
     // Once unsealed, the external KMS going away does not affect the data plane.
     await stop(external);
@@ -305,7 +318,10 @@ describe('KMS chain', () => {
     await stop(b);
     b = await start({ dir: bDir, hsmKey: bKey, config: chainConfig(forB), port: b.port });
     // Both drop their soft keys.
-    for (const [s, soft] of [[a, aSoft], [b, bKey]] as const) {
+    for (const [s, soft] of [
+      [a, aSoft],
+      [b, bKey],
+    ] as const) {
       const c = clientFor(s, s.apiKey);
       await c.removeHsm('hsm:minio:soft');
       c.close();

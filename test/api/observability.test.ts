@@ -75,7 +75,13 @@ describe('observability', () => {
     const home = join(work, 'home');
     mkdirSync(join(home, '.minkms', 'certs', 'CAs'), { recursive: true });
     writeFileSync(join(home, '.minkms', 'certs', 'CAs', 'server.pem'), server.caPem);
-    env = { ...(process.env as Record<string, string>), HOME: home, MINIO_KMS_SERVER: server.host, MINIO_KMS_API_KEY: server.apiKey, NO_COLOR: '1' };
+    env = {
+      ...(process.env as Record<string, string>),
+      HOME: home,
+      MINIO_KMS_SERVER: server.host,
+      MINIO_KMS_API_KEY: server.apiKey,
+      NO_COLOR: '1',
+    };
     delete env.MINIO_KMS_ENCLAVE;
     await root.createEnclave('obs');
     await root.createKey('obs', { name: 'k' });
@@ -123,7 +129,11 @@ describe('observability', () => {
     const stranger = clientFor(server, generateApiKey().text);
     try {
       await root.createIdentity('obs', { identity: admin.identity, privilege: 'Admin' });
-      for (const [who, c] of [['no certificate', nocert], ['enclave admin', admin.client], ['unknown identity', stranger]] as const) {
+      for (const [who, c] of [
+        ['no certificate', nocert],
+        ['enclave admin', admin.client],
+        ['unknown identity', stranger],
+      ] as const) {
         const r = await scrape(c);
         assert.equal(r.status, 403, `${who}: ${r.status} ${r.text}`);
         assert.equal(JSON.parse(r.text).message, 'access denied: insufficient permissions');
@@ -148,7 +158,10 @@ describe('observability', () => {
     assert.equal(r.code, 0, show(r));
     const lines = r.stdout.trim().split('\n');
     assert.equal(lines.length, 1, show(r));
-    assert.match(lines[0]!, new RegExp(`^\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z INFO  KEY:CREATE enclave=obs object=${tag} .*outcome=ok status=200`));
+    assert.match(
+      lines[0]!,
+      new RegExp(`^\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z INFO  KEY:CREATE enclave=obs object=${tag} .*outcome=ok status=200`),
+    );
     assert.match(r.stderr, /Streaming the log of 127\.0\.0\.1:\d+/);
 
     // WARN: access denied; the INFO record about the same key does not pass the level.
@@ -164,7 +177,10 @@ describe('observability', () => {
       assert.equal(w.stderr, '');
       const rec = JSON.parse(w.stdout.trim());
       assert.equal(rec.level, 'WARN');
-      assert.match(rec.message, new RegExp(`^KEY:DELETE enclave=obs object=${tag} .*outcome=ERR_NOT_ALLOWED status=403 identity=${user.identity}`));
+      assert.match(
+        rec.message,
+        new RegExp(`^KEY:DELETE enclave=obs object=${tag} .*outcome=ERR_NOT_ALLOWED status=403 identity=${user.identity}`),
+      );
       assert.ok(Array.isArray(rec.trace) || rec.trace === undefined);
     } finally {
       user.client.close();
@@ -227,15 +243,24 @@ describe('observability', () => {
     assert.equal(create.identity, root.identity);
     assert.equal(create.enclave, '');
     for (const r of recs) {
-      assert.deepEqual(Object.keys(r).filter((k) => k !== 'chain'), ['time', 'identity', 'enclave', 'command', 'object', 'outcome', 'status', 'latency_ms', 'request_id', 'seq', 'prev', 'hash']);
+      assert.deepEqual(
+        Object.keys(r).filter((k) => k !== 'chain'),
+        ['time', 'identity', 'enclave', 'command', 'object', 'outcome', 'status', 'latency_ms', 'request_id', 'seq', 'prev', 'hash'],
+      );
       assert.match(r.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
       assert.ok(r.latency_ms >= 0);
     }
     assert.equal(typeof recs[0].chain, 'string');
     // SysAdmin endpoints outside the command channel are audited per request.
     const streams = recs.filter((r) => r.command === 'POST /v1/debug/log');
-    assert.ok(streams.some((r) => r.identity === root.identity && r.outcome === 'ok' && r.status === 200), 'log streams are audited');
-    assert.ok(streams.some((r) => r.identity !== root.identity && r.outcome === 'ERR_NOT_ALLOWED' && r.status === 403), 'refused log streams are audited');
+    assert.ok(
+      streams.some((r) => r.identity === root.identity && r.outcome === 'ok' && r.status === 200),
+      'log streams are audited',
+    );
+    assert.ok(
+      streams.some((r) => r.identity !== root.identity && r.outcome === 'ERR_NOT_ALLOWED' && r.status === 403),
+      'refused log streams are audited',
+    );
     assert.ok(!recs.some((r) => r.command.includes('/v1/health/')), 'metrics scrapes are not audited');
     // Frames of one request share the request id.
     const gens = recs.filter((r) => r.enclave === 'audited' && r.command === 'KEY:GENERATE');
@@ -255,14 +280,24 @@ describe('observability', () => {
       assert.match(r.stderr, reason, name);
     };
     await Promise.all([
-      tampered('edited', (l) => ((l[2] = l[2]!.replace(/"outcome":"[^"]+"/, '"outcome":"ok"').replace(/"status":\d+/, '"status":201')), l), 3, /hash mismatch/),
+      tampered(
+        'edited',
+        (l) => ((l[2] = l[2]!.replace(/"outcome":"[^"]+"/, '"outcome":"ok"').replace(/"status":\d+/, '"status":201')), l),
+        3,
+        /hash mismatch/,
+      ),
       tampered('removed', (l) => (l.splice(1, 1), l), 2, /prev does not match line 1/),
-      tampered('swapped', (l) => ([l[1], l[2]] = [l[2]!, l[1]!], l), 2, /prev does not match/),
+      tampered('swapped', (l) => (([l[1], l[2]] = [l[2]!, l[1]!]), l), 2, /prev does not match/),
       tampered('head-removed', (l) => l.slice(1), 1, /does not start a chain/),
     ]);
     const json = await minkms(['audit', 'verify', join(work, 'removed.log'), '--json']);
     assert.equal(json.code, 1);
-    assert.deepEqual(JSON.parse(json.stdout), { file: join(work, 'removed.log'), ok: false, line: 2, reason: 'prev does not match line 1 (a line was removed, inserted or reordered)' });
+    assert.deepEqual(JSON.parse(json.stdout), {
+      file: join(work, 'removed.log'),
+      ok: false,
+      line: 2,
+      reason: 'prev does not match line 1 (a line was removed, inserted or reordered)',
+    });
   });
 
   test('no API key, HSM key, DEK, plaintext, ciphertext or imported key material in the log or the audit log', async () => {
@@ -270,14 +305,24 @@ describe('observability', () => {
     const user = newUser(server);
     const material = Buffer.alloc(32, 0x5a);
     const plaintext = Buffer.from('the quick brown secret plaintext 0123456789');
-    const secrets: string[] = [server.apiKey, user.apiKey, server.hsmKey, material.toString('base64'), material.toString('hex'), plaintext.toString('utf8'), plaintext.toString('base64')];
+    const secrets: string[] = [
+      server.apiKey,
+      user.apiKey,
+      server.hsmKey,
+      material.toString('base64'),
+      material.toString('hex'),
+      plaintext.toString('utf8'),
+      plaintext.toString('base64'),
+    ];
     try {
       await root.createEnclave('session');
       await root.createIdentity('session', { identity: user.identity, privilege: 'Admin' });
       await user.client.importKey('session', { name: 'imported', key: material });
       await user.client.createKey('session', { name: 'k', addVersion: false });
       const [enc] = await user.client.encrypt('session', [{ name: 'imported', plaintext, associatedData: Buffer.from('ad-context-xyz') }]);
-      const [dec] = await user.client.decrypt('session', [{ name: 'imported', version: enc!.version, ciphertext: enc!.ciphertext, associatedData: Buffer.from('ad-context-xyz') }]);
+      const [dec] = await user.client.decrypt('session', [
+        { name: 'imported', version: enc!.version, ciphertext: enc!.ciphertext, associatedData: Buffer.from('ad-context-xyz') },
+      ]);
       assert.deepEqual(dec!.plaintext, plaintext);
       const deks = await user.client.generateKey('session', [{ name: 'k' }, { name: 'k', length: 64 }]);
       await user.client.mac('session', [{ name: 'k', message: plaintext }]);
@@ -285,12 +330,31 @@ describe('observability', () => {
       await user.client.createPolicy('session', { name: 'p', allow: { 'KEY:GENERATE': { rules: { 'k*': {} } } } });
       for (const d of deks) secrets.push(d.plaintext.toString('base64'), d.plaintext.toString('hex'), d.ciphertext.toString('base64'));
       secrets.push(enc!.ciphertext.toString('base64'), enc!.ciphertext.toString('hex'));
-      const replay = await minkms(['logs', server.host, '-l', 'DEBUG', '-s', '1 hour ago', '-m', 'enclave=session', '-n', '5', '--json', '-q']);
+      const replay = await minkms([
+        'logs',
+        server.host,
+        '-l',
+        'DEBUG',
+        '-s',
+        '1 hour ago',
+        '-m',
+        'enclave=session',
+        '-n',
+        '5',
+        '--json',
+        '-q',
+      ]);
       assert.equal(replay.code, 0, show(replay));
       await new Promise((r) => setTimeout(r, 300));
       const streamed = replay.stdout;
-      const logLines = server.output().split('\n').filter((l) => l.startsWith('{'));
-      assert.ok(logLines.some((l) => l.includes('"msg":"KEY:IMPORT"')), 'the session was logged (debug level)');
+      const logLines = server
+        .output()
+        .split('\n')
+        .filter((l) => l.startsWith('{'));
+      assert.ok(
+        logLines.some((l) => l.includes('"msg":"KEY:IMPORT"')),
+        'the session was logged (debug level)',
+      );
       const audit = readFileSync(auditFile, 'utf8');
       assert.ok(audit.includes('"command":"KEY:DECRYPT"'));
       for (const s of secrets) {

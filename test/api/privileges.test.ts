@@ -33,9 +33,21 @@ const enclaveCommand = { root: 'ok', admin: 'ok', user: 'ok', default: denied } 
 
 const CASES: Case[] = [
   { command: 'CLUSTER:STATUS', run: (c) => c.clusterStatus(), want: sysAdminOnly },
-  { command: 'CLUSTER:ADDNODE', run: (c) => c.send('', 1, addNode, [{ host: '127.0.0.1:1' }]), want: { root: 'ERR_CLUSTER_SINGLE_NODE', default: denied } },
-  { command: 'CLUSTER:REMOVENODE', run: (c) => c.send('', 2, removeNode, [{ host: '127.0.0.1:1' }]), want: { root: 'ERR_CLUSTER_SINGLE_NODE', default: denied } },
-  { command: 'CLUSTER:EDIT', run: (c) => c.send('', 4, editCluster, [{ host: '127.0.0.1:1' }]), want: { root: 'ERR_CLUSTER_SINGLE_NODE', default: denied } },
+  {
+    command: 'CLUSTER:ADDNODE',
+    run: (c) => c.send('', 1, addNode, [{ host: '127.0.0.1:1' }]),
+    want: { root: 'ERR_CLUSTER_SINGLE_NODE', default: denied },
+  },
+  {
+    command: 'CLUSTER:REMOVENODE',
+    run: (c) => c.send('', 2, removeNode, [{ host: '127.0.0.1:1' }]),
+    want: { root: 'ERR_CLUSTER_SINGLE_NODE', default: denied },
+  },
+  {
+    command: 'CLUSTER:EDIT',
+    run: (c) => c.send('', 4, editCluster, [{ host: '127.0.0.1:1' }]),
+    want: { root: 'ERR_CLUSTER_SINGLE_NODE', default: denied },
+  },
   { command: 'CLUSTER:ADDHSM', run: (c) => c.addHsm('hsm:minio:soft', true), want: sysAdminOnly },
   { command: 'CLUSTER:REMOVEHSM', run: (c) => c.removeHsm('hsm:minio:soft'), want: { root: 'ERR_HSM_LAST', default: denied } },
   { command: 'ENCLAVE:CREATE', run: (c, t) => c.createEnclave(`e-${t}`), want: sysAdminOnly },
@@ -53,33 +65,56 @@ const CASES: Case[] = [
   {
     command: 'KEY:DECRYPT',
     run: async (c) => {
-      assert.equal((await c.decrypt(ENCLAVE, [{ name: 'fixture', version: 1, ciphertext: fixtureCiphertext }]))[0]!.plaintext.toString(), 'fixture');
+      assert.equal(
+        (await c.decrypt(ENCLAVE, [{ name: 'fixture', version: 1, ciphertext: fixtureCiphertext }]))[0]!.plaintext.toString(),
+        'fixture',
+      );
     },
     want: enclaveCommand,
   },
   { command: 'KEY:MAC', run: (c) => c.mac(ENCLAVE, [{ name: 'fixture', message: Buffer.from('m') }]), want: enclaveCommand },
   { command: 'KEY:DELETE', run: (c, t) => c.deleteKey(ENCLAVE, { name: `del-${t}` }), want: enclaveCommand },
 
-  { command: 'POLICY:CREATE', run: (c, t) => c.createPolicy(ENCLAVE, { name: `p-${t}`, allow: { 'KEY:STATUS': { rules: { '*': {} } } } }), want: enclaveCommand },
+  {
+    command: 'POLICY:CREATE',
+    run: (c, t) => c.createPolicy(ENCLAVE, { name: `p-${t}`, allow: { 'KEY:STATUS': { rules: { '*': {} } } } }),
+    want: enclaveCommand,
+  },
   { command: 'POLICY:GET', run: (c) => c.getPolicy(ENCLAVE, ['fixture-policy']), want: enclaveCommand },
   { command: 'POLICY:STATUS', run: (c) => c.policyStatus(ENCLAVE, ['fixture-policy']), want: enclaveCommand },
   { command: 'POLICY:LIST', run: (c) => c.listPolicies(ENCLAVE), want: enclaveCommand },
   // Assigning policies can escalate privileges: enclave Admins only, whatever a policy says.
-  { command: 'POLICY:ASSIGN', run: (c) => c.assignPolicy(ENCLAVE, fixtureUser, 'fixture-policy'), want: { root: 'ok', admin: 'ok', default: denied } },
+  {
+    command: 'POLICY:ASSIGN',
+    run: (c) => c.assignPolicy(ENCLAVE, fixtureUser, 'fixture-policy'),
+    want: { root: 'ok', admin: 'ok', default: denied },
+  },
   { command: 'POLICY:DELETE', run: (c, t) => c.deletePolicy(ENCLAVE, `pdel-${t}`), want: enclaveCommand },
 
   // Users create service accounts only; a plain user identity is refused.
-  { command: 'IDENTITY:CREATE', run: (c) => c.createIdentity(ENCLAVE, { identity: generateApiKey().identity }), want: { root: 'ok', admin: 'ok', default: denied } },
+  {
+    command: 'IDENTITY:CREATE',
+    run: (c) => c.createIdentity(ENCLAVE, { identity: generateApiKey().identity }),
+    want: { root: 'ok', admin: 'ok', default: denied },
+  },
   {
     command: 'IDENTITY:CREATE (service account)',
     run: (c) => c.createIdentity(ENCLAVE, { identity: generateApiKey().identity, isServiceAccount: true }),
     want: enclaveCommand,
   },
   { command: 'IDENTITY:STATUS', run: (c) => c.getIdentity(ENCLAVE, [fixtureUser]), want: enclaveCommand },
-  { command: 'IDENTITY:STATUS (self)', run: (c) => c.getIdentity(ENCLAVE, ['']), want: { root: 'ok', admin: 'ok', user: 'ok', denied: 'ok', default: denied } },
+  {
+    command: 'IDENTITY:STATUS (self)',
+    run: (c) => c.getIdentity(ENCLAVE, ['']),
+    want: { root: 'ok', admin: 'ok', user: 'ok', denied: 'ok', default: denied },
+  },
   { command: 'IDENTITY:LIST', run: (c) => c.listIdentities(ENCLAVE), want: enclaveCommand },
   // Users (even with IDENTITY:DELETE) only delete their own service accounts.
-  { command: 'IDENTITY:DELETE', run: (c, t) => c.deleteIdentity(ENCLAVE, doomedIdentities[t]!), want: { root: 'ok', admin: 'ok', default: denied } },
+  {
+    command: 'IDENTITY:DELETE',
+    run: (c, t) => c.deleteIdentity(ENCLAVE, doomedIdentities[t]!),
+    want: { root: 'ok', admin: 'ok', default: denied },
+  },
   {
     command: 'IDENTITY:DELETE (own service account)',
     run: async (c) => {
@@ -91,7 +126,11 @@ const CASES: Case[] = [
   },
 ];
 
-import { AddClusterNodeRequestSchema as addNode, RemoveClusterNodeRequestSchema as removeNode, EditClusterRequestSchema as editCluster } from '../../src/protocol/messages.js';
+import {
+  AddClusterNodeRequestSchema as addNode,
+  RemoveClusterNodeRequestSchema as removeNode,
+  EditClusterRequestSchema as editCluster,
+} from '../../src/protocol/messages.js';
 
 let server: TestServer;
 let fixtureCiphertext: Buffer;
@@ -101,9 +140,25 @@ const clients = {} as Record<Role, KmsClient>;
 
 /** Every enclave command on every object: what "a matching policy" means here. */
 const ALL_ENCLAVE_COMMANDS = [
-  'KEY:CREATE', 'KEY:DELETE', 'KEY:STATUS', 'KEY:LIST', 'KEY:LISTVERSIONS', 'KEY:ENCRYPT', 'KEY:DECRYPT', 'KEY:GENERATE', 'KEY:MAC',
-  'POLICY:CREATE', 'POLICY:DELETE', 'POLICY:ASSIGN', 'POLICY:GET', 'POLICY:STATUS', 'POLICY:LIST',
-  'IDENTITY:CREATE', 'IDENTITY:DELETE', 'IDENTITY:STATUS', 'IDENTITY:LIST',
+  'KEY:CREATE',
+  'KEY:DELETE',
+  'KEY:STATUS',
+  'KEY:LIST',
+  'KEY:LISTVERSIONS',
+  'KEY:ENCRYPT',
+  'KEY:DECRYPT',
+  'KEY:GENERATE',
+  'KEY:MAC',
+  'POLICY:CREATE',
+  'POLICY:DELETE',
+  'POLICY:ASSIGN',
+  'POLICY:GET',
+  'POLICY:STATUS',
+  'POLICY:LIST',
+  'IDENTITY:CREATE',
+  'IDENTITY:DELETE',
+  'IDENTITY:STATUS',
+  'IDENTITY:LIST',
 ];
 
 before(async () => {
@@ -114,7 +169,10 @@ before(async () => {
   await root.createEnclave('doomed');
   await root.createKey(ENCLAVE, { name: 'fixture' });
   fixtureCiphertext = (await root.encrypt(ENCLAVE, [{ name: 'fixture', plaintext: Buffer.from('fixture') }]))[0]!.ciphertext;
-  await root.createPolicy(ENCLAVE, { name: 'fixture-policy', allow: Object.fromEntries(ALL_ENCLAVE_COMMANDS.map((c) => [c, { rules: { '*': {} } }])) });
+  await root.createPolicy(ENCLAVE, {
+    name: 'fixture-policy',
+    allow: Object.fromEntries(ALL_ENCLAVE_COMMANDS.map((c) => [c, { rules: { '*': {} } }])),
+  });
   await root.createPolicy(ENCLAVE, { name: 'nothing', allow: { 'KEY:STATUS': { rules: { 'no-such-key*': {} } } } });
 
   const admin = newUser(server);

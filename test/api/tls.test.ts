@@ -75,6 +75,9 @@ test('a config file without TLS is refused at start with the documented error', 
 test('config errors name the key', async () => {
   const base = tempDir();
   dirs.push(base);
-  await assert.rejects(startServer({ dir: join(base, 'data'), config: 'version: v1\ntls: {}\nlimits:\n  max_bodyy: 1\n' }), /limits\.max_bodyy: unknown key/);
+  await assert.rejects(
+    startServer({ dir: join(base, 'data'), config: 'version: v1\ntls: {}\nlimits:\n  max_bodyy: 1\n' }),
+    /limits\.max_bodyy: unknown key/,
+  );
   await assert.rejects(startServer({ dir: join(base, 'data'), config: 'version: v2\n' }), /version: must be 'v1'/);
 });

@@ -130,11 +130,35 @@ describe('usage', () => {
   test('help lists every command; each command has a description, options and examples', async () => {
     const root = await ok(['--help']);
     const commands = [
-      'server', 'identity', 'env', 'completion', 'stat', 'ls', 'add-hsm', 'rm-hsm',
-      'add-enclave', 'rm-enclave', 'ls-enclave', 'stat-enclave',
-      'add-key', 'rm-key', 'ls-key', 'stat-key', 'keygen', 'encrypt', 'decrypt',
-      'add-policy', 'get-policy', 'stat-policy', 'set-policy', 'rm-policy', 'ls-policy',
-      'add-identity', 'rm-identity', 'ls-identity', 'get-identity',
+      'server',
+      'identity',
+      'env',
+      'completion',
+      'stat',
+      'ls',
+      'add-hsm',
+      'rm-hsm',
+      'add-enclave',
+      'rm-enclave',
+      'ls-enclave',
+      'stat-enclave',
+      'add-key',
+      'rm-key',
+      'ls-key',
+      'stat-key',
+      'keygen',
+      'encrypt',
+      'decrypt',
+      'add-policy',
+      'get-policy',
+      'stat-policy',
+      'set-policy',
+      'rm-policy',
+      'ls-policy',
+      'add-identity',
+      'rm-identity',
+      'ls-identity',
+      'get-identity',
     ];
     for (const c of commands) assert.match(root, new RegExp(`^  ${c}[ |]`, 'm'), `'${c}' missing from minkms --help`);
     for (const alias of ['ls-enclaves', 'ls-keys', 'ls-policies', 'ls-identities']) assert.ok(root.includes(`|${alias} `), alias);
@@ -191,7 +215,9 @@ describe('usage', () => {
       fails(['add-key', '-e', 'x', '--type', 'DES', 'k'], 2, /allowed types are AES256, ChaCha20/),
       fails(['add-identity', '-e', 'x', '--tag', 'novalue'], 2, /a tag is KEY=VALUE/),
       fails(['completion', 'fish'], 2, /Allowed choices are bash, zsh/),
-      fails(['ls-enclave'], 2, 'minkms: no API key (use -a/--api-key KEY or set MINIO_KMS_API_KEY)', { env: { MINIO_KMS_API_KEY: undefined } }),
+      fails(['ls-enclave'], 2, 'minkms: no API key (use -a/--api-key KEY or set MINIO_KMS_API_KEY)', {
+        env: { MINIO_KMS_API_KEY: undefined },
+      }),
       fails(['ls-enclave', '-a', 'k9:nope'], 2, 'minkms: invalid API key'),
       fails(['ls-key'], 2, 'minkms: no enclave (use -e/--enclave NAME or set MINIO_KMS_ENCLAVE)'),
       fails(['decrypt', '-e', 'x', 'k', 'v1:!!!'], 2, /argument 'v1:!!!' is invalid for argument 'DATA': expected v<VERSION>:<BASE64>/),
@@ -215,7 +241,9 @@ describe('against a server', () => {
     assert.ok(apiKey && identity, out);
     assert.match(out, /^Privilege\s+Admin$/m);
     // The k1: key of the new admin, as MINIO_KMS_API_KEY; the server's CA is in ~/.minkms/certs/CAs.
-    const added = await ok(['add-key', '--enclave', 'aistor-key-manager', 'aistor-key-manager-hsm'], { env: { MINIO_KMS_API_KEY: apiKey } });
+    const added = await ok(['add-key', '--enclave', 'aistor-key-manager', 'aistor-key-manager-hsm'], {
+      env: { MINIO_KMS_API_KEY: apiKey },
+    });
     assert.match(added, /Created key 'aistor-key-manager-hsm' in enclave 'aistor-key-manager'/);
 
     const [key] = await json(['stat-key', '-e', 'aistor-key-manager', 'aistor-key-manager-hsm']);
@@ -239,17 +267,27 @@ describe('against a server', () => {
     assert.match(human, /^Name\s+Created\s+Created by\n/);
     assert.match(human, /^cli-e1\s+\d{4}-\S+Z\s+h1:\S+$/m);
     assert.equal(alias, human);
-    assert.deepEqual(list.map((e: any) => e.name), ['cli-e1', 'cli-e2']);
+    assert.deepEqual(
+      list.map((e: any) => e.name),
+      ['cli-e1', 'cli-e2'],
+    );
     assert.deepEqual(Object.keys(list[0]), ['name', 'created_at', 'created_by']);
     assert.match(list[0].created_at, RFC3339);
-    assert.deepEqual(stat.map((e: any) => e.name), ['cli-e1', 'cli-e2']);
+    assert.deepEqual(
+      stat.map((e: any) => e.name),
+      ['cli-e1', 'cli-e2'],
+    );
     assert.match(statHuman, /^Name\s+cli-e1\nCreated\s+\S+Z\nCreated by\s+h1:\S+\n$/);
 
     assert.equal(await ok(['rm-enclave', 'cli-e2']), "✔ Deleted enclave 'cli-e2'\n");
     assert.deepEqual(await json(['rm-enclave', 'cli-e1']), { name: 'cli-e1' });
     assert.deepEqual(await json(['ls-enclave', 'cli-']), []);
     assert.equal(await ok(['ls-enclave', 'cli-']), '');
-    await fails(['stat-enclave', 'cli-e1'], 1, "minkms: enclave does not exist (check -e/--enclave or MINIO_KMS_ENCLAVE; 'minkms ls-enclave' lists the enclaves)");
+    await fails(
+      ['stat-enclave', 'cli-e1'],
+      1,
+      "minkms: enclave does not exist (check -e/--enclave or MINIO_KMS_ENCLAVE; 'minkms ls-enclave' lists the enclaves)",
+    );
   });
 
   test('keys: add (types, versions, import), ls, stat, keygen, encrypt, decrypt, rm', async () => {
@@ -278,14 +316,24 @@ describe('against a server', () => {
     ]);
     assert.deepEqual(
       list.map((k: any) => [k.name, k.version, k.type]),
-      [['k-aes', 2, 'AES256'], ['k-chacha', 1, 'ChaCha20'], ['k-imp', 1, 'AES256']],
+      [
+        ['k-aes', 2, 'AES256'],
+        ['k-chacha', 1, 'ChaCha20'],
+        ['k-imp', 1, 'AES256'],
+      ],
     );
     assert.deepEqual(Object.keys(list[0]), ['name', 'version', 'type', 'created_at', 'created_by']);
     assert.match(list[0].created_at, RFC3339);
     assert.match(human, /^Name\s+Version\s+Type\s+Created\s+Created by\n/);
     assert.match(human, /^k-chacha\s+v1\s+ChaCha20\s+\S+Z\s+h1:\S+$/m);
     assert.equal(alias, human);
-    assert.deepEqual(stat.map((k: any) => [k.name, k.version]), [['k-aes', 2], ['k-chacha', 1]]);
+    assert.deepEqual(
+      stat.map((k: any) => [k.name, k.version]),
+      [
+        ['k-aes', 2],
+        ['k-chacha', 1],
+      ],
+    );
     assert.equal(statV1[0].version, 1);
     assert.match(statHuman, /^Name\s+k-aes\nVersion\s+v2\nType\s+AES256\nCreated\s+\S+Z\nCreated by\s+h1:\S+\n$/);
 
@@ -319,30 +367,46 @@ describe('against a server', () => {
     assert.deepEqual(textJson, { name: 'k-chacha', plaintext: Buffer.from('hello wörld').toString('base64'), text: 'hello wörld' });
     assert.equal(noVersion, 'hello wörld\n');
     assert.equal(v1text, 'v1 secret\n');
-    await fails(['decrypt', 'k-aes', 'v1:' + Buffer.alloc(60).toString('base64')], 1, 'minkms: invalid ciphertext (check the key name, the version prefix and the ciphertext)', { env });
+    await fails(
+      ['decrypt', 'k-aes', 'v1:' + Buffer.alloc(60).toString('base64')],
+      1,
+      'minkms: invalid ciphertext (check the key name, the version prefix and the ciphertext)',
+      { env },
+    );
     await fails(['keygen', 'nope'], 1, "minkms: key does not exist ('minkms ls-key' lists the keys of the enclave)", { env });
 
     // rm-key: latest, a version, all
     assert.equal(await ok(['rm-key', 'k-aes'], { env }), "✔ Deleted the latest version of key 'k-aes' in enclave 'cli-keys'\n");
     assert.equal((await json(['stat-key', 'k-aes'], { env }))[0].version, 1);
-    assert.deepEqual(await json(['rm-key', '-v', '1', 'k-chacha'], { env }), { name: 'k-chacha', enclave: 'cli-keys', version: 1, all_versions: false });
+    assert.deepEqual(await json(['rm-key', '-v', '1', 'k-chacha'], { env }), {
+      name: 'k-chacha',
+      enclave: 'cli-keys',
+      version: 1,
+      all_versions: false,
+    });
     assert.equal(await ok(['rm-key', '--all', 'k-imp'], { env }), "✔ Deleted key 'k-imp' (all versions) in enclave 'cli-keys'\n");
-    assert.deepEqual((await json(['ls-key'], { env })).map((k: any) => k.name), ['k-aes']);
+    assert.deepEqual(
+      (await json(['ls-key'], { env })).map((k: any) => k.name),
+      ['k-aes'],
+    );
   });
 
   test('policies: add (file, stdin, get-policy output), get, stat, ls, set, rm', async () => {
     const env = { MINIO_KMS_ENCLAVE: 'cli-pol' };
     await ok(['add-enclave', 'cli-pol']);
     const file = join(work, 'policy.json');
-    writeFileSync(file, JSON.stringify({
-      allow: { 'KEY:STATUS': '*', 'key:list': ['*'], 'KEY:GENERATE': { 'app-*': {}, '': {} }, 'KEY:DECRYPT': ['app-*', 'a'] },
-      deny: { 'KEY:DECRYPT': 'app-secret' },
-    }));
-    assert.equal(await ok(['add-policy', 'p1', file], { env }), "✔ Created policy 'p1' in enclave 'cli-pol'\n");
-    assert.deepEqual(
-      await json(['add-policy', 'p2', '-'], { env, input: '{"allow": {"KEY:ENCRYPT": "x"}}' }),
-      { name: 'p2', enclave: 'cli-pol' },
+    writeFileSync(
+      file,
+      JSON.stringify({
+        allow: { 'KEY:STATUS': '*', 'key:list': ['*'], 'KEY:GENERATE': { 'app-*': {}, '': {} }, 'KEY:DECRYPT': ['app-*', 'a'] },
+        deny: { 'KEY:DECRYPT': 'app-secret' },
+      }),
     );
+    assert.equal(await ok(['add-policy', 'p1', file], { env }), "✔ Created policy 'p1' in enclave 'cli-pol'\n");
+    assert.deepEqual(await json(['add-policy', 'p2', '-'], { env, input: '{"allow": {"KEY:ENCRYPT": "x"}}' }), {
+      name: 'p2',
+      enclave: 'cli-pol',
+    });
     const [got] = await json(['get-policy', 'p1'], { env });
     assert.deepEqual(
       { name: got.name, allow: got.allow, deny: got.deny },
@@ -370,9 +434,18 @@ describe('against a server', () => {
     assert.deepEqual(copy[1].allow, { 'KEY:ENCRYPT': ['x'] });
     assert.match(human, /^Name\s+p1\nCreated\s+\S+Z\nCreated by\s+h1:\S+\nAllow\n\s+KEY:DECRYPT\s+a, app-\*\n/);
     assert.match(human, /\nDeny\n\s+KEY:DECRYPT\s+app-secret\n$/);
-    assert.deepEqual(stat.map((p: any) => Object.keys(p)), [['name', 'created_at', 'created_by'], ['name', 'created_at', 'created_by']]);
+    assert.deepEqual(
+      stat.map((p: any) => Object.keys(p)),
+      [
+        ['name', 'created_at', 'created_by'],
+        ['name', 'created_at', 'created_by'],
+      ],
+    );
     assert.match(statHuman, /^Name\s+p2\n/);
-    assert.deepEqual(list.map((p: any) => p.name), ['p1', 'p2', 'p3']);
+    assert.deepEqual(
+      list.map((p: any) => p.name),
+      ['p1', 'p2', 'p3'],
+    );
     assert.match(lsHuman, /^Name\s+Created\s+Created by\np1\s+/);
     assert.equal(alias, lsHuman);
 
@@ -380,7 +453,11 @@ describe('against a server', () => {
     await ok(['add-identity', user.identity], { env });
     assert.equal(await ok(['set-policy', 'p1', user.identity], { env }), `✔ Assigned policy 'p1' to ${user.identity}\n`);
     assert.equal((await json(['get-identity', user.identity], { env }))[0].policy, 'p1');
-    assert.deepEqual(await json(['set-policy', 'p2', user.identity], { env }), { policy: 'p2', identity: user.identity, enclave: 'cli-pol' });
+    assert.deepEqual(await json(['set-policy', 'p2', user.identity], { env }), {
+      policy: 'p2',
+      identity: user.identity,
+      enclave: 'cli-pol',
+    });
 
     assert.equal(await ok(['rm-policy', 'p3'], { env }), "✔ Deleted policy 'p3' in enclave 'cli-pol'\n");
     assert.deepEqual(await json(['rm-policy', 'p1'], { env }), { name: 'p1', enclave: 'cli-pol' });
@@ -426,12 +503,24 @@ describe('against a server', () => {
       ok(['ls-identities'], { env }),
     ]);
     assert.equal(self.length, 1);
-    assert.deepEqual(Object.keys(self[0]), ['identity', 'privilege', 'policy', 'created_at', 'created_by', 'is_service_account', 'service_accounts', 'tags']);
+    assert.deepEqual(Object.keys(self[0]), [
+      'identity',
+      'privilege',
+      'policy',
+      'created_at',
+      'created_by',
+      'is_service_account',
+      'service_accounts',
+      'tags',
+    ]);
     assert.deepEqual([self[0].identity, self[0].privilege, self[0].tags], [user.identity, 'User', { app: 'minio', env: 'prod' }]);
     assert.match(self[0].created_at, RFC3339);
     assert.match(selfHuman, new RegExp(`^Identity\\s+${adminId}\\nPrivilege\\s+Admin\\n`));
     assert.match(selfHuman, /\nTags\s+-\n$/);
-    assert.deepEqual(others.map((r: any) => r.privilege), ['User', 'Admin']);
+    assert.deepEqual(
+      others.map((r: any) => r.privilege),
+      ['User', 'Admin'],
+    );
     assert.deepEqual(new Set(list.map((r: any) => r.identity)), new Set([adminId, user.identity, ...given]));
     assert.match(human, /^Identity\s+Privilege\s+Policy\s+Created\s+Tags\n/);
     assert.ok(human.includes('app=minio, env=prod'), human);
@@ -439,7 +528,12 @@ describe('against a server', () => {
 
     assert.equal(await ok(['rm-identity', given[0]!], { env }), `✔ Deleted identity ${given[0]} from enclave 'cli-id'\n`);
     assert.deepEqual(await json(['rm-identity', given[1]!], { env }), [{ identity: given[1], enclave: 'cli-id' }]);
-    await fails(['get-identity', given[0]!], 1, "minkms: identity does not exist ('minkms ls-identity' lists the identities of the enclave)", { env });
+    await fails(
+      ['get-identity', given[0]!],
+      1,
+      "minkms: identity does not exist ('minkms ls-identity' lists the identities of the enclave)",
+      { env },
+    );
   });
 
   test('permission errors name the missing permission', async () => {
@@ -447,9 +541,24 @@ describe('against a server', () => {
     const user = JSON.parse(await ok(['add-identity', '-e', 'minio', '--json']))[0];
     const asUser = { MINIO_KMS_API_KEY: user.api_key, MINIO_KMS_ENCLAVE: 'minio' };
     await Promise.all([
-      fails(['add-key', 'my-key'], 1, "minkms: access denied: insufficient permissions (this command needs KEY:CREATE on 'my-key' in enclave 'minio', or an enclave admin)\n", { env: asUser }),
-      fails(['ls-key'], 1, "minkms: access denied: insufficient permissions (this command needs KEY:LIST in enclave 'minio', or an enclave admin)\n", { env: asUser }),
-      fails(['add-enclave', 'other'], 1, 'minkms: access denied: insufficient permissions (this command needs ENCLAVE:CREATE, which only a SysAdmin (root) identity has)\n', { env: asUser }),
+      fails(
+        ['add-key', 'my-key'],
+        1,
+        "minkms: access denied: insufficient permissions (this command needs KEY:CREATE on 'my-key' in enclave 'minio', or an enclave admin)\n",
+        { env: asUser },
+      ),
+      fails(
+        ['ls-key'],
+        1,
+        "minkms: access denied: insufficient permissions (this command needs KEY:LIST in enclave 'minio', or an enclave admin)\n",
+        { env: asUser },
+      ),
+      fails(
+        ['add-enclave', 'other'],
+        1,
+        'minkms: access denied: insufficient permissions (this command needs ENCLAVE:CREATE, which only a SysAdmin (root) identity has)\n',
+        { env: asUser },
+      ),
       fails(['stat'], 1, 'this command needs CLUSTER:STATUS, which only a SysAdmin (root) identity has', { env: asUser }),
       fails(['add-hsm', 'hsm:minio:soft'], 1, 'this command needs CLUSTER:ADDHSM', { env: asUser }),
       fails(['decrypt', 'k', 'v1:AAAA'], 1, "this command needs KEY:DECRYPT on 'k' in enclave 'minio'", { env: asUser }),
@@ -460,7 +569,21 @@ describe('against a server', () => {
     const [stat, statHuman, ls, lsHuman] = await Promise.all([json(['stat']), ok(['stat']), json(['ls']), ok(['ls'])]);
     assert.equal(stat.length, 1);
     const n = stat[0];
-    for (const k of ['node_id', 'state', 'role', 'uptime', 'host', 'version', 'api_version', 'hsm', 'hsm_active', 'sys_os', 'sys_cpu_arch', 'sys_cpu_num', 'sys_mem_heap_used']) {
+    for (const k of [
+      'node_id',
+      'state',
+      'role',
+      'uptime',
+      'host',
+      'version',
+      'api_version',
+      'hsm',
+      'hsm_active',
+      'sys_os',
+      'sys_cpu_arch',
+      'sys_cpu_num',
+      'sys_mem_heap_used',
+    ]) {
       assert.ok(k in n, `stat --json lacks ${k}: ${JSON.stringify(n)}`);
     }
     assert.deepEqual([n.node_id, n.state, n.role, n.host], [0, 'online', 'Leader', server.host]);
@@ -468,9 +591,15 @@ describe('against a server', () => {
     assert.ok(Array.isArray(n.hsm) && n.hsm.includes('hsm:minio:soft'), JSON.stringify(n.hsm));
     assert.ok(Array.isArray(n.hsm_active));
     assert.match(statHuman, /^Node 0\s+online\s+Leader\n/);
-    for (const label of ['Host', 'Version', 'Uptime', 'HSMs', 'Active HSMs', 'System']) assert.match(statHuman, new RegExp(`^\\s+${label}\\s+\\S`, 'm'), label);
+    for (const label of ['Host', 'Version', 'Uptime', 'HSMs', 'Active HSMs', 'System'])
+      assert.match(statHuman, new RegExp(`^\\s+${label}\\s+\\S`, 'm'), label);
     assert.deepEqual(Object.keys(ls[0]), ['node_id', 'state', 'role', 'uptime', 'host']);
-    assert.match(lsHuman, new RegExp(`^ID\\s+Status\\s+Role\\s+Uptime\\s+Host\\n0\\s+online\\s+Leader\\s+(?:\\d+[a-z]+ ?)+\\s+${server.host.replace(/\./g, '\\.')}\\n$`));
+    assert.match(
+      lsHuman,
+      new RegExp(
+        `^ID\\s+Status\\s+Role\\s+Uptime\\s+Host\\n0\\s+online\\s+Leader\\s+(?:\\d+[a-z]+ ?)+\\s+${server.host.replace(/\./g, '\\.')}\\n$`,
+      ),
+    );
 
     assert.equal(await ok(['add-hsm', '--overwrite', 'hsm:minio:soft']), "✔ Sealed the root encryption key with HSM 'hsm:minio:soft'\n");
     assert.deepEqual(await json(['add-hsm', '--overwrite', 'hsm:minio:soft']), { name: 'hsm:minio:soft', overwrite: true });
@@ -482,7 +611,14 @@ describe('against a server', () => {
     const empty = tempDir('minkms-cli-nohome-');
     try {
       const noCa = { HOME: empty };
-      await fails(['ls'], 1, new RegExp(`^minkms: cannot verify the TLS certificate of ${server.host.replace(/\./g, '\\.')}: .+ \\(use -k/--insecure to skip verification, or add the server's CA certificate \\(PEM\\) to ~/\\.minkms/certs/CAs\\)\\n$`), { env: noCa });
+      await fails(
+        ['ls'],
+        1,
+        new RegExp(
+          `^minkms: cannot verify the TLS certificate of ${server.host.replace(/\./g, '\\.')}: .+ \\(use -k/--insecure to skip verification, or add the server's CA certificate \\(PEM\\) to ~/\\.minkms/certs/CAs\\)\\n$`,
+        ),
+        { env: noCa },
+      );
       const [insecure, trusted] = await Promise.all([json(['ls-enclave', '-k'], { env: noCa }), json(['ls-enclave'])]);
       assert.deepEqual(insecure, trusted);
     } finally {
@@ -492,9 +628,14 @@ describe('against a server', () => {
 
   test('an unreachable server names the endpoints and MINIO_KMS_SERVER', async () => {
     const [p1, p2] = [await closedPort(), await closedPort()];
-    await fails(['ls-enclave'], 1, `minkms: cannot reach the KMS server at 127.0.0.1:${p1}: connection refused (ECONNREFUSED) (check that the server runs, or set MINIO_KMS_SERVER=https://HOST:PORT[,…])\n`, {
-      env: { MINIO_KMS_SERVER: `127.0.0.1:${p1}` },
-    });
+    await fails(
+      ['ls-enclave'],
+      1,
+      `minkms: cannot reach the KMS server at 127.0.0.1:${p1}: connection refused (ECONNREFUSED) (check that the server runs, or set MINIO_KMS_SERVER=https://HOST:PORT[,…])\n`,
+      {
+        env: { MINIO_KMS_SERVER: `127.0.0.1:${p1}` },
+      },
+    );
     await fails(['stat'], 1, `minkms: cannot reach any KMS server (127.0.0.1:${p1}, 127.0.0.1:${p2}): connection refused`, {
       env: { MINIO_KMS_SERVER: `https://127.0.0.1:${p1}, 127.0.0.1:${p2}` },
     });
@@ -522,7 +663,10 @@ describe('offline commands', () => {
       plain,
       'MINIO_KMS_API_KEY=k1:secretsecret\nMINIO_KMS_ENCLAVE=minio\nMINIO_KMS_HSM_KEY=hsm:aes256:topsecret\nMINIO_KMS_SERVER=https://a:7373,https://b:7373\nMINIO_KMS_SSE_KEY=my-key\n',
     );
-    assert.equal(shared, 'MINIO_KMS_API_KEY=***\nMINIO_KMS_ENCLAVE=minio\nMINIO_KMS_HSM_KEY=***\nMINIO_KMS_SERVER=https://a:7373,https://b:7373\nMINIO_KMS_SSE_KEY=my-key\n');
+    assert.equal(
+      shared,
+      'MINIO_KMS_API_KEY=***\nMINIO_KMS_ENCLAVE=minio\nMINIO_KMS_HSM_KEY=***\nMINIO_KMS_SERVER=https://a:7373,https://b:7373\nMINIO_KMS_SSE_KEY=my-key\n',
+    );
     assert.deepEqual(sharedJson, {
       MINIO_KMS_API_KEY: '***',
       MINIO_KMS_ENCLAVE: 'minio',

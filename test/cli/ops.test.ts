@@ -52,7 +52,10 @@ test('backup → wipe → restore → decrypt, with the CLI', async () => {
   const file = readdirSync(work).find((f) => /^\d{8}_\d{6}_kms\.db\.gzip$/.test(f));
   assert.ok(file, `no YYYYMMDD_HHMMSS_kms.db.gzip in ${readdirSync(work).join(', ')}`);
   assert.equal(readFileSync(join(work, file!)).subarray(0, 2).toString('hex'), '1f8b', 'gzip by default');
-  const plain = JSON.parse(ok(a, ['backup', '-k', 'plain.db', '--compress', 'off', '--json'], work)) as { file: string; compressed: boolean };
+  const plain = JSON.parse(ok(a, ['backup', '-k', 'plain.db', '--compress', 'off', '--json'], work)) as {
+    file: string;
+    compressed: boolean;
+  };
   assert.deepEqual([plain.file, plain.compressed], ['plain.db', false]);
   const again = minkms(a, ['backup', '-k', 'plain.db'], work);
   assert.equal(again.code, 2);
@@ -110,7 +113,10 @@ test('npm pack: the installed package runs minkms', { timeout: 600_000 }, () => 
   assert.equal(pack.status, 0, pack.stderr);
   const tarball = join(work, pack.stdout.trim().split('\n').pop()!);
   assert.ok(existsSync(tarball), tarball);
-  const install = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--prefix', join(work, 'prefix'), tarball], { encoding: 'utf8', timeout: 540_000 });
+  const install = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--prefix', join(work, 'prefix'), tarball], {
+    encoding: 'utf8',
+    timeout: 540_000,
+  });
   assert.equal(install.status, 0, install.stderr);
   const bin = join(work, 'prefix/node_modules/.bin/minkms');
   const version = spawnSync(bin, ['--version'], { encoding: 'utf8' });
@@ -120,13 +126,20 @@ test('npm pack: the installed package runs minkms', { timeout: 600_000 }, () => 
   assert.equal(identity.status, 0, identity.stderr);
   assert.match(JSON.parse(identity.stdout).identity, /^h1:/);
   // The native SQLite binding works in the installed package: a dev server starts and stops.
-  const dev = spawnSync(process.execPath, ['-e', `
+  const dev = spawnSync(
+    process.execPath,
+    [
+      '-e',
+      `
     const { spawn } = require('node:child_process');
     const p = spawn(${JSON.stringify(bin)}, ['server', '--dev', '--address', '127.0.0.1:0']);
     let out = '';
     p.stdout.on('data', (d) => { out += d; if (/Server is up and running/.test(out)) p.kill('SIGTERM'); });
     p.on('exit', () => { process.stdout.write(out); });
     setTimeout(() => p.kill('SIGKILL'), 20000);
-  `], { encoding: 'utf8', timeout: 30_000 });
+  `,
+    ],
+    { encoding: 'utf8', timeout: 30_000 },
+  );
   assert.match(dev.stdout, /Server is up and running/, dev.stdout + dev.stderr);
 });

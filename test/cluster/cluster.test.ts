@@ -79,7 +79,10 @@ async function create(c: KmsClient, name: string): Promise<void> {
 
 async function allKeys(c: KmsClient): Promise<Set<string>> {
   const names = new Set<string>();
-  for await (const k of KmsClient.pages((at) => c.listKeys(ENCLAVE, { continueAt: at }).then((p) => ({ items: p.keys, continueAt: p.continueAt })))) names.add(k.name);
+  for await (const k of KmsClient.pages((at) =>
+    c.listKeys(ENCLAVE, { continueAt: at }).then((p) => ({ items: p.keys, continueAt: p.continueAt })),
+  ))
+    names.add(k.name);
   return names;
 }
 
@@ -98,7 +101,10 @@ before(async () => {
   await Promise.all([startNode(1), startNode(2)]);
   writeFileSync(join(work, 'ca.pem'), ca.join(''));
   apiKey = nodes[0]!.apiKey;
-  assert.ok(nodes.every((n) => n!.apiKey === apiKey), 'every node derives the same root API key from the shared HSM key');
+  assert.ok(
+    nodes.every((n) => n!.apiKey === apiKey),
+    'every node derives the same root API key from the shared HSM key',
+  );
   const c = client(0);
   await c.createEnclave(ENCLAVE);
   c.close();
@@ -150,7 +156,9 @@ describe('a three-node KMS cluster on a three-member etcd cluster', () => {
       await c0.keyStatus(ENCLAVE, [{ name }]);
     }
     delays.sort((a, b) => a - b);
-    console.log(`# staleness after another node's write: median ${delays[10]!.toFixed(1)} ms, max ${delays.at(-1)!.toFixed(1)} ms (20 keys, 2 readers)`);
+    console.log(
+      `# staleness after another node's write: median ${delays[10]!.toFixed(1)} ms, max ${delays.at(-1)!.toFixed(1)} ms (20 keys, 2 readers)`,
+    );
     [c0, c1, c2].forEach((c) => c.close());
   });
 
@@ -211,7 +219,9 @@ describe('a three-node KMS cluster on a three-member etcd cluster', () => {
     nodes[0] = undefined;
     for (let i = 0; i < 30; i++) {
       const [dek] = await all.generateKey(ENCLAVE, [{ name: 'failover', associatedData: Buffer.of(i) }]);
-      const [back] = await all.decrypt(ENCLAVE, [{ name: 'failover', version: dek!.version, ciphertext: dek!.ciphertext, associatedData: Buffer.of(i) }]);
+      const [back] = await all.decrypt(ENCLAVE, [
+        { name: 'failover', version: dek!.version, ciphertext: dek!.ciphertext, associatedData: Buffer.of(i) },
+      ]);
       assert.ok(back!.plaintext.equals(dek!.plaintext));
     }
     await create(all, 'written-while-node-0-is-down');
@@ -305,7 +315,10 @@ describe('a three-node KMS cluster on a three-member etcd cluster', () => {
     const s = new KmsClient({ endpoints: [single.host], apiKey, ca: single.caPem, timeoutMs: 10_000 });
     await s.createEnclave('migrated');
     await s.createKey('migrated', { name: 'old' });
-    const deks = await s.generateKey('migrated', Array.from({ length: 10 }, () => ({ name: 'old' })));
+    const deks = await s.generateKey(
+      'migrated',
+      Array.from({ length: 10 }, () => ({ name: 'old' })),
+    );
     const snapshot = await s.readDb();
     s.close();
     await single.stop();
@@ -315,7 +328,10 @@ describe('a three-node KMS cluster on a three-member etcd cluster', () => {
     for (let i = 0; i < 3; i++) {
       const c = client(i);
       await eventually(`node ${i} serves the restored data`, async () => {
-        const back = await c.decrypt('migrated', deks.map((d) => ({ name: 'old', version: d.version, ciphertext: d.ciphertext })));
+        const back = await c.decrypt(
+          'migrated',
+          deks.map((d) => ({ name: 'old', version: d.version, ciphertext: d.ciphertext })),
+        );
         back.forEach((b, j) => assert.ok(b.plaintext.equals(deks[j]!.plaintext)));
       });
       c.close();

@@ -79,7 +79,11 @@ async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms 
 }
 
 /** A watch that records every event, for exact comparisons. */
-function record(store: EtcdStore, prefix: string, fromRev?: number): { events: StoreEvent[]; batches: StoreEvent[][]; errors: Error[]; close(): Promise<void>; ready: Promise<void> } {
+function record(
+  store: EtcdStore,
+  prefix: string,
+  fromRev?: number,
+): { events: StoreEvent[]; batches: StoreEvent[][]; errors: Error[]; close(): Promise<void>; ready: Promise<void> } {
   const events: StoreEvent[] = [];
   const batches: StoreEvent[][] = [];
   const errors: Error[] = [];
@@ -107,15 +111,24 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
     for (let k = 0; k < KEYS; k++) {
       const key = `key/default/k${k}`;
       const attempts = [a, b].flatMap((s, si) =>
-        Array.from({ length: PER_STORE }, (_, i) => s.commit([{ key, rev: 0 }], [put(key, `store ${si} attempt ${i}`)]).then((res) => ({ res, value: `store ${si} attempt ${i}` }))),
+        Array.from({ length: PER_STORE }, (_, i) =>
+          s.commit([{ key, rev: 0 }], [put(key, `store ${si} attempt ${i}`)]).then((res) => ({ res, value: `store ${si} attempt ${i}` })),
+        ),
       );
       const results = await Promise.all(attempts);
       const winners = results.filter((r) => r.res.ok);
       assert.equal(winners.length, 1, `case ${k} (${key}): got ${winners.length} winners among ${results.length} commits, want 1`);
       const w = winners[0]!;
-      for (const [name, s] of [['a', a], ['b', b]] as const) {
+      for (const [name, s] of [
+        ['a', a],
+        ['b', b],
+      ] as const) {
         const got = await s.get(key);
-        assert.equal(got?.value.toString(), w.value, `case ${k} (${key}): store ${name} reads ${got?.value.toString()}, want the winner's ${w.value}`);
+        assert.equal(
+          got?.value.toString(),
+          w.value,
+          `case ${k} (${key}): store ${name} reads ${got?.value.toString()}, want the winner's ${w.value}`,
+        );
         assert.equal(got?.rev, w.res.rev, `case ${k} (${key}): store ${name} reads rev ${got?.rev}, want ${w.res.rev}`);
       }
     }
@@ -132,9 +145,16 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
     const before = (await a.range('')).map((e) => `${e.key}=${e.value}@${e.rev}`);
     const stale = await a.commit([{ key: 'k', rev: r1 }], [put('k', 'stale'), put('new', 'n'), { key: 'bystander' }]);
     assert.equal(stale.ok, false, 'a commits with the rev it read before b wrote: got ok=true, want ok=false');
-    for (const [name, s] of [['a', a], ['b', b]] as const) {
+    for (const [name, s] of [
+      ['a', a],
+      ['b', b],
+    ] as const) {
       const after = (await s.range('')).map((e) => `${e.key}=${e.value}@${e.rev}`);
-      assert.deepEqual(after, before, `store ${name} after the failed commit: got ${JSON.stringify(after)}, want unchanged ${JSON.stringify(before)}`);
+      assert.deepEqual(
+        after,
+        before,
+        `store ${name} after the failed commit: got ${JSON.stringify(after)}, want unchanged ${JSON.stringify(before)}`,
+      );
     }
     await wipe(prefix);
   });
@@ -155,19 +175,34 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
     const sorted = [...keys].sort((x, y) => Buffer.compare(utf8(x), utf8(y)));
     for (const [i, s] of stores.entries()) {
       const got = await s.range('');
-      assert.deepEqual(got.map((e) => e.key), sorted, `case ${i} (${names[i]}): got keys ${JSON.stringify(got.map((e) => e.key))}, want ${JSON.stringify(sorted)}`);
-      for (const e of got) assert.equal(e.value.toString(), `${names[i]}:${e.key}`, `case ${i} (${names[i]}): ${e.key} holds ${e.value.toString()}`);
+      assert.deepEqual(
+        got.map((e) => e.key),
+        sorted,
+        `case ${i} (${names[i]}): got keys ${JSON.stringify(got.map((e) => e.key))}, want ${JSON.stringify(sorted)}`,
+      );
+      for (const e of got)
+        assert.equal(e.value.toString(), `${names[i]}:${e.key}`, `case ${i} (${names[i]}): ${e.key} holds ${e.value.toString()}`);
       const deleted = await s.commit([], [{ key: 'key/a' }]);
       assert.equal(deleted.ok, true);
       assert.equal(await s.get('key/a'), undefined, `case ${i} (${names[i]}): key/a still present after its delete`);
     }
     // Each delete touched only its own namespace.
     for (const [i, s] of stores.entries()) {
-      assert.equal((await s.range('')).length, keys.length - 1, `case ${i} (${names[i]}): got a different number of keys after the deletes`);
+      assert.equal(
+        (await s.range('')).length,
+        keys.length - 1,
+        `case ${i} (${names[i]}): got a different number of keys after the deletes`,
+      );
     }
     // The commit tokens are not data.
-    const raw = await admin.getAll().prefix(base + 'a/meta/').keys();
-    assert.ok(raw.length > 0 && raw.every((k) => k.startsWith(base + 'a/meta/txn/')), `want the commit tokens among the raw keys, got ${JSON.stringify(raw)}`);
+    const raw = await admin
+      .getAll()
+      .prefix(base + 'a/meta/')
+      .keys();
+    assert.ok(
+      raw.length > 0 && raw.every((k) => k.startsWith(base + 'a/meta/txn/')),
+      `want the commit tokens among the raw keys, got ${JSON.stringify(raw)}`,
+    );
     await wipe(base);
   });
 
@@ -182,10 +217,20 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
     const { entries, rev } = await s.rangeWithRevision('key/');
     assert.equal(entries.length, N, `got ${entries.length} entries, want ${N}`);
     assert.ok(rev >= res.rev, `range revision ${rev} is older than the commit's ${res.rev}`);
-    for (let i = 1; i < entries.length; i++) assert.ok(entries[i - 1]!.key < entries[i]!.key, `entries ${i - 1} and ${i} out of order: ${entries[i - 1]!.key}, ${entries[i]!.key}`);
-    assert.ok(entries.every((e) => e.rev === res.rev), 'every entry carries the commit revision');
+    for (let i = 1; i < entries.length; i++)
+      assert.ok(
+        entries[i - 1]!.key < entries[i]!.key,
+        `entries ${i - 1} and ${i} out of order: ${entries[i - 1]!.key}, ${entries[i]!.key}`,
+      );
+    assert.ok(
+      entries.every((e) => e.rev === res.rev),
+      'every entry carries the commit revision',
+    );
     // And a deletion of all of them in one commit.
-    const del = await s.commit([], muts.map((m) => ({ key: m.key })));
+    const del = await s.commit(
+      [],
+      muts.map((m) => ({ key: m.key })),
+    );
     assert.equal(del.ok, true);
     assert.deepEqual(await s.range(''), []);
     assert.ok(Date.now() - t0 < 20_000, `took ${Date.now() - t0} ms`);
@@ -196,20 +241,29 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
     const prefix = freshPrefix('limits');
     const s = open(prefix);
     const cases: Array<{ name: string; muts: Array<{ key: string; value: Buffer }>; flag: string }> = [
-      { name: '10001 operations > --max-txn-ops=10000', muts: Array.from({ length: 10_001 }, (_, i) => ({ key: `k/${i}`, value: Buffer.of(1) })), flag: '--max-txn-ops' },
-      { name: '40 MiB > --max-request-bytes=32 MiB', muts: Array.from({ length: 40 }, (_, i) => ({ key: `big/${i}`, value: Buffer.alloc(1024 * 1024, i) })), flag: '--max-request-bytes' },
-      { name: '32 MiB + a little (etcd checks it, not gRPC)', muts: [{ key: 'big/1', value: Buffer.alloc(32 * 1024 * 1024 + 100) }], flag: '--max-request-bytes' },
+      {
+        name: '10001 operations > --max-txn-ops=10000',
+        muts: Array.from({ length: 10_001 }, (_, i) => ({ key: `k/${i}`, value: Buffer.of(1) })),
+        flag: '--max-txn-ops',
+      },
+      {
+        name: '40 MiB > --max-request-bytes=32 MiB',
+        muts: Array.from({ length: 40 }, (_, i) => ({ key: `big/${i}`, value: Buffer.alloc(1024 * 1024, i) })),
+        flag: '--max-request-bytes',
+      },
+      {
+        name: '32 MiB + a little (etcd checks it, not gRPC)',
+        muts: [{ key: 'big/1', value: Buffer.alloc(32 * 1024 * 1024 + 100) }],
+        flag: '--max-request-bytes',
+      },
     ];
     for (const [i, c] of cases.entries()) {
-      await assert.rejects(
-        s.commit([], c.muts),
-        (err: unknown) => {
-          assert.ok(err instanceof EtcdLimitError, `case ${i} (${c.name}): got ${String(err)}, want EtcdLimitError`);
-          assert.equal(err.flag, c.flag, `case ${i} (${c.name}): got flag ${err.flag}`);
-          assert.match(err.message, new RegExp(c.flag), `case ${i} (${c.name}): the message does not name the flag: ${err.message}`);
-          return true;
-        },
-      );
+      await assert.rejects(s.commit([], c.muts), (err: unknown) => {
+        assert.ok(err instanceof EtcdLimitError, `case ${i} (${c.name}): got ${String(err)}, want EtcdLimitError`);
+        assert.equal(err.flag, c.flag, `case ${i} (${c.name}): got flag ${err.flag}`);
+        assert.match(err.message, new RegExp(c.flag), `case ${i} (${c.name}): the message does not name the flag: ${err.message}`);
+        return true;
+      });
       assert.deepEqual(await s.range(''), [], `case ${i} (${c.name}): something was written`);
     }
     await wipe(prefix);
@@ -251,7 +305,10 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
     await waitFor('4 replayed events', () => w.events.length >= 4, 5_000);
     const live = (await s.commit([], [{ key: 'key/1' }])).rev;
     await waitFor('the live event', () => w.events.length >= 5, 5_000);
-    assert.deepEqual(w.events.map((e) => e.rev), [...later, live]);
+    assert.deepEqual(
+      w.events.map((e) => e.rev),
+      [...later, live],
+    );
     await w.close();
     await wipe(prefix);
   });
@@ -303,11 +360,18 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
       await write(5, `up${m}-`);
     }
     const total = acked.length;
-    for (const [name, w] of [['pinned to member 1', w1], ['all members', w2]] as const) {
+    for (const [name, w] of [
+      ['pinned to member 1', w1],
+      ['all members', w2],
+    ] as const) {
       await waitFor(`${total} events on the watch ${name} (got ${w.events.length})`, () => w.events.length >= total, 20_000);
       await sleep(100);
       const revs = w.events.map((e) => e.rev);
-      assert.deepEqual(revs, acked, `watch ${name}: got revisions ${JSON.stringify(revs)}, want exactly the acknowledged ${JSON.stringify(acked)}`);
+      assert.deepEqual(
+        revs,
+        acked,
+        `watch ${name}: got revisions ${JSON.stringify(revs)}, want exactly the acknowledged ${JSON.stringify(acked)}`,
+      );
       assert.deepEqual(w.errors, [], `watch ${name}: got errors ${w.errors.map(String).join('; ')}`);
     }
     await w1.close();
@@ -324,7 +388,9 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
     const first = (await writer.commit([], [put('key/first', 'f')])).rev;
     const acked = [first];
     for (let r = 0; r < 25; r++) {
-      const revs = await Promise.all(Array.from({ length: 100 }, (_, j) => writer.commit([], [put(`key/${r}/${j}`, 'v')]).then((res) => res.rev)));
+      const revs = await Promise.all(
+        Array.from({ length: 100 }, (_, j) => writer.commit([], [put(`key/${r}/${j}`, 'v')]).then((res) => res.rev)),
+      );
       acked.push(...revs);
     }
     acked.sort((a, b) => a - b);
@@ -390,7 +456,10 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
         t.diagnostic(`commit ${i} without quorum failed after ${took} ms`);
         assert.ok(took < 10_000, `case ${i}: the commit failed after ${took} ms, want < 10 s`);
       }
-      for (const [name, op] of [['get', () => s.get('k/0000')], ['range', () => s.range('k/')]] as const) {
+      for (const [name, op] of [
+        ['get', () => s.get('k/0000')],
+        ['range', () => s.range('k/')],
+      ] as const) {
         const t0 = Date.now();
         await assert.rejects(op(), StoreUnavailableError, `${name} without quorum`);
         assert.ok(Date.now() - t0 < 10_000, `${name} failed after ${Date.now() - t0} ms, want < 10 s`);
@@ -403,7 +472,9 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
     const t0 = Date.now();
     await waitFor('a commit to succeed after the restart', attempt, 20_000);
     const recovery = Date.now() - t0;
-    t.diagnostic(`first successful commit ${recovery} ms after the cluster was healthy again; ${acked.size} acknowledged, ${maybe.size} ambiguous`);
+    t.diagnostic(
+      `first successful commit ${recovery} ms after the cluster was healthy again; ${acked.size} acknowledged, ${maybe.size} ambiguous`,
+    );
     for (let i = 0; i < 10; i++) assert.equal(await attempt(), true, `case ${i}: commit after recovery failed`);
 
     const check = async (when: string): Promise<void> => {
@@ -557,7 +628,10 @@ describe('EtcdStore over TLS with client certificates, and etcd users', () => {
       const s = tlsStore(options);
       const t0 = Date.now();
       await assert.rejects(s.commit([], [put('k', 'v')]), (err: unknown) => {
-        assert.ok(!(err instanceof StoreUnavailableError), `case ${i} (${name}): a configuration error reported as unavailability: ${String(err)}`);
+        assert.ok(
+          !(err instanceof StoreUnavailableError),
+          `case ${i} (${name}): a configuration error reported as unavailability: ${String(err)}`,
+        );
         assert.match(String(err), want, `case ${i} (${name})`);
         return true;
       });

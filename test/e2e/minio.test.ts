@@ -105,7 +105,10 @@ function minkms(args: readonly string[], input = ''): Promise<string> {
 async function provision(enclave: string, policy: object, keys: readonly string[]): Promise<{ apiKey: string; identity: string }> {
   await minkms(['add-enclave', enclave]);
   await minkms(['add-policy', '-e', enclave, 'minio-sse', '-'], JSON.stringify(policy));
-  const [created] = JSON.parse(await minkms(['add-identity', '-e', enclave, '--tag', 'app=minio', '--json'])) as { api_key: string; identity: string }[];
+  const [created] = JSON.parse(await minkms(['add-identity', '-e', enclave, '--tag', 'app=minio', '--json'])) as {
+    api_key: string;
+    identity: string;
+  }[];
   await minkms(['set-policy', '-e', enclave, 'minio-sse', created!.identity]);
   for (const k of keys) await minkms(['add-key', '-e', enclave, k]);
   return { apiKey: created!.api_key, identity: created!.identity };
@@ -139,7 +142,9 @@ async function audit(): Promise<AuditLine[]> {
 }
 
 function count(lines: readonly AuditLine[], identity: string, command: string, object?: string, outcome = 'ok'): number {
-  return lines.filter((l) => l.identity === identity && l.command === command && (object === undefined || l.object === object) && l.outcome === outcome).length;
+  return lines.filter(
+    (l) => l.identity === identity && l.command === command && (object === undefined || l.object === object) && l.outcome === outcome,
+  ).length;
 }
 
 /** `{command outcome object: n}` of one identity, for messages. */
@@ -231,11 +236,21 @@ async function put(s3: S3Client, bucket: string, key: string, mode: Mode, body: 
     const created = await s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, ...sse }));
     const parts: { ETag: string; PartNumber: number }[] = [];
     for (let off = 0, n = 1; off < body.length; off += PART_SIZE, n++) {
-      const res = await s3.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: created.UploadId, PartNumber: n, Body: body.subarray(off, off + PART_SIZE) }));
+      const res = await s3.send(
+        new UploadPartCommand({
+          Bucket: bucket,
+          Key: key,
+          UploadId: created.UploadId,
+          PartNumber: n,
+          Body: body.subarray(off, off + PART_SIZE),
+        }),
+      );
       checkHeaders(`UploadPart ${n} of ${key}`, mode, res);
       parts.push({ ETag: res.ETag!, PartNumber: n });
     }
-    await s3.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: created.UploadId, MultipartUpload: { Parts: parts } }));
+    await s3.send(
+      new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: created.UploadId, MultipartUpload: { Parts: parts } }),
+    );
   }
   return { key, mode, body, sha256: sha256(body), multipart };
 }
@@ -307,7 +322,10 @@ describe(`MinIO object store (${MINIO_VERSION}) with minkms as its KMS`, { skip:
           [`KEY:GENERATE ${DEFAULT_KEY} ERR_KEY_NOT_FOUND`, `KEY:CREATE ${DEFAULT_KEY} ok`, `KEY:GENERATE ${DEFAULT_KEY} ok`],
           JSON.stringify(summary(lines, id.identity)),
         );
-        const [key] = JSON.parse(await minkms(['stat-key', '-e', 'startup-create', DEFAULT_KEY, '--json'])) as { version: number; created_by: string }[];
+        const [key] = JSON.parse(await minkms(['stat-key', '-e', 'startup-create', DEFAULT_KEY, '--json'])) as {
+          version: number;
+          created_by: string;
+        }[];
         assert.equal(key!.created_by, id.identity, 'the key was created by MinIO');
         assert.equal(await readyStatus(m.endpoint), 200, "MinIO's readiness probe (a data key from the KMS)");
         const s3 = s3For(m);
@@ -320,82 +338,94 @@ describe(`MinIO object store (${MINIO_VERSION}) with minkms as its KMS`, { skip:
       }
     });
 
-    test('default key present, identity without KEY:CREATE: MinIO uses the key and creates nothing', { timeout: STEP_TIMEOUT_MS }, async () => {
-      const id = await provision('startup-present', MINIMAL_POLICY, [DEFAULT_KEY]);
-      const m = await minio('startup-present', id.apiKey, join(work, 'minio-startup-present'));
-      try {
-        const lines = await audit();
-        assert.equal(lines.find((l) => l.identity === id.identity)?.command, 'KEY:GENERATE');
-        assert.equal(lines.find((l) => l.identity === id.identity)?.outcome, 'ok');
-        assert.equal(lines.filter((l) => l.identity === id.identity && l.command === 'KEY:CREATE').length, 0);
-        assert.equal(await readyStatus(m.endpoint), 200);
-        const s3 = s3For(m);
-        await s3.send(new CreateBucketCommand({ Bucket: 'startup' }));
-        await check(s3, 'startup', await put(s3, 'startup', 'o', 'sse-kms-default', randomBytes(KiB)));
-        s3.destroy();
-      } finally {
-        await m.stop();
-      }
-    });
+    test(
+      'default key present, identity without KEY:CREATE: MinIO uses the key and creates nothing',
+      { timeout: STEP_TIMEOUT_MS },
+      async () => {
+        const id = await provision('startup-present', MINIMAL_POLICY, [DEFAULT_KEY]);
+        const m = await minio('startup-present', id.apiKey, join(work, 'minio-startup-present'));
+        try {
+          const lines = await audit();
+          assert.equal(lines.find((l) => l.identity === id.identity)?.command, 'KEY:GENERATE');
+          assert.equal(lines.find((l) => l.identity === id.identity)?.outcome, 'ok');
+          assert.equal(lines.filter((l) => l.identity === id.identity && l.command === 'KEY:CREATE').length, 0);
+          assert.equal(await readyStatus(m.endpoint), 200);
+          const s3 = s3For(m);
+          await s3.send(new CreateBucketCommand({ Bucket: 'startup' }));
+          await check(s3, 'startup', await put(s3, 'startup', 'o', 'sse-kms-default', randomBytes(KiB)));
+          s3.destroy();
+        } finally {
+          await m.stop();
+        }
+      },
+    );
 
-    test('default key missing, identity without KEY:CREATE: the 403 is tolerated, MinIO starts, encrypts once the key exists', { timeout: STEP_TIMEOUT_MS }, async () => {
-      const id = await provision('startup-denied', MINIMAL_POLICY, []);
-      const m = await minio('startup-denied', id.apiKey, join(work, 'minio-startup-denied'));
-      try {
-        const lines = await audit();
-        const mine = lines.filter((l) => l.identity === id.identity);
-        assert.deepEqual(
-          mine.slice(0, 2).map((l) => `${l.command} ${l.object} ${l.outcome} ${l.status}`),
-          [`KEY:GENERATE ${DEFAULT_KEY} ERR_KEY_NOT_FOUND 404`, `KEY:CREATE ${DEFAULT_KEY} ERR_NOT_ALLOWED 403`],
-        );
-        // MinIO runs, but its KMS is not usable: the readiness probe and SSE-S3 fail.
-        assert.notEqual(await readyStatus(m.endpoint), 200);
-        const s3 = s3For(m);
-        await s3.send(new CreateBucketCommand({ Bucket: 'startup' }));
-        const err = await s3Error(put(s3, 'startup', 'o', 'sse-s3', randomBytes(KiB)));
-        assert.ok(err.status !== undefined && err.status >= 400, JSON.stringify(err));
-        // The operator creates the key: MinIO encrypts without a restart.
-        await minkms(['add-key', '-e', 'startup-denied', DEFAULT_KEY]);
-        assert.equal(await readyStatus(m.endpoint), 200);
-        await check(s3, 'startup', await put(s3, 'startup', 'o', 'sse-s3', randomBytes(KiB)));
-        s3.destroy();
-      } finally {
-        await m.stop();
-      }
-    });
+    test(
+      'default key missing, identity without KEY:CREATE: the 403 is tolerated, MinIO starts, encrypts once the key exists',
+      { timeout: STEP_TIMEOUT_MS },
+      async () => {
+        const id = await provision('startup-denied', MINIMAL_POLICY, []);
+        const m = await minio('startup-denied', id.apiKey, join(work, 'minio-startup-denied'));
+        try {
+          const lines = await audit();
+          const mine = lines.filter((l) => l.identity === id.identity);
+          assert.deepEqual(
+            mine.slice(0, 2).map((l) => `${l.command} ${l.object} ${l.outcome} ${l.status}`),
+            [`KEY:GENERATE ${DEFAULT_KEY} ERR_KEY_NOT_FOUND 404`, `KEY:CREATE ${DEFAULT_KEY} ERR_NOT_ALLOWED 403`],
+          );
+          // MinIO runs, but its KMS is not usable: the readiness probe and SSE-S3 fail.
+          assert.notEqual(await readyStatus(m.endpoint), 200);
+          const s3 = s3For(m);
+          await s3.send(new CreateBucketCommand({ Bucket: 'startup' }));
+          const err = await s3Error(put(s3, 'startup', 'o', 'sse-s3', randomBytes(KiB)));
+          assert.ok(err.status !== undefined && err.status >= 400, JSON.stringify(err));
+          // The operator creates the key: MinIO encrypts without a restart.
+          await minkms(['add-key', '-e', 'startup-denied', DEFAULT_KEY]);
+          assert.equal(await readyStatus(m.endpoint), 200);
+          await check(s3, 'startup', await put(s3, 'startup', 'o', 'sse-s3', randomBytes(KiB)));
+          s3.destroy();
+        } finally {
+          await m.stop();
+        }
+      },
+    );
 
-    test('least privilege: without KEY:DECRYPT MinIO cannot read, without KEY:GENERATE it cannot write', { timeout: STEP_TIMEOUT_MS }, async () => {
-      const noDecrypt = await provision('no-decrypt', { allow: { 'KEY:GENERATE': ['minio-*'] } }, [DEFAULT_KEY]);
-      let m = await minio('no-decrypt', noDecrypt.apiKey, join(work, 'minio-no-decrypt'));
-      try {
-        const s3 = s3For(m);
-        await s3.send(new CreateBucketCommand({ Bucket: 'least' }));
-        await put(s3, 'least', 'o', 'sse-s3', randomBytes(KiB));
-        const err = await s3Error(s3.send(new GetObjectCommand({ Bucket: 'least', Key: 'o' })));
-        assert.equal(err.status, 403, JSON.stringify(err));
-        assert.equal(err.name, 'kms:NotAuthorized');
-        assert.ok(count(await audit(), noDecrypt.identity, 'KEY:DECRYPT', DEFAULT_KEY, 'ERR_NOT_ALLOWED') >= 1);
-        s3.destroy();
-      } finally {
-        await m.stop();
-      }
+    test(
+      'least privilege: without KEY:DECRYPT MinIO cannot read, without KEY:GENERATE it cannot write',
+      { timeout: STEP_TIMEOUT_MS },
+      async () => {
+        const noDecrypt = await provision('no-decrypt', { allow: { 'KEY:GENERATE': ['minio-*'] } }, [DEFAULT_KEY]);
+        let m = await minio('no-decrypt', noDecrypt.apiKey, join(work, 'minio-no-decrypt'));
+        try {
+          const s3 = s3For(m);
+          await s3.send(new CreateBucketCommand({ Bucket: 'least' }));
+          await put(s3, 'least', 'o', 'sse-s3', randomBytes(KiB));
+          const err = await s3Error(s3.send(new GetObjectCommand({ Bucket: 'least', Key: 'o' })));
+          assert.equal(err.status, 403, JSON.stringify(err));
+          assert.equal(err.name, 'kms:NotAuthorized');
+          assert.ok(count(await audit(), noDecrypt.identity, 'KEY:DECRYPT', DEFAULT_KEY, 'ERR_NOT_ALLOWED') >= 1);
+          s3.destroy();
+        } finally {
+          await m.stop();
+        }
 
-      const noGenerate = await provision('no-generate', { allow: { 'KEY:DECRYPT': ['minio-*'] } }, [DEFAULT_KEY]);
-      m = await minio('no-generate', noGenerate.apiKey, join(work, 'minio-no-generate'));
-      try {
-        // MinIO's start-up check got 403 and went on.
-        assert.ok(count(await audit(), noGenerate.identity, 'KEY:GENERATE', DEFAULT_KEY, 'ERR_NOT_ALLOWED') >= 1);
-        assert.notEqual(await readyStatus(m.endpoint), 200);
-        const s3 = s3For(m);
-        await s3.send(new CreateBucketCommand({ Bucket: 'least' }));
-        const err = await s3Error(put(s3, 'least', 'o', 'sse-s3', randomBytes(KiB)));
-        assert.equal(err.status, 403, JSON.stringify(err));
-        assert.equal(err.name, 'kms:NotAuthorized');
-        s3.destroy();
-      } finally {
-        await m.stop();
-      }
-    });
+        const noGenerate = await provision('no-generate', { allow: { 'KEY:DECRYPT': ['minio-*'] } }, [DEFAULT_KEY]);
+        m = await minio('no-generate', noGenerate.apiKey, join(work, 'minio-no-generate'));
+        try {
+          // MinIO's start-up check got 403 and went on.
+          assert.ok(count(await audit(), noGenerate.identity, 'KEY:GENERATE', DEFAULT_KEY, 'ERR_NOT_ALLOWED') >= 1);
+          assert.notEqual(await readyStatus(m.endpoint), 200);
+          const s3 = s3For(m);
+          await s3.send(new CreateBucketCommand({ Bucket: 'least' }));
+          const err = await s3Error(put(s3, 'least', 'o', 'sse-s3', randomBytes(KiB)));
+          assert.equal(err.status, 403, JSON.stringify(err));
+          assert.equal(err.name, 'kms:NotAuthorized');
+          s3.destroy();
+        } finally {
+          await m.stop();
+        }
+      },
+    );
   });
 
   describe('SSE-S3 and SSE-KMS end to end', () => {
@@ -407,14 +437,17 @@ describe(`MinIO object store (${MINIO_VERSION}) with minkms as its KMS`, { skip:
     let minioData: string;
     const objects: StoredObject[] = [];
 
-    before(async () => {
-      minioData = join(work, 'minio-main');
-      // The operator's setup: enclave, least-privilege policy, User identity, default key, a
-      // named key for SSE-KMS, and a key MinIO must not use.
-      id = await provision(ENCLAVE, MINIMAL_POLICY, [DEFAULT_KEY, NAMED_KEY, FOREIGN_KEY]);
-      m = await minio(ENCLAVE, id.apiKey, minioData);
-      s3 = s3For(m);
-    }, { timeout: STEP_TIMEOUT_MS });
+    before(
+      async () => {
+        minioData = join(work, 'minio-main');
+        // The operator's setup: enclave, least-privilege policy, User identity, default key, a
+        // named key for SSE-KMS, and a key MinIO must not use.
+        id = await provision(ENCLAVE, MINIMAL_POLICY, [DEFAULT_KEY, NAMED_KEY, FOREIGN_KEY]);
+        m = await minio(ENCLAVE, id.apiKey, minioData);
+        s3 = s3For(m);
+      },
+      { timeout: STEP_TIMEOUT_MS },
+    );
 
     after(() => s3?.destroy());
 
@@ -430,9 +463,16 @@ describe(`MinIO object store (${MINIO_VERSION}) with minkms as its KMS`, { skip:
         // A GET needs the object key (and so does the ETag of HEAD): at least one decryption each.
         assert.ok(count(lines, id.identity, 'KEY:DECRYPT', key) >= n, `${label}: ${JSON.stringify(summary(lines, id.identity))}`);
       }
-      assert.equal(lines.filter((l) => l.identity === id.identity && l.outcome !== 'ok').length, 0, JSON.stringify(summary(lines, id.identity)));
+      assert.equal(
+        lines.filter((l) => l.identity === id.identity && l.outcome !== 'ok').length,
+        0,
+        JSON.stringify(summary(lines, id.identity)),
+      );
       assert.ok(d1 - d0 >= count(lines, id.identity, 'KEY:DECRYPT'), `metrics: ${d1 - d0} decryptions`);
-      note(t, `${label}: ${objects.length} objects, ${objects.reduce((s, o) => s + o.body.length, 0)} bytes read; audit: ${JSON.stringify(summary(lines, id.identity))}; metrics KEY:DECRYPT +${d1 - d0}`);
+      note(
+        t,
+        `${label}: ${objects.length} objects, ${objects.reduce((s, o) => s + o.body.length, 0)} bytes read; audit: ${JSON.stringify(summary(lines, id.identity))}; metrics KEY:DECRYPT +${d1 - d0}`,
+      );
     }
 
     test('a bucket with default SSE-KMS encryption (named key)', { timeout: STEP_TIMEOUT_MS }, async () => {
@@ -440,7 +480,9 @@ describe(`MinIO object store (${MINIO_VERSION}) with minkms as its KMS`, { skip:
       await s3.send(
         new PutBucketEncryptionCommand({
           Bucket: BUCKET,
-          ServerSideEncryptionConfiguration: { Rules: [{ ApplyServerSideEncryptionByDefault: { SSEAlgorithm: 'aws:kms', KMSMasterKeyID: NAMED_KEY } }] },
+          ServerSideEncryptionConfiguration: {
+            Rules: [{ ApplyServerSideEncryptionByDefault: { SSEAlgorithm: 'aws:kms', KMSMasterKeyID: NAMED_KEY } }],
+          },
         }),
       );
       const res = await s3.send(new GetBucketEncryptionCommand({ Bucket: BUCKET }));
@@ -449,31 +491,50 @@ describe(`MinIO object store (${MINIO_VERSION}) with minkms as its KMS`, { skip:
       assert.equal(rule?.KMSMasterKeyID, NAMED_KEY);
     });
 
-    test('PUT 0 B, 1 KiB, 1 MiB, 17 MiB (multipart) × SSE-S3, SSE-KMS default key, SSE-KMS named key, bucket default', { timeout: STEP_TIMEOUT_MS }, async (t) => {
-      const mark = (await audit()).length;
-      const g0 = await metric(GENERATED);
-      for (const mode of MODES) {
-        for (const size of SIZES) objects.push(await put(s3, BUCKET, `${mode}/${size}`, mode, randomBytes(size)));
-      }
-      const lines = (await audit()).slice(mark);
-      const g1 = await metric(GENERATED);
-      // One data key per object (a multipart upload gets its key at CreateMultipartUpload),
-      // generated by minkms under the key the mode names. Other GENERATE lines of the default key
-      // come from MinIO itself (its configuration and IAM data are encrypted too).
-      assert.equal(count(lines, id.identity, 'KEY:GENERATE', NAMED_KEY), 2 * SIZES.length, JSON.stringify(summary(lines, id.identity)));
-      assert.ok(count(lines, id.identity, 'KEY:GENERATE', DEFAULT_KEY) >= 2 * SIZES.length, JSON.stringify(summary(lines, id.identity)));
-      assert.equal(lines.filter((l) => l.identity === id.identity && l.outcome !== 'ok').length, 0, JSON.stringify(summary(lines, id.identity)));
-      assert.ok(g1 - g0 >= 4 * SIZES.length, `metrics: ${g1 - g0} data keys`);
-      note(t, `PUT ${objects.length} objects (${objects.reduce((s, o) => s + o.body.length, 0)} bytes); audit: ${JSON.stringify(summary(lines, id.identity))}; metrics KEY:GENERATE +${g1 - g0}`);
-    });
+    test(
+      'PUT 0 B, 1 KiB, 1 MiB, 17 MiB (multipart) × SSE-S3, SSE-KMS default key, SSE-KMS named key, bucket default',
+      { timeout: STEP_TIMEOUT_MS },
+      async (t) => {
+        const mark = (await audit()).length;
+        const g0 = await metric(GENERATED);
+        for (const mode of MODES) {
+          for (const size of SIZES) objects.push(await put(s3, BUCKET, `${mode}/${size}`, mode, randomBytes(size)));
+        }
+        const lines = (await audit()).slice(mark);
+        const g1 = await metric(GENERATED);
+        // One data key per object (a multipart upload gets its key at CreateMultipartUpload),
+        // generated by minkms under the key the mode names. Other GENERATE lines of the default key
+        // come from MinIO itself (its configuration and IAM data are encrypted too).
+        assert.equal(count(lines, id.identity, 'KEY:GENERATE', NAMED_KEY), 2 * SIZES.length, JSON.stringify(summary(lines, id.identity)));
+        assert.ok(count(lines, id.identity, 'KEY:GENERATE', DEFAULT_KEY) >= 2 * SIZES.length, JSON.stringify(summary(lines, id.identity)));
+        assert.equal(
+          lines.filter((l) => l.identity === id.identity && l.outcome !== 'ok').length,
+          0,
+          JSON.stringify(summary(lines, id.identity)),
+        );
+        assert.ok(g1 - g0 >= 4 * SIZES.length, `metrics: ${g1 - g0} data keys`);
+        note(
+          t,
+          `PUT ${objects.length} objects (${objects.reduce((s, o) => s + o.body.length, 0)} bytes); audit: ${JSON.stringify(summary(lines, id.identity))}; metrics KEY:GENERATE +${g1 - g0}`,
+        );
+      },
+    );
 
-    test('GET and HEAD every object: byte-identical, encryption in the headers, keys decrypted by minkms', { timeout: STEP_TIMEOUT_MS }, async (t) => {
-      await readAll(t, 'read');
-    });
+    test(
+      'GET and HEAD every object: byte-identical, encryption in the headers, keys decrypted by minkms',
+      { timeout: STEP_TIMEOUT_MS },
+      async (t) => {
+        await readAll(t, 'read');
+      },
+    );
 
     test('a key outside the policy is refused (403), and MinIO says so', { timeout: STEP_TIMEOUT_MS }, async () => {
       const mark = (await audit()).length;
-      const err = await s3Error(s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'foreign', Body: 'x', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: FOREIGN_KEY })));
+      const err = await s3Error(
+        s3.send(
+          new PutObjectCommand({ Bucket: BUCKET, Key: 'foreign', Body: 'x', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: FOREIGN_KEY }),
+        ),
+      );
       assert.equal(err.status, 403, JSON.stringify(err));
       assert.equal(err.name, 'kms:NotAuthorized');
       const lines = (await audit()).slice(mark);
@@ -495,7 +556,9 @@ describe(`MinIO object store (${MINIO_VERSION}) with minkms as its KMS`, { skip:
     test('minkms restarts while MinIO runs: MinIO fails while it is down, then reconnects', { timeout: STEP_TIMEOUT_MS }, async () => {
       root.close();
       await kms.stop();
-      const err = await s3Error(s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: objects[1]!.key }), { abortSignal: AbortSignal.timeout(60_000) }));
+      const err = await s3Error(
+        s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: objects[1]!.key }), { abortSignal: AbortSignal.timeout(60_000) }),
+      );
       assert.ok(err.status !== undefined && err.status >= 500, `GET without KMS: ${JSON.stringify(err)}`);
       await startKms(kmsPort);
       for (const o of objects.filter((x) => x.body.length <= MiB)) await check(s3, BUCKET, o);
@@ -513,31 +576,45 @@ describe(`MinIO object store (${MINIO_VERSION}) with minkms as its KMS`, { skip:
       await readAll(t, 'after restarts');
     });
 
-    test('deleting version 1 of the named key: only the objects written after the rotation still read', { timeout: STEP_TIMEOUT_MS }, async (t) => {
-      // MinIO sends KEY:DECRYPT without a version, minkms tries the key's versions: with version 1
-      // gone, the data keys of the objects written before the rotation no longer decrypt.
-      await minkms(['rm-key', '-e', ENCLAVE, '-v', '1', NAMED_KEY]);
-      const results: string[] = [];
-      for (const o of objects.filter((x) => expected(x.mode).kmsKey === NAMED_KEY && x.body.length <= MiB)) {
-        const mark = (await audit()).length;
-        const rotated = o.key.startsWith('rotated/');
-        let outcome = 'read';
-        if (rotated || o.body.length === 0) {
-          // An empty object has no content to decrypt: MinIO serves it although minkms refused.
-          await check(s3, BUCKET, o);
-        } else {
-          const err = await s3Error(s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: o.key })));
-          assert.equal(err.name, 'kms:DecryptionFailed', `${o.key}: ${JSON.stringify(err)}`);
-          outcome = `${err.name} ${err.status}`;
+    test(
+      'deleting version 1 of the named key: only the objects written after the rotation still read',
+      { timeout: STEP_TIMEOUT_MS },
+      async (t) => {
+        // MinIO sends KEY:DECRYPT without a version, minkms tries the key's versions: with version 1
+        // gone, the data keys of the objects written before the rotation no longer decrypt.
+        await minkms(['rm-key', '-e', ENCLAVE, '-v', '1', NAMED_KEY]);
+        const results: string[] = [];
+        for (const o of objects.filter((x) => expected(x.mode).kmsKey === NAMED_KEY && x.body.length <= MiB)) {
+          const mark = (await audit()).length;
+          const rotated = o.key.startsWith('rotated/');
+          let outcome = 'read';
+          if (rotated || o.body.length === 0) {
+            // An empty object has no content to decrypt: MinIO serves it although minkms refused.
+            await check(s3, BUCKET, o);
+          } else {
+            const err = await s3Error(s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: o.key })));
+            assert.equal(err.name, 'kms:DecryptionFailed', `${o.key}: ${JSON.stringify(err)}`);
+            outcome = `${err.name} ${err.status}`;
+          }
+          const lines = (await audit()).slice(mark);
+          const mine = summary(lines, id.identity);
+          if (rotated)
+            assert.ok(
+              count(lines, id.identity, 'KEY:DECRYPT', NAMED_KEY) >= 1 &&
+                count(lines, id.identity, 'KEY:DECRYPT', NAMED_KEY, 'ERR_DECRYPT') === 0,
+              `${o.key}: ${JSON.stringify(mine)}`,
+            );
+          else
+            assert.ok(
+              count(lines, id.identity, 'KEY:DECRYPT', NAMED_KEY, 'ERR_DECRYPT') >= 1 &&
+                count(lines, id.identity, 'KEY:DECRYPT', NAMED_KEY) === 0,
+              `${o.key}: ${JSON.stringify(mine)}`,
+            );
+          results.push(`${o.key}: ${outcome} ${JSON.stringify(mine)}`);
         }
-        const lines = (await audit()).slice(mark);
-        const mine = summary(lines, id.identity);
-        if (rotated) assert.ok(count(lines, id.identity, 'KEY:DECRYPT', NAMED_KEY) >= 1 && count(lines, id.identity, 'KEY:DECRYPT', NAMED_KEY, 'ERR_DECRYPT') === 0, `${o.key}: ${JSON.stringify(mine)}`);
-        else assert.ok(count(lines, id.identity, 'KEY:DECRYPT', NAMED_KEY, 'ERR_DECRYPT') >= 1 && count(lines, id.identity, 'KEY:DECRYPT', NAMED_KEY) === 0, `${o.key}: ${JSON.stringify(mine)}`);
-        results.push(`${o.key}: ${outcome} ${JSON.stringify(mine)}`);
-      }
-      note(t, results.join('; '));
-    });
+        note(t, results.join('; '));
+      },
+    );
 
     test("the audit log's hash chain verifies across the restarts", { timeout: STEP_TIMEOUT_MS }, async (t) => {
       await m.stop();
@@ -553,8 +630,14 @@ describe(`MinIO object store (${MINIO_VERSION}) with minkms as its KMS`, { skip:
       assert.match(out, /^\d+ lines verified$/m);
       const lines = await audit();
       // Through start, writes, reads, rotation and restarts MinIO sent nothing but these two.
-      assert.deepEqual([...new Set(lines.filter((l) => l.identity === id.identity).map((l) => l.command))].sort(), ['KEY:DECRYPT', 'KEY:GENERATE']);
-      note(t, `audit log: ${out.trim()}; MinIO (main enclave) in total: KEY:GENERATE ok ${count(lines, id.identity, 'KEY:GENERATE')}, KEY:DECRYPT ok ${count(lines, id.identity, 'KEY:DECRYPT')}`);
+      assert.deepEqual([...new Set(lines.filter((l) => l.identity === id.identity).map((l) => l.command))].sort(), [
+        'KEY:DECRYPT',
+        'KEY:GENERATE',
+      ]);
+      note(
+        t,
+        `audit log: ${out.trim()}; MinIO (main enclave) in total: KEY:GENERATE ok ${count(lines, id.identity, 'KEY:GENERATE')}, KEY:DECRYPT ok ${count(lines, id.identity, 'KEY:DECRYPT')}`,
+      );
     });
   });
 });

@@ -51,7 +51,10 @@ export async function minioBinary(log: (msg: string) => void, timeoutMs: number)
   if (executable(bin)) return bin;
 
   const go = spawnSync('go', ['version'], { encoding: 'utf8' });
-  if (go.status !== 0) throw new Error(`MinIO ${MINIO_VERSION} is not cached at ${bin} and Go is not available to build it (go version: ${go.error?.message ?? go.stderr})`);
+  if (go.status !== 0)
+    throw new Error(
+      `MinIO ${MINIO_VERSION} is not cached at ${bin} and Go is not available to build it (go version: ${go.error?.message ?? go.stderr})`,
+    );
   const gobin = join(dir, `.build-${process.pid}`);
   rmSync(gobin, { recursive: true, force: true });
   mkdirSync(gobin, { recursive: true });
@@ -79,7 +82,9 @@ export async function minioBinary(log: (msg: string) => void, timeoutMs: number)
   clearTimeout(timer);
   if (code !== 0 || !existsSync(join(gobin, 'minio'))) {
     rmSync(gobin, { recursive: true, force: true });
-    throw new Error(`go install github.com/minio/minio@${MINIO_VERSION} failed (${code}) after ${Math.round((Date.now() - started) / 1000)} s:\n${out.slice(-4000)}`);
+    throw new Error(
+      `go install github.com/minio/minio@${MINIO_VERSION} failed (${code}) after ${Math.round((Date.now() - started) / 1000)} s:\n${out.slice(-4000)}`,
+    );
   }
   renameSync(join(gobin, 'minio'), bin); // atomic: a concurrent run sees a complete binary or none
   rmSync(gobin, { recursive: true, force: true });
@@ -141,7 +146,16 @@ export async function startMinio(o: MinioOptions): Promise<MinioServer> {
     MINIO_UPDATE: 'off',
   };
   mkdirSync(o.dataDir, { recursive: true });
-  const args = ['server', '--address', `127.0.0.1:${port}`, '--console-address', `127.0.0.1:${consolePort}`, '--certs-dir', o.certsDir, o.dataDir];
+  const args = [
+    'server',
+    '--address',
+    `127.0.0.1:${port}`,
+    '--console-address',
+    `127.0.0.1:${consolePort}`,
+    '--certs-dir',
+    o.certsDir,
+    o.dataDir,
+  ];
   const child = spawn(o.bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));

@@ -125,7 +125,16 @@ class Member implements EtcdMember {
   #exited: Promise<void> = Promise.resolve();
   #output = '';
 
-  constructor(bin: string, name: string, clientPort: number, peerPort: number, dataDir: string, initialCluster: string, token: string, opts: Resolved) {
+  constructor(
+    bin: string,
+    name: string,
+    clientPort: number,
+    peerPort: number,
+    dataDir: string,
+    initialCluster: string,
+    token: string,
+    opts: Resolved,
+  ) {
     this.#bin = bin;
     this.name = name;
     this.clientUrl = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${clientPort}`;
@@ -255,7 +264,8 @@ async function launch(bin: string, root: string, opts: Resolved): Promise<EtcdCl
         for (;;) {
           if (!m.running) throw new Error(`etcd member ${m.name} is not running; the end of its output:\n${m.tail()}`);
           if (await m.healthy()) break;
-          if (Date.now() > deadline) throw new Error(`etcd member ${m.name} not healthy within ${timeoutMs} ms; the end of its output:\n${m.tail()}`);
+          if (Date.now() > deadline)
+            throw new Error(`etcd member ${m.name} not healthy within ${timeoutMs} ms; the end of its output:\n${m.tail()}`);
           await sleep(50);
         }
       }

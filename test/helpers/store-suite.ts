@@ -135,17 +135,28 @@ const CONDITION_CASES: ConditionCase[] = [
   { name: 'rev 0 on a deleted key', conditions: () => [{ key: 'gone', rev: 0 }], ok: true },
   {
     name: 'all of several conditions hold',
-    conditions: (r) => [{ key: 'absent', rev: 0 }, { key: 'present', rev: r.presentRev }, { key: 'gone', rev: 0 }],
+    conditions: (r) => [
+      { key: 'absent', rev: 0 },
+      { key: 'present', rev: r.presentRev },
+      { key: 'gone', rev: 0 },
+    ],
     ok: true,
   },
   {
     name: 'last of several conditions fails',
-    conditions: (r) => [{ key: 'absent', rev: 0 }, { key: 'present', rev: r.presentRev }, { key: 'gone', rev: r.goneRev }],
+    conditions: (r) => [
+      { key: 'absent', rev: 0 },
+      { key: 'present', rev: r.presentRev },
+      { key: 'gone', rev: r.goneRev },
+    ],
     ok: false,
   },
   {
     name: 'first of several conditions fails',
-    conditions: () => [{ key: 'present', rev: 0 }, { key: 'absent', rev: 0 }],
+    conditions: () => [
+      { key: 'present', rev: 0 },
+      { key: 'absent', rev: 0 },
+    ],
     ok: false,
   },
   { name: 'no conditions', conditions: () => [], ok: true },
@@ -254,11 +265,19 @@ export function storeSuite(name: string, factory: StoreFactory, persistent = tru
           assert.equal(res.ok, c.ok, `case ${i} (${c.name}): got ok=${res.ok}, want ok=${c.ok}`);
           const after = await snapshot(store);
           if (!c.ok) {
-            assert.deepEqual(after, before, `case ${i} (${c.name}): got store ${JSON.stringify(after)}, want unchanged ${JSON.stringify(before)}`);
+            assert.deepEqual(
+              after,
+              before,
+              `case ${i} (${c.name}): got store ${JSON.stringify(after)}, want unchanged ${JSON.stringify(before)}`,
+            );
             return;
           }
           assert.ok(res.rev > presentRev, `case ${i} (${c.name}): got rev ${res.rev}, want > ${presentRev}`);
-          const want = [`new/1=${utf8('n1').toString('hex')}@${res.rev}`, `new/2=${utf8('n2').toString('hex')}@${res.rev}`, `present=${utf8('changed').toString('hex')}@${res.rev}`];
+          const want = [
+            `new/1=${utf8('n1').toString('hex')}@${res.rev}`,
+            `new/2=${utf8('n2').toString('hex')}@${res.rev}`,
+            `present=${utf8('changed').toString('hex')}@${res.rev}`,
+          ];
           assert.deepEqual(after, want, `case ${i} (${c.name}): got store ${JSON.stringify(after)}, want ${JSON.stringify(want)}`);
         });
       }
@@ -285,16 +304,29 @@ export function storeSuite(name: string, factory: StoreFactory, persistent = tru
         const shuffled = [...RANGE_KEYS].reverse();
         for (let i = 0; i < shuffled.length; i += 4) {
           const batch = shuffled.slice(i, i + 4);
-          const rev = await mustCommit(store, [], batch.map((k) => put(k, `value of ${k}`)), `setup ${i}`);
+          const rev = await mustCommit(
+            store,
+            [],
+            batch.map((k) => put(k, `value of ${k}`)),
+            `setup ${i}`,
+          );
           for (const k of batch) revs.set(k, rev);
         }
         for (const [i, c] of RANGE_CASES.entries()) {
           const want = RANGE_KEYS.filter((k) => k.startsWith(c.prefix)).sort(byteOrder);
           const got = await store.range(c.prefix);
           const gotKeys = got.map((e) => e.key);
-          assert.deepEqual(gotKeys, want, `case ${i} (${c.name}, prefix ${JSON.stringify(c.prefix)}): got ${JSON.stringify(gotKeys)}, want ${JSON.stringify(want)}`);
+          assert.deepEqual(
+            gotKeys,
+            want,
+            `case ${i} (${c.name}, prefix ${JSON.stringify(c.prefix)}): got ${JSON.stringify(gotKeys)}, want ${JSON.stringify(want)}`,
+          );
           for (const e of got) {
-            assert.equal(e.value.toString(), `value of ${e.key}`, `case ${i} (${c.name}): got value ${JSON.stringify(e.value.toString())} for ${e.key}`);
+            assert.equal(
+              e.value.toString(),
+              `value of ${e.key}`,
+              `case ${i} (${c.name}): got value ${JSON.stringify(e.value.toString())} for ${e.key}`,
+            );
             assert.equal(e.rev, revs.get(e.key), `case ${i} (${c.name}): got rev ${e.rev} for ${e.key}, want ${revs.get(e.key)}`);
           }
         }
@@ -316,7 +348,10 @@ export function storeSuite(name: string, factory: StoreFactory, persistent = tru
           await mustCommit(store, [], [{ key: `v/${i}`, value: Buffer.from(value) }], `case ${i} (${label})`);
           const got = await store.get(`v/${i}`);
           assert.ok(got, `case ${i} (${label}): got undefined`);
-          assert.ok(got.value.equals(value), `case ${i} (${label}): got ${got.value.length} bytes ${got.value.subarray(0, 16).toString('hex')}…, want ${value.length} bytes ${value.subarray(0, 16).toString('hex')}…`);
+          assert.ok(
+            got.value.equals(value),
+            `case ${i} (${label}): got ${got.value.length} bytes ${got.value.subarray(0, 16).toString('hex')}…, want ${value.length} bytes ${value.subarray(0, 16).toString('hex')}…`,
+          );
           const ranged = (await store.range(`v/${i}`)).find((e) => e.key === `v/${i}`);
           assert.ok(ranged?.value.equals(value), `case ${i} (${label}): range got a different value than get`);
         }
@@ -361,7 +396,11 @@ export function storeSuite(name: string, factory: StoreFactory, persistent = tru
         assert.equal(new Set(revs).size, revs.length, `got duplicate revisions among winners: ${JSON.stringify(revs)}`);
         for (const [n, w] of winners.entries()) {
           const got = await store.get(w.key);
-          assert.equal(got?.value.toString(), `attempt ${w.i}`, `case ${n} (${w.key}): got ${show(got)}, want the winner's value "attempt ${w.i}"`);
+          assert.equal(
+            got?.value.toString(),
+            `attempt ${w.i}`,
+            `case ${n} (${w.key}): got ${show(got)}, want the winner's value "attempt ${w.i}"`,
+          );
           assert.equal(got?.rev, w.res.rev, `case ${n} (${w.key}): got rev ${got?.rev}, want the winner's rev ${w.res.rev}`);
         }
         assert.equal((await store.range('lock/')).length, KEYS, 'got a different number of lock/ entries than keys');
@@ -389,7 +428,11 @@ export function storeSuite(name: string, factory: StoreFactory, persistent = tru
         };
         await Promise.all(Array.from({ length: WORKERS }, worker));
         const got = (await store.get('counter'))!.value.toString();
-        assert.equal(got, String(WORKERS * INCREMENTS), `got counter ${got}, want ${WORKERS * INCREMENTS} (${conflicts} conflicts retried)`);
+        assert.equal(
+          got,
+          String(WORKERS * INCREMENTS),
+          `got counter ${got}, want ${WORKERS * INCREMENTS} (${conflicts} conflicts retried)`,
+        );
         assert.ok(conflicts > 0, 'the workers never conflicted: the test did not interleave');
       }));
 
@@ -400,24 +443,35 @@ export function storeSuite(name: string, factory: StoreFactory, persistent = tru
       }));
 
     // Only for backends that persist (the in-memory reference does not).
-    if (persistent) it('everything survives close and reopen, and revisions keep increasing', async () => {
-      await withStore(factory, async (f) => {
-        const store = f.store;
-        const r1 = await mustCommit(store, [], [put('cluster', 'c'), put('key/a/1', Buffer.of(0, 1, 2)), put('key/a/2', 'two')], 'commit 1');
-        const r2 = await mustCommit(store, [], [del('key/a/2'), put('key/b/1', 'b1')], 'commit 2');
-        const before = await snapshot(store);
-        const reopened = await f.reopen!();
-        const after = await snapshot(reopened);
-        assert.deepEqual(after, before, `after reopen: got ${JSON.stringify(after)}, want ${JSON.stringify(before)}`);
-        const cluster = await reopened.get('cluster');
-        assert.equal(cluster?.rev, r1, `after reopen: got cluster rev ${cluster?.rev}, want ${r1}`);
-        const r3 = await mustCommit(reopened, [{ key: 'key/b/1', rev: r2 }], [put('key/b/1', 'b2')], 'commit after reopen with a pre-reopen rev');
-        assert.ok(r3 > r2, `after reopen: got rev ${r3}, want > ${r2} (the revision counter must persist)`);
-        const again = await f.reopen!();
-        const b1 = await again.get('key/b/1');
-        assert.equal(b1?.value.toString(), 'b2', `after second reopen: got ${show(b1)}, want b2@${r3}`);
-        assert.equal(b1?.rev, r3, `after second reopen: got rev ${b1?.rev}, want ${r3}`);
+    if (persistent)
+      it('everything survives close and reopen, and revisions keep increasing', async () => {
+        await withStore(factory, async (f) => {
+          const store = f.store;
+          const r1 = await mustCommit(
+            store,
+            [],
+            [put('cluster', 'c'), put('key/a/1', Buffer.of(0, 1, 2)), put('key/a/2', 'two')],
+            'commit 1',
+          );
+          const r2 = await mustCommit(store, [], [del('key/a/2'), put('key/b/1', 'b1')], 'commit 2');
+          const before = await snapshot(store);
+          const reopened = await f.reopen!();
+          const after = await snapshot(reopened);
+          assert.deepEqual(after, before, `after reopen: got ${JSON.stringify(after)}, want ${JSON.stringify(before)}`);
+          const cluster = await reopened.get('cluster');
+          assert.equal(cluster?.rev, r1, `after reopen: got cluster rev ${cluster?.rev}, want ${r1}`);
+          const r3 = await mustCommit(
+            reopened,
+            [{ key: 'key/b/1', rev: r2 }],
+            [put('key/b/1', 'b2')],
+            'commit after reopen with a pre-reopen rev',
+          );
+          assert.ok(r3 > r2, `after reopen: got rev ${r3}, want > ${r2} (the revision counter must persist)`);
+          const again = await f.reopen!();
+          const b1 = await again.get('key/b/1');
+          assert.equal(b1?.value.toString(), 'b2', `after second reopen: got ${show(b1)}, want b2@${r3}`);
+          assert.equal(b1?.rev, r3, `after second reopen: got rev ${b1?.rev}, want ${r3}`);
+        });
       });
-    });
   });
 }

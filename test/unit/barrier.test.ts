@@ -16,7 +16,6 @@ interface BarrierFile {
   vectors: { name: string; term: number; path: string; plaintextUtf8: string; nonce: string; blob: string }[];
 }
 
-
 /** Asserts fn throws exactly KmsError ERR_DECRYPT / 400 / "invalid ciphertext". */
 function assertDecryptError(fn: () => unknown, label: string): void {
   let thrown: unknown;
@@ -28,7 +27,10 @@ function assertDecryptError(fn: () => unknown, label: string): void {
   } catch (err) {
     thrown = err;
   }
-  if (succeeded) assert.fail(`${label}: got success (${Buffer.isBuffer(result) ? JSON.stringify(result.toString('utf8')) : String(result)}), want ERR_DECRYPT`);
+  if (succeeded)
+    assert.fail(
+      `${label}: got success (${Buffer.isBuffer(result) ? JSON.stringify(result.toString('utf8')) : String(result)}), want ERR_DECRYPT`,
+    );
   if (!(thrown instanceof KmsError)) assert.fail(`${label}: got ${String(thrown)}, want KmsError ERR_DECRYPT`);
   assert.equal(thrown.code, 'ERR_DECRYPT', `${label}: got code ${thrown.code}, want ERR_DECRYPT`);
   assert.equal(thrown.message, 'invalid ciphertext', `${label}: got message ${JSON.stringify(thrown.message)}, want "invalid ciphertext"`);
@@ -57,7 +59,11 @@ describe('Barrier format v1 golden vectors', () => {
       // Given the key of the blob's term as well, it opens.
       other.addTerm(REK, v.term);
       const got = other.decrypt(v.path, blob).toString('utf8');
-      assert.equal(got, v.plaintextUtf8, `case ${i} (${v.name}, barrier with terms ${v.term} and ${v.term + 1}): got ${JSON.stringify(got)}`);
+      assert.equal(
+        got,
+        v.plaintextUtf8,
+        `case ${i} (${v.name}, barrier with terms ${v.term} and ${v.term + 1}): got ${JSON.stringify(got)}`,
+      );
     });
   });
 
@@ -68,7 +74,11 @@ describe('Barrier format v1 golden vectors', () => {
       assert.equal(blob.length, want, `case ${i} (${v.name}): got length ${blob.length}, want ${want}`);
       assert.equal(blob[0], 0x01, `case ${i} (${v.name}): got version byte ${blob[0]}, want 1`);
       assert.equal(blob.readUInt32BE(1), v.term, `case ${i} (${v.name}): got term ${blob.readUInt32BE(1)}, want ${v.term}`);
-      assert.equal(blob.subarray(5, 17).toString('hex'), v.nonce, `case ${i} (${v.name}): got nonce ${blob.subarray(5, 17).toString('hex')}, want ${v.nonce}`);
+      assert.equal(
+        blob.subarray(5, 17).toString('hex'),
+        v.nonce,
+        `case ${i} (${v.name}): got nonce ${blob.subarray(5, 17).toString('hex')}, want ${v.nonce}`,
+      );
     });
   });
 
@@ -269,7 +279,7 @@ describe('Barrier', () => {
     const blob = barrier.encrypt(PATH, PLAINTEXT);
     const golden = file.vectors[0]!;
     const got = barrier.decrypt(golden.path, hex(golden.blob)).toString('utf8');
-    assert.equal(got, golden.plaintextUtf8, 'after zeroing the caller\'s REK: got a different plaintext for the golden blob');
+    assert.equal(got, golden.plaintextUtf8, "after zeroing the caller's REK: got a different plaintext for the golden blob");
     barrier.destroy();
     assertDecryptError(() => barrier.decrypt(PATH, blob), 'after destroy()');
   });

@@ -20,8 +20,16 @@ test('examples/config.yaml documents a valid configuration with every section', 
 const BAD: Array<[string, unknown, RegExp]> = [
   ['no version', {}, /^version: must be 'v1'/],
   ['unknown top-level key', { version: 'v1', tsl: {} }, /^tsl: unknown key/],
-  ['unknown nested key', { version: 'v1', hsm: { minio: { minkms: { server: ['a'], enclave: 'e', key: 'k', auth: { key: 'k1:x' }, extra: 1 } } } }, /^hsm\.minio\.minkms\.extra: unknown key/],
-  ['missing hsm key', { version: 'v1', hsm: { minio: { minkms: { server: ['a'], enclave: 'e', auth: { key: 'k1:x' } } } } }, /^hsm\.minio\.minkms\.key: is required/],
+  [
+    'unknown nested key',
+    { version: 'v1', hsm: { minio: { minkms: { server: ['a'], enclave: 'e', key: 'k', auth: { key: 'k1:x' }, extra: 1 } } } },
+    /^hsm\.minio\.minkms\.extra: unknown key/,
+  ],
+  [
+    'missing hsm key',
+    { version: 'v1', hsm: { minio: { minkms: { server: ['a'], enclave: 'e', auth: { key: 'k1:x' } } } } },
+    /^hsm\.minio\.minkms\.key: is required/,
+  ],
   ['bad identity', { version: 'v1', admin: { identity: 'k1:abc' } }, /^admin\.identity: must be an identity/],
   ['cert without key', { version: 'v1', tls: { certs: [{ cert: 'a.crt' }] } }, /^tls\.certs\[0\]\.key: is required/],
   ['bad duration', { version: 'v1', heartbeat: 'fast' }, /^heartbeat: invalid duration/],
@@ -32,15 +40,25 @@ const BAD: Array<[string, unknown, RegExp]> = [
 
 test('invalid configurations name the offending key', () => {
   BAD.forEach(([name, doc, want], i) => {
-    assert.throws(() => validateConfig(doc, '/'), (err: Error) => {
-      assert.ok(err instanceof ConfigError, `case ${i} (${name}): not a ConfigError`);
-      assert.match(err.message, want, `case ${i} (${name}): got '${err.message}'`);
-      return true;
-    });
+    assert.throws(
+      () => validateConfig(doc, '/'),
+      (err: Error) => {
+        assert.ok(err instanceof ConfigError, `case ${i} (${name}): not a ConfigError`);
+        assert.match(err.message, want, `case ${i} (${name}): got '${err.message}'`);
+        return true;
+      },
+    );
   });
 });
 
 test('durations', () => {
-  const cases: Array<[string, number]> = [['500ms', 500], ['1s', 1000], ['1m30s', 90_000], ['2h', 7_200_000], ['0', 0], ['1.5s', 1500]];
+  const cases: Array<[string, number]> = [
+    ['500ms', 500],
+    ['1s', 1000],
+    ['1m30s', 90_000],
+    ['2h', 7_200_000],
+    ['0', 0],
+    ['1.5s', 1500],
+  ];
   for (const [text, ms] of cases) assert.equal(parseDuration(text, 'x'), ms, text);
 });

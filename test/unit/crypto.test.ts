@@ -29,7 +29,6 @@ import { loadVectors, hex, utf8 } from '../helpers/vectors.js';
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-
 /** Asserts that fn throws exactly KmsError ERR_DECRYPT / 400 / "invalid ciphertext". */
 function assertDecryptError(fn: () => unknown, label: string): void {
   let thrown: unknown;
@@ -93,14 +92,24 @@ function referenceHChaCha20(key: Buffer, input: Buffer): Buffer {
   for (let i = 0; i < 4; i++) s[12 + i] = input.readUInt32LE(4 * i);
   const rotl = (v: number, c: number): number => ((v << c) | (v >>> (32 - c))) >>> 0;
   const qr = (a: number, b: number, c: number, d: number): void => {
-    s[a] = (s[a]! + s[b]!) >>> 0; s[d] = rotl(s[d]! ^ s[a]!, 16);
-    s[c] = (s[c]! + s[d]!) >>> 0; s[b] = rotl(s[b]! ^ s[c]!, 12);
-    s[a] = (s[a]! + s[b]!) >>> 0; s[d] = rotl(s[d]! ^ s[a]!, 8);
-    s[c] = (s[c]! + s[d]!) >>> 0; s[b] = rotl(s[b]! ^ s[c]!, 7);
+    s[a] = (s[a]! + s[b]!) >>> 0;
+    s[d] = rotl(s[d]! ^ s[a]!, 16);
+    s[c] = (s[c]! + s[d]!) >>> 0;
+    s[b] = rotl(s[b]! ^ s[c]!, 12);
+    s[a] = (s[a]! + s[b]!) >>> 0;
+    s[d] = rotl(s[d]! ^ s[a]!, 8);
+    s[c] = (s[c]! + s[d]!) >>> 0;
+    s[b] = rotl(s[b]! ^ s[c]!, 7);
   };
   for (let r = 0; r < 10; r++) {
-    qr(0, 4, 8, 12); qr(1, 5, 9, 13); qr(2, 6, 10, 14); qr(3, 7, 11, 15);
-    qr(0, 5, 10, 15); qr(1, 6, 11, 12); qr(2, 7, 8, 13); qr(3, 4, 9, 14);
+    qr(0, 4, 8, 12);
+    qr(1, 5, 9, 13);
+    qr(2, 6, 10, 14);
+    qr(3, 7, 11, 15);
+    qr(0, 5, 10, 15);
+    qr(1, 6, 11, 12);
+    qr(2, 7, 8, 13);
+    qr(3, 4, 9, 14);
   }
   const out = Buffer.alloc(32);
   for (let i = 0; i < 4; i++) {
@@ -229,9 +238,21 @@ describe('ciphertext (KES/MinKMS format)', () => {
       ['encrypt: 31-byte master key', () => encryptWithKey('AES256', Buffer.alloc(31), Buffer.alloc(1), Buffer.alloc(0)), RangeError],
       ['decrypt: 33-byte master key', () => decryptWithKey('ChaCha20', Buffer.alloc(33), Buffer.alloc(60), Buffer.alloc(0)), RangeError],
       ['encrypt: unknown type', () => encryptWithKey('AES128' as KeyType, Buffer.alloc(32), Buffer.alloc(1), Buffer.alloc(0)), TypeError],
-      ['decrypt: unknown type', () => decryptWithKey('XCHACHA20-POLY1305' as KeyType, Buffer.alloc(32), Buffer.alloc(60), Buffer.alloc(0)), TypeError],
-      ['encrypt: 15-byte iv', () => encryptWithKey('AES256', Buffer.alloc(32), Buffer.alloc(1), Buffer.alloc(0), Buffer.alloc(15)), RangeError],
-      ['encrypt: 16-byte nonce', () => encryptWithKey('AES256', Buffer.alloc(32), Buffer.alloc(1), Buffer.alloc(0), Buffer.alloc(16), Buffer.alloc(16)), RangeError],
+      [
+        'decrypt: unknown type',
+        () => decryptWithKey('XCHACHA20-POLY1305' as KeyType, Buffer.alloc(32), Buffer.alloc(60), Buffer.alloc(0)),
+        TypeError,
+      ],
+      [
+        'encrypt: 15-byte iv',
+        () => encryptWithKey('AES256', Buffer.alloc(32), Buffer.alloc(1), Buffer.alloc(0), Buffer.alloc(15)),
+        RangeError,
+      ],
+      [
+        'encrypt: 16-byte nonce',
+        () => encryptWithKey('AES256', Buffer.alloc(32), Buffer.alloc(1), Buffer.alloc(0), Buffer.alloc(16), Buffer.alloc(16)),
+        RangeError,
+      ],
     ];
     cases.forEach(([name, fn, want], i) => {
       assert.throws(fn, want, `case ${i} (${name}): want ${want.name}`);
@@ -239,7 +260,14 @@ describe('ciphertext (KES/MinKMS format)', () => {
   });
 
   it('recognises the wire key types', () => {
-    const cases: [unknown, boolean][] = [['AES256', true], ['ChaCha20', true], ['aes256', false], ['AES256-GCM_SHA256', false], ['', false], [undefined, false]];
+    const cases: [unknown, boolean][] = [
+      ['AES256', true],
+      ['ChaCha20', true],
+      ['aes256', false],
+      ['AES256-GCM_SHA256', false],
+      ['', false],
+      [undefined, false],
+    ];
     cases.forEach(([input, want], i) => {
       assert.equal(isKeyType(input), want, `case ${i} (${String(input)}): got ${!want}, want ${want}`);
     });

@@ -330,7 +330,14 @@ describe('createCertificateAuthority / issueCertificate', () => {
   ];
   cases.forEach((c, i) => {
     it(`case ${i} (${c.keyType}): issues a leaf that chains to the CA`, () => {
-      const leaf = issueCertificate(ca, { commonName: `leaf-${c.keyType}`, hosts: ['localhost', '10.0.0.1'], serverAuth: true, clientAuth: true, days: 2, keyType: c.keyType });
+      const leaf = issueCertificate(ca, {
+        commonName: `leaf-${c.keyType}`,
+        hosts: ['localhost', '10.0.0.1'],
+        serverAuth: true,
+        clientAuth: true,
+        days: 2,
+        keyType: c.keyType,
+      });
       const x = new X509Certificate(leaf.cert);
       assert.equal(x.publicKey.asymmetricKeyType, c.asymmetricKeyType);
       assert.ok(x.checkIssued(caX), 'checkIssued(CA) is false');
@@ -361,7 +368,13 @@ describe('createCertificate', () => {
     const wantAlg = ['ED25519', 'ecdsa-with-SHA256', 'ecdsa-with-SHA384', 'ecdsa-with-SHA512', 'sha256WithRSAEncryption'];
     const wantAlgOid = ['06032b6570', '06082a8648ce3d040302', '06082a8648ce3d040303', '06082a8648ce3d040304', '06092a864886f70d01010b0500'];
     signers.forEach(([name, signingKey], i) => {
-      const { certDer, certPem } = createCertificate({ publicKey: signingKey, signingKey, subjectCommonName: name, notAfter: new Date(Date.now() + DAY_MS), keyUsage: ['digitalSignature'] });
+      const { certDer, certPem } = createCertificate({
+        publicKey: signingKey,
+        signingKey,
+        subjectCommonName: name,
+        notAfter: new Date(Date.now() + DAY_MS),
+        keyUsage: ['digitalSignature'],
+      });
       const x = new X509Certificate(certPem);
       assert.ok(x.raw.equals(certDer), `case ${i} (${name}): PEM and DER differ`);
       assert.ok(x.verify(x.publicKey), `case ${i} (${name}): signature does not verify`);
@@ -374,16 +387,39 @@ describe('createCertificate', () => {
 
   it('encodes dates as UTCTime before 2050 and GeneralizedTime from 2050', () => {
     const cases: [string, Date, Date, string, string][] = [
-      ['UTCTime', new Date('2025-01-02T03:04:05.678Z'), new Date('2049-12-31T23:59:59Z'), '170d3235303130323033303430355a', '170d3439313233313233353935395a'],
-      ['GeneralizedTime', new Date('2049-06-01T00:00:00Z'), new Date('2050-01-01T00:00:00Z'), '170d3439303630313030303030305a', '180f32303530303130313030303030305a'],
+      [
+        'UTCTime',
+        new Date('2025-01-02T03:04:05.678Z'),
+        new Date('2049-12-31T23:59:59Z'),
+        '170d3235303130323033303430355a',
+        '170d3439313233313233353935395a',
+      ],
+      [
+        'GeneralizedTime',
+        new Date('2049-06-01T00:00:00Z'),
+        new Date('2050-01-01T00:00:00Z'),
+        '170d3439303630313030303030305a',
+        '180f32303530303130313030303030305a',
+      ],
     ];
     cases.forEach(([name, notBefore, notAfter, wantFrom, wantTo], i) => {
-      const { certDer, certPem } = createCertificate({ publicKey, signingKey: privateKey, subjectCommonName: 't', notBefore, notAfter, keyUsage: ['digitalSignature'] });
+      const { certDer, certPem } = createCertificate({
+        publicKey,
+        signingKey: privateKey,
+        subjectCommonName: 't',
+        notBefore,
+        notAfter,
+        keyUsage: ['digitalSignature'],
+      });
       const h = certDer.toString('hex');
       assert.ok(h.includes(wantFrom + wantTo), `case ${i} (${name}): validity encoding not found`);
       const x = new X509Certificate(certPem);
       assert.equal(Date.parse(x.validTo), notAfter.getTime(), `case ${i} (${name}): got validTo ${x.validTo}`);
-      assert.equal(Date.parse(x.validFrom), Math.floor(notBefore.getTime() / 1000) * 1000, `case ${i} (${name}): got validFrom ${x.validFrom}`);
+      assert.equal(
+        Date.parse(x.validFrom),
+        Math.floor(notBefore.getTime() / 1000) * 1000,
+        `case ${i} (${name}): got validFrom ${x.validFrom}`,
+      );
     });
   });
 
@@ -394,14 +430,27 @@ describe('createCertificate', () => {
       ['one', Buffer.from([1]), '01'],
     ];
     cases.forEach(([name, serial, want], i) => {
-      const { certPem } = createCertificate({ publicKey, signingKey: privateKey, subjectCommonName: 't', serial, notAfter: new Date(Date.now() + DAY_MS), keyUsage: ['digitalSignature'] });
+      const { certPem } = createCertificate({
+        publicKey,
+        signingKey: privateKey,
+        subjectCommonName: 't',
+        serial,
+        notAfter: new Date(Date.now() + DAY_MS),
+        keyUsage: ['digitalSignature'],
+      });
       const got = new X509Certificate(certPem).serialNumber;
       assert.equal(got, want.toUpperCase(), `case ${i} (${name}): got ${got}, want ${want.toUpperCase()}`);
     });
   });
 
   it('rejects invalid options', () => {
-    const base = { publicKey, signingKey: privateKey, subjectCommonName: 't', notAfter: new Date(Date.now() + DAY_MS), keyUsage: ['digitalSignature' as const] };
+    const base = {
+      publicKey,
+      signingKey: privateKey,
+      subjectCommonName: 't',
+      notAfter: new Date(Date.now() + DAY_MS),
+      keyUsage: ['digitalSignature' as const],
+    };
     const cases: [string, () => unknown][] = [
       ['public signing key', () => createCertificate({ ...base, signingKey: publicKey })],
       ['zero serial', () => createCertificate({ ...base, serial: Buffer.alloc(16) })],
@@ -410,10 +459,17 @@ describe('createCertificate', () => {
       ['empty keyUsage', () => createCertificate({ ...base, keyUsage: [] })],
       ['bad DNS name', () => createCertificate({ ...base, dnsNames: ['a b'] })],
       ['bad IP', () => createCertificate({ ...base, ipAddresses: ['1.2.3'] })],
-      ['secp256k1 signing key', () => createCertificate({ ...base, signingKey: generateKeyPairSync('ec', { namedCurve: 'secp256k1' }).privateKey })],
+      [
+        'secp256k1 signing key',
+        () => createCertificate({ ...base, signingKey: generateKeyPairSync('ec', { namedCurve: 'secp256k1' }).privateKey }),
+      ],
     ];
     cases.forEach(([name, fn], i) => {
-      assert.throws(fn, (e: unknown) => e instanceof TypeError || e instanceof RangeError, `case ${i} (${name}): want TypeError or RangeError`);
+      assert.throws(
+        fn,
+        (e: unknown) => e instanceof TypeError || e instanceof RangeError,
+        `case ${i} (${name}): want TypeError or RangeError`,
+      );
     });
   });
 });
@@ -493,7 +549,13 @@ async function handshake(server: PemCertificate, caForClient: string, client: Pe
         socket.destroy();
         reject(new Error('TLS exchange timed out'));
       }, 5000);
-      const socket = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: caForClient, ...(client ? { cert: client.cert, key: client.key } : {}) });
+      const socket = tls.connect({
+        host: '127.0.0.1',
+        port,
+        servername: 'localhost',
+        ca: caForClient,
+        ...(client ? { cert: client.cert, key: client.key } : {}),
+      });
       let data = '';
       socket.setEncoding('utf8');
       socket.on('data', (d: string) => (data += d));
@@ -528,7 +590,11 @@ describe('mTLS on 127.0.0.1', () => {
     it(`case ${i} (${name}): the server derives the API key's identity`, async () => {
       const apiKey = makeKey();
       const got = await handshake(server, server.cert, certificateForApiKey(apiKey));
-      assert.equal(got.serverSawIdentity, apiKey.identity, `case ${i} (${name}): server got ${got.serverSawIdentity}, want ${apiKey.identity}`);
+      assert.equal(
+        got.serverSawIdentity,
+        apiKey.identity,
+        `case ${i} (${name}): server got ${got.serverSawIdentity}, want ${apiKey.identity}`,
+      );
       assert.equal(got.clientGot, apiKey.identity, `case ${i} (${name}): client got ${got.clientGot}, want ${apiKey.identity}`);
     });
   });
@@ -564,7 +630,16 @@ describe('mTLS on 127.0.0.1', () => {
       const connectOnce = (session?: Buffer): Promise<Buffer | undefined> =>
         new Promise((resolve, reject) => {
           let ticket: Buffer | undefined;
-          const socket = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: server.cert, cert: client.cert, key: client.key, maxVersion, ...(session ? { session } : {}) });
+          const socket = tls.connect({
+            host: '127.0.0.1',
+            port,
+            servername: 'localhost',
+            ca: server.cert,
+            cert: client.cert,
+            key: client.key,
+            maxVersion,
+            ...(session ? { session } : {}),
+          });
           const timer = setTimeout(() => {
             socket.destroy();
             reject(new Error('TLS exchange timed out'));

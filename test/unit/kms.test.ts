@@ -73,7 +73,10 @@ async function expectCode(run: () => unknown, code: ErrorCode, label: string): P
   if (ok) assert.fail(`${label}: got success, want KmsError ${code}`);
   if (!(thrown instanceof KmsError)) assert.fail(`${label}: got ${String(thrown)}, want KmsError ${code}`);
   assert.equal(thrown.code, code, `${label}: got code ${thrown.code} (${thrown.message}), want ${code}`);
-  assert.ok(thrown.message.startsWith(ERRORS[code][1]), `${label}: got message ${JSON.stringify(thrown.message)}, want it to start with ${JSON.stringify(ERRORS[code][1])}`);
+  assert.ok(
+    thrown.message.startsWith(ERRORS[code][1]),
+    `${label}: got message ${JSON.stringify(thrown.message)}, want it to start with ${JSON.stringify(ERRORS[code][1])}`,
+  );
   return thrown;
 }
 
@@ -111,7 +114,15 @@ function dump(kms: Kms): unknown {
   }));
 }
 
-function createId(kms: Kms, caller: Principal, enclave: string, identity: string, privilege: string, serviceAccount = false, tags: Record<string, string> = {}): Promise<void> {
+function createId(
+  kms: Kms,
+  caller: Principal,
+  enclave: string,
+  identity: string,
+  privilege: string,
+  serviceAccount = false,
+  tags: Record<string, string> = {},
+): Promise<void> {
   return kms.createIdentity(caller, enclave, { identity, privilege, serviceAccount, tags });
 }
 
@@ -207,8 +218,23 @@ describe('Kms key rings', () => {
       const cases: { name: string; extra: number; deletes: [number, boolean][] }[] = [
         { name: 'only version, by number', extra: 0, deletes: [[1, false]] },
         { name: 'only version, as latest', extra: 0, deletes: [[0, false]] },
-        { name: 'two versions, one by one', extra: 1, deletes: [[1, false], [2, false]] },
-        { name: 'three versions, latest each time', extra: 2, deletes: [[0, false], [0, false], [0, false]] },
+        {
+          name: 'two versions, one by one',
+          extra: 1,
+          deletes: [
+            [1, false],
+            [2, false],
+          ],
+        },
+        {
+          name: 'three versions, latest each time',
+          extra: 2,
+          deletes: [
+            [0, false],
+            [0, false],
+            [0, false],
+          ],
+        },
       ];
       for (const [i, c] of cases.entries()) {
         const name = `k${i}`;
@@ -239,7 +265,11 @@ describe('Kms key rings', () => {
         const gotV = kms.decrypt('e', 'k', i + 1, ct.ciphertext, ad).toString();
         assert.equal(gotV, `pt of v${i + 1}`, `case ${i} (version ${i + 1}): got ${JSON.stringify(gotV)}`);
         for (const other of [1, 2, 3].filter((v) => v !== i + 1)) {
-          await expectCode(() => kms.decrypt('e', 'k', other, ct.ciphertext, ad), 'ERR_DECRYPT', `case ${i} (v${i + 1} ciphertext with version ${other})`);
+          await expectCode(
+            () => kms.decrypt('e', 'k', other, ct.ciphertext, ad),
+            'ERR_DECRYPT',
+            `case ${i} (v${i + 1} ciphertext with version ${other})`,
+          );
         }
         await expectCode(() => kms.decrypt('e', 'k', 0, ct.ciphertext, utf8('other')), 'ERR_DECRYPT', `case ${i} (wrong associated data)`);
       }
@@ -250,7 +280,11 @@ describe('Kms key rings', () => {
 
       await kms.deleteKey('e', 'k', 1, false);
       await expectCode(() => kms.decrypt('e', 'k', 0, cts[0]!.ciphertext, ad), 'ERR_DECRYPT', 'ciphertext of a deleted version, version 0');
-      await expectCode(() => kms.decrypt('e', 'k', 1, cts[0]!.ciphertext, ad), 'ERR_KEY_NOT_FOUND', 'ciphertext of a deleted version, version 1');
+      await expectCode(
+        () => kms.decrypt('e', 'k', 1, cts[0]!.ciphertext, ad),
+        'ERR_KEY_NOT_FOUND',
+        'ciphertext of a deleted version, version 1',
+      );
       assert.equal(kms.decrypt('e', 'k', 0, cts[1]!.ciphertext, ad).toString(), 'pt of v2', 'v2 after deleting v1');
     }));
 
@@ -275,7 +309,10 @@ describe('Kms key rings', () => {
         assert.ok(!other.mac.equals(v2.mac), `case ${i}: another key gave the same MAC`);
         const key = kms.keyVersion('e', 'k', 1).key;
         const want = hmacSha256(hkdfSha256(key, '', 'minkms key mac v1', 32), msg);
-        assert.ok(v1.mac.equals(want), `case ${i}: got ${v1.mac.toString('hex')}, want HMAC-SHA256(HKDF(key, info "minkms key mac v1"), msg) = ${want.toString('hex')}`);
+        assert.ok(
+          v1.mac.equals(want),
+          `case ${i}: got ${v1.mac.toString('hex')}, want HMAC-SHA256(HKDF(key, info "minkms key mac v1"), msg) = ${want.toString('hex')}`,
+        );
         assert.ok(!v1.mac.equals(hmacSha256(key, msg)), `case ${i}: the MAC uses the encryption key directly`);
       }
       assert.ok(!kms.mac('e', 'k', 1, utf8('a')).mac.equals(kms.mac('e', 'k', 1, utf8('b')).mac), 'different messages gave the same MAC');
@@ -299,7 +336,11 @@ describe('Kms key rings', () => {
         for (const [i, [length, want]] of ok.entries()) {
           const dek = kms.generate('e', key, 0, ad, length);
           assert.equal(dek.plaintext.length, want, `case ${i} (${key}, length ${length}): got ${dek.plaintext.length} bytes, want ${want}`);
-          assert.equal(dek.ciphertext.length, want + CIPHERTEXT_OVERHEAD, `case ${i} (${key}, length ${length}): got ciphertext of ${dek.ciphertext.length} bytes, want ${want + CIPHERTEXT_OVERHEAD}`);
+          assert.equal(
+            dek.ciphertext.length,
+            want + CIPHERTEXT_OVERHEAD,
+            `case ${i} (${key}, length ${length}): got ciphertext of ${dek.ciphertext.length} bytes, want ${want + CIPHERTEXT_OVERHEAD}`,
+          );
           assert.equal(dek.version, 1, `case ${i} (${key}): got version ${dek.version}, want 1`);
           const back = kms.decrypt('e', key, 0, dek.ciphertext, ad);
           assert.ok(back.equals(dek.plaintext), `case ${i} (${key}, length ${length}): decrypt gave other bytes`);
@@ -331,7 +372,7 @@ describe('Kms key rings', () => {
       assert.equal(decryptWithKey('AES256', material, ours.ciphertext, ad).toString(), 'made here');
       // The caller's buffer is copied.
       material.fill(0);
-      assert.ok(!kms.keyVersion('e', 'imp', 1).key.equals(material), 'the key shares the caller\'s buffer');
+      assert.ok(!kms.keyVersion('e', 'imp', 1).key.equals(material), "the key shares the caller's buffer");
 
       await kms.importKey('importer', 'e', 'imp-chacha', 'ChaCha20', randomBytes(32));
       assert.equal(kms.keyVersion('e', 'imp-chacha', 0).type, 'ChaCha20', 'ChaCha20 import got another type');
@@ -361,7 +402,10 @@ describe('Kms key rings', () => {
       assert.equal(won, 1, `got ${won} successful creates, want 1`);
       for (const [i, r] of creates.entries()) {
         if (r.status === 'rejected') {
-          assert.ok(r.reason instanceof KmsError && r.reason.code === 'ERR_KEY_EXISTS', `case ${i}: got ${String(r.reason)}, want ERR_KEY_EXISTS`);
+          assert.ok(
+            r.reason instanceof KmsError && r.reason.code === 'ERR_KEY_EXISTS',
+            `case ${i}: got ${String(r.reason)}, want ERR_KEY_EXISTS`,
+          );
         }
       }
       await Promise.all(Array.from({ length: 20 }, () => kms.createKey(ROOT, 'e', 'race', '', true)));
@@ -385,12 +429,25 @@ describe('SortedMap.page (kms-wire.md §2.5)', () => {
       const page = map.page(c.prefix, c.continueAt, c.limit, c.hide ? (n) => !c.hide!.includes(n) : undefined);
       const got = page.items.map((v) => v.replace('value of ', ''));
       assert.deepEqual(got, c.want, `case ${i} (${c.name}): got items ${JSON.stringify(got)}, want ${JSON.stringify(c.want)}`);
-      assert.equal(page.continueAt, c.next, `case ${i} (${c.name}): got continueAt ${JSON.stringify(page.continueAt)}, want ${JSON.stringify(c.next)}`);
+      assert.equal(
+        page.continueAt,
+        c.next,
+        `case ${i} (${c.name}): got continueAt ${JSON.stringify(page.continueAt)}, want ${JSON.stringify(c.next)}`,
+      );
     });
   });
 
   it('walking the pages like the SDK gives every matching name once, in order', () => {
-    for (const [i, [prefix, limit, hide]] of ([['', 1, false], ['', 2, false], ['', 3, true], ['a', 2, false], ['a', 1, true], ['b', 1, false]] as const).entries()) {
+    for (const [i, [prefix, limit, hide]] of (
+      [
+        ['', 1, false],
+        ['', 2, false],
+        ['', 3, true],
+        ['a', 2, false],
+        ['a', 1, true],
+        ['b', 1, false],
+      ] as const
+    ).entries()) {
       const visible = hide ? (n: string) => !hidden.has(n) : undefined;
       const seen: string[] = [];
       let continueAt = '';
@@ -401,7 +458,11 @@ describe('SortedMap.page (kms-wire.md §2.5)', () => {
         continueAt = page.continueAt;
       }
       const want = [...NAMES].filter((n) => n.startsWith(prefix) && !(hide && hidden.has(n))).sort();
-      assert.deepEqual(seen, want, `case ${i} (prefix ${JSON.stringify(prefix)}, limit ${limit}, hidden ${hide}): got ${JSON.stringify(seen)}, want ${JSON.stringify(want)}`);
+      assert.deepEqual(
+        seen,
+        want,
+        `case ${i} (prefix ${JSON.stringify(prefix)}, limit ${limit}, hidden ${hide}): got ${JSON.stringify(seen)}, want ${JSON.stringify(want)}`,
+      );
     }
   });
 
@@ -455,7 +516,11 @@ describe('SortedMap.page (kms-wire.md §2.5)', () => {
       assert.deepEqual(got, ['a@1', 'a.b@1'], `listKeys: got ${JSON.stringify(got)}`);
       assert.equal(page.continueAt, 'ab', `listKeys: got continueAt ${page.continueAt}, want ab`);
       const next = kms.listKeys('e', 'a', 'ab', 2, (n) => !hidden.has(n));
-      assert.deepEqual(next.items.map((k) => `${k.name}@${k.version}`), ['ab@2'], 'listKeys page 2: got other items');
+      assert.deepEqual(
+        next.items.map((k) => `${k.name}@${k.version}`),
+        ['ab@2'],
+        'listKeys page 2: got other items',
+      );
       assert.equal(next.continueAt, '', 'listKeys page 2: got a continueAt');
       assert.equal(kms.listKeys('e', 'a', 'b', 0).items.length, 0, 'listKeys: continueAt outside the prefix gave items');
       await expectCode(() => kms.listKeys('nope', '', '', 0), 'ERR_ENCLAVE_NOT_FOUND', 'listKeys of a missing enclave');
@@ -472,8 +537,16 @@ describe('SortedMap.page (kms-wire.md §2.5)', () => {
       versions.forEach(([continueAt, limit, want, next], i) => {
         const res = kms.listKeyVersions('e', 'b', continueAt, limit);
         const gotV = res.items.map((v) => v.version);
-        assert.deepEqual(gotV, want, `case ${i} (versions from ${continueAt}, limit ${limit}): got ${JSON.stringify(gotV)}, want ${JSON.stringify(want)}`);
-        assert.equal(res.continueAt, next, `case ${i} (versions from ${continueAt}, limit ${limit}): got continueAt ${res.continueAt}, want ${next}`);
+        assert.deepEqual(
+          gotV,
+          want,
+          `case ${i} (versions from ${continueAt}, limit ${limit}): got ${JSON.stringify(gotV)}, want ${JSON.stringify(want)}`,
+        );
+        assert.equal(
+          res.continueAt,
+          next,
+          `case ${i} (versions from ${continueAt}, limit ${limit}): got continueAt ${res.continueAt}, want ${next}`,
+        );
       });
     }));
 });
@@ -539,9 +612,24 @@ describe('policies', () => {
       assert.deepEqual(kms.policy('e', 'p').allow, { 'KEY:DECRYPT': ['*'] }, 'overwrite: got the old rules');
 
       const bad: [string, () => Promise<void>, ErrorCode, RegExp][] = [
-        ['unknown command in allow', () => kms.createPolicy(ROOT, 'e', 'q', { 'KEY:FROB': ['*'] }, {}, isSdkCommandName), 'ERR_INVALID_POLICY', /unknown command 'KEY:FROB'/],
-        ['unknown command in deny', () => kms.createPolicy(ROOT, 'e', 'q', {}, { nope: ['*'] }, isSdkCommandName), 'ERR_INVALID_POLICY', /unknown command 'nope'/],
-        ['non-SDK command KEY:IMPORT', () => kms.createPolicy(ROOT, 'e', 'q', { 'KEY:IMPORT': ['*'] }, {}, isSdkCommandName), 'ERR_INVALID_POLICY', /KEY:IMPORT/],
+        [
+          'unknown command in allow',
+          () => kms.createPolicy(ROOT, 'e', 'q', { 'KEY:FROB': ['*'] }, {}, isSdkCommandName),
+          'ERR_INVALID_POLICY',
+          /unknown command 'KEY:FROB'/,
+        ],
+        [
+          'unknown command in deny',
+          () => kms.createPolicy(ROOT, 'e', 'q', {}, { nope: ['*'] }, isSdkCommandName),
+          'ERR_INVALID_POLICY',
+          /unknown command 'nope'/,
+        ],
+        [
+          'non-SDK command KEY:IMPORT',
+          () => kms.createPolicy(ROOT, 'e', 'q', { 'KEY:IMPORT': ['*'] }, {}, isSdkCommandName),
+          'ERR_INVALID_POLICY',
+          /KEY:IMPORT/,
+        ],
         ['bad name', () => kms.createPolicy(ROOT, 'e', 'a b', {}, {}, isSdkCommandName), 'ERR_INVALID_NAME', /./],
         ['missing enclave', () => kms.createPolicy(ROOT, 'nope', 'q', {}, {}, isSdkCommandName), 'ERR_ENCLAVE_NOT_FOUND', /./],
       ];
@@ -564,10 +652,20 @@ describe('policies', () => {
       await createId(kms, root, 'e', user, 'User');
       assert.equal(kms.principal(user, 'e').policy, undefined, 'a User without a policy has one');
       assert.equal(kms.allowed(kms.principal(user, 'e'), 'KEY:ENCRYPT', 'app-1'), false, 'a User without a policy is allowed');
-      await kms.createPolicy(ROOT, 'e', 'app', { 'KEY:ENCRYPT': ['app-*'], 'KEY:LIST': ['app-*'] }, { 'KEY:ENCRYPT': ['app-secret'] }, isSdkCommandName);
+      await kms.createPolicy(
+        ROOT,
+        'e',
+        'app',
+        { 'KEY:ENCRYPT': ['app-*'], 'KEY:LIST': ['app-*'] },
+        { 'KEY:ENCRYPT': ['app-secret'] },
+        isSdkCommandName,
+      );
       await kms.assignPolicy(root, 'e', user, 'app');
       await createId(kms, kms.principal(user, 'e'), 'e', sa, '', true);
-      for (const [who, id] of [['user', user], ['its service account', sa]] as const) {
+      for (const [who, id] of [
+        ['user', user],
+        ['its service account', sa],
+      ] as const) {
         const p = kms.principal(id, 'e');
         assert.equal(p.known, true, `${who}: got known=false`);
         assert.equal(p.admin, false, `${who}: got admin=true`);
@@ -594,7 +692,8 @@ describe('policies', () => {
         ['missing identity', newIdentity(), 'app', 'ERR_IDENTITY_NOT_FOUND'],
         ['invalid identity', 'h1:nope', 'app', 'ERR_INVALID_IDENTITY'],
       ];
-      for (const [i, [name, id, pol, code]] of assign.entries()) await expectCode(() => kms.assignPolicy(root, 'e', id, pol), code, `case ${i} (${name})`);
+      for (const [i, [name, id, pol, code]] of assign.entries())
+        await expectCode(() => kms.assignPolicy(root, 'e', id, pol), code, `case ${i} (${name})`);
       const admin = newIdentity();
       await createId(kms, root, 'e', admin, 'Admin');
       await expectCode(() => kms.assignPolicy(root, 'e', admin, 'app'), 'ERR_POLICY_NOT_ASSIGNABLE', 'to an Admin');
@@ -626,20 +725,55 @@ describe('Kms identities', () => {
         { name: 'Admin creates Admin', caller: adminP, identity: newIdentity(), privilege: 'Admin', sa: false },
         { name: 'Admin creates User', caller: adminP, identity: newIdentity(), privilege: 'User', sa: false },
         { name: 'Admin creates User (empty privilege)', caller: adminP, identity: newIdentity(), privilege: '', sa: false },
-        { name: 'Admin creates SysAdmin', caller: adminP, identity: newIdentity(), privilege: 'SysAdmin', sa: false, want: 'ERR_NOT_ALLOWED' },
-        { name: 'Admin creates SysAdmin service account', caller: adminP, identity: newIdentity(), privilege: 'SysAdmin', sa: true, want: 'ERR_NOT_ALLOWED' },
+        {
+          name: 'Admin creates SysAdmin',
+          caller: adminP,
+          identity: newIdentity(),
+          privilege: 'SysAdmin',
+          sa: false,
+          want: 'ERR_NOT_ALLOWED',
+        },
+        {
+          name: 'Admin creates SysAdmin service account',
+          caller: adminP,
+          identity: newIdentity(),
+          privilege: 'SysAdmin',
+          sa: true,
+          want: 'ERR_NOT_ALLOWED',
+        },
         { name: 'Admin overwrites a SysAdmin', caller: adminP, identity: sysadmin, privilege: 'User', sa: false, want: 'ERR_NOT_ALLOWED' },
         { name: 'User creates a service account', caller: userP, identity: newIdentity(), privilege: '', sa: true },
         { name: 'User creates a User', caller: userP, identity: newIdentity(), privilege: 'User', sa: false, want: 'ERR_NOT_ALLOWED' },
         { name: 'User creates an Admin', caller: userP, identity: newIdentity(), privilege: 'Admin', sa: false, want: 'ERR_NOT_ALLOWED' },
-        { name: 'User creates an Admin service account', caller: userP, identity: newIdentity(), privilege: 'Admin', sa: true, want: 'ERR_NOT_ALLOWED' },
-        { name: 'User overwrites an Admin with a service account', caller: userP, identity: admin, privilege: '', sa: true, want: 'ERR_NOT_ALLOWED' },
+        {
+          name: 'User creates an Admin service account',
+          caller: userP,
+          identity: newIdentity(),
+          privilege: 'Admin',
+          sa: true,
+          want: 'ERR_NOT_ALLOWED',
+        },
+        {
+          name: 'User overwrites an Admin with a service account',
+          caller: userP,
+          identity: admin,
+          privilege: '',
+          sa: true,
+          want: 'ERR_NOT_ALLOWED',
+        },
         { name: 'root identity', caller: root, identity: ROOT, privilege: 'User', sa: false, want: 'ERR_ROOT_IDENTITY' },
         { name: 'root identity by an Admin', caller: adminP, identity: ROOT, privilege: 'User', sa: false, want: 'ERR_ROOT_IDENTITY' },
         { name: 'replace itself', caller: adminP, identity: admin, privilege: 'User', sa: false, want: 'ERR_BAD_REQUEST' },
         { name: 'invalid identity', caller: root, identity: 'h1:short', privilege: 'User', sa: false, want: 'ERR_INVALID_IDENTITY' },
         { name: 'empty identity', caller: root, identity: '', privilege: 'User', sa: false, want: 'ERR_INVALID_IDENTITY' },
-        { name: 'unknown privilege', caller: root, identity: newIdentity(), privilege: 'Operator', sa: false, want: 'ERR_INVALID_PRIVILEGE' },
+        {
+          name: 'unknown privilege',
+          caller: root,
+          identity: newIdentity(),
+          privilege: 'Operator',
+          sa: false,
+          want: 'ERR_INVALID_PRIVILEGE',
+        },
       ];
       for (const [i, c] of cases.entries()) {
         const before = dump(kms);
@@ -670,7 +804,8 @@ describe('Kms identities', () => {
         ['Admin deletes itself', adminP, admin, 'ERR_SELF_DELETE'],
         ['missing identity', root, newIdentity(), 'ERR_IDENTITY_NOT_FOUND'],
       ];
-      for (const [i, [name, caller, id, code]] of cases.entries()) await expectCode(() => kms.deleteIdentity(caller, 'e', id), code, `case ${i} (${name})`);
+      for (const [i, [name, caller, id, code]] of cases.entries())
+        await expectCode(() => kms.deleteIdentity(caller, 'e', id), code, `case ${i} (${name})`);
       const info = kms.identityInfo('e', ROOT);
       assert.equal(info.privilege, PRIVILEGE.SysAdmin, `root identityInfo: got privilege ${info.privilege}, want SysAdmin`);
       assert.equal(kms.isSysAdmin(ROOT), true, 'root is not SysAdmin');
@@ -681,7 +816,15 @@ describe('Kms identities', () => {
     withKms(async ({ kms, store }) => {
       await kms.createEnclave(ROOT, 'e');
       const root = kms.principal(ROOT, 'e');
-      const [admin, sa1, sa2, sa3, user, userSa, other] = Array.from({ length: 7 }, newIdentity) as [string, string, string, string, string, string, string];
+      const [admin, sa1, sa2, sa3, user, userSa, other] = Array.from({ length: 7 }, newIdentity) as [
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+      ];
       await createId(kms, root, 'e', admin, 'Admin');
       await createId(kms, kms.principal(admin, 'e'), 'e', sa1, '', true);
       await createId(kms, kms.principal(sa1, 'e'), 'e', sa2, '', true); // a service account of a service account
@@ -696,13 +839,25 @@ describe('Kms identities', () => {
       assert.equal(kms.principal(userSa, 'e').admin, false, 'a service account of a User acts as Admin');
 
       // A User manages its own service accounts only.
-      await expectCode(() => kms.deleteIdentity(kms.principal(other, 'e'), 'e', userSa), 'ERR_NOT_ALLOWED', 'User deletes a foreign service account');
+      await expectCode(
+        () => kms.deleteIdentity(kms.principal(other, 'e'), 'e', userSa),
+        'ERR_NOT_ALLOWED',
+        'User deletes a foreign service account',
+      );
       await expectCode(() => kms.deleteIdentity(kms.principal(user, 'e'), 'e', other), 'ERR_NOT_ALLOWED', 'User deletes a User');
-      await expectCode(() => kms.deleteIdentity(kms.principal(userSa, 'e'), 'e', user), 'ERR_NOT_ALLOWED', 'service account deletes its parent');
+      await expectCode(
+        () => kms.deleteIdentity(kms.principal(userSa, 'e'), 'e', user),
+        'ERR_NOT_ALLOWED',
+        'service account deletes its parent',
+      );
 
       // Deleting a middle service account takes its descendants only.
       await kms.deleteIdentity(kms.principal(admin, 'e'), 'e', sa2);
-      const remaining = (): string[] => kms.listIdentities('e', '', '', 0).items.map((i) => i.identity).sort();
+      const remaining = (): string[] =>
+        kms
+          .listIdentities('e', '', '', 0)
+          .items.map((i) => i.identity)
+          .sort();
       assert.deepEqual(remaining(), [admin, sa1, user, userSa, other].sort(), 'after deleting sa2: got other identities');
       await createId(kms, kms.principal(sa1, 'e'), 'e', sa2, '', true);
 
@@ -716,13 +871,20 @@ describe('Kms identities', () => {
       assert.deepEqual(remaining(), [user, other].sort(), 'after a User deleted its service account: got other identities');
     }));
 
-  it('a service account acts with its parent\'s rights (Admin for SysAdmin parents)', () =>
+  it("a service account acts with its parent's rights (Admin for SysAdmin parents)", () =>
     withKms(async ({ kms }) => {
       await kms.createEnclave(ROOT, 'a');
       await kms.createEnclave(ROOT, 'b');
       const sys = newIdentity();
       await createId(kms, kms.principal(ROOT, 'a'), 'a', sys, 'SysAdmin');
-      const [ofRoot, ofSys, ofAdmin, ofUser, admin, user] = Array.from({ length: 6 }, newIdentity) as [string, string, string, string, string, string];
+      const [ofRoot, ofSys, ofAdmin, ofUser, admin, user] = Array.from({ length: 6 }, newIdentity) as [
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+      ];
       await createId(kms, kms.principal(ROOT, 'b'), 'b', admin, 'Admin');
       await createId(kms, kms.principal(ROOT, 'b'), 'b', user, 'User');
       await createId(kms, kms.principal(ROOT, 'b'), 'b', ofRoot, '', true);
@@ -799,7 +961,10 @@ describe('Kms identities', () => {
 // enclave deletion and restart
 
 /** Fills an enclave with keys (several versions, an import), policies and identities. */
-async function populate(kms: Kms, e: string): Promise<{ ciphertexts: { key: string; version: number; ct: Buffer; pt: string }[]; users: string[] }> {
+async function populate(
+  kms: Kms,
+  e: string,
+): Promise<{ ciphertexts: { key: string; version: number; ct: Buffer; pt: string }[]; users: string[] }> {
   await kms.createEnclave(ROOT, e);
   const root = kms.principal(ROOT, e);
   await kms.createKey(ROOT, e, 'k1', '', false);
@@ -820,7 +985,12 @@ async function populate(kms: Kms, e: string): Promise<{ ciphertexts: { key: stri
   await createId(kms, root, e, sys, 'SysAdmin');
   const ad = utf8(`ad of ${e}`);
   const ciphertexts = [];
-  for (const [key, version] of [['k1', 1], ['k1', 3], ['k2', 1], ['imported', 1]] as const) {
+  for (const [key, version] of [
+    ['k1', 1],
+    ['k1', 3],
+    ['k2', 1],
+    ['imported', 1],
+  ] as const) {
     const pt = `secret of ${e}/${key}@${version}`;
     ciphertexts.push({ key, version, ct: kms.encrypt(e, key, version, utf8(pt), ad).ciphertext, pt });
   }
@@ -852,7 +1022,11 @@ describe('Kms state across deletion and restart', () => {
       assert.deepEqual(dump(kms), fBefore, 'the other enclaves changed');
 
       await kms.createEnclave(ROOT, 'e');
-      assert.equal(kms.enclave('e').keys.size + kms.enclave('e').policies.size + kms.enclave('e').identities.size, 0, 're-created enclave is not empty');
+      assert.equal(
+        kms.enclave('e').keys.size + kms.enclave('e').policies.size + kms.enclave('e').identities.size,
+        0,
+        're-created enclave is not empty',
+      );
       const restarted = await ctx.restart();
       assert.equal(restarted.enclave('e').keys.size, 0, 'after restart: the re-created enclave has keys');
       assert.equal(restarted.isSysAdmin(sys), false, 'after restart: the deleted SysAdmin is back');
@@ -876,13 +1050,25 @@ describe('Kms state across deletion and restart', () => {
           const ad = utf8(`ad of ${enclave}`);
           const got = kms.decrypt(enclave, c.key, c.version, c.ct, ad).toString();
           assert.equal(got, c.pt, `case ${i} (${enclave}/${c.key}@${c.version}): got ${JSON.stringify(got)}, want ${JSON.stringify(c.pt)}`);
-          assert.equal(kms.decrypt(enclave, c.key, 0, c.ct, ad).toString(), c.pt, `case ${i} (${enclave}/${c.key}, version 0): other plaintext`);
+          assert.equal(
+            kms.decrypt(enclave, c.key, 0, c.ct, ad).toString(),
+            c.pt,
+            `case ${i} (${enclave}/${c.key}, version 0): other plaintext`,
+          );
         }
       }
       assert.equal(kms.isSysAdmin(sys), true, 'after restart: the SysAdmin identity lost its rights');
-      assert.equal(kms.allowed(kms.principal(sa, 'tenant-1'), 'KEY:ENCRYPT', 'k1'), allowedBefore, 'after restart: the service account has other rights');
+      assert.equal(
+        kms.allowed(kms.principal(sa, 'tenant-1'), 'KEY:ENCRYPT', 'k1'),
+        allowedBefore,
+        'after restart: the service account has other rights',
+      );
       assert.equal(kms.identityInfo('tenant-1', user).policy, 'p', 'after restart: the user lost its policy');
-      assert.deepEqual(kms.principal(user, 'tenant-1').policy?.allow, kms.policy('tenant-1', 'p').allow, 'after restart: the user acts under other rules');
+      assert.deepEqual(
+        kms.principal(user, 'tenant-1').policy?.allow,
+        kms.policy('tenant-1', 'p').allow,
+        'after restart: the user acts under other rules',
+      );
       assert.equal(kms.keyVersion('tenant-1', 'imported', 0).imported, true, 'after restart: the import mark is lost');
 
       // maxVersion survives: a new version after the restart does not reuse a deleted number.
@@ -899,7 +1085,13 @@ describe('Kms state across deletion and restart', () => {
         tamper: async (s) => {
           const a = (await s.get('key/e/k1'))!;
           const b = (await s.get('key/e/k2'))!;
-          await s.commit([], [{ key: a.key, value: b.value }, { key: b.key, value: a.value }]);
+          await s.commit(
+            [],
+            [
+              { key: a.key, value: b.value },
+              { key: b.key, value: a.value },
+            ],
+          );
         },
         message: /key\/e\/k[12]/,
       },
@@ -934,13 +1126,20 @@ describe('Kms state across deletion and restart', () => {
           err = e;
         }
         assert.ok(err instanceof Error, `case ${i} (${c.name}): got a loaded state, want an integrity error`);
-        assert.match(err.message, c.message, `case ${i} (${c.name}): got message ${JSON.stringify(err.message)}, want it to name the record`);
+        assert.match(
+          err.message,
+          c.message,
+          `case ${i} (${c.name}): got message ${JSON.stringify(err.message)}, want it to name the record`,
+        );
       });
     }
 
     await withKms(async (ctx) => {
       await populate(ctx.kms, 'e');
-      await assert.rejects(Kms.load(ctx.store, new Barrier(randomBytes(32), randomUUID()), { rootIdentity: ROOT }), 'another REK: got a loaded state, want an error');
+      await assert.rejects(
+        Kms.load(ctx.store, new Barrier(randomBytes(32), randomUUID()), { rootIdentity: ROOT }),
+        'another REK: got a loaded state, want an error',
+      );
     });
   });
 });
@@ -964,7 +1163,14 @@ interface PageCase {
 
 // Sorted names: a, a-1, a.b, a0, ab, b, b1, c
 const PAGE_CASES: PageCase[] = [
-  { name: 'everything, limit 0 = default', prefix: '', continueAt: '', limit: 0, want: ['a', 'a-1', 'a.b', 'a0', 'ab', 'b', 'b1', 'c'], next: '' },
+  {
+    name: 'everything, limit 0 = default',
+    prefix: '',
+    continueAt: '',
+    limit: 0,
+    want: ['a', 'a-1', 'a.b', 'a0', 'ab', 'b', 'b1', 'c'],
+    next: '',
+  },
   { name: 'first page of 3', prefix: '', continueAt: '', limit: 3, want: ['a', 'a-1', 'a.b'], next: 'a0' },
   { name: 'continueAt is inclusive', prefix: '', continueAt: 'a0', limit: 3, want: ['a0', 'ab', 'b'], next: 'b1' },
   { name: 'last page', prefix: '', continueAt: 'b1', limit: 3, want: ['b1', 'c'], next: '' },
@@ -983,13 +1189,53 @@ const PAGE_CASES: PageCase[] = [
   { name: 'continueAt beyond every name', prefix: '', continueAt: 'zz', limit: 0, want: [], next: '' },
   { name: 'prefix without matches', prefix: 'x', continueAt: '', limit: 0, want: [], next: '' },
   { name: 'prefix longer than every name', prefix: 'abc', continueAt: '', limit: 0, want: [], next: '' },
-  { name: 'hidden items are skipped and not counted', prefix: '', continueAt: '', limit: 3, hide: HIDDEN, want: ['a', 'a.b', 'ab'], next: 'b' },
+  {
+    name: 'hidden items are skipped and not counted',
+    prefix: '',
+    continueAt: '',
+    limit: 3,
+    hide: HIDDEN,
+    want: ['a', 'a.b', 'ab'],
+    next: 'b',
+  },
   { name: 'next page starts at a visible item', prefix: 'a', continueAt: '', limit: 1, hide: HIDDEN, want: ['a'], next: 'a.b' },
-  { name: 'hidden items after a full page: next is visible', prefix: 'a', continueAt: 'a.b', limit: 1, hide: HIDDEN, want: ['a.b'], next: 'ab' },
-  { name: 'hidden continueAt is skipped to the next visible name', prefix: 'a', continueAt: 'a-1', limit: 1, hide: HIDDEN, want: ['a.b'], next: 'ab' },
-  { name: 'only hidden items left after a full page: no next page', prefix: 'a', continueAt: 'a.b', limit: 1, hide: ['a0', 'ab'], want: ['a.b'], next: '' },
+  {
+    name: 'hidden items after a full page: next is visible',
+    prefix: 'a',
+    continueAt: 'a.b',
+    limit: 1,
+    hide: HIDDEN,
+    want: ['a.b'],
+    next: 'ab',
+  },
+  {
+    name: 'hidden continueAt is skipped to the next visible name',
+    prefix: 'a',
+    continueAt: 'a-1',
+    limit: 1,
+    hide: HIDDEN,
+    want: ['a.b'],
+    next: 'ab',
+  },
+  {
+    name: 'only hidden items left after a full page: no next page',
+    prefix: 'a',
+    continueAt: 'a.b',
+    limit: 1,
+    hide: ['a0', 'ab'],
+    want: ['a.b'],
+    next: '',
+  },
   { name: 'only hidden items under the prefix', prefix: 'a0', continueAt: 'a0', limit: 0, hide: HIDDEN, want: [], next: '' },
-  { name: 'everything hidden', prefix: '', continueAt: '', limit: 2, hide: ['a', 'a-1', 'a.b', 'a0', 'ab', 'b', 'b1', 'c'], want: [], next: '' },
+  {
+    name: 'everything hidden',
+    prefix: '',
+    continueAt: '',
+    limit: 2,
+    hide: ['a', 'a-1', 'a.b', 'a0', 'ab', 'b', 'b1', 'c'],
+    want: [],
+    next: '',
+  },
 ];
 
 const MATCH_CASES: [string, string, boolean][] = [
@@ -1031,8 +1277,20 @@ const ALLOW_CASES: [string, string, boolean][] = [
 const NORMALIZE_CASES: [string[], string[]][] = [
   [[], []],
   [['', ''], []],
-  [['b', 'a', '', 'ab', 'a'], ['a', 'b', 'ab']],
-  [['key-1', '*', 'key-*'], ['*', 'key-*', 'key-1']],
-  [['B', 'a', 'A'], ['A', 'B', 'a']],
-  [['long-name', 'x', 'mid'], ['x', 'mid', 'long-name']],
+  [
+    ['b', 'a', '', 'ab', 'a'],
+    ['a', 'b', 'ab'],
+  ],
+  [
+    ['key-1', '*', 'key-*'],
+    ['*', 'key-*', 'key-1'],
+  ],
+  [
+    ['B', 'a', 'A'],
+    ['A', 'B', 'a'],
+  ],
+  [
+    ['long-name', 'x', 'mid'],
+    ['x', 'mid', 'long-name'],
+  ],
 ];

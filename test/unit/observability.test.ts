@@ -50,7 +50,12 @@ describe('log', () => {
   test('secret-looking fields are redacted in the JSON and in the ring', () => {
     const out = capture();
     const log = createLogger('debug', { destination: out.destination });
-    log.warn('oops', { apiKey: 'k1:SECRET1', nested: { plaintext: 'SECRET2', fine: 'visible' }, key: 'SECRET3', hsmKey: 'hsm:aes256:SECRET4' });
+    log.warn('oops', {
+      apiKey: 'k1:SECRET1',
+      nested: { plaintext: 'SECRET2', fine: 'visible' },
+      key: 'SECRET3',
+      hsmKey: 'hsm:aes256:SECRET4',
+    });
     const text = out.lines.join('');
     assert.ok(!/SECRET\d/.test(text), text);
     assert.ok(text.includes('visible'));
@@ -64,7 +69,10 @@ describe('log', () => {
     const ring = new LogRing(3);
     const log = createLogger('info', { destination: out.destination, ring });
     for (let i = 0; i < 5; i++) log.info(`m${i}`);
-    assert.deepEqual(ring.since(0).map((e) => e.message), ['m2', 'm3', 'm4']);
+    assert.deepEqual(
+      ring.since(0).map((e) => e.message),
+      ['m2', 'm3', 'm4'],
+    );
     assert.deepEqual(ring.since(Date.now() + 1000), []);
     const got: LogEntry[] = [];
     assert.equal(log.enabled('debug'), false);
@@ -74,7 +82,13 @@ describe('log', () => {
     log.error('bad');
     off();
     log.info('after');
-    assert.deepEqual(got.map((e) => [e.level, e.message]), [[-4, 'dbg a="b c"'], [8, 'bad']]);
+    assert.deepEqual(
+      got.map((e) => [e.level, e.message]),
+      [
+        [-4, 'dbg a="b c"'],
+        [8, 'bad'],
+      ],
+    );
     assert.ok(got[1]!.trace && got[1]!.trace.length > 0, 'errors carry a trace');
     assert.match(got[1]!.trace![0]!.file, /observability\.test\.(js|ts)$/, 'first frame = where the record was created');
     // debug went to the subscriber only: not stderr, not the ring
@@ -107,7 +121,10 @@ describe('log', () => {
       assert.equal(p.pending, 0);
       assert.ok(recs[0]!.message.endsWith('…') && recs[0]!.message.startsWith('ééé') && !recs[0]!.message.includes('\ufffd'));
       assert.equal(recs[0]!.trace.length, 0, 'the trace goes first when too long');
-      assert.deepEqual([recs[1]!.level, recs[1]!.time!.getTime(), recs[1]!.message, recs[1]!.trace], [-4, 1_700_000_000_123, 'hello', small.trace]);
+      assert.deepEqual(
+        [recs[1]!.level, recs[1]!.time!.getTime(), recs[1]!.message, recs[1]!.trace],
+        [-4, 1_700_000_000_123, 'hello', small.trace],
+      );
     }
     assert.equal(encodeLogFrame(small, false).length < b.length, true);
     const bad = new LogRecordParser();
@@ -141,8 +158,14 @@ describe('audit log', () => {
     log.append(event(3, { outcome: 'ERR_NOT_ALLOWED', status: 403 }));
     log.close();
     assert.deepEqual(verifyAuditFile(file), { ok: true, lines: 4 });
-    const recs = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    assert.deepEqual(recs.map((r) => r.seq), [1, 2, 3, 4]);
+    const recs = readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.deepEqual(
+      recs.map((r) => r.seq),
+      [1, 2, 3, 4],
+    );
     assert.equal(recs.filter((r) => 'chain' in r).length, 1);
     assert.equal(recs[0].latency_ms, 0.123);
     assert.equal(recs[3].outcome, 'ERR_NOT_ALLOWED');
@@ -178,7 +201,7 @@ describe('audit log', () => {
     check((l) => ((l[3] = l[3]!.replace('"k3"', '"k9"')), l), 4, /hash mismatch/);
     check((l) => ((l[3] = l[3]!.replace(/"hash":"[0-9a-f]+"/, `"hash":"${'0'.repeat(64)}"`)), l), 4, /hash mismatch/);
     check((l) => (l.splice(2, 1), l), 3, /prev does not match line 2/);
-    check((l) => ([l[1], l[3]] = [l[3]!, l[1]!], l), 2, /prev does not match/);
+    check((l) => (([l[1], l[3]] = [l[3]!, l[1]!]), l), 2, /prev does not match/);
     check((l) => l.slice(1), 1, /does not start a chain/);
     check((l) => [...l.slice(0, 2), l[0]!, ...l.slice(2)], 3, /prev does not match|new chain/);
     check((l) => ((l[1] = 'not json'), l), 2, /not valid JSON/);
@@ -214,7 +237,12 @@ describe('audit log', () => {
 
 describe('metrics', () => {
   const node = (sysAdmin: string | undefined, sealed = false): NodeView => ({
-    kms: sealed ? undefined : ({ isSysAdmin: (id: string) => id === sysAdmin, listEnclaves: () => ({ items: [], continueAt: '' }) } as unknown as NodeView['kms']),
+    kms: sealed
+      ? undefined
+      : ({
+          isSysAdmin: (id: string) => id === sysAdmin,
+          listEnclaves: () => ({ items: [], continueAt: '' }),
+        } as unknown as NodeView['kms']),
     uptimeMs: () => 1500,
     opts: { config: { admin: { identity: sealed ? 'h1:configured' : undefined } } },
   });
@@ -267,7 +295,14 @@ describe('metrics', () => {
   });
 
   test('fast series render like prom-client', async () => {
-    const m = new Metrics({ sealed: () => false, uptimeSeconds: () => 1, counts: () => ({ enclaves: 2, keys: 3, identities: 4 }), logStreams: () => 0, auditRecords: () => 7, auditErrors: () => 0 });
+    const m = new Metrics({
+      sealed: () => false,
+      uptimeSeconds: () => 1,
+      counts: () => ({ enclaves: 2, keys: 3, identities: 4 }),
+      logStreams: () => 0,
+      auditRecords: () => 7,
+      auditErrors: () => 0,
+    });
     m.commands.inc('KEY:GENERATE', 200, 3);
     m.commands.inc('KEY:GENERATE', 200);
     m.commands.inc('KEY:GENERATE', 404);

@@ -358,10 +358,14 @@ describe('protocol: message round trips', () => {
     const big = { ...serverStatus, hsms: Array.from({ length: 2000 }, (_, j) => `hsm-${j}`), host: 'h'.repeat(300) };
     const cases: Array<[string, AnySchema, Obj]> = [
       ['ClusterStatusResponse ≥16 KiB node', messages.ClusterStatusResponseSchema, { nodesUp: new Map([[9, big]]) }],
-      ['ListKeysResponse 5000 keys', messages.ListKeysResponseSchema, {
-        keys: Array.from({ length: 5000 }, (_, j) => ({ ...keyStatus, name: `key-${j}` })),
-        continueAt: '',
-      }],
+      [
+        'ListKeysResponse 5000 keys',
+        messages.ListKeysResponseSchema,
+        {
+          keys: Array.from({ length: 5000 }, (_, j) => ({ ...keyStatus, name: `key-${j}` })),
+          continueAt: '',
+        },
+      ],
       ['EncryptRequest 1 MiB plaintext', messages.EncryptRequestSchema, { ...SAMPLES.EncryptRequest, plaintext: bytes(1 << 20) }],
       ['ErrResponse 20000-char string', messages.ErrResponseSchema, { message: 'é'.repeat(20000) }],
     ];
@@ -396,8 +400,18 @@ interface DecodeCase {
 
 const m = messages;
 const DECODE_CASES: DecodeCase[] = [
-  { name: 'fields out of order', schema: m.GenerateKeyRequestSchema, hex: '2020 1002 0a066d792d6b6579', want: { name: 'my-key', version: 2, length: 32 } },
-  { name: 'duplicate scalars: last wins', schema: m.KeyStatusRequestSchema, hex: '0a0161 1001 0a0162 1005', want: { name: 'b', version: 5 } },
+  {
+    name: 'fields out of order',
+    schema: m.GenerateKeyRequestSchema,
+    hex: '2020 1002 0a066d792d6b6579',
+    want: { name: 'my-key', version: 2, length: 32 },
+  },
+  {
+    name: 'duplicate scalars: last wins',
+    schema: m.KeyStatusRequestSchema,
+    hex: '0a0161 1001 0a0162 1005',
+    want: { name: 'b', version: 5 },
+  },
   {
     name: 'unknown fields of every wire type',
     schema: m.KeyStatusRequestSchema,
@@ -411,22 +425,72 @@ const DECODE_CASES: DecodeCase[] = [
   { name: 'explicit default values', schema: m.CreateKeyRequestSchema, hex: '0a00 1200 1800', want: {} },
   { name: 'bool from multi-byte varint', schema: m.CreateKeyRequestSchema, hex: '188001', want: { addVersion: true } },
   { name: 'bool 2 is true', schema: m.CreateKeyRequestSchema, hex: '1802', want: { addVersion: true } },
-  { name: 'uint32 from 10-byte varint is truncated', schema: m.KeyStatusRequestSchema, hex: '10ffffffffffffffffff01', want: { version: 0xffffffff } },
+  {
+    name: 'uint32 from 10-byte varint is truncated',
+    schema: m.KeyStatusRequestSchema,
+    hex: '10ffffffffffffffffff01',
+    want: { version: 0xffffffff },
+  },
   { name: 'uint32 from 6-byte varint is truncated', schema: m.KeyStatusRequestSchema, hex: '10818080809001', want: { version: 1 } },
-  { name: 'timestamp with nanos (ms precision)', schema: m.KeyStatusResponseSchema, hex: '22060801 10c0843d', want: { createdAt: new Date(1001) } },
-  { name: 'timestamp sub-ms nanos truncated', schema: m.KeyStatusResponseSchema, hex: '22060801 10bf843d', want: { createdAt: new Date(1000) } },
+  {
+    name: 'timestamp with nanos (ms precision)',
+    schema: m.KeyStatusResponseSchema,
+    hex: '22060801 10c0843d',
+    want: { createdAt: new Date(1001) },
+  },
+  {
+    name: 'timestamp sub-ms nanos truncated',
+    schema: m.KeyStatusResponseSchema,
+    hex: '22060801 10bf843d',
+    want: { createdAt: new Date(1000) },
+  },
   { name: 'empty timestamp = epoch', schema: m.KeyStatusResponseSchema, hex: '2200', want: { createdAt: new Date(0) } },
-  { name: 'timestamp: last occurrence wins', schema: m.KeyStatusResponseSchema, hex: '22020801 22020802', want: { createdAt: new Date(2000) } },
+  {
+    name: 'timestamp: last occurrence wins',
+    schema: m.KeyStatusResponseSchema,
+    hex: '22020801 22020802',
+    want: { createdAt: new Date(2000) },
+  },
   { name: 'timestamp with unknown field', schema: m.KeyStatusResponseSchema, hex: '2204 0801 1801', want: { createdAt: new Date(1000) } },
-  { name: 'negative timestamp', schema: m.KeyStatusResponseSchema, hex: '220b08ffffffffffffffffff01', want: { createdAt: new Date(-1000) } },
-  { name: 'duration seconds+nanos', schema: m.ServerStatusResponseSchema, hex: ld('22', `0801 10${refVarint(50_000_000n)}`), want: { upTime: 1050 } },
-  { name: 'repeated messages append', schema: m.LogRecordSchema, hex: '22030a0166 22030a0167', want: { trace: [{ function: 'f', file: '', line: 0 }, { function: 'g', file: '', line: 0 }] } },
-  { name: 'map: duplicate key, last wins', schema: m.CreateIdentityRequestSchema, hex: '22060a0161120131 22060a0161120132', want: { tags: { a: '2' } } },
+  {
+    name: 'negative timestamp',
+    schema: m.KeyStatusResponseSchema,
+    hex: '220b08ffffffffffffffffff01',
+    want: { createdAt: new Date(-1000) },
+  },
+  {
+    name: 'duration seconds+nanos',
+    schema: m.ServerStatusResponseSchema,
+    hex: ld('22', `0801 10${refVarint(50_000_000n)}`),
+    want: { upTime: 1050 },
+  },
+  {
+    name: 'repeated messages append',
+    schema: m.LogRecordSchema,
+    hex: '22030a0166 22030a0167',
+    want: {
+      trace: [
+        { function: 'f', file: '', line: 0 },
+        { function: 'g', file: '', line: 0 },
+      ],
+    },
+  },
+  {
+    name: 'map: duplicate key, last wins',
+    schema: m.CreateIdentityRequestSchema,
+    hex: '22060a0161120131 22060a0161120132',
+    want: { tags: { a: '2' } },
+  },
   { name: 'map: value before key', schema: m.CreateIdentityRequestSchema, hex: '2206120131 0a0161', want: { tags: { a: '1' } } },
   { name: 'map: missing value', schema: m.CreateIdentityRequestSchema, hex: '22030a0161', want: { tags: { a: '' } } },
   { name: 'map: missing key', schema: m.CreateIdentityRequestSchema, hex: '2203120131', want: { tags: { '': '1' } } },
   { name: 'map: unknown field in entry', schema: m.CreateIdentityRequestSchema, hex: '22080a0161 1805 120131', want: { tags: { a: '1' } } },
-  { name: 'uint32-keyed map: missing key is 0', schema: m.ClusterStatusResponseSchema, hex: '1203120178', want: { nodesDown: new Map([[0, 'x']]) } },
+  {
+    name: 'uint32-keyed map: missing key is 0',
+    schema: m.ClusterStatusResponseSchema,
+    hex: '1203120178',
+    want: { nodesDown: new Map([[0, 'x']]) },
+  },
   {
     name: 'message map value missing → default message',
     schema: m.ClusterStatusResponseSchema,
@@ -439,12 +503,37 @@ const DECODE_CASES: DecodeCase[] = [
     hex: ld('0a', '0805 12030a0176 12024001'),
     want: { nodesUp: new Map([[5, { ...newMessage(m.ServerStatusResponseSchema), version: 'v', id: 1 }]]) },
   },
-  { name: 'policy map with missing rule set', schema: m.PolicyResponseSchema, hex: '12050a034b4559', want: { allow: { KEY: { rules: {} } } } },
+  {
+    name: 'policy map with missing rule set',
+    schema: m.PolicyResponseSchema,
+    hex: '12050a034b4559',
+    want: { allow: { KEY: { rules: {} } } },
+  },
   { name: 'sint32 -4 (vector)', schema: m.LogRequestSchema, hex: '0807', want: { level: -4 } },
-  { name: 'sint32 from 10-byte varint uses low 32 bits', schema: m.LogRequestSchema, hex: `08${refVarint(0xffffffff00000007n)}`, want: { level: -4 } },
-  { name: 'sint64 extremes', schema: m.ServerStatusResponseSchema, hex: `48${refVarint(zigzag64(-(2n ** 53n - 1n)))}`, want: { leaderId: -Number.MAX_SAFE_INTEGER } },
-  { name: 'uint64 2^53-1', schema: m.ServerStatusResponseSchema, hex: `30${refVarint(2n ** 53n - 1n)}`, want: { commit: Number.MAX_SAFE_INTEGER } },
-  { name: 'long UTF-8 string (native path)', schema: m.ErrResponseSchema, hex: `0a48${Buffer.from('✓'.repeat(24)).toString('hex')}`, want: { message: '✓'.repeat(24) } },
+  {
+    name: 'sint32 from 10-byte varint uses low 32 bits',
+    schema: m.LogRequestSchema,
+    hex: `08${refVarint(0xffffffff00000007n)}`,
+    want: { level: -4 },
+  },
+  {
+    name: 'sint64 extremes',
+    schema: m.ServerStatusResponseSchema,
+    hex: `48${refVarint(zigzag64(-(2n ** 53n - 1n)))}`,
+    want: { leaderId: -Number.MAX_SAFE_INTEGER },
+  },
+  {
+    name: 'uint64 2^53-1',
+    schema: m.ServerStatusResponseSchema,
+    hex: `30${refVarint(2n ** 53n - 1n)}`,
+    want: { commit: Number.MAX_SAFE_INTEGER },
+  },
+  {
+    name: 'long UTF-8 string (native path)',
+    schema: m.ErrResponseSchema,
+    hex: `0a48${Buffer.from('✓'.repeat(24)).toString('hex')}`,
+    want: { message: '✓'.repeat(24) },
+  },
 ];
 
 describe('protocol: non-canonical input', () => {
@@ -584,7 +673,9 @@ describe('protocol: malformed input', () => {
     const rand = prng(7);
     const allowed = new Set<string>(['ERR_MALFORMED_FRAME', 'ERR_TOO_MANY_FRAMES', 'ERR_EMPTY_REQUEST']);
     for (let i = 0; i < 500; i++) {
-      const body = Buffer.from(Array.from({ length: Math.floor(rand() * 40) }, () => Math.floor(rand() * 4) === 0 ? Math.floor(rand() * 256) : 0));
+      const body = Buffer.from(
+        Array.from({ length: Math.floor(rand() * 40) }, () => (Math.floor(rand() * 4) === 0 ? Math.floor(rand() * 256) : 0)),
+      );
       try {
         parseFrames(body, 4);
       } catch (e) {
@@ -598,7 +689,22 @@ describe('protocol: malformed input', () => {
 // Primitives
 
 describe('protocol: wire primitives', () => {
-  const INTS = [0, 1, 127, 128, 300, 16383, 16384, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 35 + 5, 2 ** 52, Number.MAX_SAFE_INTEGER];
+  const INTS = [
+    0,
+    1,
+    127,
+    128,
+    300,
+    16383,
+    16384,
+    2 ** 31 - 1,
+    2 ** 31,
+    2 ** 32 - 1,
+    2 ** 32,
+    2 ** 35 + 5,
+    2 ** 52,
+    Number.MAX_SAFE_INTEGER,
+  ];
   const SIGNED = [...INTS, ...INTS.map((v) => -v).filter((v) => v !== 0), -(2 ** 31), -(2 ** 32) + 1];
 
   test('uint64/int64 varints match a reference encoder and read back', () => {
@@ -647,7 +753,22 @@ describe('protocol: wire primitives', () => {
   });
 
   test('strings: UTF-8 encoding in every size class', () => {
-    const strings = ['', 'a', 'a'.repeat(42), 'a'.repeat(43), 'é'.repeat(42), '✓'.repeat(43), '🔑'.repeat(21), 'x'.repeat(64), 'ü'.repeat(65), 'y'.repeat(200), 'mixed é✓🔑 text'.repeat(30), '\ud800', 'a\udc00b', '🔑'.repeat(10) + '\ud83d'];
+    const strings = [
+      '',
+      'a',
+      'a'.repeat(42),
+      'a'.repeat(43),
+      'é'.repeat(42),
+      '✓'.repeat(43),
+      '🔑'.repeat(21),
+      'x'.repeat(64),
+      'ü'.repeat(65),
+      'y'.repeat(200),
+      'mixed é✓🔑 text'.repeat(30),
+      '\ud800',
+      'a\udc00b',
+      '🔑'.repeat(10) + '\ud83d',
+    ];
     strings.forEach((s, i) => {
       const got = encodeMessage(m.ErrResponseSchema, { message: s });
       const utf8 = Buffer.from(s, 'utf8');
@@ -677,15 +798,55 @@ describe('protocol: wire primitives', () => {
 describe('protocol: protobuf-JSON', () => {
   test('toJSON output', () => {
     const cases: Array<[string, AnySchema, Obj, string]> = [
-      ['VersionResponse', m.VersionResponseSchema, SAMPLES.VersionResponse!, '{"version":"2024-03-26T17-52-38Z","commit":"abc123","api_version":"v1","host":"kms:7373","fips140":true}'],
+      [
+        'VersionResponse',
+        m.VersionResponseSchema,
+        SAMPLES.VersionResponse!,
+        '{"version":"2024-03-26T17-52-38Z","commit":"abc123","api_version":"v1","host":"kms:7373","fips140":true}',
+      ],
       ['VersionResponse defaults omitted', m.VersionResponseSchema, { version: 'x', fips140: false }, '{"version":"x"}'],
       ['ErrResponse', m.ErrResponseSchema, { message: 'key does not exist' }, '{"message":"key does not exist"}'],
-      ['ProfileStatusResponse', m.ProfileStatusResponseSchema, SAMPLES.ProfileStatusResponse!, '{"started":"2024-03-26T17:52:38.123Z","cpu":true,"heap":true,"goroutine":true,"thread":true,"block_rate":1,"mutex_frac":5}'],
-      ['bytes base64, uint64 as string', m.GenerateKeyResponseSchema, { version: 1, plaintext: Buffer.from([0xfb, 0xff]), ciphertext: Buffer.from('hi') }, '{"version":1,"plaintext":"+/8=","ciphertext":"aGk="}'],
-      ['ServerStatus json names', m.ServerStatusResponseSchema, { id: 1, leaderId: -1, os: 'linux', heapMemInUse: 5, configuredHsms: ['a'], upTime: 1000 }, '{"uptime":"1s","node_id":1,"leader_id":"-1","sys_os":"linux","sys_mem_heap_used":"5","hsm_active":["a"]}'],
-      ['ClusterStatus maps', m.ClusterStatusResponseSchema, { nodesDown: new Map([[2, 'b'], [1, 'a']]) }, '{"nodes_down":{"1":"a","2":"b"}}'],
-      ['Policy rule sets', m.CreatePolicyRequestSchema, { name: 'p', allow: { 'KEY:STATUS': { rules: { '*': {} } } } }, '{"name":"p","allow":{"KEY:STATUS":{"rules":{"*":{}}}}}'],
-      ['Identity json names', m.IdentityResponseSchema, { isServiceAccount: true, serviceAccounts: [ID1] }, `{"is_service_account":true,"service_accounts":["${ID1}"]}`],
+      [
+        'ProfileStatusResponse',
+        m.ProfileStatusResponseSchema,
+        SAMPLES.ProfileStatusResponse!,
+        '{"started":"2024-03-26T17:52:38.123Z","cpu":true,"heap":true,"goroutine":true,"thread":true,"block_rate":1,"mutex_frac":5}',
+      ],
+      [
+        'bytes base64, uint64 as string',
+        m.GenerateKeyResponseSchema,
+        { version: 1, plaintext: Buffer.from([0xfb, 0xff]), ciphertext: Buffer.from('hi') },
+        '{"version":1,"plaintext":"+/8=","ciphertext":"aGk="}',
+      ],
+      [
+        'ServerStatus json names',
+        m.ServerStatusResponseSchema,
+        { id: 1, leaderId: -1, os: 'linux', heapMemInUse: 5, configuredHsms: ['a'], upTime: 1000 },
+        '{"uptime":"1s","node_id":1,"leader_id":"-1","sys_os":"linux","sys_mem_heap_used":"5","hsm_active":["a"]}',
+      ],
+      [
+        'ClusterStatus maps',
+        m.ClusterStatusResponseSchema,
+        {
+          nodesDown: new Map([
+            [2, 'b'],
+            [1, 'a'],
+          ]),
+        },
+        '{"nodes_down":{"1":"a","2":"b"}}',
+      ],
+      [
+        'Policy rule sets',
+        m.CreatePolicyRequestSchema,
+        { name: 'p', allow: { 'KEY:STATUS': { rules: { '*': {} } } } },
+        '{"name":"p","allow":{"KEY:STATUS":{"rules":{"*":{}}}}}',
+      ],
+      [
+        'Identity json names',
+        m.IdentityResponseSchema,
+        { isServiceAccount: true, serviceAccounts: [ID1] },
+        `{"is_service_account":true,"service_accounts":["${ID1}"]}`,
+      ],
       ['CreateIdentity json names', m.CreateIdentityRequestSchema, { isServiceAccount: true }, '{"service_account":true}'],
       ['ListRequest', m.ListRequestSchema, { continueAt: 'a', limit: 2 }, '{"continue_at":"a","limit":2}'],
     ];
@@ -730,17 +891,34 @@ describe('protocol: protobuf-JSON', () => {
       check(i, `parse ${s}`, parseTimestamp(s).getTime(), ms);
       check(i, `format ${s}`, formatTimestamp(new Date(ms)), canon);
     });
-    ['', '2023-11-14', '2023-11-14T22:13:20', '2023-13-01T00:00:00Z', '2023-02-30T00:00:00Z', '2023-11-14T24:00:00Z', '2023-11-14T22:13:20.Z', '2023-11-14 22:13:20Z'].forEach((s, i) =>
-      checkThrows(i, `bad timestamp ${JSON.stringify(s)}`, () => parseTimestamp(s), 'ERR_MALFORMED_MESSAGE'),
-    );
+    [
+      '',
+      '2023-11-14',
+      '2023-11-14T22:13:20',
+      '2023-13-01T00:00:00Z',
+      '2023-02-30T00:00:00Z',
+      '2023-11-14T24:00:00Z',
+      '2023-11-14T22:13:20.Z',
+      '2023-11-14 22:13:20Z',
+    ].forEach((s, i) => checkThrows(i, `bad timestamp ${JSON.stringify(s)}`, () => parseTimestamp(s), 'ERR_MALFORMED_MESSAGE'));
   });
 
   test('fromJSON accepts protojson variants', () => {
     const cases: Array<[string, AnySchema, string, Obj]> = [
-      ['json names', m.VersionResponseSchema, '{"version":"v","api_version":"v1","fips140":true}', { version: 'v', apiVersion: 'v1', fips140: true }],
+      [
+        'json names',
+        m.VersionResponseSchema,
+        '{"version":"v","api_version":"v1","fips140":true}',
+        { version: 'v', apiVersion: 'v1', fips140: true },
+      ],
       ['JS names', m.VersionResponseSchema, '{"apiVersion":"v1"}', { apiVersion: 'v1' }],
       ['null = default', m.VersionResponseSchema, '{"version":null}', {}],
-      ['uint64 as number and string', m.ServerStatusResponseSchema, '{"commit":5,"sys_mem_heap_used":"6","leader_id":"-1"}', { commit: 5, heapMemInUse: 6, leaderId: -1 }],
+      [
+        'uint64 as number and string',
+        m.ServerStatusResponseSchema,
+        '{"commit":5,"sys_mem_heap_used":"6","leader_id":"-1"}',
+        { commit: 5, heapMemInUse: 6, leaderId: -1 },
+      ],
       ['uint32 as string', m.ListRequestSchema, '{"limit":"10"}', { limit: 10 }],
       ['url-safe unpadded base64', m.DecryptResponseSchema, '{"plaintext":"-_8"}', { plaintext: Buffer.from([0xfb, 0xff]) }],
       ['uint32 map keys', m.ClusterStatusResponseSchema, '{"nodes_down":{"7":"x"}}', { nodesDown: new Map([[7, 'x']]) }],
@@ -749,7 +927,9 @@ describe('protocol: protobuf-JSON', () => {
     cases.forEach(([name, schema, json, want], i) =>
       check(i, name, fromJSON(schema, JSON.parse(json)), { ...(newMessage(schema) as Obj), ...want }),
     );
-    check(cases.length, 'ignoreUnknown', fromJSON(m.ErrResponseSchema, { message: 'x', extra: 1 }, { ignoreUnknown: true }), { message: 'x' });
+    check(cases.length, 'ignoreUnknown', fromJSON(m.ErrResponseSchema, { message: 'x', extra: 1 }, { ignoreUnknown: true }), {
+      message: 'x',
+    });
   });
 
   test('fromJSON rejects bad input', () => {
@@ -784,8 +964,18 @@ describe('protocol: frames', () => {
     const body = unhex('00cf00000002aaaa 00cf00000000 00cf00000001bb');
     const frames = parseFrames(body, 3);
     check(0, 'count', frames.length, 3);
-    check(1, 'codes', frames.map((f) => f.code), [207, 207, 207]);
-    check(2, 'payloads', frames.map((f) => hex(f.payload)), ['aaaa', '', 'bb']);
+    check(
+      1,
+      'codes',
+      frames.map((f) => f.code),
+      [207, 207, 207],
+    );
+    check(
+      2,
+      'payloads',
+      frames.map((f) => hex(f.payload)),
+      ['aaaa', '', 'bb'],
+    );
     check(3, 'aliases body', frames[0]!.payload.buffer, body.buffer);
     const u8 = new Uint8Array([0, 0, 0, 3, 0, 0, 0, 0]).subarray(2);
     const f2 = parseFrames(u8, 1);
@@ -811,15 +1001,28 @@ describe('protocol: frames', () => {
 
   test('encode', () => {
     check(0, 'single', hex(encodeFrame(205, unhex('0801'))), '00cd000000020801');
-    check(1, 'several', hex(encodeFrames(205, [unhex('0801'), EMPTY_BUFFER, unhex('aa')])), '00cd000000020801 00cd00000000 00cd00000001aa'.replace(/ /g, ''));
+    check(
+      1,
+      'several',
+      hex(encodeFrames(205, [unhex('0801'), EMPTY_BUFFER, unhex('aa')])),
+      '00cd000000020801 00cd00000000 00cd00000001aa'.replace(/ /g, ''),
+    );
     check(2, 'none', encodeFrames(205, []).length, 0);
     check(3, 'none, padded', encodeFrames(205, [], { pad: true }).length, 0);
     assert.throws(() => encodeFrame(0x10000, EMPTY_BUFFER), RangeError);
     assert.throws(() => encodeFrame(-1, EMPTY_BUFFER), RangeError);
     const msgs = [SAMPLES.GenerateKeyResponse!, {}, SAMPLES.GenerateKeyResponse!];
-    check(4, 'encodeMessageFrames = encodeFrames(encodeMessage)',
+    check(
+      4,
+      'encodeMessageFrames = encodeFrames(encodeMessage)',
       hex(encodeMessageFrames(207, m.GenerateKeyResponseSchema, msgs)),
-      hex(encodeFrames(207, msgs.map((x) => encodeMessage(m.GenerateKeyResponseSchema, x)))));
+      hex(
+        encodeFrames(
+          207,
+          msgs.map((x) => encodeMessage(m.GenerateKeyResponseSchema, x)),
+        ),
+      ),
+    );
   });
 
   test('Go-client padding: bodies of 1001..1024 bytes grow to ≥ 1025', () => {
@@ -850,7 +1053,18 @@ describe('protocol: frames', () => {
         } else {
           check(n++, `${name}: untouched`, hex(padded), hex(plain));
         }
-        check(n++, `${name}: encodeFrames pad`, hex(encodeFrames(207, msgs.map((x) => encodeMessage(schema, x)), { pad: true })), hex(padded));
+        check(
+          n++,
+          `${name}: encodeFrames pad`,
+          hex(
+            encodeFrames(
+              207,
+              msgs.map((x) => encodeMessage(schema, x)),
+              { pad: true },
+            ),
+          ),
+          hex(padded),
+        );
         check(n++, `${name}: padResponseBody`, hex(padResponseBody(plain)), hex(padded));
         const parsed = parseFrames(padded, 10);
         check(n++, `${name}: frame count`, parsed.length, frames);
@@ -866,14 +1080,19 @@ describe('protocol: frames', () => {
     check(n++, 'padded length', one.length, 1025);
     check(n++, 'last frame length fixed', one.readUInt32BE(2), 1025 - FRAME_HEADER_SIZE);
     check(n++, 'padding field', hex(one.subarray(1010)), refVarint(BigInt(PADDING_FIELD_NUMBER * 8 + 2)) + '0c' + '00'.repeat(12));
-    check(n++, 'padResponseBody on non-frames', (() => {
-      try {
-        padResponseBody(Buffer.alloc(1010, 0xff));
-        return 'no error';
-      } catch (e) {
-        return (e as KmsError).code;
-      }
-    })(), 'ERR_MALFORMED_FRAME');
+    check(
+      n++,
+      'padResponseBody on non-frames',
+      (() => {
+        try {
+          padResponseBody(Buffer.alloc(1010, 0xff));
+          return 'no error';
+        } catch (e) {
+          return (e as KmsError).code;
+        }
+      })(),
+      'ERR_MALFORMED_FRAME',
+    );
   });
 });
 
@@ -931,8 +1150,18 @@ describe('protocol: command catalogue', () => {
   test('codes and names are unique; named codes match', () => {
     check(0, 'unique codes', new Set(COMMANDS.map((c) => c.code)).size, COMMANDS.length);
     check(1, 'unique names', new Set(COMMANDS.map((c) => c.name)).size, COMMANDS.length);
-    check(2, 'CommandCode values', Object.values(CommandCode).sort((a, b) => a - b), COMMANDS.map((c) => c.code));
-    check(3, 'sorted by code', COMMANDS.map((c) => c.code), [...COMMANDS.map((c) => c.code)].sort((a, b) => a - b));
+    check(
+      2,
+      'CommandCode values',
+      Object.values(CommandCode).sort((a, b) => a - b),
+      COMMANDS.map((c) => c.code),
+    );
+    check(
+      3,
+      'sorted by code',
+      COMMANDS.map((c) => c.code),
+      [...COMMANDS.map((c) => c.code)].sort((a, b) => a - b),
+    );
   });
 
   test('lookups', () => {
@@ -949,7 +1178,11 @@ describe('protocol: command catalogue', () => {
       ['isCommandName with spaces', () => isCommandName(' KEY:LIST'), false],
       ['KEY:IMPORT is ours', () => isSdkCommandName('key:import'), false],
       ['KEY:LISTVERSIONS is the SDK’s', () => isSdkCommandName('KEY:LISTVERSIONS'), true],
-      ['ENCLAVE:STATUS request = CreateEnclaveRequest bytes', () => hex(encodeMessage(commandByCode(103)!.request, { name: 'minio' })), '0a056d696e696f'],
+      [
+        'ENCLAVE:STATUS request = CreateEnclaveRequest bytes',
+        () => hex(encodeMessage(commandByCode(103)!.request, { name: 'minio' })),
+        '0a056d696e696f',
+      ],
     ];
     cases.forEach(([name, fn, want], i) => check(i, name, fn(), want));
   });

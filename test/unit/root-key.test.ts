@@ -132,7 +132,10 @@ async function assertKmsError(p: Promise<unknown>, code: ErrorCode, label: strin
   const err = await rejection(p, label);
   assert.ok(err instanceof KmsError, `${label}: got ${String(err)}, want KmsError ${code}`);
   assert.equal(err.code, code, `${label}: got code ${err.code}, want ${code}`);
-  assert.ok(err.message.startsWith(ERRORS[code][1]), `${label}: got message ${JSON.stringify(err.message)}, want it to start with ${JSON.stringify(ERRORS[code][1])}`);
+  assert.ok(
+    err.message.startsWith(ERRORS[code][1]),
+    `${label}: got message ${JSON.stringify(err.message)}, want it to start with ${JSON.stringify(ERRORS[code][1])}`,
+  );
 }
 
 function entryJson(value: Buffer): { v: number; hsm: string; blob: string; createdAt: string } {
@@ -212,7 +215,12 @@ describe('openRootKey', () => {
         ['wrong soft key plus a new HSM', [new SoftHsm(wrongText), new NamedSoftHsm('hsm:test:new')]],
       ];
       for (const [i, [name, hsms]] of cases.entries()) {
-        const err = await assertSealed(openRootKey(store, hsms), true, /cannot unseal the root encryption key.*MINIO_KMS_HSM_KEY/, `case ${i} (${name})`);
+        const err = await assertSealed(
+          openRootKey(store, hsms),
+          true,
+          /cannot unseal the root encryption key.*MINIO_KMS_HSM_KEY/,
+          `case ${i} (${name})`,
+        );
         assert.ok(!err.message.includes(wrongText.slice(11)), `case ${i} (${name}): the message contains the HSM key`);
         assert.deepEqual(await snapshot(store), before, `case ${i} (${name}): the store changed`);
       }
@@ -258,8 +266,20 @@ describe('openRootKey', () => {
       const wrongSoft = new SoftHsm(generateSoftHsmKey());
       const cases: { name: string; mode: Mode; hsms: Hsm[]; permanent: boolean; message: RegExp }[] = [
         { name: 'only HSM is unreachable', mode: 'transient', hsms: [fake], permanent: false, message: /connection refused/ },
-        { name: 'unreachable + wrong soft key', mode: 'transient', hsms: [fake, wrongSoft], permanent: false, message: /connection refused.*; .*cannot unseal/ },
-        { name: 'wrong soft key + unreachable', mode: 'transient', hsms: [wrongSoft, fake], permanent: false, message: /cannot unseal.*; .*connection refused/ },
+        {
+          name: 'unreachable + wrong soft key',
+          mode: 'transient',
+          hsms: [fake, wrongSoft],
+          permanent: false,
+          message: /connection refused.*; .*cannot unseal/,
+        },
+        {
+          name: 'wrong soft key + unreachable',
+          mode: 'transient',
+          hsms: [wrongSoft, fake],
+          permanent: false,
+          message: /cannot unseal.*; .*connection refused/,
+        },
         { name: 'HSM denies access', mode: 'permanent', hsms: [fake], permanent: true, message: /access denied/ },
         { name: 'denied + wrong soft key', mode: 'permanent', hsms: [fake, wrongSoft], permanent: true, message: /access denied/ },
         { name: 'HSM returns a 16-byte REK', mode: 'garbage', hsms: [fake], permanent: true, message: /wrong length/ },
@@ -341,8 +361,16 @@ describe('openRootKey', () => {
         const root = await openRootKey(store, [hsm], (m) => notices.push(m));
         assert.ok(root.rek.equals(first.rek), `case ${i} (${c.name}): got another REK`);
         const after = (await store.get(REK_PREFIX + hsm.name))!;
-        assert.equal(after.rev !== before.rev, c.resealed, `case ${i} (${c.name}): got resealed=${after.rev !== before.rev}, want ${c.resealed}`);
-        if (c.notice) assert.ok(notices.some((n) => c.notice!.test(n)), `case ${i} (${c.name}): got notices ${JSON.stringify(notices)}, want one matching ${c.notice}`);
+        assert.equal(
+          after.rev !== before.rev,
+          c.resealed,
+          `case ${i} (${c.name}): got resealed=${after.rev !== before.rev}, want ${c.resealed}`,
+        );
+        if (c.notice)
+          assert.ok(
+            notices.some((n) => c.notice!.test(n)),
+            `case ${i} (${c.name}): got notices ${JSON.stringify(notices)}, want one matching ${c.notice}`,
+          );
         else assert.deepEqual(notices, [], `case ${i} (${c.name}): got notices ${JSON.stringify(notices)}`);
         hsm.current = true;
         const again = await openRootKey(store, [hsm]);
@@ -415,7 +443,12 @@ describe('openRootKey', () => {
       for (const [i, [name, mode, permanent]] of cases.entries()) {
         const fake = new FakeHsm('hsm:test:second');
         fake.sealMode = mode;
-        await assertSealed(openRootKey(store, [new SoftHsm(generateSoftHsmKey()), fake]), permanent, /cannot initialize/, `case ${i} (${name})`);
+        await assertSealed(
+          openRootKey(store, [new SoftHsm(generateSoftHsmKey()), fake]),
+          permanent,
+          /cannot initialize/,
+          `case ${i} (${name})`,
+        );
         assert.deepEqual(await snapshot(store), [], `case ${i} (${name}): got writes on a failed initialization`);
       }
     }));
@@ -508,7 +541,13 @@ describe('removeHsmEntry', () => {
       const refused: { name: string; target: string; configured: Hsm[]; code: ErrorCode; message: RegExp }[] = [
         { name: 'no such entry', target: c.name, configured: [soft, b, c], code: 'ERR_HSM_NOT_FOUND', message: /^hsm does not exist$/ },
         { name: 'no other configured HSM', target: b.name, configured: [b], code: 'ERR_HSM_LAST', message: /no other configured hsm/ },
-        { name: 'other configured HSM has no entry', target: b.name, configured: [b, c], code: 'ERR_HSM_LAST', message: /no other configured hsm/ },
+        {
+          name: 'other configured HSM has no entry',
+          target: b.name,
+          configured: [b, c],
+          code: 'ERR_HSM_LAST',
+          message: /no other configured hsm/,
+        },
         { name: 'nothing configured', target: b.name, configured: [], code: 'ERR_HSM_LAST', message: /no other configured hsm/ },
       ];
       for (const [i, r] of refused.entries()) {

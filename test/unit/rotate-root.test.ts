@@ -40,7 +40,9 @@ test('rotate-root re-encrypts everything, survives an interruption, and the old 
   let { root, barrier, kms } = await open(store, hsms);
   await kms.createEnclave(ROOT, 'e');
   for (let i = 0; i < 1200; i++) await kms.createKey(ROOT, 'e', `k-${String(i).padStart(4, '0')}`, i % 2 ? 'ChaCha20' : 'AES256', false);
-  const cts = Array.from({ length: 1200 }, (_, i) => kms.encrypt('e', `k-${String(i).padStart(4, '0')}`, 0, Buffer.from(`secret ${i}`), Buffer.alloc(0)));
+  const cts = Array.from({ length: 1200 }, (_, i) =>
+    kms.encrypt('e', `k-${String(i).padStart(4, '0')}`, 0, Buffer.from(`secret ${i}`), Buffer.alloc(0)),
+  );
   const oldRek = root.rek;
 
   // Interrupted after the first batch: the "process" dies here.
@@ -78,7 +80,9 @@ test('rotate-root re-encrypts everything, survives an interruption, and the old 
   store = new SqliteStore(dir);
   ({ root, kms } = await open(store, [hsms[1]!]));
   assert.equal(root.term, 2);
-  cts.forEach((c, i) => assert.equal(kms.decrypt('e', `k-${String(i).padStart(4, '0')}`, c.version, c.ciphertext, Buffer.alloc(0)).toString(), `secret ${i}`));
+  cts.forEach((c, i) =>
+    assert.equal(kms.decrypt('e', `k-${String(i).padStart(4, '0')}`, c.version, c.ciphertext, Buffer.alloc(0)).toString(), `secret ${i}`),
+  );
   kms.keyStatus('e', 'after', 0);
   await store.close();
 });

@@ -68,10 +68,20 @@ describe('parseSoftHsmKey', () => {
       assert.ok(thrown instanceof TypeError, `case ${i} (${c.name}): got ${String(thrown)}, want TypeError`);
       const payload = c.text.replace(/^\s*hsm:aes256:/, '').trim();
       if (payload.length >= 8) {
-        assert.ok(!thrown.message.includes(payload), `case ${i} (${c.name}): got message ${JSON.stringify(thrown.message)}, which contains the key text`);
+        assert.ok(
+          !thrown.message.includes(payload),
+          `case ${i} (${c.name}): got message ${JSON.stringify(thrown.message)}, which contains the key text`,
+        );
       }
-      assert.ok(!thrown.message.includes(KEY_B64.slice(0, 12)), `case ${i} (${c.name}): got message ${JSON.stringify(thrown.message)}, which contains part of the key`);
-      assert.match(thrown.message, /^invalid HSM key/, `case ${i} (${c.name}): got message ${JSON.stringify(thrown.message)}, want it to start with "invalid HSM key"`);
+      assert.ok(
+        !thrown.message.includes(KEY_B64.slice(0, 12)),
+        `case ${i} (${c.name}): got message ${JSON.stringify(thrown.message)}, which contains part of the key`,
+      );
+      assert.match(
+        thrown.message,
+        /^invalid HSM key/,
+        `case ${i} (${c.name}): got message ${JSON.stringify(thrown.message)}, want it to start with "invalid HSM key"`,
+      );
     });
   });
 
@@ -79,7 +89,11 @@ describe('parseSoftHsmKey', () => {
     const seen = new Set<string>();
     for (let i = 0; i < 20; i++) {
       const text = generateSoftHsmKey();
-      assert.match(text, /^hsm:aes256:[A-Za-z0-9+/]{43}=$/, `case ${i}: got ${text.slice(0, 11)}…, want hsm:aes256: + 44 base64 characters`);
+      assert.match(
+        text,
+        /^hsm:aes256:[A-Za-z0-9+/]{43}=$/,
+        `case ${i}: got ${text.slice(0, 11)}…, want hsm:aes256: + 44 base64 characters`,
+      );
       assert.equal(parseSoftHsmKey(text).length, 32, `case ${i}: generated key does not parse to 32 bytes`);
       assert.ok(!seen.has(text), `case ${i}: got a key generated before`);
       seen.add(text);
@@ -100,7 +114,11 @@ describe('SoftHsm', () => {
       assert.equal(got, v.plaintext, `case ${i} (${v.name}): got ${got}, want ${v.plaintext}`);
       const blob = hex(v.blob);
       assert.equal(blob[0], 1, `case ${i} (${v.name}): got version ${blob[0]}, want 1`);
-      assert.equal(blob.subarray(1, 13).toString('hex'), v.nonce, `case ${i} (${v.name}): got nonce ${blob.subarray(1, 13).toString('hex')}, want ${v.nonce}`);
+      assert.equal(
+        blob.subarray(1, 13).toString('hex'),
+        v.nonce,
+        `case ${i} (${v.name}): got nonce ${blob.subarray(1, 13).toString('hex')}, want ${v.nonce}`,
+      );
     }
   });
 
@@ -199,7 +217,11 @@ describe('deriveRootApiKey (what `minkms identity hsm:aes256:…` prints)', () =
     assert.equal(key.identity, file.rootIdentity, `got identity ${key.identity}, want ${file.rootIdentity}`);
     assert.equal(key.kind, 'k1', `got kind ${key.kind}, want k1`);
     const reparsed = parseApiKey(file.rootApiKey);
-    assert.equal(reparsed.identity, file.rootIdentity, `parsing the committed API key: got identity ${reparsed.identity}, want ${file.rootIdentity}`);
+    assert.equal(
+      reparsed.identity,
+      file.rootIdentity,
+      `parsing the committed API key: got identity ${reparsed.identity}, want ${file.rootIdentity}`,
+    );
     const seed = Buffer.from(file.rootApiKey.slice(3), 'base64url').toString('hex');
     const want = file.derived.find((d) => d.label === 'root-api-key')!.key;
     assert.equal(seed, want, `API key seed: got ${seed}, want deriveKey('root-api-key') = ${want}`);
