@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import { KmsClient, HttpError } from '../client/client.js';
 import { TransportError } from '../client/transport.js';
-import { KmsError } from '../protocol/errors.js';
+import { KmsError } from '../errors.js';
 import { parseApiKey } from '../identity/api-key.js';
 import { isIdentity } from '../identity/identity.js';
 

@@ -9,7 +9,7 @@
  */
 import { parseApiKey, type ApiKey } from '../identity/api-key.js';
 import { certificateForApiKey } from '../identity/client-cert.js';
-import { KmsError, errorFromWire } from '../protocol/errors.js';
+import { KmsError, errorFromWire } from '../errors.js';
 import { encodeFrames, parseFrames } from '../protocol/frames.js';
 import { decodeMessage, encodeMessage, fromJSON, type MessageInit, type MessageSchema } from '../protocol/schema.js';
 import * as M from '../protocol/messages.js';

@@ -16,7 +16,7 @@
  */
 
 import { createCipheriv, createDecipheriv } from 'node:crypto';
-import { KmsError } from '../protocol/errors.js';
+import { KmsError } from '../errors.js';
 import { randomBytesPooled } from './random.js';
 
 /** Length of the random nonce prefix of a sealed blob. */

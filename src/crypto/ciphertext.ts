@@ -30,7 +30,7 @@ import {
   type DecipherChaCha20Poly1305,
   type DecipherGCM,
 } from 'node:crypto';
-import { KmsError } from '../protocol/errors.js';
+import { KmsError } from '../errors.js';
 import { hchacha20 } from './hchacha20.js';
 import { hmacSha256 } from './hmac.js';
 import { randomBytesPooled } from './random.js';

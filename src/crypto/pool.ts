@@ -19,7 +19,7 @@
  * none)` then per item: DEK || ciphertext (generate), ciphertext (encrypt), plaintext (decrypt).
  */
 import { Worker } from 'node:worker_threads';
-import { KmsError } from '../protocol/errors.js';
+import { KmsError } from '../errors.js';
 import { CIPHERTEXT_OVERHEAD, MASTER_KEY_LENGTH, type KeyType } from './ciphertext.js';
 
 export const OP_GENERATE = 1;

@@ -13,7 +13,7 @@
  */
 import { KmsClient } from '../client/client.js';
 import { TransportError } from '../client/transport.js';
-import { isKmsError } from '../protocol/errors.js';
+import { isKmsError } from '../errors.js';
 import type { MinkmsHsmConfig } from '../config/config.js';
 import { readCaPath } from '../config/pem.js';
 import { HsmError, type Hsm } from './hsm.js';

@@ -15,7 +15,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Store, Mutation, Condition } from '../store/store.js';
 import { HsmError, type Hsm } from './hsm.js';
-import { KmsError } from '../protocol/errors.js';
+import { KmsError } from '../errors.js';
 import { apiKeyFromSeed, type ApiKey } from '../identity/api-key.js';
 
 export const CLUSTER_KEY = 'cluster';

@@ -8,7 +8,7 @@
  * opens both generations at its next start and the next `rotate-root` continues where it was.
  */
 import { randomBytes } from 'node:crypto';
-import { KmsError } from '../protocol/errors.js';
+import { KmsError } from '../errors.js';
 import type { Store, Condition, Mutation } from '../store/store.js';
 import { termOf, type Barrier } from '../store/barrier.js';
 import type { Hsm } from './hsm.js';

@@ -11,7 +11,7 @@ import { KEY_TYPES, PreparedKey, openWithKey, sealWithKey, type KeyType } from '
 import { hmacSha256 } from '../crypto/hmac.js';
 import { hkdfSha256 } from '../crypto/hkdf.js';
 import { isIdentity } from '../identity/identity.js';
-import { KmsError } from '../protocol/errors.js';
+import { KmsError } from '../errors.js';
 import type { Store } from '../store/store.js';
 import type { Barrier } from '../store/barrier.js';
 import { checkName, checkTags } from './names.js';

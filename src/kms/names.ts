@@ -3,7 +3,7 @@
  * with a letter or digit. The set is narrow on purpose: names are storage path segments and URL
  * path segments (`/v1/kms/{enclave}`), so `/`, `*`, whitespace and dot-only names are excluded.
  */
-import { KmsError } from '../protocol/errors.js';
+import { KmsError } from '../errors.js';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 

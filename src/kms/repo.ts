@@ -5,7 +5,7 @@
  */
 import type { Barrier } from '../store/barrier.js';
 import { StoreUnavailableError, type Condition, type Mutation, type Store } from '../store/store.js';
-import { KmsError, type ErrorCode } from '../protocol/errors.js';
+import { KmsError, type ErrorCode } from '../errors.js';
 import { decodeRecord, encodeRecord } from './records.js';
 
 export class Repo {

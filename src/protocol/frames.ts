@@ -15,7 +15,7 @@
  * payload. Decoders ignore unknown fields, so the padded payload decodes to the same message.
  */
 
-import { KmsError } from './errors.js';
+import { KmsError } from '../errors.js';
 import { Writer } from './pb.js';
 import { encodeMessageTo, type MessageInit, type MessageSchema } from './schema.js';
 

@@ -3,7 +3,7 @@
  * codec, command framing, the command catalogue and the error catalogue.
  */
 
-export * from './errors.js';
+export * from '../errors.js';
 export * from './pb.js';
 export * from './schema.js';
 export * from './messages.js';

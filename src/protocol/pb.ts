@@ -19,7 +19,7 @@
  */
 
 import { isUtf8 } from 'node:buffer';
-import { KmsError } from './errors.js';
+import { KmsError } from '../errors.js';
 
 /** Wire types (protobuf encoding §"Message Structure"). 3 and 4 are the deprecated groups. */
 export const WIRE_VARINT = 0;

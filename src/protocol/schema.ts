@@ -33,7 +33,7 @@
  * | map<integer, V> | `Map<number, V>` |
  */
 
-import { KmsError } from './errors.js';
+import { KmsError } from '../errors.js';
 import { EMPTY_BUFFER, Reader, WIRE_LEN, WIRE_VARINT, Writer, malformed } from './pb.js';
 
 /** Scalar and well-known field types. */

@@ -4,7 +4,7 @@
  * authenticated and authorized per command in `dispatch`.
  */
 import * as os from 'node:os';
-import { KmsError } from '../protocol/errors.js';
+import { KmsError } from '../errors.js';
 import { encodeMessage, toJSON, type MessageInit } from '../protocol/schema.js';
 import { VersionResponseSchema, type ClusterStatusResponse, type ServerStatusResponse } from '../protocol/messages.js';
 import { addHsmEntry, removeHsmEntry, sealedEntryNames } from '../hsm/root-key.js';

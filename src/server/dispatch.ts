@@ -6,7 +6,7 @@
  * request frame, in order. If any command fails the whole request fails with that error, and
  * since only read-only commands can be batched, a failed request has changed nothing.
  */
-import { KmsError } from '../protocol/errors.js';
+import { KmsError } from '../errors.js';
 import { parseFrames, encodeMessageFrames } from '../protocol/frames.js';
 import { CommandCode as C, commandByCode, isSdkCommandName, type Command } from '../protocol/commands.js';
 import { decodeMessage, type MessageInit } from '../protocol/schema.js';

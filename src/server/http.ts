@@ -20,7 +20,7 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { randomUUID } from 'node:crypto';
 import { identityOfCertificate } from '../identity/identity.js';
-import { KmsError, isKmsError } from '../protocol/errors.js';
+import { KmsError, isKmsError } from '../errors.js';
 import type { Logger } from './log.js';
 import { Deadlines } from './deadlines.js';
 

@@ -13,7 +13,7 @@
  * the same advertised host gets its id back.
  */
 import type { Etcd3, Lease } from 'etcd3';
-import { KmsError } from '../protocol/errors.js';
+import { KmsError } from '../errors.js';
 import type { Logger } from './log.js';
 
 export interface NodeSnapshot {

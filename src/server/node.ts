@@ -12,7 +12,7 @@ import type { Hsm } from '../hsm/hsm.js';
 import { SoftHsm, generateSoftHsmKey } from '../hsm/soft.js';
 import { MinkmsHsm } from '../hsm/minkms.js';
 import { rotateRoot, type RotationProgress } from '../hsm/rotate-root.js';
-import { KmsError } from '../protocol/errors.js';
+import { KmsError } from '../errors.js';
 import { deriveRootApiKey, openRootKey, sealedEntryNames, SealedError, type RootKey } from '../hsm/root-key.js';
 import { SqliteStore, SQLITE_FILE } from '../store/sqlite.js';
 import { StoreUnavailableError, type Store } from '../store/store.js';

@@ -16,7 +16,7 @@
  * ciphertext or associated data reaches a metric, a log record or an audit line.
  */
 import { randomUUID } from 'node:crypto';
-import { KmsError, isKmsError } from '../protocol/errors.js';
+import { KmsError, isKmsError } from '../errors.js';
 import { decodeMessage, encodeMessage } from '../protocol/schema.js';
 import { LogRecordSchema, LogRequestSchema } from '../protocol/messages.js';
 import type { Kms } from '../kms/kms.js';

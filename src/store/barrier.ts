@@ -13,7 +13,7 @@
  */
 import { aesGcmOpen, aesGcmSeal } from '../crypto/aead.js';
 import { hkdfSha256 } from '../crypto/hkdf.js';
-import { KmsError } from '../protocol/errors.js';
+import { KmsError } from '../errors.js';
 
 const VERSION = 0x01;
 const HEADER = 5;

@@ -18,7 +18,7 @@ import { dirname } from 'node:path';
 import { startServer, removeDir, type TestServer } from '../helpers/server.js';
 import { clientFor } from '../helpers/clients.js';
 import { certificateForApiKey, generateApiKey, parseApiKey, type PemCertificate } from '../../src/identity/index.js';
-import { ERRORS, type ErrorCode } from '../../src/protocol/errors.js';
+import { ERRORS, type ErrorCode } from '../../src/errors.js';
 import { encodeFrame, parseFrames } from '../../src/protocol/frames.js';
 import { CommandCode as C } from '../../src/protocol/commands.js';
 import { decodeMessage, encodeMessage, type MessageInit, type MessageSchema } from '../../src/protocol/schema.js';

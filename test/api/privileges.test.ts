@@ -9,7 +9,7 @@ import { startServer, type TestServer } from '../helpers/server.js';
 import { clientFor, newUser, rejectsWith } from '../helpers/clients.js';
 import { generateApiKey } from '../../src/identity/api-key.js';
 import type { KmsClient } from '../../src/client/client.js';
-import type { ErrorCode } from '../../src/protocol/errors.js';
+import type { ErrorCode } from '../../src/errors.js';
 
 type Role = 'root' | 'admin' | 'user' | 'denied' | 'unknown' | 'nocert';
 const ROLES: Role[] = ['root', 'admin', 'user', 'denied', 'unknown', 'nocert'];

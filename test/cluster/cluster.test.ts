@@ -13,7 +13,7 @@ import { startEtcdCluster, type EtcdCluster } from '../helpers/etcd.js';
 import { newHsmKey, removeDir, startServer, tempDir, REPO_ROOT, type TestServer, freePort } from '../helpers/server.js';
 import { rejectsWith } from '../helpers/clients.js';
 import { KmsClient } from '../../src/client/client.js';
-import { KmsError } from '../../src/protocol/errors.js';
+import { KmsError } from '../../src/errors.js';
 
 const ENCLAVE = 'cluster';
 let etcd: EtcdCluster;

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { generateApiKey } from '../../src/identity/api-key.js';
 import { KmsClient, HttpError } from '../../src/client/client.js';
-import { KmsError, type ErrorCode } from '../../src/protocol/errors.js';
+import { KmsError, type ErrorCode } from '../../src/errors.js';
 import type { TestServer } from './server.js';
 
 /** A client of `server` authenticating with `apiKey` (none = no client certificate). */

@@ -7,7 +7,7 @@
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { Barrier, termOf } from '../../src/store/barrier.js';
-import { KmsError } from '../../src/protocol/errors.js';
+import { KmsError } from '../../src/errors.js';
 import { loadVectors, hex, utf8 } from '../helpers/vectors.js';
 
 interface BarrierFile {

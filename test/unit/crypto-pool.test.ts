@@ -19,7 +19,7 @@ import { isSdkCommandName, CommandCode as C } from '../../src/protocol/commands.
 import { encodeFrames, parseFrames } from '../../src/protocol/frames.js';
 import { decodeMessage, encodeMessage, type MessageSchema } from '../../src/protocol/schema.js';
 import * as M from '../../src/protocol/messages.js';
-import { KmsError } from '../../src/protocol/errors.js';
+import { KmsError } from '../../src/errors.js';
 
 describe('PreparedKey', () => {
   for (const type of ['AES256', 'ChaCha20'] as KeyType[]) {

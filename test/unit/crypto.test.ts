@@ -23,7 +23,7 @@ import {
   timingSafeEqualBytes,
   type KeyType,
 } from '../../src/crypto/index.js';
-import { KmsError } from '../../src/protocol/errors.js';
+import { KmsError } from '../../src/errors.js';
 import { loadVectors, hex, utf8 } from '../helpers/vectors.js';
 
 // ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import { Barrier } from '../../src/store/barrier.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
 import { generateApiKey } from '../../src/identity/api-key.js';
 import { isSdkCommandName } from '../../src/protocol/commands.js';
-import { ERRORS, KmsError, type ErrorCode } from '../../src/protocol/errors.js';
+import { ERRORS, KmsError, type ErrorCode } from '../../src/errors.js';
 import { CIPHERTEXT_OVERHEAD, decryptWithKey, encryptWithKey, hkdfSha256, hmacSha256 } from '../../src/crypto/index.js';
 
 // ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import { encodeLogFrame, MAX_LOG_RECORD, Observability, type NodeView } from '..
 import { FastHistogram, Metrics } from '../../src/server/metrics.js';
 import { LogRecordParser } from '../../src/client/logs.js';
 import { parseGoDuration, parseWhen } from '../../src/cli/logs-audit.js';
-import { KmsError } from '../../src/protocol/errors.js';
+import { KmsError } from '../../src/errors.js';
 import { removeDir, tempDir } from '../helpers/server.js';
 import type { RequestContext } from '../../src/server/http.js';
 

@@ -21,7 +21,7 @@ import {
   SealedError,
   type RootKey,
 } from '../../src/hsm/root-key.js';
-import { KmsError, ERRORS, type ErrorCode } from '../../src/protocol/errors.js';
+import { KmsError, ERRORS, type ErrorCode } from '../../src/errors.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
 import type { Store } from '../../src/store/store.js';
 

@@ -4,7 +4,7 @@
  * status and message for equality; MinIO's start-up depends on three of them), see
  * `kms-wire.md` §3. All other messages are ours and stable.
  *
- * Errors are mapped to HTTP in exactly one place (`server/respond.ts`); everything that is not
+ * Errors are mapped to HTTP in exactly one place (`sendError` in server/http.ts); everything that is not
  * a `KmsError` becomes a generic 500 there and is logged with a request id.
  */
 
