@@ -38,7 +38,10 @@ const ad = minioContext(0);
 const w: Workload = { kind: 'generate', batch: 1, key: KEY, ad: ad.toString('base64') };
 const gen100 = generateBody({ ...w, batch: 100 });
 const cts: string[] = [];
-for (const f of parseFrames(await dispatch(kms, cluster, user, ENCLAVE, gen100, DEFAULT_LIMITS), 1000)) {
+for (const f of parseFrames(
+  await dispatch({ kms, cluster, identity: user, enclave: ENCLAVE, body: gen100, maxFrames: DEFAULT_LIMITS.maxFrames }),
+  1000,
+)) {
   cts.push(decodeMessage(M.GenerateKeyResponseSchema, f.payload).ciphertext.toString('base64'));
 }
 
@@ -69,14 +72,18 @@ await time('crypto: sealWithKey (prepared) AES256 32 B + AD', 1, () => sealWithK
 await time('crypto: openWithKey (prepared) AES256 32 B + AD', 1, () => openWithKey(pk, ct, ad));
 for (const batch of [1, 10, 100, 1000]) {
   const body = generateBody({ ...w, batch });
-  await time(`dispatch KEY:GENERATE, batch ${batch}`, batch, () => dispatch(kms, cluster, user, ENCLAVE, body, DEFAULT_LIMITS));
+  await time(`dispatch KEY:GENERATE, batch ${batch}`, batch, () =>
+    dispatch({ kms, cluster, identity: user, enclave: ENCLAVE, body: body, maxFrames: DEFAULT_LIMITS.maxFrames }),
+  );
 }
 for (const batch of [1, 100]) {
   const bodies = decryptBodies({ ...w, kind: 'decrypt', batch, ciphertexts: cts }, 16);
   let i = 0;
   await time(`dispatch KEY:DECRYPT, batch ${batch}`, batch, () =>
-    dispatch(kms, cluster, user, ENCLAVE, bodies[i++ % bodies.length]!, DEFAULT_LIMITS),
+    dispatch({ kms, cluster, identity: user, enclave: ENCLAVE, body: bodies[i++ % bodies.length]!, maxFrames: DEFAULT_LIMITS.maxFrames }),
   );
 }
 const body1 = generateBody(w);
-await time('dispatch KEY:GENERATE, batch 1, as root (no policy)', 1, () => dispatch(kms, cluster, root, ENCLAVE, body1, DEFAULT_LIMITS));
+await time('dispatch KEY:GENERATE, batch 1, as root (no policy)', 1, () =>
+  dispatch({ kms, cluster, identity: root, enclave: ENCLAVE, body: body1, maxFrames: DEFAULT_LIMITS.maxFrames }),
+);

@@ -16,11 +16,11 @@ import { createLogger } from '../src/server/log.js';
 import { Observability } from '../src/server/observability.js';
 import { commandByCode } from '../src/protocol/commands.js';
 import type { Request, Response, Route } from '../src/server/http.js';
-import type { DispatchTrace } from '../src/server/dispatch.js';
+import type { DispatchTrace } from '../src/server/commands.js';
 
 const N = 300_000;
 const generate = commandByCode(0xcf)!;
-const route: Route = { method: 'POST', path: '/v1/kms/', prefix: true, handler: () => {} };
+const route: Route = { method: 'POST', path: '/v1/kms/', prefix: true, access: () => {}, handler: () => {} };
 const OUT = Buffer.alloc(100);
 
 function fakeRequest(): { req: Request; res: Response } {
@@ -45,7 +45,7 @@ async function perRequest(obs: Observability): Promise<number> {
   const once = async () => {
     const { req, res } = fakeRequest();
     obs.http.request(req, res);
-    obs.http.routed(req, route, 'h1:caller');
+    obs.http.routed(req, route, 'h1:caller', 'enclave');
     await obs.runCommands(req, 'h1:caller', 'enclave', run);
     (res as unknown as EventEmitter).emit('close');
   };

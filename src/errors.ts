@@ -55,12 +55,18 @@ export const ERRORS = {
   ERR_CLUSTER_SINGLE_NODE: [501, 'cluster membership changes are not supported by a single-node server'],
   ERR_INVALID_BACKUP: [400, 'invalid backup'],
   ERR_STORE_UNAVAILABLE: [503, 'store unavailable: no write quorum, try again'],
+  ERR_BUSY: [503, 'server busy, try again'],
+  ERR_HSM_PENDING: [503, 'configured hsm without a sealed root key entry'],
+  ERR_ROOT_KEY_RETIRED: [403, 'root API key no longer valid'],
   ERR_SEALED: [503, 'kms is sealed: no configured hsm could unseal the root encryption key'],
   ERR_TIMEOUT: [408, 'request timeout'],
   ERR_INTERNAL: [500, 'internal server error'],
 } as const satisfies Record<string, readonly [number, string]>;
 
 export type ErrorCode = keyof typeof ERRORS;
+
+/** Longest detail an error message carries. */
+export const MAX_DETAIL = 1024;
 
 /** An error a client may see: a stable code, an HTTP status and a message safe to show. */
 export class KmsError extends Error {
@@ -73,7 +79,9 @@ export class KmsError extends Error {
    */
   constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
     const [status, message] = ERRORS[code];
-    super(detail ? `${message}: ${detail}` : message, options);
+    // Details may quote what a client sent: never let a request make an error message large.
+    const shown = detail !== undefined && detail.length > MAX_DETAIL ? `${detail.slice(0, MAX_DETAIL)}…` : detail;
+    super(shown ? `${message}: ${shown}` : message, options);
     this.name = 'KmsError';
     this.code = code;
     this.status = status;
@@ -84,10 +92,15 @@ export function isKmsError(err: unknown): err is KmsError {
   return err instanceof KmsError;
 }
 
-/** Builds the KmsError matching a (status, message) pair received from a server, if any. */
+/**
+ * Builds the KmsError matching a (status, message) pair received from a server, if any: the
+ * catalogue message exactly, or followed by `: detail` (kept as the error's detail).
+ */
 export function errorFromWire(status: number, message: string): KmsError | undefined {
   for (const [code, [s, m]] of Object.entries(ERRORS)) {
-    if (s === status && m === message) return new KmsError(code as ErrorCode);
+    if (s !== status) continue;
+    if (m === message) return new KmsError(code as ErrorCode);
+    if (message.startsWith(m + ': ')) return new KmsError(code as ErrorCode, message.slice(m.length + 2));
   }
   return undefined;
 }

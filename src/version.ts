@@ -1,5 +1,16 @@
-/** The package version, read once from package.json (two levels above dist/src). */
+/**
+ * The package version (package.json) and the build's git commit (dist/build-info.json, written
+ * by `npm run build`; empty when unknown), read once. Both files sit two levels above dist/src.
+ */
 import { readFileSync } from 'node:fs';
 
-export const VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string })
-  .version;
+function readJson<T>(path: string): Partial<T> {
+  try {
+    return JSON.parse(readFileSync(new URL(path, import.meta.url), 'utf8')) as Partial<T>;
+  } catch {
+    return {};
+  }
+}
+
+export const VERSION: string = readJson<{ version: string }>('../../package.json').version ?? '0.0.0';
+export const COMMIT: string = readJson<{ commit: string }>('../build-info.json').commit ?? '';

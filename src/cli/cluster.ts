@@ -40,8 +40,12 @@ export function nodeJson(n: NodeEntry) {
     commit: s.commit,
     leader_id: s.leaderId,
     nodes: Object.fromEntries([...s.nodes].sort(([a], [b]) => a - b).map(([id, host]) => [String(id), host])),
+    sealed: s.sealed,
     hsm: [...s.hsms],
     hsm_active: [...s.configuredHsms],
+    hsm_pending: { ...s.pendingHsms },
+    root_identity: s.rootIdentity,
+    root_identity_source: s.rootIdentitySource,
     sys_os: s.os,
     sys_cpu_arch: s.arch,
     sys_cpu_num: s.cpus,
@@ -76,8 +80,11 @@ export function clusterCommands(program: Command): void {
           ['  Host', n.host],
           ['  Version', `${s.version} (API ${s.apiVersion})`],
           ['  Uptime', humanDuration(s.upTime)],
+          ...(s.sealed ? [['  State', style.red('sealed')] as [string, string]] : []),
           ['  HSMs', s.hsms.length > 0 ? s.hsms.join(', ') : '-'],
           ['  Active HSMs', s.configuredHsms.length > 0 ? s.configuredHsms.join(', ') : '-'],
+          ...Object.entries(s.pendingHsms).map(([name, why]) => [`  Pending HSM`, `${name}: ${style.red(why)}`] as [string, string]),
+          ...(s.rootIdentity ? [['  Root', `${s.rootIdentity} (${s.rootIdentitySource})`] as [string, string]] : []),
           [
             '  System',
             `${s.os}/${s.arch}, ${s.usableCpus}/${s.cpus} CPUs, heap ${humanBytes(s.heapMemInUse)}, stack ${humanBytes(s.stackMemInUse)}`,
@@ -132,9 +139,18 @@ export function clusterCommands(program: Command): void {
     }).argument('<NAME>', 'HSM name (see minkms stat)'),
     async (ctx, name: string) => {
       ctx.need('CLUSTER:REMOVEHSM');
+      // The root API key is derived from one HSM: removing that one's entry replaces the key.
+      const [before] = [...(await ctx.client.clusterStatus()).nodesUp.values()];
       await ctx.client.removeHsm(name);
-      if (ctx.json) printJson({ name });
-      else done(`Removed HSM '${name}'`);
+      const rootChanged = before?.rootIdentitySource === name;
+      if (ctx.json) return printJson({ name, root_identity_changed: rootChanged });
+      done(`Removed the sealed root key entry of HSM '${name}'`);
+      if (rootChanged) {
+        print(
+          `The root API key was derived from ${name}: it is no longer valid. The node printed the new one ` +
+            `("API Key" in its log, e.g. journalctl -u minkms -g 'API Key'); set admin.identity to keep one root identity across HSM changes.`,
+        );
+      }
     },
   );
 

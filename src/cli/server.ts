@@ -1,9 +1,8 @@
 /** `minkms server DIR [--address IP:PORT] [--config FILE] [--dev] [--log-level LEVEL] [--audit-file FILE] [--crypto-threads N]` */
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { EMPTY_CONFIG, loadConfig } from '../config/config.js';
-import { KmsNode } from '../server/node.js';
-import { createLogger, type Level } from '../server/log.js';
-import { Observability } from '../server/observability.js';
+import { startServer, StartupConfigError, type RunningServer } from '../server/compose.js';
+import { createLogger, type Level, type Logger } from '../server/log.js';
 
 interface ServerOptions {
   host?: string;
@@ -54,37 +53,77 @@ Examples:
     )
     .action(async (dir: string | undefined, opts: ServerOptions) => {
       if (!dir && !opts.dev) program.error('error: missing required argument DIR', { exitCode: 2 });
-      const config = opts.config ? loadConfig(opts.config) : EMPTY_CONFIG;
+      let config;
+      try {
+        config = opts.config ? loadConfig(opts.config) : EMPTY_CONFIG;
+      } catch (err) {
+        return exitConfigError(err);
+      }
       const log = createLogger(opts.logLevel ?? config.log.level);
-      const observability = new Observability({
-        log,
-        auditFile: opts.auditFile ?? config.audit.file,
-        metricsUnauthenticated: !config.metrics.auth,
-      });
-      const node = await KmsNode.start({
-        dir: dir ?? '',
-        address: opts.address,
-        host: opts.host,
-        cryptoThreads: opts.cryptoThreads,
-        config,
-        observability,
-        configured: opts.config !== undefined,
-        dev: opts.dev === true,
-        hsmKey: process.env.MINIO_KMS_HSM_KEY || undefined,
-        log,
-        print: (line) => process.stdout.write(line + '\n'),
-      });
+      installLastResortHandlers(log);
+      let server: RunningServer;
+      try {
+        server = await startServer({
+          dir: dir ?? '',
+          address: opts.address,
+          host: opts.host,
+          cryptoThreads: opts.cryptoThreads,
+          config,
+          configFile: opts.config,
+          dev: opts.dev === true,
+          hsmKey: process.env.MINIO_KMS_HSM_KEY || undefined,
+          log,
+          auditFile: opts.auditFile,
+          print: (line) => process.stdout.write(line + '\n'),
+        });
+      } catch (err) {
+        log.flush();
+        if (err instanceof StartupConfigError) return exitConfigError(err);
+        process.stderr.write(`minkms: ${(err as Error).message}\n`);
+        process.exit(1);
+      }
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) return;
         stopping = true;
         log.info('shutting down', { signal });
-        node.close().then(
+        server.close().then(
           () => process.exit(0),
           () => process.exit(1),
         );
       };
       process.on('SIGTERM', () => stop('SIGTERM'));
       process.on('SIGINT', () => stop('SIGINT'));
+      // SIGHUP: read the configuration file again (a new `hsm` section takes effect at once).
+      process.on('SIGHUP', () => void server.reloadConfig());
     });
+}
+
+/**
+ * A configuration that can never work (bad YAML, unknown keys, no HSM, unreadable TLS files):
+ * exit status 2, which the systemd unit does not restart (`RestartPreventExitStatus=2`).
+ * Everything else that goes wrong while running is a runtime condition the node reports and
+ * retries — it never exits for one.
+ */
+function exitConfigError(err: unknown): never {
+  process.stderr.write(`minkms: ${(err as Error).message}\n`);
+  process.exit(2);
+}
+
+/**
+ * The last resort: an error no task caught is logged and the node keeps serving. Every
+ * background task owns its errors; reaching this is a bug to fix, not a reason to stop
+ * answering decryptions.
+ */
+function installLastResortHandlers(log: Logger): void {
+  process.on('unhandledRejection', (reason) => {
+    log.error('unhandled rejection (a bug: please report it); the node keeps running', { err: errorText(reason) });
+  });
+  process.on('uncaughtException', (err) => {
+    log.error('uncaught exception (a bug: please report it); the node keeps running', { err: errorText(err) });
+  });
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? (err.stack ?? err.message) : String(err);
 }

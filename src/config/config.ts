@@ -30,13 +30,20 @@ export interface Config {
   tls: { certs: TlsCertPair[]; ca?: string };
   /** Heartbeat interval in milliseconds (0 = automatic). */
   heartbeat: number;
-  hsm: { minkms?: MinkmsHsmConfig };
+  hsm: {
+    minkms?: MinkmsHsmConfig;
+    /** Keep the sealed entries of HSMs that no node has configured any more (default: remove them). */
+    keepUnconfiguredEntries: boolean;
+  };
   log: { level: LogLevel };
   /** Audit log file (append-only, hash-chained); none = no audit log. */
   audit: { file?: string };
-  /** Whether /v1/health/metrics needs a SysAdmin client certificate. */
-  metrics: { auth: boolean };
-  limits: { maxBody: number; maxFrames: number; bodyTimeout: number };
+  /**
+   * Who may scrape /v1/health/metrics: with `auth`, SysAdmins and the `identities` listed (a
+   * scraper needs no other right); without, anyone.
+   */
+  metrics: { auth: boolean; identities: string[] };
+  limits: Limits;
   store: StoreConfig;
 }
 
@@ -52,7 +59,38 @@ export interface EtcdConfig {
 
 export type StoreConfig = { backend: 'sqlite' } | { backend: 'etcd'; etcd: EtcdConfig };
 
-export const DEFAULT_LIMITS = { maxBody: 16 << 20, maxFrames: 10_000, bodyTimeout: 30_000 };
+/** What one node accepts; docs/security.md explains each bound. */
+export interface Limits {
+  /** Largest request body of the command channel, bytes. */
+  maxBody: number;
+  /** Most command frames in one request. */
+  maxFrames: number;
+  /** Time to receive a request body, ms. */
+  bodyTimeout: number;
+  /** Open connections (TLS sockets) per node; more are refused. */
+  maxConnections: number;
+  /** Concurrent HTTP/2 streams per connection. */
+  maxStreams: number;
+  /** Request bytes buffered at once, per connection and per node. */
+  maxBufferedPerConnection: number;
+  maxBuffered: number;
+  /** A connection with no request for this long is closed, ms. */
+  idleTimeout: number;
+  /** TLS handshake and (HTTP/1.1) request headers must arrive within this, ms. */
+  handshakeTimeout: number;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  maxBody: 16 << 20,
+  maxFrames: 10_000,
+  bodyTimeout: 30_000,
+  maxConnections: 4096,
+  maxStreams: 128,
+  maxBufferedPerConnection: 64 << 20,
+  maxBuffered: 256 << 20,
+  idleTimeout: 120_000,
+  handshakeTimeout: 10_000,
+};
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -66,10 +104,10 @@ export const EMPTY_CONFIG: Config = {
   admin: {},
   tls: { certs: [] },
   heartbeat: 0,
-  hsm: {},
+  hsm: { keepUnconfiguredEntries: false },
   log: { level: 'info' },
   audit: {},
-  metrics: { auth: true },
+  metrics: { auth: true, identities: [] },
   limits: DEFAULT_LIMITS,
   store: { backend: 'sqlite' },
 };
@@ -147,7 +185,10 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     certs.push({ key: file(str(tls.key, 'tls.key', true))!, cert: file(str(tls.cert, 'tls.cert', true))! });
   }
 
-  const hsm = object(root.hsm, 'hsm', ['minio']);
+  const hsm = object(root.hsm, 'hsm', ['minio', 'keep_unconfigured_entries']);
+  if (hsm.keep_unconfigured_entries !== undefined && typeof hsm.keep_unconfigured_entries !== 'boolean') {
+    fail('hsm.keep_unconfigured_entries', 'must be true or false');
+  }
   const minio = object(hsm.minio, 'hsm.minio', ['minkms']);
   let minkms: MinkmsHsmConfig | undefined;
   if (minio.minkms !== undefined) {
@@ -170,14 +211,45 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
   if (!['debug', 'info', 'warn', 'error'].includes(level)) fail('log.level', 'must be one of debug, info, warn, error');
 
   const audit = object(root.audit, 'audit', ['file']);
-  const metrics = object(root.metrics, 'metrics', ['auth']);
+  const metrics = object(root.metrics, 'metrics', ['auth', 'identities']);
   if (metrics.auth !== undefined && typeof metrics.auth !== 'boolean') fail('metrics.auth', 'must be true or false');
+  const scrapers =
+    metrics.identities === undefined || (Array.isArray(metrics.identities) && metrics.identities.length === 0)
+      ? []
+      : strList(metrics.identities, 'metrics.identities');
+  scrapers.forEach((id, i) => {
+    if (!isIdentity(id)) fail(`metrics.identities[${i}]`, 'must be an identity of the form h1:… (see `minkms identity`)');
+  });
 
-  const limits = object(root.limits, 'limits', ['max_body', 'max_frames', 'body_timeout']);
-  const maxBody = limits.max_body === undefined ? DEFAULT_LIMITS.maxBody : parseSize(limits.max_body, 'limits.max_body');
-  const maxFrames = limits.max_frames === undefined ? DEFAULT_LIMITS.maxFrames : positiveInt(limits.max_frames, 'limits.max_frames');
-  const bodyTimeout =
-    limits.body_timeout === undefined ? DEFAULT_LIMITS.bodyTimeout : parseDuration(limits.body_timeout, 'limits.body_timeout');
+  const limits = object(root.limits, 'limits', [
+    'max_body',
+    'max_frames',
+    'body_timeout',
+    'max_connections',
+    'max_streams',
+    'max_buffered_per_connection',
+    'max_buffered',
+    'idle_timeout',
+    'handshake_timeout',
+  ]);
+  const d = DEFAULT_LIMITS;
+  const size = (k: string, def: number) => (limits[k] === undefined ? def : parseSize(limits[k], `limits.${k}`));
+  const count = (k: string, def: number) => (limits[k] === undefined ? def : positiveInt(limits[k], `limits.${k}`));
+  const duration = (k: string, def: number) => (limits[k] === undefined ? def : parseDuration(limits[k], `limits.${k}`));
+  const limitValues: Limits = {
+    maxBody: size('max_body', d.maxBody),
+    maxFrames: count('max_frames', d.maxFrames),
+    bodyTimeout: duration('body_timeout', d.bodyTimeout),
+    maxConnections: count('max_connections', d.maxConnections),
+    maxStreams: count('max_streams', d.maxStreams),
+    maxBufferedPerConnection: size('max_buffered_per_connection', d.maxBufferedPerConnection),
+    maxBuffered: size('max_buffered', d.maxBuffered),
+    idleTimeout: duration('idle_timeout', d.idleTimeout),
+    handshakeTimeout: duration('handshake_timeout', d.handshakeTimeout),
+  };
+  if (limitValues.maxBuffered < limitValues.maxBody) fail('limits.max_buffered', 'must be at least limits.max_body');
+  if (limitValues.maxBufferedPerConnection < limitValues.maxBody)
+    fail('limits.max_buffered_per_connection', 'must be at least limits.max_body');
 
   const store = object(root.store, 'store', ['backend', 'etcd']);
   const backend = str(store.backend, 'store.backend') ?? 'sqlite';
@@ -221,11 +293,11 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     admin: identity ? { identity } : {},
     tls: { certs, ca: file(str(tls.ca, 'tls.ca')) },
     heartbeat: root.heartbeat === undefined ? 0 : parseDuration(root.heartbeat, 'heartbeat'),
-    hsm: minkms ? { minkms } : {},
+    hsm: { ...(minkms ? { minkms } : {}), keepUnconfiguredEntries: hsm.keep_unconfigured_entries === true },
     log: { level: level as LogLevel },
     audit: { file: file(str(audit.file, 'audit.file')) },
-    metrics: { auth: metrics.auth !== false },
-    limits: { maxBody, maxFrames, bodyTimeout },
+    metrics: { auth: metrics.auth !== false, identities: scrapers },
+    limits: limitValues,
     store: storeConfig,
   };
 }

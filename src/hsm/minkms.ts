@@ -34,19 +34,29 @@ export class MinkmsHsm implements Hsm {
   readonly #key: string;
   readonly #servers: string;
 
-  constructor(cfg: MinkmsHsmConfig, timeoutMs = 10_000) {
+  /**
+   * @param opts.ca trusted CA certificates when the configuration names none (`tls.ca`)
+   * @param opts.timeoutMs bound of each call to the external KMS
+   */
+  constructor(cfg: MinkmsHsmConfig, opts: { ca?: string[]; timeoutMs?: number } = {}) {
     this.name = minkmsHsmName(cfg.enclave, cfg.key);
     this.#enclave = cfg.enclave;
     this.#key = cfg.key;
     this.#servers = cfg.server.join(', ');
-    let ca: string[] | undefined;
+    let ca = opts.ca;
     try {
-      ca = cfg.ca ? readCaPath(cfg.ca) : undefined;
+      if (cfg.ca) ca = readCaPath(cfg.ca);
     } catch (err) {
       throw new Error(`hsm.minio.minkms.tls.ca: cannot read ${cfg.ca}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
     try {
-      this.#client = new KmsClient({ endpoints: cfg.server, apiKey: cfg.apiKey, ca, insecure: cfg.insecure, timeoutMs });
+      this.#client = new KmsClient({
+        endpoints: cfg.server,
+        apiKey: cfg.apiKey,
+        ca,
+        insecure: cfg.insecure,
+        timeoutMs: opts.timeoutMs ?? 10_000,
+      });
     } catch (err) {
       throw new Error(`hsm.minio.minkms.auth.key: ${(err as Error).message}`);
     }

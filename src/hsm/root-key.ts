@@ -90,6 +90,21 @@ async function readCluster(store: Store): Promise<{ record: ClusterRecord; rev: 
   return e && { record: parseJson<ClusterRecord>('cluster', e.value), rev: e.rev };
 }
 
+/** The cluster id, the REK generation of the sealed entries, and whether a rotation runs. */
+export async function rootKeyState(
+  store: Store,
+): Promise<{ clusterId: string | undefined; entries: string[]; term: number; rotating: boolean }> {
+  const [cluster, entries, rotation] = await Promise.all([readCluster(store), store.range(REK_PREFIX), store.get(ROTATION_KEY)]);
+  let term = 0;
+  for (const e of entries) term = Math.max(term, parseJson<SealedEntry>('sealed root key', e.value).term ?? 1);
+  return {
+    clusterId: cluster?.record.id,
+    entries: entries.map((e) => e.key.slice(REK_PREFIX.length)),
+    term,
+    rotating: rotation !== undefined,
+  };
+}
+
 /** Names of the HSMs that have a sealed entry in the store. */
 export async function sealedEntryNames(store: Store): Promise<string[]> {
   return (await store.range(REK_PREFIX)).map((e) => e.key.slice(REK_PREFIX.length));
@@ -119,8 +134,8 @@ export async function unsealEntry(hsm: Hsm, value: Buffer, clusterId: string): P
 
 /**
  * Opens the REK with the first configured HSM whose entry it can unseal, creating the cluster
- * (random REK, one sealed entry per HSM) on an empty store. Afterwards seals the REK for every
- * configured HSM that has no entry yet. Never writes anything if unsealing fails.
+ * (random REK, one sealed entry per HSM) on an empty store. Sealing for configured HSMs that
+ * have no entry yet is the caller's (`addHsmEntry`). Never writes anything if unsealing fails.
  *
  * @throws SealedError when no HSM can open the REK.
  */
@@ -166,17 +181,6 @@ export async function openRootKey(store: Store, hsms: readonly Hsm[], notice: (m
     const n = await unsealEntry(opened.by, e.value, clusterId);
     next = { rek: n.rek, term: n.term };
     notice('a root key rotation was interrupted: run `minkms rotate-root` again to finish it');
-  } else {
-    // Seal for every configured HSM without an entry: an HSM may be added at any time.
-    for (const hsm of hsms) {
-      if (entries.has(hsm.name)) continue;
-      try {
-        const value = await sealEntry(hsm, opened.rek, clusterId, opened.term);
-        await store.commit([{ key: REK_PREFIX + hsm.name, rev: 0 }], [{ key: REK_PREFIX + hsm.name, value }]);
-      } catch (err) {
-        notice(`could not seal the root key for ${hsm.name}: ${(err as Error).message}`);
-      }
-    }
   }
   return { rek: opened.rek, term: opened.term, next, clusterId, created: false, unsealedBy: opened.by.name };
 }

@@ -93,7 +93,7 @@ export interface KmsOptions {
 const MAC_INFO = 'minkms key mac v1';
 
 export class Kms {
-  readonly rootIdentity: string;
+  #rootIdentity: string;
   readonly #repo: Repo;
   #enclaves = new SortedMap<Enclave>();
   /** SysAdmin identity → number of SysAdmin records naming it (across enclaves). */
@@ -103,7 +103,7 @@ export class Kms {
 
   private constructor(repo: Repo, opts: KmsOptions) {
     this.#repo = repo;
-    this.rootIdentity = opts.rootIdentity;
+    this.#rootIdentity = opts.rootIdentity;
   }
 
   /** Loads and decrypts the whole state. Throws if a record fails to decrypt or parse. */
@@ -201,6 +201,16 @@ export class Kms {
   /** Runs `fn` with every other write of this node held back (reads go on). */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
     return this.#repo.exclusive(fn);
+  }
+
+  /** The root (SysAdmin) identity: from `admin.identity` or derived from an HSM. */
+  get rootIdentity(): string {
+    return this.#rootIdentity;
+  }
+
+  /** The root identity changed (the HSM its API key was derived from was removed; server/root-identity.ts). */
+  setRootIdentity(identity: string): void {
+    this.#rootIdentity = identity;
   }
 
   /** Number of state changes applied by this node since start. */

@@ -68,8 +68,8 @@ import type { MessageSchema } from './schema.js';
  */
 export type ResponseKind = 'none' | 'single' | 'perFrame';
 
-/** One command of the catalogue. */
-export interface Command {
+/** One command of the catalogue, typed by its request and response messages. */
+export interface Command<Req = unknown, Res = unknown> {
   /** uint16 frame code. */
   readonly code: number;
   /** Text name used in policies (`KEY:GENERATE`); upper case. */
@@ -81,37 +81,26 @@ export interface Command {
   /** Several frames of this command may share one request (each answered by one frame). */
   readonly batch: boolean;
   readonly responseKind: ResponseKind;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  readonly request: MessageSchema<any>;
+  readonly request: MessageSchema<Req>;
   /** Response message; undefined when `responseKind` is `none`. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  readonly response: MessageSchema<any> | undefined;
+  readonly response: MessageSchema<Res> | undefined;
   /** False if the Go SDK does not know this text name (only KEY:IMPORT). */
   readonly sdkName: boolean;
 }
 
-function write(
-  code: number,
-  name: string,
-  scope: Command['scope'],
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  request: MessageSchema<any>,
-  sdkName = true,
-): Command {
-  return { code, name, scope, write: true, batch: false, responseKind: 'none', request, response: undefined, sdkName };
+function write<Req>(code: number, name: string, scope: Command['scope'], request: MessageSchema<Req>, sdkName = true): Command<Req, never> {
+  return Object.freeze({ code, name, scope, write: true, batch: false, responseKind: 'none', request, response: undefined, sdkName });
 }
 
-function read(
+function read<Req, Res>(
   code: number,
   name: string,
   scope: Command['scope'],
   responseKind: 'single' | 'perFrame',
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  request: MessageSchema<any>,
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  response: MessageSchema<any>,
-): Command {
-  return {
+  request: MessageSchema<Req>,
+  response: MessageSchema<Res>,
+): Command<Req, Res> {
+  return Object.freeze({
     code,
     name,
     scope,
@@ -121,82 +110,56 @@ function read(
     request,
     response,
     sdkName: true,
-  };
+  });
 }
 
+/** Every command, by a readable name (`CMD.KeyGenerate`), typed by its messages. */
+export const CMD = Object.freeze({
+  ClusterAddNode: write(1, 'CLUSTER:ADDNODE', 'cluster', AddClusterNodeRequestSchema),
+  ClusterRemoveNode: write(2, 'CLUSTER:REMOVENODE', 'cluster', RemoveClusterNodeRequestSchema),
+  ClusterStatus: read(3, 'CLUSTER:STATUS', 'cluster', 'single', ClusterStatusRequestSchema, ClusterStatusResponseSchema),
+  ClusterEdit: write(4, 'CLUSTER:EDIT', 'cluster', EditClusterRequestSchema),
+  ClusterAddHsm: write(5, 'CLUSTER:ADDHSM', 'cluster', AddHSMRequestSchema),
+  ClusterRemoveHsm: write(6, 'CLUSTER:REMOVEHSM', 'cluster', RemoveHSMRequestSchema),
+
+  EnclaveCreate: write(101, 'ENCLAVE:CREATE', 'cluster', CreateEnclaveRequestSchema),
+  EnclaveDelete: write(102, 'ENCLAVE:DELETE', 'cluster', DeleteEnclaveRequestSchema),
+  EnclaveStatus: read(103, 'ENCLAVE:STATUS', 'cluster', 'perFrame', EnclaveStatusRequestSchema, EnclaveStatusResponseSchema),
+  EnclaveList: read(104, 'ENCLAVE:LIST', 'cluster', 'single', ListRequestSchema, ListEnclavesResponseSchema),
+
+  KeyCreate: write(201, 'KEY:CREATE', 'enclave', CreateKeyRequestSchema),
+  KeyDelete: write(202, 'KEY:DELETE', 'enclave', DeleteKeyRequestSchema),
+  KeyImport: write(203, 'KEY:IMPORT', 'enclave', ImportKeyRequestSchema, false),
+  KeyStatus: read(204, 'KEY:STATUS', 'enclave', 'perFrame', KeyStatusRequestSchema, KeyStatusResponseSchema),
+  KeyEncrypt: read(205, 'KEY:ENCRYPT', 'enclave', 'perFrame', EncryptRequestSchema, EncryptResponseSchema),
+  KeyDecrypt: read(206, 'KEY:DECRYPT', 'enclave', 'perFrame', DecryptRequestSchema, DecryptResponseSchema),
+  KeyGenerate: read(207, 'KEY:GENERATE', 'enclave', 'perFrame', GenerateKeyRequestSchema, GenerateKeyResponseSchema),
+  KeyList: read(208, 'KEY:LIST', 'enclave', 'single', ListRequestSchema, ListKeysResponseSchema),
+  KeyListVersions: read(209, 'KEY:LISTVERSIONS', 'enclave', 'single', ListKeyVersionsRequestSchema, ListKeyVersionsResponseSchema),
+  KeyMac: read(210, 'KEY:MAC', 'enclave', 'perFrame', MACRequestSchema, MACResponseSchema),
+
+  PolicyCreate: write(301, 'POLICY:CREATE', 'enclave', CreatePolicyRequestSchema),
+  PolicyDelete: write(302, 'POLICY:DELETE', 'enclave', DeletePolicyRequestSchema),
+  PolicyAssign: write(303, 'POLICY:ASSIGN', 'enclave', AssignPolicyRequestSchema),
+  PolicyGet: read(304, 'POLICY:GET', 'enclave', 'perFrame', PolicyRequestSchema, PolicyResponseSchema),
+  PolicyStatus: read(305, 'POLICY:STATUS', 'enclave', 'perFrame', PolicyRequestSchema, PolicyStatusResponseSchema),
+  PolicyList: read(306, 'POLICY:LIST', 'enclave', 'single', ListRequestSchema, ListPoliciesResponseSchema),
+
+  IdentityCreate: write(401, 'IDENTITY:CREATE', 'enclave', CreateIdentityRequestSchema),
+  IdentityDelete: write(402, 'IDENTITY:DELETE', 'enclave', DeleteIdentityRequestSchema),
+  IdentityStatus: read(403, 'IDENTITY:STATUS', 'enclave', 'perFrame', IdentityRequestSchema, IdentityResponseSchema),
+  IdentityList: read(404, 'IDENTITY:LIST', 'enclave', 'single', ListRequestSchema, ListIdentitiesResponseSchema),
+});
+
+export type CommandKey = keyof typeof CMD;
+
 /** Every command, in code order. */
-export const COMMANDS: readonly Command[] = Object.freeze(
-  [
-    write(1, 'CLUSTER:ADDNODE', 'cluster', AddClusterNodeRequestSchema),
-    write(2, 'CLUSTER:REMOVENODE', 'cluster', RemoveClusterNodeRequestSchema),
-    read(3, 'CLUSTER:STATUS', 'cluster', 'single', ClusterStatusRequestSchema, ClusterStatusResponseSchema),
-    write(4, 'CLUSTER:EDIT', 'cluster', EditClusterRequestSchema),
-    write(5, 'CLUSTER:ADDHSM', 'cluster', AddHSMRequestSchema),
-    write(6, 'CLUSTER:REMOVEHSM', 'cluster', RemoveHSMRequestSchema),
-
-    write(101, 'ENCLAVE:CREATE', 'cluster', CreateEnclaveRequestSchema),
-    write(102, 'ENCLAVE:DELETE', 'cluster', DeleteEnclaveRequestSchema),
-    read(103, 'ENCLAVE:STATUS', 'cluster', 'perFrame', EnclaveStatusRequestSchema, EnclaveStatusResponseSchema),
-    read(104, 'ENCLAVE:LIST', 'cluster', 'single', ListRequestSchema, ListEnclavesResponseSchema),
-
-    write(201, 'KEY:CREATE', 'enclave', CreateKeyRequestSchema),
-    write(202, 'KEY:DELETE', 'enclave', DeleteKeyRequestSchema),
-    write(203, 'KEY:IMPORT', 'enclave', ImportKeyRequestSchema, false),
-    read(204, 'KEY:STATUS', 'enclave', 'perFrame', KeyStatusRequestSchema, KeyStatusResponseSchema),
-    read(205, 'KEY:ENCRYPT', 'enclave', 'perFrame', EncryptRequestSchema, EncryptResponseSchema),
-    read(206, 'KEY:DECRYPT', 'enclave', 'perFrame', DecryptRequestSchema, DecryptResponseSchema),
-    read(207, 'KEY:GENERATE', 'enclave', 'perFrame', GenerateKeyRequestSchema, GenerateKeyResponseSchema),
-    read(208, 'KEY:LIST', 'enclave', 'single', ListRequestSchema, ListKeysResponseSchema),
-    read(209, 'KEY:LISTVERSIONS', 'enclave', 'single', ListKeyVersionsRequestSchema, ListKeyVersionsResponseSchema),
-    read(210, 'KEY:MAC', 'enclave', 'perFrame', MACRequestSchema, MACResponseSchema),
-
-    write(301, 'POLICY:CREATE', 'enclave', CreatePolicyRequestSchema),
-    write(302, 'POLICY:DELETE', 'enclave', DeletePolicyRequestSchema),
-    write(303, 'POLICY:ASSIGN', 'enclave', AssignPolicyRequestSchema),
-    read(304, 'POLICY:GET', 'enclave', 'perFrame', PolicyRequestSchema, PolicyResponseSchema),
-    read(305, 'POLICY:STATUS', 'enclave', 'perFrame', PolicyRequestSchema, PolicyStatusResponseSchema),
-    read(306, 'POLICY:LIST', 'enclave', 'single', ListRequestSchema, ListPoliciesResponseSchema),
-
-    write(401, 'IDENTITY:CREATE', 'enclave', CreateIdentityRequestSchema),
-    write(402, 'IDENTITY:DELETE', 'enclave', DeleteIdentityRequestSchema),
-    read(403, 'IDENTITY:STATUS', 'enclave', 'perFrame', IdentityRequestSchema, IdentityResponseSchema),
-    read(404, 'IDENTITY:LIST', 'enclave', 'single', ListRequestSchema, ListIdentitiesResponseSchema),
-  ].map((c) => Object.freeze(c)),
-);
+export const COMMANDS: readonly Command[] = Object.freeze(Object.values(CMD).sort((a, b) => a.code - b.code) as Command[]);
 
 /** Named codes, for readable call sites (`CommandCode.KeyGenerate`). */
-export const CommandCode = {
-  ClusterAddNode: 1,
-  ClusterRemoveNode: 2,
-  ClusterStatus: 3,
-  ClusterEdit: 4,
-  ClusterAddHsm: 5,
-  ClusterRemoveHsm: 6,
-  EnclaveCreate: 101,
-  EnclaveDelete: 102,
-  EnclaveStatus: 103,
-  EnclaveList: 104,
-  KeyCreate: 201,
-  KeyDelete: 202,
-  KeyImport: 203,
-  KeyStatus: 204,
-  KeyEncrypt: 205,
-  KeyDecrypt: 206,
-  KeyGenerate: 207,
-  KeyList: 208,
-  KeyListVersions: 209,
-  KeyMac: 210,
-  PolicyCreate: 301,
-  PolicyDelete: 302,
-  PolicyAssign: 303,
-  PolicyGet: 304,
-  PolicyStatus: 305,
-  PolicyList: 306,
-  IdentityCreate: 401,
-  IdentityDelete: 402,
-  IdentityStatus: 403,
-  IdentityList: 404,
-} as const;
+export const CommandCode = Object.freeze(Object.fromEntries(Object.entries(CMD).map(([k, c]) => [k, c.code]))) as {
+  readonly [K in CommandKey]: number;
+};
 
 // Direct-indexed lookup: codes are < 512.
 const byCode: (Command | undefined)[] = [];

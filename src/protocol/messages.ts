@@ -380,6 +380,13 @@ export interface ServerStatusResponse {
   hsms: string[];
   /** HSMs with a configuration present. */
   configuredHsms: string[];
+  /** Ours: configured HSMs without a sealed entry → why sealing failed last. */
+  pendingHsms: Record<string, string>;
+  /** Ours: the node is sealed. */
+  sealed: boolean;
+  /** Ours: the root (SysAdmin) identity, and `admin.identity` or the HSM its API key is derived from. */
+  rootIdentity: string;
+  rootIdentitySource: string;
 }
 export const ServerStatusResponseSchema = defineMessage<ServerStatusResponse>('ServerStatusResponse', [
   { no: 1, name: 'version', json: 'version', type: 'string' },
@@ -402,6 +409,11 @@ export const ServerStatusResponseSchema = defineMessage<ServerStatusResponse>('S
   { no: 18, name: 'stackMemInUse', json: 'sys_mem_stack_used', type: 'uint64' },
   { no: 19, name: 'hsms', json: 'hsm', type: 'string', repeated: true },
   { no: 20, name: 'configuredHsms', json: 'hsm_active', type: 'string', repeated: true },
+  // Ours, numbered far from the SDK's fields so that a newer SDK field never collides.
+  { no: 100, name: 'pendingHsms', json: 'hsm_pending', map: ['string', 'string'] },
+  { no: 101, name: 'sealed', json: 'sealed', type: 'bool' },
+  { no: 102, name: 'rootIdentity', json: 'root_identity', type: 'string' },
+  { no: 103, name: 'rootIdentitySource', json: 'root_identity_source', type: 'string' },
 ]);
 
 /** CLUSTER:STATUS response (exactly one frame). */

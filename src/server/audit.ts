@@ -41,13 +41,16 @@ export interface AuditEvent {
   latency_ms: number;
   /** Same for every frame of one request. */
   request_id: string;
+  /** On the line of a failed frame: the number of frames in the request (the ones after it did not run). */
+  frames?: number;
 }
 
 export const AUDIT_GENESIS_PREFIX = 'minkms-audit-v1:';
 const FLUSH_MS = 100;
 const FLUSH_BYTES = 64 * 1024;
-/** Longest `object` kept (a failing request may carry any garbage as a name). */
-const MAX_OBJECT = 256;
+/** Longest `enclave`, `command` and `object` kept (a refused request may carry any garbage as a name). */
+const MAX_FIELD = 256;
+const bound = (s: string) => (s.length > MAX_FIELD ? s.slice(0, MAX_FIELD) + '…' : s);
 
 const sha256 = (s: string | Buffer) => createHash('sha256').update(s).digest('hex');
 const HASH_SUFFIX = /,"hash":"([0-9a-f]{64})"\}$/;
@@ -115,13 +118,14 @@ export class AuditLog {
     const head: Record<string, unknown> = {
       time: e.time,
       identity: e.identity,
-      enclave: e.enclave,
-      command: e.command,
-      object: e.object.length > MAX_OBJECT ? e.object.slice(0, MAX_OBJECT) + '…' : e.object,
+      enclave: bound(e.enclave),
+      command: bound(e.command),
+      object: bound(e.object),
       outcome: e.outcome,
       status: e.status,
       latency_ms: Math.round(e.latency_ms * 1000) / 1000,
       request_id: e.request_id,
+      ...(e.frames === undefined ? {} : { frames: e.frames }),
       seq: this.#seq,
     };
     if (this.#chain !== undefined) {

@@ -13,29 +13,41 @@ import type { Kms } from '../kms/kms.js';
 import type { Logger } from './log.js';
 import { Membership, type ClusterView, type NodeSnapshot } from './membership.js';
 
+/** What the change feed does with each change; none of them throws (they own their errors). */
 export interface ClusterHooks {
   /** The node's current domain state, if unsealed. */
   kms(): Kms | undefined;
   /** The sealed root key entries changed (another node added/removed an HSM or rotates the root key). */
   rootChanged(): Promise<void>;
+  /** A record outside the domain changed (the root identity). */
+  recordChanged(path: string, value: Buffer | undefined): void;
   /** The state could not be followed (e.g. a compacted watch): reload everything. */
   resync(): Promise<void>;
+}
+
+/** Records of the domain (kms/records.ts paths). */
+function isDomainRecord(key: string): boolean {
+  return key.startsWith('enclave/') || key.startsWith('key/') || key.startsWith('policy/') || key.startsWith('identity/');
 }
 
 export class ClusterRuntime {
   readonly store: EtcdStore;
   membership: Membership | undefined;
-  readonly #hooks: ClusterHooks;
+  #hooks: ClusterHooks | undefined;
   readonly #log: Logger;
   #watch: StoreWatch | undefined;
   #queue: Promise<void> = Promise.resolve();
   /** Last revision applied from the feed. */
   appliedRev = 0;
 
-  constructor(store: EtcdStore, hooks: ClusterHooks, log: Logger) {
+  constructor(store: EtcdStore, log: Logger) {
     this.store = store;
-    this.#hooks = hooks;
     this.#log = log;
+  }
+
+  /** Connects the node whose state the feed updates (before `follow`). */
+  attach(hooks: ClusterHooks): void {
+    this.#hooks = hooks;
   }
 
   /** The store revision to follow from after loading state now: read it before loading. */
@@ -52,31 +64,37 @@ export class ClusterRuntime {
       onError: (err) => {
         this.#log.warn('change feed broken; reloading the state', { err: err.message });
         this.#queue = this.#queue
-          .then(() => this.#hooks.resync())
+          .then(() => this.#hooks?.resync())
           .catch((e: unknown) => this.#log.error('reload failed', { err: (e as Error).message }));
       },
     });
-    this.#hooks.kms()?.followChanges();
+    this.#hooks?.kms()?.followChanges();
     await this.#watch.ready;
   }
 
   #enqueue(events: StoreEvent[]): void {
-    // Events are applied strictly in order; a root key change may need an HSM call first.
+    // Events are applied strictly in order; a root key change may need an HSM call first. The
+    // queue never rejects: a failure is logged and answered with a reload, whose own failure the
+    // node turns into the sealed state (it never reaches `unhandledRejection`).
     this.#queue = this.#queue
       .then(() => this.#apply(events))
       .catch((err: unknown) => {
         this.#log.error('cannot apply a change from another node; reloading the state', { err: (err as Error).message });
-        return this.#hooks.resync();
-      });
+        return this.#hooks?.resync();
+      })
+      .catch((err: unknown) => this.#log.error('reload failed', { err: (err as Error).message }));
   }
 
   async #apply(events: StoreEvent[]): Promise<void> {
+    const hooks = this.#hooks;
+    if (!hooks) return;
     for (const e of events) {
-      if (isRootKeyRecord(e.key)) await this.#hooks.rootChanged();
-      else this.#hooks.kms()?.applyChange(e.key, e.value, e.rev);
+      if (isRootKeyRecord(e.key)) await hooks.rootChanged();
+      else if (isDomainRecord(e.key)) hooks.kms()?.applyChange(e.key, e.value, e.rev);
+      else hooks.recordChanged(e.key, e.value);
       this.appliedRev = e.rev;
     }
-    this.#hooks.kms()?.caughtUp(this.appliedRev);
+    hooks.kms()?.caughtUp(this.appliedRev);
   }
 
   /** Whether etcd answers a linearizable read, i.e. a write quorum is reachable. */

@@ -22,6 +22,7 @@ import { randomUUID } from 'node:crypto';
 import { identityOfCertificate } from '../identity/identity.js';
 import { KmsError, isKmsError } from '../errors.js';
 import type { Logger } from './log.js';
+import type { Limits } from '../config/config.js';
 import { Deadlines } from './deadlines.js';
 
 type Listener = (...args: any[]) => void; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -61,30 +62,8 @@ export interface Response {
   once(event: string, listener: Listener): unknown;
 }
 
-export interface Limits {
-  /** Maximum request body in bytes. */
-  maxBody: number;
-  /** Maximum command frames in one request. */
-  maxFrames: number;
-  /** Time allowed to receive a request body, in ms. */
-  bodyTimeout: number;
-}
-
-export interface Route {
-  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
-  /** Exact path, or a prefix ending in `/` matched with the rest as `param`. */
-  path: string;
-  prefix?: boolean;
-  handler: (ctx: RequestContext) => void | Promise<void>;
-  /** Whether the handler needs the body (read up to the limit before calling it). */
-  body?: boolean;
-  /** Body limit of this route, if not the server's. */
-  maxBody?: number;
-  /** Requires a client certificate: refused with 403 before any body is read. */
-  authenticated?: boolean;
-}
-
-export interface RequestContext {
+/** What one request's pre-body check gets: everything the TLS connection and the URL tell. */
+export interface AccessContext {
   readonly req: Request;
   readonly res: Response;
   /** `h1:` identity of the client certificate, or '' without one. */
@@ -92,6 +71,31 @@ export interface RequestContext {
   /** The rest of the path after a prefix route, percent-decoded. */
   readonly param: string;
   readonly query: URLSearchParams;
+}
+
+/**
+ * Decides whether the caller may send this request — before a byte of its body is read.
+ * Throws the catalogue's error to refuse.
+ */
+export type Access = (ctx: AccessContext) => void;
+
+export interface Route {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /** Exact path, or a prefix ending in `/` matched with the rest as `param`. */
+  path: string;
+  prefix?: boolean;
+  /** Who may send the request (see {@link Access}); `() => {}` for public endpoints. */
+  access: Access;
+  /**
+   * Present if the handler needs the body, read up to `max` bytes (default: `limits.max_body`)
+   * within `limits.body_timeout` and counted against the connection's and the node's buffer
+   * budgets (`unbudgeted`: only for requests the route itself allows one at a time).
+   */
+  body?: { max?: number; unbudgeted?: boolean };
+  handler: (ctx: RequestContext) => void | Promise<void>;
+}
+
+export interface RequestContext extends AccessContext {
   readonly body: Buffer;
 }
 
@@ -134,29 +138,105 @@ export function sendError(res: Response, err: unknown, log: Logger): void {
 }
 
 /**
- * Reads the whole body (up to the limit, within the time limit) and calls `done` once, with
- * the body or with why there is none. A callback, not a promise: on the command channel every
- * microtask hop is measurable (docs/performance.md).
+ * Request bytes held in memory at once, per connection and per node: a client may send many
+ * bodies in parallel (HTTP/2 streams, connections), each within `max_body`; these bound the
+ * sum. A body that would exceed a budget is refused with `503 server busy` (retry later).
  */
-function readBody(req: Request, limits: Limits, done: (err: unknown, body?: Buffer) => void): void {
-  const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > limits.maxBody) return done(new KmsError('ERR_TOO_LARGE'));
+export class BodyBudget {
+  readonly perConnection: number;
+  readonly total: number;
+  #used = 0;
+  readonly #byConnection = new WeakMap<object, number>();
+
+  constructor(perConnection: number, total: number) {
+    this.perConnection = perConnection;
+    this.total = total;
+  }
+
+  /** Bytes held now, node-wide. */
+  get used(): number {
+    return this.#used;
+  }
+
+  /** Reserves `n` bytes for `connection`; false (and nothing reserved) if a budget would be exceeded. */
+  take(connection: object, n: number): boolean {
+    const mine = this.#byConnection.get(connection) ?? 0;
+    if (mine + n > this.perConnection || this.#used + n > this.total) return false;
+    this.#byConnection.set(connection, mine + n);
+    this.#used += n;
+    return true;
+  }
+
+  give(connection: object, n: number): void {
+    if (n === 0) return;
+    this.#byConnection.set(connection, (this.#byConnection.get(connection) ?? n) - n);
+    this.#used -= n;
+  }
+}
+
+/** The object that stands for a request's connection: the HTTP/2 session or the TLS socket. */
+function connectionOf(req: Request): object {
+  return req.httpVersionMajor === 2 ? req.stream!.session! : req.socket;
+}
+
+interface BodyLimits {
+  max: number;
+  timeout: number;
+  /** Undefined: not counted (the route allows one request at a time). */
+  budget: BodyBudget | undefined;
+}
+
+/**
+ * Reads the whole body (up to the limit, within the time limit, within the buffer budgets) and
+ * calls `done` once, with the body or with why there is none. With a declared length the body
+ * is read straight into one buffer of that size (reserved up front); without one, chunks are
+ * reserved as they arrive. The reservation is given back when the response is finished.
+ *
+ * A callback, not a promise: on the command channel every microtask hop is measurable
+ * (docs/performance.md).
+ */
+function readBody(req: Request, res: Response, limits: BodyLimits, done: (err: unknown, body?: Buffer) => void): void {
+  const declaredText = req.headers['content-length'];
+  if (declaredText !== undefined && !/^\d+$/.test(declaredText)) return done(new KmsError('ERR_BAD_REQUEST', 'invalid content-length'));
+  const declared = declaredText === undefined ? undefined : Number(declaredText);
+  if (declared !== undefined && declared > limits.max) return done(new KmsError('ERR_TOO_LARGE'));
+  const budget = limits.budget;
+  const conn = connectionOf(req);
+  let reserved = 0;
+  const reserve = (n: number) => {
+    if (!budget) return true;
+    if (!budget.take(conn, n)) return false;
+    reserved += n;
+    return true;
+  };
+  if (declared !== undefined && declared > 0 && !reserve(declared))
+    return done(new KmsError('ERR_BUSY', 'too many request bytes in flight'));
+  if (budget) res.once('close', () => budget.give(conn, reserved));
+
+  const whole = declared !== undefined && declared > 0 ? Buffer.allocUnsafe(declared) : undefined;
   let first: Buffer | undefined;
   let chunks: Buffer[] | undefined;
   let size = 0;
   let finished = false;
-  const pending = bodyDeadlines.add(limits.bodyTimeout, () => fail(new KmsError('ERR_TIMEOUT')));
+  const pending = bodyDeadlines.add(limits.timeout, () => fail(new KmsError('ERR_TIMEOUT')));
   const fail = (err: unknown) => {
     if (finished) return;
     finished = true;
     bodyDeadlines.remove(pending);
     req.removeAllListeners('data');
-    req.resume();
     done(err);
   };
   req.on('data', (chunk: Buffer) => {
+    if (finished) return;
+    if (whole) {
+      if (size + chunk.length > whole.length) return fail(new KmsError('ERR_BAD_REQUEST', 'body longer than its content-length'));
+      whole.set(chunk, size);
+      size += chunk.length;
+      return;
+    }
     size += chunk.length;
-    if (size > limits.maxBody) return fail(new KmsError('ERR_TOO_LARGE'));
+    if (size > limits.max) return fail(new KmsError('ERR_TOO_LARGE'));
+    if (!reserve(chunk.length)) return fail(new KmsError('ERR_BUSY', 'too many request bytes in flight'));
     if (first === undefined) first = chunk;
     else (chunks ??= [first]).push(chunk);
   });
@@ -164,7 +244,8 @@ function readBody(req: Request, limits: Limits, done: (err: unknown, body?: Buff
     if (finished) return;
     finished = true;
     bodyDeadlines.remove(pending);
-    done(undefined, chunks ? Buffer.concat(chunks, size) : (first ?? EMPTY));
+    if (whole && size !== whole.length) return done(new KmsError('ERR_BAD_REQUEST', 'body shorter than its content-length'));
+    done(undefined, whole ?? (chunks ? Buffer.concat(chunks, size) : (first ?? EMPTY)));
   });
   req.on('error', fail);
   req.on('aborted', () => fail(new KmsError('ERR_BAD_REQUEST', 'request aborted')));
@@ -178,7 +259,7 @@ export interface HttpObserver {
   /** A request arrived (before routing). */
   request(req: Request, res: Response): void;
   /** Its route and caller are known (before the body is read). */
-  routed(req: Request, route: Route, identity: string): void;
+  routed(req: Request, route: Route, identity: string, param: string): void;
   /** It failed with `err` (just before `sendError`). */
   failed(req: Request, err: unknown): void;
 }
@@ -193,7 +274,14 @@ export interface HttpServerOptions {
   observer?: HttpObserver;
 }
 
+/**
+ * The listener, with every resource bounded (docs/security.md): connections per node, HTTP/2
+ * streams per connection, buffered request bytes per connection and per node, and timeouts that
+ * close what is idle — a TLS handshake that does not finish, HTTP/1.1 headers that do not
+ * arrive, a connection (HTTP/2 session or HTTP/1.1 keep-alive socket) without requests.
+ */
 export function createHttpServer(opts: HttpServerOptions): Http2SecureServer {
+  const limits = opts.limits;
   const server = http2.createSecureServer({
     cert: opts.cert,
     key: opts.key,
@@ -202,8 +290,18 @@ export function createHttpServer(opts: HttpServerOptions): Http2SecureServer {
     requestCert: true,
     rejectUnauthorized: false,
     minVersion: 'TLSv1.2',
+    handshakeTimeout: limits.handshakeTimeout,
+    settings: { maxConcurrentStreams: limits.maxStreams },
   });
-  server.setTimeout(120_000, () => {});
+  // No 'timeout' listener: Node then destroys an HTTP/2 session or HTTP/1.1 socket idle this long.
+  server.setTimeout(limits.idleTimeout);
+  server.maxConnections = limits.maxConnections;
+  // HTTP/1.1 (allowHTTP1): the headers of a request must arrive quickly; the body has its own deadline.
+  const h1 = server as unknown as { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number };
+  h1.headersTimeout = limits.handshakeTimeout;
+  h1.requestTimeout = limits.handshakeTimeout + limits.bodyTimeout;
+  h1.keepAliveTimeout = Math.min(5_000, limits.idleTimeout);
+  const ctx: HandleContext = { opts, budget: new BodyBudget(limits.maxBufferedPerConnection, limits.maxBuffered) };
   const observer = opts.observer;
   const serve = (req: Request, res: Response) => {
     observer?.request(req, res);
@@ -212,7 +310,7 @@ export function createHttpServer(opts: HttpServerOptions): Http2SecureServer {
       sendError(res, err, opts.log);
     };
     try {
-      handle(req, res, opts, fail);
+      handle(req, res, ctx, fail);
     } catch (err) {
       fail(err);
     }
@@ -359,11 +457,52 @@ function noop(): void {}
 const PLAIN_PATH = /^(?:\/[A-Za-z0-9_~-][A-Za-z0-9_~.-]*)+\/?$|^\/$/;
 const NO_QUERY = new URLSearchParams();
 
+/** Whether a request comes with a body (that a route without one will not read). */
+function hasBody(req: Request): boolean {
+  if (req.stream) return !req.stream.endAfterHeaders;
+  const length = req.headers['content-length'];
+  return (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
+}
+
+interface HandleContext {
+  readonly opts: HttpServerOptions;
+  readonly budget: BodyBudget;
+}
+
+/** An HTTP/1.1 body that is refused is still read (and discarded) up to this, for a clean answer. */
+const DRAIN_MAX = 4 << 20;
+
 /**
- * Routes a request, reads its body and runs its handler; every failure, thrown or rejected,
- * goes to `fail`. Synchronous as far as the handler is: see {@link readBody}.
+ * The client will not get to send the rest of its body. HTTP/2: once the answer is out, the
+ * stream is ended (RST_STREAM NO_ERROR, RFC 9113 §8.1). HTTP/1.1 has no such signal: the rest is
+ * read and discarded up to {@link DRAIN_MAX} (so that a client still writing gets to read the
+ * answer), the connection is closed after the answer, and at once beyond that bound.
  */
-function handle(req: Request, res: Response, opts: HttpServerOptions, fail: (err: unknown) => void): void {
+function refuseBody(req: Request, res: Response): void {
+  const stream = req.stream;
+  if (stream) {
+    res.once('finish', () => {
+      if (!stream.destroyed && !stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    });
+    return;
+  }
+  (res as { shouldKeepAlive?: boolean }).shouldKeepAlive = false;
+  let drained = 0;
+  req.removeAllListeners('data');
+  req.on('data', (chunk: Buffer) => {
+    drained += chunk.length;
+    if (drained > DRAIN_MAX) req.socket.destroy();
+  });
+  req.resume();
+}
+
+/**
+ * Routes a request, decides whether its caller may send it (before its body), reads the body
+ * and runs the handler; every failure, thrown or rejected, goes to `fail`. Synchronous as far as
+ * the handler is: see {@link readBody}.
+ */
+function handle(req: Request, res: Response, hc: HandleContext, fail: (err: unknown) => void): void {
+  const opts = hc.opts;
   const raw = req.url ?? '/';
   let pathname: string;
   let query: URLSearchParams;
@@ -388,31 +527,48 @@ function handle(req: Request, res: Response, opts: HttpServerOptions, fail: (err
       try {
         param = decodeURIComponent(pathname.slice(r.path.length));
       } catch {
+        refuseBody(req, res);
         throw new KmsError('ERR_BAD_REQUEST', 'invalid path encoding');
       }
     }
     break;
   }
-  if (!route) throw new KmsError(pathMatched ? 'ERR_METHOD_NOT_ALLOWED' : 'ERR_NOT_FOUND');
+  if (!route) {
+    refuseBody(req, res);
+    throw new KmsError(pathMatched ? 'ERR_METHOD_NOT_ALLOWED' : 'ERR_NOT_FOUND');
+  }
   const identity = connectionIdentity(req);
-  opts.observer?.routed(req, route, identity);
-  if (route.authenticated && identity === '') {
-    req.resume();
-    throw new KmsError('ERR_NOT_ALLOWED');
+  opts.observer?.routed(req, route, identity, param);
+  const access: AccessContext = { req, res, identity, param, query };
+  try {
+    route.access(access);
+  } catch (err) {
+    refuseBody(req, res);
+    throw err;
   }
   const handler = route.handler;
   const run = (body: Buffer) => {
     const done = handler({ req, res, identity, param, query, body });
     if (done !== undefined) done.catch(fail);
   };
-  if (!route.body) {
-    req.resume();
+  const body = route.body;
+  if (!body) {
+    if (hasBody(req)) refuseBody(req, res);
+    else req.resume();
     return run(EMPTY);
   }
-  readBody(req, route.maxBody ? { ...opts.limits, maxBody: route.maxBody } : opts.limits, (err, body) => {
-    if (err !== undefined) return fail(err);
+  const limits = {
+    max: body.max ?? opts.limits.maxBody,
+    timeout: opts.limits.bodyTimeout,
+    budget: body.unbudgeted ? undefined : hc.budget,
+  };
+  readBody(req, res, limits, (err, b) => {
+    if (err !== undefined) {
+      refuseBody(req, res);
+      return fail(err);
+    }
     try {
-      run(body!);
+      run(b!);
     } catch (e) {
       fail(e);
     }

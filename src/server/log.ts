@@ -32,6 +32,18 @@ export interface Logger {
   error(msg: string, fields?: Record<string, unknown>): void;
 }
 
+/** Longest client-supplied string kept in a log record, an audit line or an error message. */
+export const MAX_FIELD = 256;
+
+/**
+ * `s` cut to `max` characters (and marked with `…` and its full length): every string that may
+ * come from a client — names, enclaves from the URL, messages — passes here before it reaches a
+ * log, an audit line or an error, so that no request can make them large.
+ */
+export function clip(s: string, max = MAX_FIELD): string {
+  return s.length <= max ? s : `${s.slice(0, max)}…(${s.length} chars)`;
+}
+
 /** Field names whose values never reach any log output (case-sensitive, at any depth). */
 export const REDACTED_FIELDS: readonly string[] = [
   'apiKey',
@@ -70,23 +82,49 @@ export interface LogEntry {
 
 type Subscriber = { level: number; fn: (e: LogEntry) => void };
 
-/** The last `capacity` records, and the live subscribers. */
+/** What a record costs the ring: its message and trace, in characters, plus a fixed overhead. */
+function weight(e: LogEntry): number {
+  let n = 64 + e.message.length;
+  for (const f of e.trace ?? []) n += 32 + f.function.length + f.file.length;
+  return n;
+}
+
+/** Default bounds of the ring: records and bytes of their messages. */
+export const RING_RECORDS = 10_000;
+export const RING_BYTES = 8 << 20;
+
+/** The last records (at most `capacity`, and at most `maxBytes` of messages), and the live subscribers. */
 export class LogRing {
   readonly capacity: number;
+  readonly maxBytes: number;
   readonly #buf: (LogEntry | undefined)[];
   #next = 0;
   #size = 0;
+  #bytes = 0;
   #subs: Subscriber[] = [];
   /** Lowest level any subscriber wants (Infinity: none). */
   minSubscriberLevel = Infinity;
 
-  constructor(capacity = 10_000) {
+  constructor(capacity = RING_RECORDS, maxBytes = RING_BYTES) {
     this.capacity = capacity;
+    this.maxBytes = maxBytes;
     this.#buf = new Array(capacity);
   }
 
   get size(): number {
     return this.#size;
+  }
+
+  /** Characters of the stored records' messages and traces (the ring's memory, roughly). */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  #drop(): void {
+    const oldest = (this.#next - this.#size + this.capacity) % this.capacity;
+    this.#bytes -= weight(this.#buf[oldest]!);
+    this.#buf[oldest] = undefined;
+    this.#size--;
   }
 
   get subscribers(): number {
@@ -96,9 +134,12 @@ export class LogRing {
   /** Stores `e` (if `store`) and hands it to every subscriber that wants its level. */
   publish(e: LogEntry, store: boolean): void {
     if (store) {
+      if (this.#size === this.capacity) this.#drop();
       this.#buf[this.#next] = e;
       this.#next = (this.#next + 1) % this.capacity;
-      if (this.#size < this.capacity) this.#size++;
+      this.#size++;
+      this.#bytes += weight(e);
+      while (this.#bytes > this.maxBytes && this.#size > 1) this.#drop();
     }
     for (const s of this.#subs) {
       if (e.level < s.level) continue;
@@ -178,12 +219,25 @@ function formatValue(v: unknown): string {
   }
 }
 
-/** `msg name=value …` with secrets redacted (the ring's form of a record). */
+/** Longest value of one field in a log record (errors with their stacks included). */
+export const MAX_LOG_VALUE = 4096;
+
+/** `msg name=value …` with secrets redacted (the ring's form of a record); every value cut to {@link MAX_LOG_VALUE}. */
 export function formatMessage(msg: string, fields: Record<string, unknown> | undefined): string {
-  if (!fields) return msg;
-  let out = msg;
-  for (const [k, v] of Object.entries(fields)) out += ` ${k}=${REDACTED.has(k) ? CENSOR : formatValue(redactDeep(v))}`;
+  let out = clip(msg, MAX_LOG_VALUE);
+  if (!fields) return out;
+  for (const [k, v] of Object.entries(fields))
+    out += ` ${clip(k, 64)}=${REDACTED.has(k) ? CENSOR : clip(formatValue(redactDeep(v)), MAX_LOG_VALUE)}`;
   return out;
+}
+
+/** The fields with every string value cut to {@link MAX_LOG_VALUE} (what goes to stderr). */
+function boundFields(fields: Record<string, unknown>): Record<string, unknown> {
+  let out: Record<string, unknown> | undefined;
+  for (const [k, v] of Object.entries(fields)) {
+    if (typeof v === 'string' && v.length > MAX_LOG_VALUE) (out ??= { ...fields })[k] = clip(v, MAX_LOG_VALUE);
+  }
+  return out ?? fields;
 }
 
 const FRAME_RE = /^\s*at (?:(.+?) \()?(.+?):(\d+):\d+\)?$/;
@@ -234,8 +288,8 @@ export function createLogger(level: Level = 'info', opts: LoggerOptions = {}): S
       const toStderr = slog >= threshold;
       if (!toStderr && slog < ring.minSubscriberLevel) return;
       if (toStderr) {
-        if (fields) p[lvl](fields, msg);
-        else p[lvl](msg);
+        if (fields) p[lvl](boundFields(fields), clip(msg, MAX_LOG_VALUE));
+        else p[lvl](clip(msg, MAX_LOG_VALUE));
       }
       const entry: LogEntry = {
         level: slog,

@@ -25,6 +25,8 @@ export interface NodeSnapshot {
   commit: number;
   hsms: string[];
   hsmActive: string[];
+  /** Configured HSMs without a sealed entry → why sealing for them failed (absent in older nodes' snapshots). */
+  pendingHsms?: Record<string, string>;
   os: string;
   arch: string;
   cpus: number;

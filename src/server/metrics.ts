@@ -134,6 +134,8 @@ const SIZE_BUCKETS = [64, 256, 1024, 4096, 16384, 65536, 262144, 1 << 20, 4 << 2
 /** What the state gauges read on scrape. */
 export interface StateSource {
   sealed(): boolean;
+  /** Configured HSMs without a sealed root key entry. */
+  pendingHsms(): number;
   uptimeSeconds(): number;
   /** Counts of the domain, or undefined when sealed. */
   counts(): { enclaves: number; keys: number; identities: number } | undefined;
@@ -191,6 +193,9 @@ export class Metrics {
       });
     gauge('minkms_http_requests_inflight', 'Requests being served (including open log streams)', () => this.inflight);
     gauge('minkms_sealed', '1 if the node is sealed (cannot unseal its root key), 0 if it serves', () => (state.sealed() ? 1 : 0));
+    gauge('minkms_hsm_pending', 'Configured HSMs without a sealed root key entry (sealing for them failed; see minkms stat)', () =>
+      state.pendingHsms(),
+    );
     gauge('minkms_uptime_seconds', 'Seconds since the node started', () => state.uptimeSeconds());
     // One pass over the enclaves serves all three gauges of a scrape.
     let cached: { at: number; value: ReturnType<StateSource['counts']> } | undefined;

@@ -5,25 +5,30 @@
  *   and sized (`minkms_http_*`), and requests by a client certificate to the SysAdmin endpoints
  *   outside the command channel (`/v1/db`, `/v1/root/rotate`, `/v1/debug/*`) are audited.
  * - {@link Observability.runCommands} wraps `dispatch` (the single entry of `POST /v1/kms`):
- *   each command frame is counted (`minkms_commands_total`), audited (one line per frame, by
- *   a caller with a client certificate, success or failure) and logged (DEBUG; INFO for
- *   successful state changes; WARN for access denied).
- * - {@link Observability.routes}: `GET /v1/health/metrics` (Prometheus text; a SysAdmin
- *   client certificate unless `metricsUnauthenticated`) and `POST /v1/debug/log` (SysAdmin;
- *   the protobuf record stream `minkms logs` reads, kms-wire.md §2.1).
+ *   each command frame is counted (`minkms_commands_total`), audited (by a caller with a
+ *   client certificate: one line per frame that ran, and one line for the frame that failed,
+ *   carrying the request's frame count — a request refused as a whole is one line) and logged
+ *   (DEBUG; INFO for successful state changes; WARN for access denied).
+ * - {@link Observability.serveMetrics} (`GET /v1/health/metrics`, Prometheus text) and
+ *   {@link Observability.serveLog} (`POST /v1/debug/log`, the protobuf record stream
+ *   `minkms logs` reads, kms-wire.md §2.1); who may call them is decided in server/routes.ts.
+ *
+ * Every name that comes from a client (object, enclave from the URL) is cut to
+ * `MAX_FIELD` (server/log.ts) characters before it reaches a log record or an audit line.
  *
  * Nothing here ever sees request payloads beyond names: no key material, plaintext,
  * ciphertext or associated data reaches a metric, a log record or an audit line.
  */
 import { randomUUID } from 'node:crypto';
-import { KmsError, isKmsError } from '../errors.js';
+import { isKmsError } from '../errors.js';
 import { decodeMessage, encodeMessage } from '../protocol/schema.js';
 import { LogRecordSchema, LogRequestSchema } from '../protocol/messages.js';
 import type { Kms } from '../kms/kms.js';
-import { AuditLog } from './audit.js';
-import type { DispatchTrace } from './dispatch.js';
+import { AuditLog, type AuditEvent } from './audit.js';
+import type { DispatchTrace } from './commands.js';
 import { send, type HttpObserver, type Request, type RequestContext, type Response, type Route } from './http.js';
-import { LogRing, logEnabled, ringOf, type Level, type LogEntry, type Logger } from './log.js';
+import { LogRing, clip, logEnabled, ringOf, type Level, type LogEntry, type Logger } from './log.js';
+import type { NodeState } from './state.js';
 import { Metrics } from './metrics.js';
 
 const OCTET = 'application/octet-stream';
@@ -36,17 +41,14 @@ const UNMATCHED = 'unmatched';
 
 /** What observability needs of the node (KmsNode has it). */
 export interface NodeView {
-  readonly kms: Kms | undefined;
+  readonly state: Pick<NodeState, 'kind'> & { readonly kms?: Kms; readonly pending?: ReadonlyMap<string, string> };
   uptimeMs(): number;
-  readonly opts: { readonly config: { readonly admin: { readonly identity?: string } } };
 }
 
 export interface ObservabilityOptions {
   log: Logger;
   /** Audit log file (appended to, hash-chained); none = no audit log. */
   auditFile?: string;
-  /** Serve `/v1/health/metrics` to anyone (default: SysAdmin client certificate required). */
-  metricsUnauthenticated?: boolean;
 }
 
 /** Where the observer keeps its per-request state on the request object. */
@@ -59,8 +61,11 @@ interface RequestState {
   wall: number;
   /** Command name or route path: the `command` label. */
   label: string;
-  /** Set for audited SysAdmin endpoints. */
-  audit: { identity: string; command: string } | undefined;
+  /**
+   * Set for audited requests: SysAdmin endpoints, and requests of the command channel until
+   * their commands run (which audits them in detail): one refused before its body is one line.
+   */
+  audit: { identity: string; command: string; enclave: string } | undefined;
   error: unknown;
 }
 
@@ -118,7 +123,6 @@ export class Observability {
   readonly ring: LogRing;
   readonly metrics: Metrics;
   readonly audit: AuditLog | undefined;
-  readonly metricsUnauthenticated: boolean;
   readonly http: HttpObserver;
   #node: NodeView | undefined;
   readonly #streams = new Set<Response>();
@@ -127,7 +131,6 @@ export class Observability {
   constructor(opts: ObservabilityOptions) {
     this.log = opts.log;
     this.ring = ringOf(opts.log) ?? new LogRing();
-    this.metricsUnauthenticated = opts.metricsUnauthenticated === true;
     this.audit = opts.auditFile ? AuditLog.open(opts.auditFile) : undefined;
     if (this.audit) {
       let reported = 0;
@@ -137,16 +140,20 @@ export class Observability {
       };
     }
     this.metrics = new Metrics({
-      sealed: () => !this.#node?.kms,
+      sealed: () => this.#node?.state.kind !== 'unsealed',
+      pendingHsms: () => this.#node?.state.pending?.size ?? 0,
       uptimeSeconds: () => (this.#node ? this.#node.uptimeMs() : performance.now() - this.#started) / 1000,
-      counts: () => (this.#node?.kms ? domainCounts(this.#node.kms) : undefined),
+      counts: () => {
+        const kms = this.#node?.state.kms;
+        return kms ? domainCounts(kms) : undefined;
+      },
       logStreams: () => this.#streams.size,
       auditRecords: () => this.audit?.records ?? 0,
       auditErrors: () => this.audit?.errors ?? 0,
     });
     this.http = {
       request: (req, res) => this.#request(req, res),
-      routed: (req, route, identity) => this.#routed(req, route, identity),
+      routed: (req, route, identity, param) => this.#routed(req, route, identity, param),
       failed: (req, err) => {
         const st = (req as Observed)[STATE];
         if (st) st.error = err;
@@ -154,7 +161,7 @@ export class Observability {
     };
   }
 
-  /** Connects the node whose state the gauges and the SysAdmin checks read. */
+  /** Connects the node whose state the gauges read. */
   attach(node: NodeView): void {
     this.#node = node;
   }
@@ -168,11 +175,14 @@ export class Observability {
     res.on('close', () => this.#finish(req, res, st));
   }
 
-  #routed(req: Request, route: Route, identity: string): void {
+  #routed(req: Request, route: Route, identity: string, param: string): void {
     const st = (req as Observed)[STATE];
     if (!st) return;
+    // A prefix route's path is the label, never the client's rest of the URL.
     st.label = route.path;
-    if (identity !== '' && this.audit && isAuditedRoute(route.path)) st.audit = { identity, command: `${req.method} ${route.path}` };
+    if (identity === '' || !this.audit) return;
+    if (route.path.startsWith('/v1/kms')) st.audit = { identity, command: 'POST /v1/kms', enclave: clip(param) };
+    else if (isAuditedRoute(route.path)) st.audit = { identity, command: `${req.method} ${route.path}`, enclave: '' };
   }
 
   #finish(req: Request, res: Response, st: RequestState): void {
@@ -194,7 +204,7 @@ export class Observability {
       this.audit!.append({
         time: new Date(st.wall).toISOString(),
         identity: st.audit.identity,
-        enclave: '',
+        enclave: st.audit.enclave,
         command: st.audit.command,
         object: '',
         outcome,
@@ -218,6 +228,9 @@ export class Observability {
     run: (trace: DispatchTrace) => Buffer | Promise<Buffer>,
   ): Buffer | Promise<Buffer> {
     const trace: DispatchTrace = { command: undefined, frames: 0, objects: [], done: 0, ends: [] };
+    // From here the commands are audited in detail, not the request.
+    const st = (req as Observed)[STATE];
+    if (st) st.audit = undefined;
     const t0 = performance.now();
     let out: Buffer | Promise<Buffer>;
     try {
@@ -242,7 +255,7 @@ export class Observability {
     return out;
   }
 
-  #commandsDone(req: Request, identity: string, enclave: string, trace: DispatchTrace, t0: number, failed: boolean, err: unknown): void {
+  #commandsDone(req: Request, identity: string, url: string, trace: DispatchTrace, t0: number, failed: boolean, err: unknown): void {
     const status = !failed ? 200 : isKmsError(err) ? err.status : 500;
     const outcome = !failed ? 'ok' : isKmsError(err) ? err.code : 'ERR_INTERNAL';
     const cmd = trace.command;
@@ -252,46 +265,45 @@ export class Observability {
       if (st) st.label = cmd.name;
     }
     const now = performance.now();
+    const enclave = clip(url);
+    const objectOf = (i: number) => {
+      const object = trace.objects[i] ?? '';
+      return SECRET_LOOKING.test(object) ? '[REDACTED]' : clip(object);
+    };
     let requestId: string | undefined;
 
     if (this.audit && identity !== '') {
       requestId = randomUUID();
       const time = new Date(st?.wall ?? Date.now() - (now - t0)).toISOString();
-      const n = cmd ? Math.max(trace.frames, 1) : 1;
+      const line = (object: string, result: string, latency: number, frames?: number): AuditEvent => ({
+        time,
+        identity,
+        enclave,
+        command: cmd?.name ?? '',
+        object,
+        outcome: result,
+        status,
+        latency_ms: latency,
+        request_id: requestId!,
+        ...(frames === undefined ? {} : { frames }),
+      });
+      // One line per frame that ran; the frame that failed gets one line with the request's
+      // frame count (the rest did not run), so a request refused as a whole is one line.
       let prevEnd = t0;
-      for (let i = 0; i < n; i++) {
-        let result = 'skipped';
-        let latency = 0;
-        if (i < trace.done) {
-          result = failed && trace.done === n && i === n - 1 ? outcome : 'ok';
-          latency = trace.ends[i]! - prevEnd;
-          prevEnd = trace.ends[i]!;
-        } else if (i === trace.done) {
-          result = outcome;
-          latency = now - prevEnd;
-        }
-        const object = trace.objects[i] ?? trace.objectAt?.(i) ?? '';
-        this.audit.append({
-          time,
-          identity,
-          enclave,
-          command: cmd?.name ?? '',
-          object: SECRET_LOOKING.test(object) ? '[REDACTED]' : object,
-          outcome: result,
-          status,
-          latency_ms: latency,
-          request_id: requestId,
-        });
+      for (let i = 0; i < trace.done; i++) {
+        const end = trace.ends[i]!;
+        this.audit.append(line(objectOf(i), 'ok', end - prevEnd));
+        prevEnd = end;
       }
+      if (failed) this.audit.append(line(objectOf(trace.done), outcome, now - prevEnd, trace.frames));
     }
 
     // Log: access denied to a known caller → WARN, successful state changes → INFO, rest DEBUG.
     const level: Level = status === 403 && identity !== '' ? 'warn' : !failed && cmd?.write ? 'info' : 'debug';
     if (logEnabled(this.log, level)) {
-      const object = trace.objects[0] ?? trace.objectAt?.(0) ?? '';
       this.log[level](cmd?.name ?? 'invalid command request', {
         enclave,
-        object: SECRET_LOOKING.test(object) ? '[REDACTED]' : object,
+        object: objectOf(failed ? trace.done : 0),
         frames: trace.frames,
         outcome,
         status,
@@ -304,38 +316,18 @@ export class Observability {
 
   // ------------------------------------------------------------------ endpoints
 
-  /** SysAdmin only; while sealed, the configured admin identity (if any) still may. */
-  #requireSysAdmin(identity: string): void {
-    if (identity === '') throw new KmsError('ERR_NOT_ALLOWED');
-    const node = this.#node;
-    const kms = node?.kms;
-    if (!kms) {
-      if (node?.opts.config.admin.identity === identity) return;
-      throw new KmsError('ERR_SEALED');
-    }
-    if (!kms.isSysAdmin(identity)) throw new KmsError('ERR_NOT_ALLOWED');
-  }
-
-  /** `GET /v1/health/metrics` and `POST /v1/debug/log`. */
-  routes(): Route[] {
-    return [
-      { method: 'GET', path: '/v1/health/metrics', handler: (ctx) => this.#serveMetrics(ctx) },
-      { method: 'POST', path: '/v1/debug/log', body: true, authenticated: true, handler: (ctx) => this.#serveLog(ctx) },
-    ];
-  }
-
-  async #serveMetrics({ res, identity }: RequestContext): Promise<void> {
-    if (!this.metricsUnauthenticated) this.#requireSysAdmin(identity);
+  /** `GET /v1/health/metrics` (who may scrape is decided by the route). */
+  async serveMetrics({ res }: RequestContext): Promise<void> {
     const { text, contentType } = await this.metrics.scrape();
     send(res, 200, text, contentType);
   }
 
   /**
-   * Streams log records ≥ `level` whose message contains `message`: first the stored ones
-   * since `since` (if set), then new ones, until the client goes away or the server stops.
+   * `POST /v1/debug/log`: streams log records ≥ `level` whose message contains `message`: first
+   * the stored ones since `since` (if set), then new ones, until the client goes away or the
+   * server stops.
    */
-  #serveLog({ res, identity, body }: RequestContext): void {
-    this.#requireSysAdmin(identity);
+  serveLog({ res, body }: RequestContext): void {
     const q = decodeMessage(LogRequestSchema, body);
     const match = (e: LogEntry) => e.level >= q.level && (q.message === '' || e.message.includes(q.message));
     res.writeHead(200, { 'content-type': OCTET });

@@ -4,11 +4,12 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { newHsmKey, removeDir, startServer, tempDir, type TestServer, freePort } from '../helpers/server.js';
-import { clientFor, newUser, rejectsWith } from '../helpers/clients.js';
+import { assertSealed, clientFor, newUser, rejectsWith } from '../helpers/clients.js';
+import { waitFor } from '../helpers/wait.js';
 import { SQLITE_FILE } from '../../src/store/sqlite.js';
 import type { KmsClient } from '../../src/client/client.js';
 
@@ -105,55 +106,74 @@ function sealedEntries(dir: string): Array<{ hsm: string; version: number }> {
 const EXT_HSM = 'hsm:minio:minkms:aistor-key-manager/aistor-key-manager-hsm';
 
 describe('KMS chain', () => {
-  test('the seed procedure: add an external HSM, drop the soft key, data stays readable; the old soft key alone no longer opens', async () => {
+  test('the seed procedure in its own order: config edit → remove the soft key → one restart; old key retired, soft key alone no longer opens', async () => {
     const external = await start({ port: await freePort() });
     const dir = dataDir();
     const softKey = newHsmKey();
-    let cluster = await start({ dir, hsmKey: softKey, port: await freePort() });
-    let root = clientFor(cluster, cluster.apiKey);
+    // Installed with a configuration file (as under systemd) and the soft key in the environment.
+    let cluster = await start({ dir, hsmKey: softKey, config: 'version: v1\n', port: await freePort() });
+    const configFile = cluster.configFile!;
+    const oldRoot = cluster.apiKey;
+    let root = clientFor(cluster, oldRoot);
     await root.createEnclave('minio');
     await root.createKey('minio', { name: 'sse' });
     const deks = await root.generateKey(
       'minio',
       Array.from({ length: 20 }, (_, i) => ({ name: 'sse', associatedData: Buffer.from(`object-${i}`) })),
     );
-    root.close();
 
     // Steps 1–2: enclave, identity and key on the external KMS (least privilege: a User).
     const ext = await provision(external);
-    // Step 3: configure hsm.minio.minkms, restart with the soft key still present.
-    await stop(cluster);
-    const config = chainConfig(ext);
-    cluster = await start({ dir, hsmKey: softKey, config, port: cluster.port });
-    root = clientFor(cluster, cluster.apiKey);
-    const [status] = [...(await root.clusterStatus()).nodesUp.values()];
-    assert.deepEqual([...status!.hsms].sort(), [EXT_HSM, 'hsm:minio:soft'].sort());
+    // Step 3: add hsm.minio.minkms to the configuration file. The running node notices and
+    // seals the root key for the external KMS while it runs.
+    writeFileSync(configFile, readFileSync(configFile, 'utf8') + chainConfig(ext).replace(/^version: v1\n/, ''));
+    const status = await waitFor('the entry of the external HSM', async () => {
+      const [s] = [...(await root.clusterStatus()).nodesUp.values()];
+      return s!.hsms.includes(EXT_HSM) ? s : undefined;
+    });
     assert.deepEqual(status!.configuredHsms, ['hsm:minio:soft', EXT_HSM]);
+    assert.deepEqual(status!.pendingHsms, {});
     root.close();
 
-    // Steps 4–5: remove MINIO_KMS_HSM_KEY, restart, remove the soft entry.
+    // Step 4: remove MINIO_KMS_HSM_KEY. Step 5: one restart.
     await stop(cluster);
-    cluster = await start({ dir, hsmKey: null, config, port: cluster.port });
-    assert.match(cluster.output(), /API Key\s+k1:/, 'a root API key derived from the external HSM is printed');
-    root = clientFor(cluster, cluster.apiKey);
-    await root.removeHsm('hsm:minio:soft');
-    assert.deepEqual([...(await root.clusterStatus()).nodesUp.values()][0]!.hsms, [EXT_HSM]);
-    await rejectsWith(root.removeHsm(EXT_HSM), 'ERR_HSM_LAST');
-    root.close();
-
-    await stop(cluster);
-    cluster = await start({ dir, hsmKey: null, config, port: cluster.port });
-    root = clientFor(cluster, cluster.apiKey);
+    cluster = await start({ dir, hsmKey: null, config: readFileSync(configFile, 'utf8'), configFile, port: cluster.port });
+    // The soft entry is gone (no node has the soft HSM configured), and with it the root API
+    // key derived from it: the new one, derived from the external HSM, is printed.
+    const newRoot = await waitFor(
+      'the new root API key',
+      () =>
+        /API Key\s+(k1:\S+)\s+\(the new root API key: the HSM the previous one was derived from, hsm:minio:soft, was removed\)/.exec(
+          cluster.output(),
+        )?.[1],
+    );
+    assert.notEqual(newRoot, oldRoot);
+    root = clientFor(cluster, newRoot);
+    const [after] = [...(await root.clusterStatus()).nodesUp.values()];
+    assert.deepEqual(after!.hsms, [EXT_HSM]);
+    assert.equal(after!.rootIdentitySource, EXT_HSM);
     const plain = await root.decrypt(
       'minio',
       deks.map((d, i) => ({ name: 'sse', version: d.version, ciphertext: d.ciphertext, associatedData: Buffer.from(`object-${i}`) })),
     );
     plain.forEach((p, i) => assert.ok(p.plaintext.equals(deks[i]!.plaintext), `DEK ${i}`));
+    await rejectsWith(root.removeHsm(EXT_HSM), 'ERR_HSM_LAST');
     root.close();
+    // The old root API key is refused with a reason, not a bare permission error.
+    const old = clientFor(cluster, oldRoot);
+    await rejectsWith(old.clusterStatus(), 'ERR_ROOT_KEY_RETIRED');
+    old.close();
+
+    // The next restart keeps the same root identity.
+    await stop(cluster);
+    cluster = await start({ dir, hsmKey: null, config: readFileSync(configFile, 'utf8'), configFile, port: cluster.port });
+    assert.equal(cluster.apiKey, newRoot);
     await stop(cluster);
 
-    // The old soft key alone cannot open the database any more.
-    await assert.rejects(start({ dir, hsmKey: softKey }), /no configured HSM has a sealed root key entry/);
+    // The old soft key alone cannot open the database any more: the node stays up, sealed.
+    const alone = await start({ dir, hsmKey: softKey, allowSealed: true });
+    await assertSealed(alone, /no configured HSM has a sealed root key entry/);
+    await stop(alone);
     await stop(external);
   });
 
@@ -316,7 +336,15 @@ describe('KMS chain', () => {
     let a = await start({ dir: aDir, hsmKey: aSoft, config: chainConfig(forA), port: await freePort() });
     const forB = await provision(a, 'b', 'b-hsm');
     await stop(b);
-    b = await start({ dir: bDir, hsmKey: bKey, config: chainConfig(forB), port: b.port });
+    // B keeps the certificate A trusts (its generated one) now that it has a configuration file.
+    const bTls = `tls:\n  certs:\n    - key: ${join(bDir, 'certs', 'private.key')}\n      cert: ${join(bDir, 'certs', 'public.crt')}\n`;
+    b = await start({ dir: bDir, hsmKey: bKey, config: chainConfig(forB) + bTls, port: b.port });
+    // Each has sealed its root key for the other: only then may the soft entries go.
+    for (const s of [a, b]) {
+      const c = clientFor(s, s.apiKey);
+      await waitFor('both entries', async () => [...(await c.clusterStatus()).nodesUp.values()][0]!.hsms.length === 2);
+      c.close();
+    }
     // Both drop their soft keys.
     for (const [s, soft] of [
       [a, aSoft],
@@ -329,9 +357,9 @@ describe('KMS chain', () => {
     }
     await Promise.all([stop(a), stop(b)]);
     a = await start({ dir: aDir, hsmKey: null, config: chainConfig(forA), port: a.port, allowSealed: true });
-    b = await start({ dir: bDir, hsmKey: null, config: chainConfig(forB), port: b.port, allowSealed: true });
-    await new Promise((r) => setTimeout(r, 1500));
+    b = await start({ dir: bDir, hsmKey: null, config: chainConfig(forB) + bTls, port: b.port, allowSealed: true });
     for (const s of [a, b]) {
+      await waitFor('the sealed banner', () => /=> Server is sealed: /.test(s.output()));
       assert.equal(s.process.exitCode, null);
       assert.match(s.output(), /sealed/);
       const probe = clientFor(s);

@@ -227,16 +227,17 @@ describe('observability', () => {
 
     const lines = readFileSync(auditFile, 'utf8').trimEnd().split('\n');
     const recs = lines.map((l) => JSON.parse(l));
-    const mine = recs.filter((r) => r.enclave === 'audited').map((r) => [r.command, r.object, r.outcome, r.status]);
+    const mine = recs.filter((r) => r.enclave === 'audited').map((r) => [r.command, r.object, r.outcome, r.status, r.frames]);
+    // One line per frame that ran; the failed frame's line carries the request's frame count;
+    // a request refused before its body (an unknown identity) is one line.
     assert.deepEqual(mine, [
-      ['KEY:CREATE', 'a1', 'ok', 200],
-      ['KEY:CREATE', 'a1', 'ERR_KEY_EXISTS', 409],
-      ['KEY:GENERATE', 'a1', 'ok', 200],
-      ['KEY:GENERATE', 'a1', 'ok', 200],
-      ['KEY:STATUS', 'a1', 'ok', 404],
-      ['KEY:STATUS', 'nope', 'ERR_KEY_NOT_FOUND', 404],
-      ['KEY:STATUS', 'a1', 'skipped', 404],
-      ['KEY:STATUS', 'a1', 'ERR_NOT_ALLOWED', 403],
+      ['KEY:CREATE', 'a1', 'ok', 200, undefined],
+      ['KEY:CREATE', 'a1', 'ERR_KEY_EXISTS', 409, 1],
+      ['KEY:GENERATE', 'a1', 'ok', 200, undefined],
+      ['KEY:GENERATE', 'a1', 'ok', 200, undefined],
+      ['KEY:STATUS', 'a1', 'ok', 404, undefined],
+      ['KEY:STATUS', 'nope', 'ERR_KEY_NOT_FOUND', 404, 3],
+      ['POST /v1/kms', '', 'ERR_NOT_ALLOWED', 403, undefined],
     ]);
     const create = recs.find((r) => r.command === 'ENCLAVE:CREATE' && r.object === 'audited');
     assert.ok(create, 'ENCLAVE:CREATE is audited');
@@ -244,7 +245,7 @@ describe('observability', () => {
     assert.equal(create.enclave, '');
     for (const r of recs) {
       assert.deepEqual(
-        Object.keys(r).filter((k) => k !== 'chain'),
+        Object.keys(r).filter((k) => k !== 'chain' && k !== 'frames'),
         ['time', 'identity', 'enclave', 'command', 'object', 'outcome', 'status', 'latency_ms', 'request_id', 'seq', 'prev', 'hash'],
       );
       assert.match(r.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);

@@ -40,3 +40,19 @@ export async function rejectsWithStatus(p: Promise<unknown>, status: number, mes
     return true;
   });
 }
+
+/**
+ * Asserts that a server is up but sealed: still running, its output says why (`reason`), and
+ * readiness answers 503 sealed. (A node never exits because it cannot unseal.)
+ */
+export async function assertSealed(server: TestServer, reason: RegExp): Promise<void> {
+  assert.equal(server.process.exitCode, null, 'the sealed server exited');
+  assert.match(server.output(), /=> Server is sealed: /);
+  assert.match(server.output(), reason);
+  const c = clientFor(server);
+  try {
+    await rejectsWith(c.ready(), 'ERR_SEALED', 'readiness while sealed');
+  } finally {
+    c.close();
+  }
+}

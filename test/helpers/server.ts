@@ -37,6 +37,8 @@ export interface TestServer {
   readonly caPem: string;
   readonly caFile: string;
   readonly hsmKey: string;
+  /** The configuration file the server was started with, if any. */
+  readonly configFile: string | undefined;
   readonly process: ChildProcess;
   /** Everything the process wrote so far (stdout + stderr). */
   output(): string;
@@ -51,8 +53,10 @@ export interface StartOptions {
   dir?: string;
   /** `hsm:aes256:…`; a fresh one by default. Pass `null` to start without MINIO_KMS_HSM_KEY. */
   hsmKey?: string | null;
-  /** Config file contents (YAML text); written next to the data dir. */
+  /** Config file contents (YAML text); written next to the data dir (or to `configFile`). */
   config?: string;
+  /** Where to write `config` (default: a new file next to the data dir). */
+  configFile?: string;
   /** Port to listen on; 0 (any) by default. */
   port?: number;
   env?: Record<string, string>;
@@ -75,6 +79,7 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
   const hsmKey = opts.hsmKey === undefined ? newHsmKey() : opts.hsmKey;
   const args = [MINKMS_BIN, 'server', dir, '--address', `127.0.0.1:${opts.port ?? 0}`];
   let caFile = join(dir, 'certs', 'public.crt');
+  let configFile: string | undefined;
   if (opts.config !== undefined) {
     let config = opts.config;
     if (!/^tls:/m.test(config)) {
@@ -88,8 +93,11 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
         writeFileSync(caFile, cert);
       }
       config += `\ntls:\n  certs:\n    - key: ${join(tlsDir, 'private.key')}\n      cert: ${caFile}\n`;
+    } else {
+      // Its own (self-signed) certificate is what clients trust.
+      caFile = /^\s+(?:- )?cert:\s*(\S+)/m.exec(config)?.[1] ?? caFile;
     }
-    const configFile = join(dirname(dir), `config-${randomBytes(4).toString('hex')}.yaml`);
+    configFile = opts.configFile ?? join(dirname(dir), `config-${randomBytes(4).toString('hex')}.yaml`);
     writeFileSync(configFile, config);
     args.push('--config', configFile);
   }
@@ -143,6 +151,7 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
     caPem,
     caFile,
     hsmKey: hsmKey ?? '',
+    configFile,
     process: child,
     output: () => out,
     stop: () => wait('SIGTERM'),

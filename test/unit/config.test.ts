@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { ConfigError, parseDuration, validateConfig } from '../../src/config/config.js';
+import { ConfigError, DEFAULT_LIMITS, parseDuration, validateConfig } from '../../src/config/config.js';
 import { REPO_ROOT } from '../helpers/server.js';
 
 test('examples/config.yaml documents a valid configuration with every section', () => {
@@ -12,7 +12,7 @@ test('examples/config.yaml documents a valid configuration with every section', 
   const c = validateConfig(doc, '/etc/minkms');
   assert.equal(c.heartbeat, 500);
   assert.equal(c.hsm.minkms?.enclave, 'aistor-key-manager');
-  assert.deepEqual(c.limits, { maxBody: 16 << 20, maxFrames: 10_000, bodyTimeout: 30_000 });
+  assert.deepEqual(c.limits, DEFAULT_LIMITS);
   assert.equal(c.audit.file, '/var/log/minkms/audit.log');
   assert.equal(c.log.level, 'info');
 });

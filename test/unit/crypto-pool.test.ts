@@ -151,7 +151,9 @@ describe('dispatch: batches on the pool answer like the frame-by-frame path', ()
     const tq = newTrace();
     const run = (p: CryptoPool | undefined, t: DispatchTrace) =>
       Promise.resolve()
-        .then(() => dispatch(kms, cluster, user, 'e', body, DEFAULT_LIMITS, t, p))
+        .then(() =>
+          dispatch({ kms, cluster, identity: user, enclave: 'e', body: body, maxFrames: DEFAULT_LIMITS.maxFrames, trace: t, pool: p }),
+        )
         .catch((e: unknown) => e as KmsError);
     return { pooled: await run(pool, tp), plain: await run(undefined, tq), tp, tq };
   }
@@ -211,14 +213,14 @@ describe('dispatch: batches on the pool answer like the frame-by-frame path', ()
 
   it('fails at the same frame with the same error', async () => {
     const [one] = parseFrames(
-      await dispatch(
+      await dispatch({
         kms,
         cluster,
-        user,
-        'e',
-        frames(C.KeyGenerate, M.GenerateKeyRequestSchema, [{ name: 'k', associatedData: ad }]),
-        DEFAULT_LIMITS,
-      ),
+        identity: user,
+        enclave: 'e',
+        body: frames(C.KeyGenerate, M.GenerateKeyRequestSchema, [{ name: 'k', associatedData: ad }]),
+        maxFrames: DEFAULT_LIMITS.maxFrames,
+      }),
       1,
     );
     const ct = decodeMessage(M.GenerateKeyResponseSchema, one!.payload).ciphertext;
@@ -297,14 +299,14 @@ describe('dispatch: batches on the pool answer like the frame-by-frame path', ()
   it('KEY:DECRYPT of version 0 (every version is tried) answers the same', async () => {
     await kms.createKey(root, 'e', 'k', '', true); // version 2
     const [one] = parseFrames(
-      await dispatch(
+      await dispatch({
         kms,
         cluster,
-        user,
-        'e',
-        frames(C.KeyGenerate, M.GenerateKeyRequestSchema, [{ name: 'k', version: 1, associatedData: ad }]),
-        DEFAULT_LIMITS,
-      ),
+        identity: user,
+        enclave: 'e',
+        body: frames(C.KeyGenerate, M.GenerateKeyRequestSchema, [{ name: 'k', version: 1, associatedData: ad }]),
+        maxFrames: DEFAULT_LIMITS.maxFrames,
+      }),
       1,
     );
     const dek = decodeMessage(M.GenerateKeyResponseSchema, one!.payload);

@@ -13,7 +13,6 @@ import { encodeLogFrame, MAX_LOG_RECORD, Observability, type NodeView } from '..
 import { FastHistogram, Metrics } from '../../src/server/metrics.js';
 import { LogRecordParser } from '../../src/client/logs.js';
 import { parseGoDuration, parseWhen } from '../../src/cli/logs-audit.js';
-import { KmsError } from '../../src/errors.js';
 import { removeDir, tempDir } from '../helpers/server.js';
 import type { RequestContext } from '../../src/server/http.js';
 
@@ -236,15 +235,15 @@ describe('audit log', () => {
 });
 
 describe('metrics', () => {
-  const node = (sysAdmin: string | undefined, sealed = false): NodeView => ({
-    kms: sealed
-      ? undefined
-      : ({
-          isSysAdmin: (id: string) => id === sysAdmin,
-          listEnclaves: () => ({ items: [], continueAt: '' }),
-        } as unknown as NodeView['kms']),
+  const node = (sealed = false): NodeView => ({
+    state: sealed
+      ? { kind: 'sealed' }
+      : {
+          kind: 'unsealed',
+          kms: { listEnclaves: () => ({ items: [], continueAt: '' }) } as unknown as NonNullable<NodeView['state']['kms']>,
+          pending: new Map([['hsm:minio:minkms:e/k', 'unreachable']]),
+        },
     uptimeMs: () => 1500,
-    opts: { config: { admin: { identity: sealed ? 'h1:configured' : undefined } } },
   });
 
   function fakeCtx(identity: string) {
@@ -263,40 +262,33 @@ describe('metrics', () => {
     return { ctx: { res, identity } as unknown as RequestContext, res };
   }
 
-  async function scrape(obs: Observability, identity: string) {
-    const route = obs.routes().find((r) => r.path === '/v1/health/metrics')!;
-    const { ctx, res } = fakeCtx(identity);
-    await route.handler(ctx);
+  async function scrape(obs: Observability) {
+    const { ctx, res } = fakeCtx('');
+    await obs.serveMetrics(ctx);
     return res;
   }
 
-  test('SysAdmin by default; unauthenticated on request; configured admin while sealed', async () => {
+  test('the state gauges follow the node: uptime, sealed, pending HSMs, domain counts', async () => {
     const quiet = createLogger('error', { destination: capture().destination });
     const obs = new Observability({ log: quiet });
-    obs.attach(node('h1:root'));
-    const ok = await scrape(obs, 'h1:root');
+    obs.attach(node());
+    const ok = await scrape(obs);
     assert.equal(ok.status, 200);
     assert.match(ok.body, /^minkms_uptime_seconds 1\.5$/m);
     assert.match(ok.body, /^minkms_sealed 0$/m);
-    await assert.rejects(scrape(obs, 'h1:other'), (e: unknown) => e instanceof KmsError && e.code === 'ERR_NOT_ALLOWED');
-    await assert.rejects(scrape(obs, ''), (e: unknown) => e instanceof KmsError && e.code === 'ERR_NOT_ALLOWED');
-
-    const open = new Observability({ log: quiet, metricsUnauthenticated: true });
-    open.attach(node('h1:root', true));
-    const anon = await scrape(open, '');
-    assert.equal(anon.status, 200);
-    assert.match(anon.body, /^minkms_sealed 1$/m);
-    assert.match(anon.body, /^minkms_enclaves 0$/m);
+    assert.match(ok.body, /^minkms_hsm_pending 1$/m);
 
     const sealed = new Observability({ log: quiet });
-    sealed.attach(node(undefined, true));
-    assert.equal((await scrape(sealed, 'h1:configured')).status, 200);
-    await assert.rejects(scrape(sealed, 'h1:other'), (e: unknown) => e instanceof KmsError && e.code === 'ERR_SEALED');
+    sealed.attach(node(true));
+    const s = await scrape(sealed);
+    assert.match(s.body, /^minkms_sealed 1$/m);
+    assert.match(s.body, /^minkms_enclaves 0$/m);
   });
 
   test('fast series render like prom-client', async () => {
     const m = new Metrics({
       sealed: () => false,
+      pendingHsms: () => 0,
       uptimeSeconds: () => 1,
       counts: () => ({ enclaves: 2, keys: 3, identities: 4 }),
       logStreams: () => 0,

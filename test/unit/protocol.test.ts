@@ -208,6 +208,10 @@ const serverStatus = {
   stackMemInUse: 65536,
   hsms: ['hsm:minio:soft'],
   configuredHsms: ['hsm:minio:soft', ''],
+  pendingHsms: { 'hsm:minio:minkms:e/k': 'unreachable' },
+  sealed: true,
+  rootIdentity: 'h1:root',
+  rootIdentitySource: 'hsm:minio:soft',
 };
 const identity = {
   identity: ID2,

@@ -1,0 +1,123 @@
+/**
+ * The HSMs a node is configured with, in priority order: the soft HSM (MINIO_KMS_HSM_KEY, or
+ * a key generated into `DIR/hsm.key` on a first start without configuration), then the HSMs of
+ * the configuration file. Built at start and again whenever the configuration's `hsm` section
+ * changes while the node runs; an HSM whose settings did not change is kept as it is (its
+ * connections and sessions stay open).
+ */
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { rootCertificates } from 'node:tls';
+import { dirname, join } from 'node:path';
+import type { Config, MinkmsHsmConfig } from '../config/config.js';
+import { readCaPath } from '../config/pem.js';
+import type { Hsm } from './hsm.js';
+import { MinkmsHsm } from './minkms.js';
+import { SoftHsm, generateSoftHsmKey } from './soft.js';
+
+export const LOCAL_HSM_FILE = 'hsm.key';
+
+export interface HsmSources {
+  readonly config: Config;
+  /** Value of MINIO_KMS_HSM_KEY, if set. */
+  readonly softKey?: string;
+  /** The data directory (for `hsm.key`). */
+  readonly dir: string;
+  /** May a soft HSM key be generated into `DIR/hsm.key` (first start without configuration)? */
+  readonly generate: boolean;
+  /** Keep a generated key in memory only (`--dev`). */
+  readonly ephemeral: boolean;
+  readonly warn: (msg: string) => void;
+}
+
+/** One configured HSM and the settings it was built from (to tell whether they changed). */
+export interface ConfiguredHsm {
+  readonly hsm: Hsm;
+  readonly settings: string;
+}
+
+/** A configuration error that no retry can fix (the node refuses to start with it). */
+export class HsmConfigError extends Error {
+  override readonly name = 'HsmConfigError';
+}
+
+/**
+ * The HSMs for `sources`, reusing those of `previous` whose settings are unchanged. HSMs of
+ * `previous` that are not reused are the caller's to close.
+ */
+export function configuredHsms(sources: HsmSources, previous: readonly ConfiguredHsm[] = []): ConfiguredHsm[] {
+  const out: ConfiguredHsm[] = [];
+  const reuse = (settings: string, make: () => Hsm) => {
+    const same = previous.find((p) => p.settings === settings);
+    out.push(same ?? { hsm: make(), settings });
+  };
+
+  const soft = softKey(sources);
+  if (soft !== undefined) reuse(`soft:${soft}`, () => new SoftHsm(soft));
+  const minkms = sources.config.hsm.minkms;
+  if (minkms) reuse(`minkms:${JSON.stringify(minkms)}:${sources.config.tls.ca ?? ''}`, () => externalKms(minkms, sources.config));
+  if (out.length === 0) {
+    throw new HsmConfigError('kms: no HSM provided (set MINIO_KMS_HSM_KEY, see `minkms --soft-hsm`, or configure hsm.minio.minkms)');
+  }
+  return out;
+}
+
+/** The soft HSM key: MINIO_KMS_HSM_KEY, else `DIR/hsm.key`, else (first start) a new one. */
+function softKey(s: HsmSources): string | undefined {
+  if (s.softKey) return s.softKey;
+  const file = join(s.dir, LOCAL_HSM_FILE);
+  if (existsSync(file)) {
+    const text = readFileSync(file, 'utf8').trim();
+    if (text === '') {
+      throw new HsmConfigError(
+        `kms: ${file} is empty (an earlier first start was interrupted, e.g. by a full disk); ` +
+          'if the data directory holds no data yet, delete the file and start again; otherwise restore the key from your records',
+      );
+    }
+    s.warn(
+      `using the soft HSM key stored in ${file}: anyone who can read the data directory can decrypt it; move it to MINIO_KMS_HSM_KEY for production`,
+    );
+    return text;
+  }
+  if (!s.generate || s.config.hsm.minkms) return undefined;
+  const key = generateSoftHsmKey();
+  if (!s.ephemeral) {
+    writeFileAtomic(file, key + '\n', 0o600);
+    s.warn(`generated a soft HSM key and stored it in ${file}; move it to MINIO_KMS_HSM_KEY for production`);
+  }
+  return key;
+}
+
+/**
+ * The external KMS of `hsm.minio.minkms`. Without its own `tls.ca`, its certificate is checked
+ * against the system's roots plus the node's own `tls.ca`: one private CA for the whole
+ * deployment is the common case.
+ */
+function externalKms(cfg: MinkmsHsmConfig, config: Config): Hsm {
+  if (cfg.ca !== undefined || cfg.insecure || config.tls.ca === undefined) return new MinkmsHsm(cfg);
+  let own: string[];
+  try {
+    own = readCaPath(config.tls.ca);
+  } catch (err) {
+    throw new HsmConfigError(`tls.ca: cannot read ${config.tls.ca}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  return new MinkmsHsm(cfg, { ca: [...rootCertificates, ...own] });
+}
+
+/** Writes a file so that it is either absent or complete: temp file, fsync, rename, fsync dir. */
+function writeFileAtomic(path: string, data: string, mode: number): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w', mode);
+  try {
+    writeSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  const dir = openSync(dirname(path), 'r');
+  try {
+    fsyncSync(dir);
+  } finally {
+    closeSync(dir);
+  }
+}

@@ -1,0 +1,302 @@
+/**
+ * The composition root: the one place that builds a node from its configuration — TLS
+ * material, HSMs, store, observability, cluster runtime, node, crypto pool, routes, listener —
+ * and closes everything it opened, in reverse order, on shutdown.
+ *
+ * The listener starts before the node unseals: while the root key is being opened (an external
+ * KMS may be slow or down) the node already answers `/version` and health, and 503 for
+ * everything else.
+ */
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { Http2SecureServer } from 'node:http2';
+import { ConfigError, type Config, type EtcdConfig } from '../config/config.js';
+import { CryptoPool } from '../crypto/pool.js';
+import { HsmConfigError, configuredHsms, type HsmSources } from '../hsm/configured.js';
+import { EtcdStore } from '../store/etcd.js';
+import { SqliteStore, SQLITE_FILE } from '../store/sqlite.js';
+import type { Store } from '../store/store.js';
+import { VERSION } from '../version.js';
+import { ClusterRuntime } from './cluster.js';
+import { createHttpServer } from './http.js';
+import { clip, type ServerLogger } from './log.js';
+import { KmsNode, newRootNote } from './node.js';
+import { Observability } from './observability.js';
+import { apiRoutes } from './routes.js';
+import type { NodeState } from './state.js';
+import { loadTlsMaterial, warnExpiring, watchTls } from './tls.js';
+
+export interface ServerOptions {
+  /** The data directory (ignored in dev mode). */
+  readonly dir: string;
+  /** `IP:PORT`, `IP` (port 7373) or `:PORT`. */
+  readonly address: string;
+  /** `host:port` other nodes and clients reach this node at (cluster membership); default: the endpoint. */
+  readonly host?: string;
+  readonly config: Config;
+  /** The configuration file, if any (then TLS must be configured; it is watched for `hsm` changes). */
+  readonly configFile?: string;
+  /** Development mode: ephemeral data, deleted on exit. */
+  readonly dev: boolean;
+  /** Value of MINIO_KMS_HSM_KEY, if set. */
+  readonly hsmKey?: string;
+  readonly log: ServerLogger;
+  /** Audit log file; none = no audit log. */
+  readonly auditFile?: string;
+  /** Threads for the cryptography of large data-key batches; default: the available cores. */
+  readonly cryptoThreads?: number;
+  /** Prints a banner line (stdout). */
+  readonly print: (line: string) => void;
+}
+
+export interface RunningServer {
+  readonly node: KmsNode;
+  /** `https://IP:PORT` the listener is bound to. */
+  readonly endpoint: string;
+  /** Reads the configuration file again (SIGHUP). */
+  reloadConfig(): Promise<void>;
+  /** Stops accepting connections, lets requests in flight finish, closes everything. */
+  close(): Promise<void>;
+}
+
+/** A start-up failure that no retry can fix: the process exits with status 2 (no restart loop). */
+export class StartupConfigError extends Error {
+  override readonly name = 'StartupConfigError';
+}
+
+const DEFAULT_PORT = 7373;
+/** How often the configuration file is checked for changes. */
+const CONFIG_POLL_MS = 2_000;
+
+export function parseAddress(address: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d+))?$/.exec(address) ?? /^([^[\]]*:[^[\]]*)$/.exec(address);
+  if (!m) throw new StartupConfigError(`invalid --address '${address}': expected IP:PORT`);
+  const host = m[1] ?? m[2] ?? '';
+  const port = m[3] === undefined ? DEFAULT_PORT : Number(m[3]);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new StartupConfigError(`invalid --address '${address}': bad port`);
+  return { host: host === '' ? '0.0.0.0' : host, port };
+}
+
+/** Builds and starts a node; everything opened so far is closed again if a step fails. */
+export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+  process.umask(0o077);
+  const cleanup: (() => Promise<void> | void)[] = [];
+  const closeAll = async () => {
+    for (const fn of cleanup.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        opts.log.error('shutdown step failed', { err: clip((err as Error).message) });
+      }
+    }
+    cleanup.length = 0;
+  };
+  try {
+    return await build(opts, cleanup, closeAll);
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}
+
+async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[], closeAll: () => Promise<void>): Promise<RunningServer> {
+  const { config, log } = opts;
+  const configured = opts.configFile !== undefined;
+  const listen = parseAddress(opts.address);
+
+  const devDir = opts.dev ? mkdtempSync(join(tmpdir(), 'minkms-dev-')) : undefined;
+  if (devDir) cleanup.push(() => rmSync(devDir, { recursive: true, force: true }));
+  const dir = devDir ?? opts.dir;
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+
+  const tls = asConfigError(() => loadTlsMaterial(config, dir, configured));
+  const etcd = config.store.backend === 'etcd' ? config.store.etcd : undefined;
+  // A cluster never generates an HSM key: every node must be given the same one.
+  const fresh = !etcd && !existsSync(join(dir, SQLITE_FILE));
+  const hsmSources: HsmSources = {
+    config,
+    softKey: opts.hsmKey,
+    dir,
+    generate: opts.dev || (fresh && !configured),
+    ephemeral: opts.dev,
+    warn: (msg) => log.warn(msg),
+  };
+  const hsms = asConfigError(() => configuredHsms(hsmSources));
+
+  const auditFile = opts.auditFile ?? config.audit.file;
+  if (auditFile !== undefined) checkAuditDir(auditFile);
+  const observability = new Observability({ log, auditFile });
+  cleanup.push(() => observability.close());
+
+  const store: Store = etcd ? createEtcdStore(etcd) : new SqliteStore(dir);
+  const cluster = store instanceof EtcdStore ? new ClusterRuntime(store, log) : undefined;
+
+  let endpoint = '';
+  const node = new KmsNode({
+    config,
+    configFile: opts.configFile,
+    store,
+    hsmSources,
+    hsms,
+    cluster,
+    log,
+    print: opts.print,
+    audit: (command, object, outcome) =>
+      observability.audit?.append({
+        time: new Date().toISOString(),
+        identity: '',
+        enclave: '',
+        command,
+        object,
+        outcome,
+        status: 0,
+        latency_ms: 0,
+        request_id: '',
+      }),
+    host: () => opts.host ?? endpoint.replace(/^https:\/\//, ''),
+  });
+  // The node closes the store, the cluster runtime and the HSMs it was given.
+  cleanup.push(() => node.close());
+  cluster?.attach(node.feed);
+  observability.attach(node);
+
+  // The other cores seal and open the data keys of large batches (docs/performance.md).
+  const pool = new CryptoPool(opts.cryptoThreads ?? availableParallelism());
+  cleanup.push(() => pool.close());
+
+  const server = createHttpServer({
+    cert: tls.cert,
+    key: tls.key,
+    ca: tls.ca,
+    routes: apiRoutes({ node, observability, pool }),
+    limits: config.limits,
+    log,
+    observer: observability.http,
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(listen.port, listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (err) => log.error('listener error', { err: clip(err.message) }));
+  cleanup.push(() => closeServer(server, observability));
+  const bound = (server.address() as AddressInfo).port;
+  const shown =
+    listen.host === '0.0.0.0' || listen.host === '::' ? '127.0.0.1' : listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+  endpoint = `https://${shown}:${bound}`;
+
+  warnExpiring(tls, log);
+  const stopTls = watchTls(server, () => loadTlsMaterial(config, dir, configured), tls.files, log);
+  cleanup.push(stopTls);
+  const stopConfig = opts.configFile ? watchFile(opts.configFile, () => void node.reloadConfig()) : () => {};
+  cleanup.push(stopConfig);
+
+  const p = opts.print;
+  p(`Version     ${VERSION}`);
+  p(`HSM         ${hsms.map((c) => c.hsm.name).join(', ')}`);
+  p(`Node        ${node.host}`);
+  p(`Data        ${devDir ? `${devDir} (dev mode: deleted on exit)` : dir}${etcd ? ` (store: etcd ${etcd.prefix})` : ''}`);
+  p(`TLS         ${tls.source}${tls.generated ? ' (generated self-signed certificate for localhost)' : ''}`);
+  p(`Endpoint    ${endpoint}`);
+  if (config.admin.identity) p(`Admin       ${config.admin.identity}`);
+  p(`Docs        minkms help · docs/kms-chain.md · docs/security.md · docs/clustering.md`);
+  node.onStateChange((state, previous) => announce(p, state, previous));
+  node.start();
+
+  return {
+    node,
+    endpoint,
+    reloadConfig: () => node.reloadConfig(),
+    close: closeAll,
+  };
+}
+
+/** What the banner says as the node's state changes: sealed (why), up, pending HSMs. */
+function announce(p: (line: string) => void, state: NodeState, previous: NodeState): void {
+  if (state.kind === 'sealed') {
+    if (state.reason !== 'starting' && (previous.kind !== 'sealed' || previous.reason !== state.reason)) {
+      p(`=> Server is sealed: ${state.reason}`);
+      if (state.hint) p(`   ${state.hint}`);
+    }
+    return;
+  }
+  if (previous.kind === 'sealed') {
+    p(`Cluster ID  ${state.root.clusterId}`);
+    p(
+      `Root        ${state.rootIdentity.identity} (${state.rootIdentity.source === 'admin.identity' ? 'admin.identity' : `API key derived from ${state.rootIdentity.source}`})`,
+    );
+    const root = state.rootIdentity;
+    if (root.apiKey) p(`API Key     ${root.apiKey}${root.replaced === undefined ? '' : `   (${newRootNote(root.replaced)})`}`);
+    p('=> Server is up and running...');
+  }
+  const before = previous.kind === 'unsealed' ? previous.pending : new Map<string, string>();
+  for (const [name, why] of state.pending) if (before.get(name) !== why) p(`HSM pending ${name}: ${why}`);
+}
+
+/** The audit log's directory must exist: a clear error at start instead of a raw ENOENT. */
+function checkAuditDir(file: string): void {
+  const d = dirname(file);
+  let ok = false;
+  try {
+    ok = statSync(d).isDirectory();
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new StartupConfigError(`audit.file: the directory ${d} does not exist (create it, writable by the server's user)`);
+}
+
+function asConfigError<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof HsmConfigError || err instanceof ConfigError) throw new StartupConfigError(err.message);
+    if (err instanceof Error && /^(kms:|hsm\.|tls\.)/.test(err.message)) throw new StartupConfigError(err.message);
+    throw err;
+  }
+}
+
+/** Closes the listener: no new connections, requests in flight finish (bounded), log streams end. */
+async function closeServer(server: Http2SecureServer, observability: Observability): Promise<void> {
+  observability.endStreams();
+  await new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    // Idle HTTP/2 sessions and keep-alive sockets would hold close() open.
+    setTimeout(resolve, 2000).unref();
+  });
+}
+
+/** Calls `changed` when the file's contents change (polled: works for edits, renames and bind mounts). */
+function watchFile(file: string, changed: () => void): () => void {
+  const stamp = () => {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch {
+      return undefined;
+    }
+  };
+  let last = stamp();
+  const timer = setInterval(() => {
+    const now = stamp();
+    if (now === undefined || now === last) return;
+    last = now;
+    changed();
+  }, CONFIG_POLL_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+function createEtcdStore(c: EtcdConfig): EtcdStore {
+  const read = (f: string | undefined) => (f === undefined ? undefined : readFileSync(f));
+  return new EtcdStore({
+    endpoints: c.endpoints,
+    prefix: c.prefix,
+    username: c.username,
+    password: c.password,
+    tls: c.tls && { ca: read(c.tls.ca), cert: read(c.tls.cert), key: read(c.tls.key) },
+    timeoutMs: c.timeout,
+  });
+}

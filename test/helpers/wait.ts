@@ -1,0 +1,30 @@
+/** Polling with a deadline: tests wait for a condition, never for a fixed time. */
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/**
+ * Calls `check` until it returns a value other than undefined/false (or stops throwing), and
+ * returns that value; fails after `timeoutMs` with the last error or `label`.
+ */
+export async function waitFor<T>(
+  label: string,
+  check: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 20_000,
+  intervalMs = 50,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined && v !== false) return v;
+      last = undefined;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      const why = last instanceof Error ? `: ${last.message}` : '';
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${label}${why}`, { cause: last });
+    }
+    await sleep(intervalMs);
+  }
+}
