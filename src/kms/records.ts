@@ -48,6 +48,12 @@ export interface KeyRecord {
 export interface PolicyRecord {
   v: 1;
   name: string;
+  /**
+   * Random, set when the policy is created and kept when it is overwritten. Identities hold
+   * the id they were assigned, so a policy deleted and created again under the same name is
+   * not silently granted to the holders of the old one. Absent in records of older versions.
+   */
+  id?: string;
   allow: Rules;
   deny: Rules;
   createdAt: string;
@@ -59,6 +65,8 @@ export interface IdentityRecord {
   identity: string;
   privilege: Privilege;
   policy: string;
+  /** The id of the policy when it was assigned (absent: assigned by an older version). */
+  policyId?: string;
   createdAt: string;
   createdBy: string;
   serviceAccount: boolean;
