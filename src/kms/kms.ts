@@ -23,6 +23,7 @@ import {
   PRIVILEGE,
   keyRingFromRecord,
   keyRingToRecord,
+  serviceAccountPrivilege,
   type EnclaveRecord,
   type Identity,
   type IdentityRecord,
@@ -255,11 +256,11 @@ export class Kms {
   #effective(e: Enclave, rec: Identity): { privilege: Privilege; policy: Policy | undefined } {
     let cur: Identity | undefined = rec;
     for (let depth = 0; cur?.serviceAccount && depth < 16; depth++) {
-      if (this.isSysAdmin(cur.parent)) return { privilege: PRIVILEGE.Admin, policy: undefined };
+      if (this.isSysAdmin(cur.parent)) return { privilege: serviceAccountPrivilege(PRIVILEGE.SysAdmin), policy: undefined };
       cur = e.identities.get(cur.parent);
     }
     if (!cur || cur.serviceAccount) return { privilege: PRIVILEGE.User, policy: undefined };
-    const privilege = cur !== rec && cur.privilege === PRIVILEGE.SysAdmin ? PRIVILEGE.Admin : cur.privilege;
+    const privilege = cur === rec ? cur.privilege : serviceAccountPrivilege(cur.privilege);
     if (privilege !== PRIVILEGE.User) return { privilege, policy: undefined };
     const policy = e.policies.get(cur.policy);
     return { privilege, policy: policy && (policy.id ?? '') === (cur.policyId ?? '') ? policy : undefined };

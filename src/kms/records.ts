@@ -21,6 +21,14 @@ export const PATH = {
 export const PRIVILEGE = { SysAdmin: 1, Admin: 2, User: 3 } as const;
 export type Privilege = (typeof PRIVILEGE)[keyof typeof PRIVILEGE];
 
+/**
+ * The privilege a service account acts with, given its parent's: the parent's, but at most
+ * Admin — a SysAdmin's rights are cluster-wide, a service account's end at its enclave.
+ */
+export function serviceAccountPrivilege(parent: Privilege): Privilege {
+  return parent === PRIVILEGE.SysAdmin ? PRIVILEGE.Admin : parent;
+}
+
 export interface EnclaveRecord {
   v: 1;
   name: string;
