@@ -17,7 +17,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import { KmsClient, HttpError } from '../client/client.js';
-import { EndpointsError, OutcomeUnknownError, TransportError } from '../client/transport.js';
+import { EndpointsError, OutcomeUnknownError, TimeoutError, TransportError } from '../client/transport.js';
 import { ConfigError, parseDuration } from '../config/config.js';
 import { KmsError } from '../errors.js';
 import { parseApiKey } from '../identity/api-key.js';
@@ -189,10 +189,9 @@ function explainTransportError(err: TransportError, ctx: ErrorContext): CliError
           ...attempts.map((a, i) => `${a.host}: ${reasons[i]}`),
           ...(untried.length > 0 ? [`${untried.join(', ')}: not tried in time`] : []),
         ].join('; ');
-  return new CliError(
-    `cannot reach ${where}: ${reason}`,
-    'check that the server runs, or set MINIO_KMS_SERVER=https://HOST:PORT[,…]; --timeout gives it longer',
-  );
+  const timedOut = untried.length > 0 || attempts.some((a) => a.cause instanceof TimeoutError);
+  const hint = 'check that the server runs, or set MINIO_KMS_SERVER=https://HOST:PORT[,…]';
+  return new CliError(`cannot reach ${where}: ${reason}`, timedOut ? `${hint}; --timeout gives it longer` : hint);
 }
 
 // ------------------------------------------------------------------------------ output
