@@ -87,6 +87,8 @@ export interface RequestOptions {
 
 export class Transport {
   readonly #endpoints: Endpoint[];
+  /** Endpoints named by `host` that are not in the list (their connections are reused too). */
+  readonly #others = new Map<string, Endpoint>();
   readonly #tls: TlsOptions;
   readonly #connectMs: number;
   readonly #responseMs: number;
@@ -112,7 +114,8 @@ export class Transport {
     const idempotent = opts.idempotent ?? opts.method === 'GET';
     if (opts.host !== undefined) {
       const url = normalizeEndpoint(opts.host);
-      const ep = this.#endpoints.find((e) => e.url === url) ?? new Endpoint(url);
+      let ep = this.#endpoints.find((e) => e.url === url) ?? this.#others.get(url);
+      if (!ep) this.#others.set(url, (ep = new Endpoint(url)));
       try {
         const res = await this.#attempt(ep, opts, deadline);
         ep.succeeded();
@@ -318,7 +321,7 @@ export class Transport {
   }
 
   close(): void {
-    for (const ep of this.#endpoints) {
+    for (const ep of [...this.#endpoints, ...this.#others.values()]) {
       ep.session?.close();
       ep.session = undefined;
       ep.ready = undefined;
