@@ -654,8 +654,7 @@ export class Kms {
         parent: req.serviceAccount ? caller.identity : '',
         tags: { ...req.tags },
       };
-      const demoted = existing !== undefined && isGlobalSysAdmin(existing) && !isGlobalSysAdmin(rec);
-      await this.#putIdentity(e, rec, demoted ? this.#strandedBy(req.identity, 1, e) : []);
+      await this.#putIdentity(e, rec, this.#strandedByCreate(e, existing, rec));
     });
   }
 
@@ -716,6 +715,24 @@ export class Kms {
     if (isGlobalSysAdmin(rec)) this.#countSysAdmin(rec.identity, +1);
     e.identities.set(rec.identity, { ...rec, rev });
     for (const s of stranded) s.e.identities.delete(s.rec.identity);
+  }
+
+  /**
+   * Service accounts that must go when `rec` is written over `existing`: those a SysAdmin loses
+   * its right to (see {@link #strandedBy}), and — when an identity gets rights it did not have —
+   * service accounts of it left behind by an earlier deletion (by a version before this rule),
+   * which would otherwise come back to life with the new record.
+   */
+  #strandedByCreate(e: Enclave, existing: Identity | undefined, rec: IdentityRecord): Stranded[] {
+    if (existing !== undefined && isGlobalSysAdmin(existing) && !isGlobalSysAdmin(rec)) return this.#strandedBy(rec.identity, 1, e);
+    if (this.isSysAdmin(rec.identity)) return [];
+    const out: Stranded[] = [];
+    if (existing === undefined) {
+      const roots = [...e.identities.values()].filter((r) => r.serviceAccount && r.parent === rec.identity);
+      for (const r of withServiceAccounts(e, roots)) out.push({ e, rec: r });
+    }
+    if (isGlobalSysAdmin(rec)) out.push(...this.#strandedBy(rec.identity, 0, e));
+    return out;
   }
 
   /**

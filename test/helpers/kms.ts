@@ -19,6 +19,8 @@ export interface KmsContext {
   kms: Kms;
   root: string;
   store: SqliteStore;
+  /** The barrier of the store, to write records as another (older) version would. */
+  barrier: Barrier;
   /** Closes the store and loads a new Kms from the same directory (a restart). */
   restart(): Promise<Kms>;
 }
@@ -28,7 +30,7 @@ export async function withKms(fn: (ctx: KmsContext) => Promise<void>): Promise<v
   const rek = randomBytes(32);
   const clusterId = randomUUID();
   const root = newIdentity();
-  const ctx = { root, store: new SqliteStore(join(dir, 'data')) } as KmsContext;
+  const ctx = { root, store: new SqliteStore(join(dir, 'data')), barrier: new Barrier(Buffer.from(rek), clusterId) } as KmsContext;
   ctx.kms = await Kms.load(ctx.store, new Barrier(rek, clusterId), { rootIdentity: root });
   ctx.restart = async () => {
     await ctx.store.close();

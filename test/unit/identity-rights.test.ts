@@ -5,9 +5,9 @@
  */
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { PRIVILEGE } from '../../src/kms/records.js';
 import type { Kms } from '../../src/kms/kms.js';
 import { isSdkCommandName } from '../../src/protocol/commands.js';
+import { PRIVILEGE, encodeRecord, type IdentityRecord } from '../../src/kms/records.js';
 import { createId, expectCode, newIdentity, withKms } from '../helpers/kms.js';
 
 const ids = (kms: Kms, enclave: string) =>
@@ -182,5 +182,39 @@ describe("a SysAdmin's service accounts in other enclaves", () => {
       assert.equal(p.admin, false, 'acts as Admin although its parent is now a User');
       await kms.deleteIdentity(kms.principal(root, 'b'), 'b', s);
       assert.equal(kms.principal(sa, 'b').known, false);
+    }));
+
+  it('left behind by an older version, are not adopted when the identity gets rights again', () =>
+    withKms(async (ctx) => {
+      const { kms, root } = ctx;
+      for (const e of ['a', 'b']) await kms.createEnclave(root, e);
+      const [s, orphanB, orphanA] = Array.from({ length: 3 }, newIdentity) as [string, string, string];
+      // What a deleted SysAdmin left behind before this version: its service accounts in b, and in a.
+      const legacy = (enclave: string, identity: string) => {
+        const path = `identity/${enclave}/${identity}`;
+        const rec: IdentityRecord = {
+          v: 1,
+          identity,
+          privilege: PRIVILEGE.User,
+          policy: '',
+          createdAt: new Date().toISOString(),
+          createdBy: s,
+          serviceAccount: true,
+          parent: s,
+          tags: {},
+        };
+        return { key: path, value: ctx.barrier.encrypt(path, encodeRecord(rec)) };
+      };
+      assert.equal((await ctx.store.commit([], [legacy('b', orphanB), legacy('a', orphanA)])).ok, true);
+      const k = await ctx.restart();
+      assert.equal(k.principal(orphanB, 'b').admin, false);
+      await createId(k, k.principal(root, 'a'), 'a', s, 'SysAdmin');
+      for (const [enclave, id] of [
+        ['b', orphanB],
+        ['a', orphanA],
+      ] as const) {
+        assert.equal(k.principal(id, enclave).known, false, `an orphan in ${enclave} came back with the new SysAdmin record`);
+        assert.equal(await ctx.store.get(`identity/${enclave}/${id}`), undefined, `an orphan in ${enclave} is still stored`);
+      }
     }));
 });
