@@ -17,7 +17,8 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import { KmsClient, HttpError } from '../client/client.js';
-import { TransportError } from '../client/transport.js';
+import { EndpointsError, OutcomeUnknownError, TimeoutError, TransportError } from '../client/transport.js';
+import { ConfigError, parseDuration } from '../config/config.js';
 import { KmsError } from '../errors.js';
 import { parseApiKey } from '../identity/api-key.js';
 import { isIdentity } from '../identity/identity.js';
@@ -153,23 +154,44 @@ export function explainError(err: unknown, ctx: ErrorContext): CliError {
     if (err.status >= 500) return new CliError(`server error (HTTP ${err.status}): ${message}`, 'check the server log');
     return new CliError(message, help);
   }
-  if (err instanceof TransportError) {
-    const chain = causeChain(err.cause);
-    const tls = chain.find((c) => c.code !== undefined && TLS_VERIFY_CODES.has(c.code));
+  if (err instanceof TransportError) return explainTransportError(err, ctx);
+  const msg = (err as Error)?.message ?? String(err);
+  return new CliError(msg, help);
+}
+
+/** Why the client could not get an answer: every endpoint tried, each with what went wrong. */
+function explainTransportError(err: TransportError, ctx: ErrorContext): CliError {
+  const attempts = err instanceof EndpointsError ? err.attempts : [err];
+  for (const a of attempts) {
+    const tls = causeChain(a.cause).find((c) => c.code !== undefined && TLS_VERIFY_CODES.has(c.code));
     if (tls) {
       return new CliError(
-        `cannot verify the TLS certificate of ${err.host}: ${tls.message}`,
+        `cannot verify the TLS certificate of ${a.host}: ${tls.message}`,
         "use -k/--insecure to skip verification, or add the server's CA certificate (PEM) to ~/.minkms/certs/CAs",
       );
     }
-    const all = ctx.endpoints && ctx.endpoints.length > 0 ? ctx.endpoints : [err.host];
-    const where = all.length === 1 ? `the KMS server at ${all[0]}` : `any KMS server (${all.join(', ')})`;
-    const net = chain.find((c) => c.code !== undefined && UNREACHABLE_CODES.has(c.code));
-    const reason = net ? `${UNREACHABLE_CODES.get(net.code!)} (${net.code})` : (chain[chain.length - 1]?.message ?? err.message);
-    return new CliError(`cannot reach ${where}: ${reason}`, 'check that the server runs, or set MINIO_KMS_SERVER=https://HOST:PORT[,…]');
   }
-  const msg = (err as Error)?.message ?? String(err);
-  return new CliError(msg, help);
+  if (err instanceof OutcomeUnknownError) {
+    return new CliError(err.message, 'the change may or may not have been made: check the current state before running the command again');
+  }
+  const why = (a: TransportError) => {
+    const net = causeChain(a.cause).find((c) => c.code !== undefined && UNREACHABLE_CODES.has(c.code));
+    return net ? `${UNREACHABLE_CODES.get(net.code!)} (${net.code})` : a.reason;
+  };
+  const untried = err instanceof EndpointsError ? err.untried : [];
+  const reasons = attempts.map(why);
+  const all = ctx.endpoints && ctx.endpoints.length > 0 ? ctx.endpoints : [...attempts.map((a) => a.host), ...untried];
+  const where = all.length === 1 ? `the KMS server at ${all[0]}` : `any KMS server (${all.join(', ')})`;
+  const reason =
+    new Set(reasons).size === 1 && untried.length === 0
+      ? reasons[0]!
+      : [
+          ...attempts.map((a, i) => `${a.host}: ${reasons[i]}`),
+          ...(untried.length > 0 ? [`${untried.join(', ')}: not tried in time`] : []),
+        ].join('; ');
+  const timedOut = untried.length > 0 || attempts.some((a) => a.cause instanceof TimeoutError);
+  const hint = 'check that the server runs, or set MINIO_KMS_SERVER=https://HOST:PORT[,…]';
+  return new CliError(`cannot reach ${where}: ${reason}`, timedOut ? `${hint}; --timeout gives it longer` : hint);
 }
 
 // ------------------------------------------------------------------------------ output
@@ -345,6 +367,24 @@ export interface CommonOptions {
   insecure?: boolean;
   enclave?: string;
   json?: boolean;
+  /** `--timeout`, in ms. */
+  timeout?: number;
+}
+
+/** Default of `--timeout`: the whole command's call to the servers, failover included. */
+export const DEFAULT_CLI_TIMEOUT_MS = 30_000;
+
+/** Parses `--timeout`: a duration such as `500ms`, `10s`, `1m`, or seconds. */
+export function parseTimeoutArg(value: string): number {
+  let ms: number;
+  try {
+    ms = /^\d+(\.\d+)?$/.test(value) ? Number(value) * 1000 : parseDuration(value, '--timeout');
+  } catch (err) {
+    if (err instanceof ConfigError) throw new InvalidArgumentError('a duration such as 500ms, 10s or 1m.');
+    throw err;
+  }
+  if (!(ms > 0)) throw new InvalidArgumentError('a duration greater than zero.');
+  return ms;
 }
 
 /** Creates the client for the common flags and environment; usage error if no API key. */
@@ -359,12 +399,14 @@ export function createClient(opts: CommonOptions): KmsClient {
   } catch {
     throw usageError('invalid API key', "an API key looks like 'k1:…' or 'k2:…'; 'minkms identity' creates one");
   }
+  // Each server gets the transport's per-attempt bounds (connect 5 s, response 10 s, both
+  // shortened to what is left of --timeout); all of them together get --timeout.
   return new KmsClient({
     endpoints: serverEndpoints(),
     apiKey: parsed,
     ca: trustedCAs(),
     insecure: opts.insecure === true,
-    timeoutMs: 20_000,
+    timeoutMs: opts.timeout ?? DEFAULT_CLI_TIMEOUT_MS,
   });
 }
 
@@ -447,6 +489,11 @@ export function clientCommand(parent: Command, name: string, spec: ClientCommand
   cmd.addOption(new Option('-a, --api-key <KEY>', 'API key (k1:… / k2:…) to authenticate with').env('MINIO_KMS_API_KEY'));
   cmd.addOption(new Option('-k, --insecure', 'do not verify the server certificate'));
   if (spec.enclave) cmd.addOption(new Option('-e, --enclave <NAME>', 'enclave to operate in').env('MINIO_KMS_ENCLAVE'));
+  cmd.addOption(
+    new Option('--timeout <DURATION>', 'give up after DURATION, every server tried (e.g. 500ms, 10s, 1m; default 30s)').argParser(
+      parseTimeoutArg,
+    ),
+  );
   cmd.addOption(new Option('--json', 'print JSON'));
   addExamples(cmd, spec.examples, envHelp(spec.enclave));
   return cmd;

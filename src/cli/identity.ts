@@ -10,6 +10,8 @@ import { identityOfCertificate } from '../identity/identity.js';
 import { SoftHsm, generateSoftHsmKey } from '../hsm/soft.js';
 import { deriveRootApiKey } from '../hsm/root-key.js';
 import type { IdentityResponse } from '../protocol/messages.js';
+import type { KmsClient } from '../client/client.js';
+import { serviceAccountPrivilege, type Privilege } from '../kms/records.js';
 import {
   CliError,
   PRIVILEGE_NAMES,
@@ -124,6 +126,13 @@ export function parseTag(value: string, previous: Record<string, string> | undef
   return { ...(previous ?? {}), [k]: v };
 }
 
+/** The privilege a service account of the caller acts with (its own effective one, at most Admin). */
+async function serviceAccountPrivilegeName(client: KmsClient, enclave: string): Promise<string> {
+  const [self] = await client.getIdentity(enclave, ['']);
+  const own = self!.privilege as Privilege;
+  return PRIVILEGE_NAMES[serviceAccountPrivilege(own)] ?? String(own);
+}
+
 function formatTags(tags: Record<string, string>): string {
   const list = Object.keys(tags)
     .sort()
@@ -165,12 +174,16 @@ export function enclaveIdentityCommands(program: Command): void {
         enclave,
       );
       const client = ctx.client;
+      // A service account acts with the caller's rights, whatever privilege the request names:
+      // report those (the caller may always look at itself), never the requested "User".
+      const shown = o.service ? await serviceAccountPrivilegeName(client, enclave) : privilege;
+      const label = o.service ? `${shown}, service account` : shown;
       for (const c of created) {
         await client.createIdentity(enclave, { identity: c.identity, privilege, isServiceAccount: o.service === true, tags });
-        if (!ctx.json && c.api_key === undefined) done(`Added identity ${c.identity} to enclave '${enclave}' (${privilege})`);
+        if (!ctx.json && c.api_key === undefined) done(`Added identity ${c.identity} to enclave '${enclave}' (${label})`);
       }
       if (ctx.json) {
-        printJson(created.map((c) => ({ ...c, enclave, privilege, is_service_account: o.service === true, tags })));
+        printJson(created.map((c) => ({ ...c, enclave, privilege: shown, is_service_account: o.service === true, tags })));
         return;
       }
       const generated = created.find((c) => c.api_key !== undefined);
@@ -179,7 +192,7 @@ export function enclaveIdentityCommands(program: Command): void {
           ['API Key', generated.api_key!],
           ['Identity', generated.identity],
           ['Enclave', enclave],
-          ['Privilege', o.service ? `${privilege} (service account)` : privilege],
+          ['Privilege', o.service ? `${shown} (service account)` : shown],
         ]);
         if (process.stderr.isTTY) process.stderr.write(style.yellow('Store the API key now: it is not shown again.') + '\n');
       }

@@ -10,6 +10,7 @@ import type { LogRecord } from '../protocol/messages.js';
 import { verifyAuditFile } from '../server/audit.js';
 import {
   CliError,
+  DEFAULT_CLI_TIMEOUT_MS,
   addExamples,
   clientCommand,
   printJson,
@@ -117,7 +118,15 @@ function streamingClient(opts: CommonOptions, host: string | undefined): { clien
     throw usageError('invalid API key', "an API key looks like 'k1:…' or 'k2:…'; 'minkms identity' creates one");
   }
   const endpoints = host ? [host] : serverEndpoints();
-  const client = new KmsClient({ endpoints, apiKey: parsed, ca: trustedCAs(), insecure: opts.insecure === true, timeoutMs: 0x7fffffff });
+  // The timeout bounds reaching the node and its first answer; the stream itself runs until
+  // Ctrl-C (the transport applies no timeout to a stream's body).
+  const client = new KmsClient({
+    endpoints,
+    apiKey: parsed,
+    ca: trustedCAs(),
+    insecure: opts.insecure === true,
+    timeoutMs: opts.timeout ?? DEFAULT_CLI_TIMEOUT_MS,
+  });
   return { client, host: client.transport.endpoints[0]! };
 }
 

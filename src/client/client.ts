@@ -13,17 +13,22 @@ import { KmsError, errorFromWire } from '../errors.js';
 import { encodeFrames, parseFrames } from '../protocol/frames.js';
 import { decodeMessage, encodeMessage, fromJSON, type MessageInit, type MessageSchema } from '../protocol/schema.js';
 import * as M from '../protocol/messages.js';
-import { CommandCode as C } from '../protocol/commands.js';
-import { Transport, type TlsOptions, type HttpResponse } from './transport.js';
+import { CommandCode as C, commandByCode } from '../protocol/commands.js';
+import { Transport, type TlsOptions, type HttpResponse, type TransportOptions } from './transport.js';
 
-export interface ClientOptions extends Omit<TlsOptions, 'cert' | 'key'> {
+/**
+ * Endpoints, credentials, TLS and the bounds of every call (transport.ts): `connectTimeoutMs`
+ * (TCP + TLS + HTTP/2 per endpoint, default 5 s), `responseTimeoutMs` (request → response
+ * headers per endpoint, default 10 s), `timeoutMs` (the whole call with failover, default
+ * 30 s), and `endpointOrder`.
+ */
+export interface ClientOptions extends Omit<TlsOptions, 'cert' | 'key'>, TransportOptions {
   /** `host:port` (scheme optional). Default `127.0.0.1:7373`. */
   endpoints: readonly string[];
   /** A `k1:`/`k2:` API key; or give a client certificate with `cert` + `key`. */
   apiKey?: string | ApiKey;
   cert?: string;
   key?: string;
-  timeoutMs?: number;
 }
 
 /** An error answer of a server that is not in our catalogue. */
@@ -71,7 +76,16 @@ export class KmsClient {
       identity = apiKey.identity;
     }
     this.identity = identity;
-    this.transport = new Transport(opts.endpoints, { cert, key, ca: opts.ca, insecure: opts.insecure }, opts.timeoutMs);
+    this.transport = new Transport(
+      opts.endpoints,
+      { cert, key, ca: opts.ca, insecure: opts.insecure },
+      {
+        connectTimeoutMs: opts.connectTimeoutMs,
+        responseTimeoutMs: opts.responseTimeoutMs,
+        timeoutMs: opts.timeoutMs,
+        endpointOrder: opts.endpointOrder,
+      },
+    );
   }
 
   close(): void {
@@ -119,7 +133,17 @@ export class KmsClient {
       requests.map((r) => encodeMessage(reqSchema, r)),
     );
     const path = enclave === '' ? '/v1/kms' : `/v1/kms/${encodeURIComponent(enclave)}`;
-    const res = await this.#ok({ method: 'POST', path, headers: { 'content-type': OCTET, accept: 'application/*' }, body, host });
+    // Reads may go to another endpoint when one took the request and did not answer; a
+    // state-changing command is never sent twice (see transport.ts).
+    const idempotent = commandByCode(code)?.write === false;
+    const res = await this.#ok({
+      method: 'POST',
+      path,
+      headers: { 'content-type': OCTET, accept: 'application/*' },
+      body,
+      host,
+      idempotent,
+    });
     if (!resSchema) return [];
     const frames = parseFrames(res.body, Math.max(requests.length, 1));
     if (frames.length !== requests.length)
@@ -186,6 +210,7 @@ export class KmsClient {
       method: 'POST',
       path: '/v1/root/rotate',
       host,
+      responseTimeoutMs: Infinity,
       onData: (chunk) => {
         pending += chunk.toString('utf8');
         const lines = pending.split('\n');
@@ -201,12 +226,13 @@ export class KmsClient {
 
   /** A backup snapshot of the whole database (still encrypted); SysAdmin. */
   async readDb(host?: string): Promise<Buffer> {
-    return (await this.#ok({ method: 'GET', path: '/v1/db', headers: { accept: OCTET }, host })).body;
+    // The server prepares the whole snapshot before it answers: only the call's timeout applies.
+    return (await this.#ok({ method: 'GET', path: '/v1/db', headers: { accept: OCTET }, host, responseTimeoutMs: Infinity })).body;
   }
 
   /** Restores a backup snapshot onto one node; SysAdmin. */
   async writeDb(snapshot: Uint8Array, host?: string): Promise<void> {
-    await this.#ok({ method: 'PUT', path: '/v1/db', headers: { accept: OCTET }, body: snapshot, host });
+    await this.#ok({ method: 'PUT', path: '/v1/db', headers: { accept: OCTET }, body: snapshot, host, responseTimeoutMs: Infinity });
   }
 
   // ---------------------------------------------------------------- enclaves

@@ -92,6 +92,7 @@ export async function streamLogs(client: KmsClient, opts: LogStreamOptions, onRe
       body,
       host: opts.host,
       signal: opts.signal,
+      idempotent: true, // a read: a node that took it and never answered may be replaced by another
       onResponse: (h) => {
         records = Number(h[':status']) === 200 && h['content-type'] === OCTET;
       },

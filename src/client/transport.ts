@@ -1,12 +1,39 @@
 /**
- * HTTPS/2 transport with mutual TLS and several endpoints. A request goes to a random healthy
- * endpoint; a transport failure (refused, reset, TLS, timeout) suspends that endpoint for 30 s
- * and the request moves on to the next one. HTTP error statuses are answers, never retried.
+ * HTTPS/2 transport with mutual TLS and several endpoints (used by the CLI, the SDK and the
+ * external-KMS HSM).
+ *
+ * Every call is bounded, in three ways (defaults in brackets, all configurable):
+ * - connect [5 s]: TCP connection, TLS handshake and HTTP/2 session of one endpoint;
+ * - response [10 s]: from the request handed over to the response headers, per endpoint;
+ * - the call [30 s]: everything, failover included; it also bounds reading a response body,
+ *   except for streams (`onData`, e.g. `minkms logs`), whose body runs until the server ends it
+ *   or the caller aborts.
+ *
+ * Failover: a call tries every endpoint at most once, healthy ones first (endpoints.ts). A
+ * failure that provably happened before the request reached the server (no connection, no
+ * TLS, a stream refused unprocessed) moves on to the next endpoint for every request. A
+ * request that was sent and then got no answer moves on only if it is safe to repeat
+ * (`idempotent`: GET, and command-channel reads); a state-changing request fails with an
+ * {@link OutcomeUnknownError} instead, so that it is never silently applied twice.
+ *
+ * HTTP error statuses are answers, never retried. A stream that closes without a status is a
+ * transport failure, never an answer.
  */
 import * as http2 from 'node:http2';
-import type { ClientHttp2Session, IncomingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
+import { isIP } from 'node:net';
+import * as tls from 'node:tls';
+import { Endpoint, callOrder, normalizeEndpoint, type EndpointOrder } from './endpoints.js';
+import { EndpointsError, OutcomeUnknownError, TimeoutError, TransportError } from './errors.js';
 
-export const SUSPEND_MS = 30_000;
+export { SUSPEND_MS, normalizeEndpoint, type EndpointOrder } from './endpoints.js';
+export { EndpointsError, OutcomeUnknownError, TimeoutError, TransportError } from './errors.js';
+
+export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
+export const DEFAULT_RESPONSE_TIMEOUT_MS = 10_000;
+export const DEFAULT_TIMEOUT_MS = 30_000;
+/** An idle connection is closed after this long (the server may close it earlier). */
+const IDLE_MS = 30_000;
 
 export interface TlsOptions {
   cert?: string;
@@ -15,6 +42,20 @@ export interface TlsOptions {
   ca?: string | string[];
   /** Skip server certificate verification (tests and first steps only). */
   insecure?: boolean;
+}
+
+export interface TimeoutOptions {
+  /** TCP connection + TLS handshake + HTTP/2 session, per endpoint. Default {@link DEFAULT_CONNECT_TIMEOUT_MS}. */
+  connectTimeoutMs?: number;
+  /** Request handed over → response headers, per endpoint. Default {@link DEFAULT_RESPONSE_TIMEOUT_MS}. */
+  responseTimeoutMs?: number;
+  /** The whole call, failover included (and a non-stream body). Default {@link DEFAULT_TIMEOUT_MS}. */
+  timeoutMs?: number;
+}
+
+export interface TransportOptions extends TimeoutOptions {
+  /** `random` (default) spreads calls over the healthy endpoints; `listed` prefers them in the given order. */
+  endpointOrder?: EndpointOrder;
 }
 
 export interface HttpResponse {
@@ -32,55 +73,36 @@ export interface RequestOptions {
   host?: string;
   /** Called with the response headers, before any body chunk. */
   onResponse?: (headers: IncomingHttpHeaders) => void;
-  /** Called with each response body chunk instead of buffering (streams). */
+  /** Called with each response body chunk instead of buffering (streams: no timeout on the body). */
   onData?: (chunk: Buffer) => void;
   signal?: AbortSignal;
-}
-
-/** A connection-level failure (as opposed to an HTTP error answer). */
-export class TransportError extends Error {
-  readonly host: string;
-  constructor(host: string, cause: unknown) {
-    super(`${host}: ${(cause as Error)?.message ?? String(cause)}`, { cause });
-    this.name = 'TransportError';
-    this.host = host;
-  }
-}
-
-/** `host:port`, `https://host:port` or `http://host:port` → `https://host:port` (port 7373 by default). */
-export function normalizeEndpoint(e: string): string {
-  const s = e
-    .trim()
-    .replace(/^https?:\/\//, '')
-    .replace(/\/+$/, '');
-  if (s === '') throw new TypeError('empty server endpoint');
-  const url = new URL(`https://${s}`);
-  if (url.port === '') url.port = '7373';
-  return `https://${url.host}`;
-}
-
-class Endpoint {
-  readonly url: string;
-  suspendedUntil = 0;
-  session: ClientHttp2Session | undefined;
-  constructor(url: string) {
-    this.url = url;
-  }
-  get host(): string {
-    return this.url.slice('https://'.length);
-  }
+  /**
+   * Whether the request may be sent again after it may have reached a server (default: GET
+   * only). Say `true` for reads sent with POST (command-channel reads, log streams).
+   */
+  idempotent?: boolean;
+  /** Overrides the response timeout (e.g. Infinity for answers that take long to prepare, such as a backup). */
+  responseTimeoutMs?: number;
 }
 
 export class Transport {
   readonly #endpoints: Endpoint[];
+  /** Endpoints named by `host` that are not in the list (their connections are reused too). */
+  readonly #others = new Map<string, Endpoint>();
   readonly #tls: TlsOptions;
+  readonly #connectMs: number;
+  readonly #responseMs: number;
   readonly #timeoutMs: number;
+  readonly #order: EndpointOrder;
 
-  constructor(endpoints: readonly string[], tls: TlsOptions, timeoutMs = 30_000) {
+  constructor(endpoints: readonly string[], tlsOptions: TlsOptions, opts: TransportOptions = {}) {
     const list = (endpoints.length > 0 ? endpoints : ['127.0.0.1:7373']).map(normalizeEndpoint);
-    this.#endpoints = list.map((u) => new Endpoint(u));
-    this.#tls = tls;
-    this.#timeoutMs = timeoutMs;
+    this.#endpoints = [...new Set(list)].map((u) => new Endpoint(u));
+    this.#tls = tlsOptions;
+    this.#connectMs = positive(opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, 'connectTimeoutMs');
+    this.#responseMs = positive(opts.responseTimeoutMs ?? DEFAULT_RESPONSE_TIMEOUT_MS, 'responseTimeoutMs');
+    this.#timeoutMs = positive(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, 'timeoutMs');
+    this.#order = opts.endpointOrder ?? 'random';
   }
 
   get endpoints(): string[] {
@@ -88,107 +110,271 @@ export class Transport {
   }
 
   async request(opts: RequestOptions): Promise<HttpResponse> {
+    const deadline = Date.now() + this.#timeoutMs;
+    const idempotent = opts.idempotent ?? opts.method === 'GET';
     if (opts.host !== undefined) {
       const url = normalizeEndpoint(opts.host);
-      const ep = this.#endpoints.find((e) => e.url === url) ?? new Endpoint(url);
-      return this.#send(ep, opts);
-    }
-    const now = Date.now();
-    const n = this.#endpoints.length;
-    const start = Math.floor(Math.random() * n);
-    const order: Endpoint[] = [];
-    for (let i = 0; i < n; i++) order.push(this.#endpoints[(start + i) % n]!);
-    const healthy = order.filter((e) => e.suspendedUntil <= now);
-    const candidates = healthy.length > 0 ? healthy : order.slice(0, 1);
-    let last: unknown;
-    for (const ep of candidates) {
+      let ep = this.#endpoints.find((e) => e.url === url) ?? this.#others.get(url);
+      if (!ep) this.#others.set(url, (ep = new Endpoint(url)));
       try {
-        return await this.#send(ep, opts);
+        const res = await this.#attempt(ep, opts, deadline);
+        ep.succeeded();
+        return res;
       } catch (err) {
-        if (!(err instanceof TransportError) || opts.signal?.aborted) throw err;
-        ep.suspendedUntil = Date.now() + SUSPEND_MS;
-        last = err;
+        if (!(err instanceof TransportError)) throw err;
+        ep.failed();
+        throw err.delivered && !err.answered && !idempotent ? new OutcomeUnknownError(err) : err;
       }
     }
-    throw last;
+    const order = callOrder(this.#endpoints, this.#order);
+    const failures: TransportError[] = [];
+    for (const ep of order) {
+      if (Date.now() >= deadline) break;
+      try {
+        const res = await this.#attempt(ep, opts, deadline);
+        ep.succeeded();
+        return res;
+      } catch (err) {
+        if (!(err instanceof TransportError)) throw err; // aborted by the caller, or a bug
+        ep.failed();
+        if (err.answered) throw err;
+        if (err.delivered && !idempotent) throw new OutcomeUnknownError(err);
+        failures.push(err);
+      }
+    }
+    const untried = order.slice(failures.length).map((e) => e.host);
+    if (failures.length === 1 && untried.length === 0) throw failures[0]!;
+    throw new EndpointsError(failures, untried, this.#timeoutMs);
   }
 
-  #session(ep: Endpoint): ClientHttp2Session {
-    if (ep.session && !ep.session.closed && !ep.session.destroyed) return ep.session;
-    const hostname = new URL(ep.url).hostname.replace(/^\[|\]$/g, '');
-    const session = http2.connect(ep.url, {
+  /** One endpoint: connect (or reuse the connection), send, read the answer. */
+  async #attempt(ep: Endpoint, opts: RequestOptions, deadline: number): Promise<HttpResponse> {
+    for (let fresh = false; ; fresh = true) {
+      opts.signal?.throwIfAborted();
+      const reused = ep.session !== undefined && !ep.session.closed && !ep.session.destroyed;
+      const session = await this.#connect(ep, deadline, opts.signal);
+      try {
+        return await this.#exchange(ep, session, opts, deadline);
+      } catch (err) {
+        // A kept-alive connection the server had just closed: once more on a new one.
+        if (err instanceof TransportError && !err.delivered && reused && !fresh && Date.now() < deadline) {
+          dropSession(ep, session);
+          continue;
+        }
+        throw err;
+      }
+    }
+  }
+
+  /** The endpoint's connected session: the current one, or a new one within the connect timeout. */
+  #connect(ep: Endpoint, deadline: number, signal: AbortSignal | undefined): Promise<ClientHttp2Session> {
+    const left = deadline - Date.now();
+    if (left <= 0) return Promise.reject(new TransportError(ep.host, new TimeoutError(`not tried, ${this.#callLimit()} was reached`)));
+    if (!ep.ready || !ep.session || ep.session.closed || ep.session.destroyed) this.#open(ep, this.#bound(this.#connectMs, left));
+    return bounded(
+      ep.ready!,
+      left,
+      signal,
+      () => new TransportError(ep.host, new TimeoutError(`no connection within ${this.#callLimit()}`)),
+    );
+  }
+
+  /** `the call's timeout of N ms` */
+  #callLimit(): string {
+    return `the call's timeout of ${this.#timeoutMs} ms`;
+  }
+
+  /** A per-attempt bound cut to what is left of the call, with how to name it in an error. */
+  #bound(perAttempt: number, left: number): { ms: number; text: string } {
+    return perAttempt <= left ? { ms: perAttempt, text: `${perAttempt} ms` } : { ms: Math.max(0, left), text: this.#callLimit() };
+  }
+
+  /** Starts a session; `ep.ready` settles when it is connected, or fails after `limit.ms`. */
+  #open(ep: Endpoint, limit: { ms: number; text: string }): void {
+    const url = new URL(ep.url);
+    const host = url.hostname.replace(/^\[|\]$/g, '');
+    let tcp = false;
+    let secure = false;
+    const socket = tls.connect({
+      host,
+      port: Number(url.port),
+      // Go sends no SNI for IP literals; node refuses to set an IP as servername.
+      servername: isIP(host) ? undefined : host,
+      ALPNProtocols: ['h2'],
       cert: this.#tls.cert,
       key: this.#tls.key,
       ca: this.#tls.ca,
       rejectUnauthorized: !this.#tls.insecure,
-      // Go sends no SNI for IP literals; node refuses to set an IP as servername.
-      servername: /^[\d.]+$|:/.test(hostname) ? '' : hostname,
       minVersion: 'TLSv1.2',
     });
-    session.on('error', () => {
-      if (ep.session === session) ep.session = undefined;
-    });
-    session.on('close', () => {
-      if (ep.session === session) ep.session = undefined;
-    });
-    session.setTimeout(90_000, () => session.close());
-    session.unref();
+    socket.once('connect', () => (tcp = true));
+    socket.once('secureConnect', () => (secure = true));
+    const session = http2.connect(ep.url, { createConnection: () => socket });
     ep.session = session;
-    return session;
+    session.unref();
+    const ready = new Promise<ClientHttp2Session>((resolve, reject) => {
+      const fail = (err: TransportError) => {
+        clearTimeout(timer);
+        reject(err);
+        dropSession(ep, session);
+      };
+      const timer = setTimeout(() => {
+        const what = !tcp ? 'no TCP connection' : !secure ? 'no TLS handshake' : 'no HTTP/2 session';
+        fail(new TransportError(ep.host, new TimeoutError(`${what} within ${limit.text}`)));
+      }, limit.ms);
+      session.once('connect', () => {
+        clearTimeout(timer);
+        resolve(session);
+      });
+      session.once('error', (err) => fail(new TransportError(ep.host, err)));
+      socket.once('error', (err) => fail(new TransportError(ep.host, err)));
+      session.once('close', () => fail(new TransportError(ep.host, new Error('connection closed before it was set up'))));
+    });
+    ready.catch(() => undefined); // whoever waits sees the failure; nobody may be waiting any more
+    ep.ready = ready;
+    session.on('error', () => dropSession(ep, session, false));
+    session.on('close', () => dropSession(ep, session, false));
+    session.on('goaway', () => dropSession(ep, session, false));
+    session.setTimeout(IDLE_MS, () => session.close());
   }
 
-  #send(ep: Endpoint, opts: RequestOptions): Promise<HttpResponse> {
+  /** Sends the request on a connected session and reads the answer. */
+  #exchange(ep: Endpoint, session: ClientHttp2Session, opts: RequestOptions, deadline: number): Promise<HttpResponse> {
     return new Promise((resolve, reject) => {
-      let session: ClientHttp2Session;
-      try {
-        session = this.#session(ep);
-      } catch (err) {
-        reject(new TransportError(ep.host, err));
-        return;
-      }
-      let responded = false;
-      let ended = false;
       const headers: http2.OutgoingHttpHeaders = { ':method': opts.method, ':path': opts.path, ...opts.headers };
       if (opts.body) headers['content-length'] = opts.body.length;
-      const stream = session.request(headers, { endStream: !opts.body, signal: opts.signal });
-      session.ref();
-      const done = () => {
-        clearTimeout(timer);
-        if (!session.destroyed) session.unref();
-      };
-      const timer = setTimeout(() => stream.close(http2.constants.NGHTTP2_CANCEL), this.#timeoutMs);
+      let stream: ClientHttp2Stream;
+      try {
+        stream = session.request(headers, { endStream: !opts.body, signal: opts.signal });
+      } catch (err) {
+        reject(new TransportError(ep.host, err)); // nothing was sent
+        return;
+      }
+      track(session, +1);
+      let state: 'sending' | 'waiting' | 'body' | 'done' = 'sending';
+      let timer: NodeJS.Timeout | undefined;
+      let responseHeaders: IncomingHttpHeaders | undefined;
+      let gotData = false;
       const chunks: Buffer[] = [];
-      let resHeaders: IncomingHttpHeaders = {};
+      const settle = (fn: () => void) => {
+        if (state === 'done') return;
+        state = 'done';
+        clearTimeout(timer);
+        track(session, -1);
+        fn();
+      };
+      const fail = (cause: unknown, reason?: string) =>
+        settle(() => {
+          if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+          if (opts.signal?.aborted) return reject(opts.signal.reason ?? cause);
+          const responded = responseHeaders !== undefined;
+          reject(
+            new TransportError(ep.host, cause, {
+              reason,
+              delivered: !refusedUnprocessed(cause, stream),
+              answered: responded && opts.onData !== undefined && gotData,
+            }),
+          );
+        });
+      const arm = (ms: number, message: string) => {
+        clearTimeout(timer);
+        if (Number.isFinite(ms)) timer = setTimeout(() => fail(new TimeoutError(message)), Math.max(0, ms));
+      };
+      const left = () => deadline - Date.now();
+
+      // Sending (a large body may wait for flow control): bounded by the call.
+      arm(left(), `request not sent within ${this.#callLimit()}`);
+      const waiting = () => {
+        if (state !== 'sending') return;
+        state = 'waiting';
+        const limit = this.#bound(opts.responseTimeoutMs ?? this.#responseMs, left());
+        arm(limit.ms, `no response within ${limit.text}`);
+      };
+
       stream.on('response', (h) => {
-        responded = true;
-        resHeaders = h;
+        if (state === 'done') return;
+        responseHeaders = h;
+        state = 'body';
+        if (opts.onData) clearTimeout(timer);
+        else arm(left(), `response body not complete within ${this.#callLimit()}`);
         opts.onResponse?.(h);
       });
-      stream.on('data', (c: Buffer) => (opts.onData ? opts.onData(c) : chunks.push(c)));
+      stream.on('data', (c: Buffer) => {
+        if (state === 'done') return;
+        gotData = true;
+        if (opts.onData) opts.onData(c);
+        else chunks.push(c);
+      });
       stream.on('end', () => {
-        ended = true;
-        done();
-        resolve({ status: Number(resHeaders[':status']), headers: resHeaders, body: Buffer.concat(chunks) });
+        const h = responseHeaders;
+        if (h === undefined) return fail(new Error('the stream ended without a response'));
+        settle(() => resolve({ status: Number(h[':status']), headers: h, body: Buffer.concat(chunks) }));
       });
-      stream.on('error', (err) => {
-        done();
-        // An error before any response header is a transport failure: safe to fail over.
-        reject(responded ? err : new TransportError(ep.host, err));
-      });
+      stream.on('error', (err) => fail(err));
       stream.on('close', () => {
-        done();
-        if (ended) return;
-        const err = new Error(`stream closed (code ${stream.rstCode})`);
-        reject(responded ? err : new TransportError(ep.host, err));
+        const what = responseHeaders === undefined ? 'without a response' : 'before the response was complete';
+        fail(new Error(`stream closed ${what} (HTTP/2 error code ${stream.rstCode ?? 'none'})`));
       });
-      if (opts.body) stream.end(opts.body);
+      if (opts.body) stream.end(opts.body, waiting);
+      else waiting();
     });
   }
 
   close(): void {
-    for (const ep of this.#endpoints) {
+    for (const ep of [...this.#endpoints, ...this.#others.values()]) {
       ep.session?.close();
       ep.session = undefined;
+      ep.ready = undefined;
     }
   }
+}
+
+/** Requests in flight per session: a session keeps the process alive only while it has some. */
+const inFlight = new WeakMap<ClientHttp2Session, number>();
+
+function track(session: ClientHttp2Session, delta: 1 | -1): void {
+  const n = (inFlight.get(session) ?? 0) + delta;
+  inFlight.set(session, n);
+  if (session.destroyed) return;
+  if (n === 1 && delta === 1) session.ref();
+  if (n === 0) session.unref();
+}
+
+/** A stream the server refused before processing it (RST_STREAM REFUSED_STREAM, or past a GOAWAY). */
+function refusedUnprocessed(cause: unknown, stream: ClientHttp2Stream): boolean {
+  const code = (cause as { code?: string })?.code;
+  if (code === 'ERR_HTTP2_GOAWAY_SESSION') return true;
+  return stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM;
+}
+
+/** Forgets `session` as the endpoint's connection (and destroys it unless it only closed). */
+function dropSession(ep: Endpoint, session: ClientHttp2Session, destroy = true): void {
+  if (ep.session === session) {
+    ep.session = undefined;
+    ep.ready = undefined;
+  }
+  if (destroy && !session.destroyed) session.destroy();
+}
+
+/** `p`, or the error of `onTimeout()` after `ms`, or the caller's abort. */
+function bounded<T>(p: Promise<T>, ms: number, signal: AbortSignal | undefined, onTimeout: () => Error): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => done(() => reject(onTimeout())), ms);
+    const onAbort = () => done(() => reject(signal!.reason));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const done = (fn: () => void) => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      fn();
+    };
+    p.then(
+      (v) => done(() => resolve(v)),
+      (e) => done(() => reject(e)),
+    );
+  });
+}
+
+function positive(ms: number, name: string): number {
+  if (!(ms > 0)) throw new TypeError(`${name} must be a positive number of milliseconds`);
+  return ms;
 }

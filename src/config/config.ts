@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { isIdentity } from '../identity/identity.js';
+import { hasCredentials, redactCredentials } from './redact.js';
 
 export interface TlsCertPair {
   key: string;
@@ -93,8 +94,9 @@ export const DEFAULT_LIMITS: Limits = {
 };
 
 export class ConfigError extends Error {
+  /** Credentials in URLs are redacted: configuration errors are printed and logged. */
   constructor(message: string) {
-    super(message);
+    super(redactCredentials(message));
     this.name = 'ConfigError';
   }
 }
@@ -196,8 +198,14 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     const auth = object(m.auth, 'hsm.minio.minkms.auth', ['key']);
     const mtls = object(m.tls, 'hsm.minio.minkms.tls', ['ca', 'insecure']);
     if (mtls.insecure !== undefined && typeof mtls.insecure !== 'boolean') fail('hsm.minio.minkms.tls.insecure', 'must be true or false');
+    const servers = strList(m.server, 'hsm.minio.minkms.server');
+    servers.forEach((url, i) => {
+      if (hasCredentials(url)) {
+        fail(`hsm.minio.minkms.server[${i}]`, `must not contain credentials (the external KMS authenticates with auth.key), got '${url}'`);
+      }
+    });
     minkms = {
-      server: strList(m.server, 'hsm.minio.minkms.server'),
+      server: servers,
       enclave: str(m.enclave, 'hsm.minio.minkms.enclave', true)!,
       key: str(m.key, 'hsm.minio.minkms.key', true)!,
       apiKey: str(auth.key, 'hsm.minio.minkms.auth.key', true)!,
@@ -259,6 +267,9 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     const e = object(store.etcd, 'store.etcd', ['endpoints', 'prefix', 'username', 'password', 'tls', 'timeout']);
     const endpoints = strList(e.endpoints, 'store.etcd.endpoints');
     endpoints.forEach((ep, i) => {
+      if (hasCredentials(ep)) {
+        fail(`store.etcd.endpoints[${i}]`, `must not contain credentials (use store.etcd.username and store.etcd.password), got '${ep}'`);
+      }
       if (!/^https?:\/\/[^/]+$/.test(ep)) fail(`store.etcd.endpoints[${i}]`, `must be http(s)://host:port, got '${ep}'`);
     });
     const username = str(e.username, 'store.etcd.username');

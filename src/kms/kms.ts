@@ -6,6 +6,7 @@
  * (KEY:GENERATE / KEY:DECRYPT / KEY:ENCRYPT) touch no disk. Writes go to the store first and
  * change memory only once the store has acknowledged them.
  */
+import { randomBytes } from 'node:crypto';
 import { randomBytesPooled } from '../crypto/random.js';
 import { KEY_TYPES, PreparedKey, openWithKey, sealWithKey, type KeyType } from '../crypto/ciphertext.js';
 import { hmacSha256 } from '../crypto/hmac.js';
@@ -16,12 +17,13 @@ import type { Store } from '../store/store.js';
 import type { Barrier } from '../store/barrier.js';
 import { checkName, checkTags } from './names.js';
 import { SortedMap, type Page } from './pagination.js';
-import { grantsAny, isAllowed, normalizePatterns, type PolicyRules, type Rules } from './policy.js';
+import { compilePolicy, grantsAny, isAllowed, normalizePolicy, type PolicyRules, type Rules } from './policy.js';
 import {
   PATH,
   PRIVILEGE,
   keyRingFromRecord,
   keyRingToRecord,
+  serviceAccountPrivilege,
   type EnclaveRecord,
   type Identity,
   type IdentityRecord,
@@ -64,6 +66,13 @@ export interface Principal {
   readonly policy: PolicyRules | undefined;
   /** Whether the caller is known at all (root, SysAdmin, or an identity of the enclave). */
   readonly known: boolean;
+  /**
+   * The privilege the caller acts with in this enclave (undefined if unknown): a service
+   * account's is its parent's, at most Admin — what status, list, CLI and audit report.
+   */
+  readonly privilege: Privilege | undefined;
+  /** Whether the caller is a service account (acting with its parent's rights). */
+  readonly serviceAccount: boolean;
 }
 
 export interface KeyVersionInfo {
@@ -133,7 +142,7 @@ export class Kms {
       owner(path).keys.set(record.name, keyRingFromRecord(record, rev));
     }
     for (const { path, record, rev } of await repo.load<PolicyRecord>('policy/')) {
-      owner(path).policies.set(record.name, { ...record, rev });
+      owner(path).policies.set(record.name, policyFromRecord(record, rev));
     }
     for (const { path, record, rev } of await repo.load<IdentityRecord>('identity/')) {
       owner(path).identities.set(record.identity, { ...record, rev });
@@ -179,7 +188,7 @@ export class Kms {
     if (kind === 'key') {
       e.keys.set(name, keyRingFromRecord(this.#repo.decode<KeyRecord>(path, value), rev));
     } else if (kind === 'policy') {
-      e.policies.set(name, { ...this.#repo.decode<PolicyRecord>(path, value), rev });
+      e.policies.set(name, policyFromRecord(this.#repo.decode<PolicyRecord>(path, value), rev));
     } else {
       const old = e.identities.get(name);
       const rec = this.#repo.decode<IdentityRecord>(path, value);
@@ -227,26 +236,44 @@ export class Kms {
   /** Resolves the caller for an enclave (which may not exist). */
   principal(identity: string, enclave: string): Principal {
     const sysAdmin = this.isSysAdmin(identity);
-    if (sysAdmin) return { identity, sysAdmin, admin: true, policy: undefined, known: true };
+    if (sysAdmin) {
+      return { identity, sysAdmin, admin: true, policy: undefined, known: true, privilege: PRIVILEGE.SysAdmin, serviceAccount: false };
+    }
     const e = identity === '' ? undefined : this.#enclaves.get(enclave);
     const rec = e?.identities.get(identity);
-    if (!e || !rec) return { identity, sysAdmin: false, admin: false, policy: undefined, known: false };
-    const effective = this.#effective(e, rec);
-    if (effective.privilege === PRIVILEGE.SysAdmin || effective.privilege === PRIVILEGE.Admin) {
-      return { identity, sysAdmin: false, admin: true, policy: undefined, known: true };
+    if (!e || !rec) {
+      return { identity, sysAdmin: false, admin: false, policy: undefined, known: false, privilege: undefined, serviceAccount: false };
     }
-    return { identity, sysAdmin: false, admin: false, policy: e.policies.get(effective.policy), known: true };
+    const effective = this.#effective(e, rec);
+    const admin = effective.privilege !== PRIVILEGE.User;
+    return {
+      identity,
+      sysAdmin: false,
+      admin,
+      policy: admin ? undefined : effective.policy,
+      known: true,
+      privilege: effective.privilege,
+      serviceAccount: rec.serviceAccount,
+    };
   }
 
-  /** A service account acts with the permissions of its (transitive) parent. */
-  #effective(e: Enclave, rec: Identity): { privilege: Privilege; policy: string } {
+  /**
+   * The rights an identity record acts with. A service account acts with its (transitive)
+   * parent's, but never beyond its enclave: a service account of a SysAdmin is an Admin of the
+   * enclave. A User's policy counts only if it is still the policy that was assigned (its id),
+   * not another one created later under the same name.
+   */
+  #effective(e: Enclave, rec: Identity): { privilege: Privilege; policy: Policy | undefined } {
     let cur: Identity | undefined = rec;
     for (let depth = 0; cur?.serviceAccount && depth < 16; depth++) {
-      if (this.isSysAdmin(cur.parent)) return { privilege: PRIVILEGE.SysAdmin, policy: '' };
+      if (this.isSysAdmin(cur.parent)) return { privilege: serviceAccountPrivilege(PRIVILEGE.SysAdmin), policy: undefined };
       cur = e.identities.get(cur.parent);
     }
-    if (!cur || cur.serviceAccount) return { privilege: PRIVILEGE.User, policy: '' };
-    return { privilege: cur.privilege, policy: cur.policy };
+    if (!cur || cur.serviceAccount) return { privilege: PRIVILEGE.User, policy: undefined };
+    const privilege = cur === rec ? cur.privilege : serviceAccountPrivilege(cur.privilege);
+    if (privilege !== PRIVILEGE.User) return { privilege, policy: undefined };
+    const policy = e.policies.get(cur.policy);
+    return { privilege, policy: policy && (policy.id ?? '') === (cur.policyId ?? '') ? policy : undefined };
   }
 
   /** Whether the principal may run `command` on the object `name`. */
@@ -300,14 +327,19 @@ export class Kms {
         ...e.policies.names().map((p) => PATH.policy(name, p)),
         ...e.identities.names().map((i) => PATH.identity(name, i)),
       ];
+      const stranded = [...e.identities.values()].filter(isGlobalSysAdmin).flatMap((rec) => this.#strandedBy(rec.identity, 1, e));
       await this.#repo.commit(
-        [{ key: PATH.enclave(name), rev: e.rev }],
-        paths.map((p) => this.#repo.del(p)),
+        [
+          { key: PATH.enclave(name), rev: e.rev },
+          ...stranded.map((s) => ({ key: PATH.identity(s.e.name, s.rec.identity), rev: s.rec.rev })),
+        ],
+        [...paths.map((p) => this.#repo.del(p)), ...stranded.map((s) => this.#repo.del(PATH.identity(s.e.name, s.rec.identity)))],
         'ERR_ENCLAVE_NOT_FOUND',
       );
       for (const rec of e.identities.values()) {
         if (isGlobalSysAdmin(rec)) this.#countSysAdmin(rec.identity, -1);
       }
+      for (const s of stranded) s.e.identities.delete(s.rec.identity);
       this.#enclaves.delete(name);
     });
   }
@@ -479,31 +511,35 @@ export class Kms {
     return this.enclave(enclave).policies.page(prefix, continueAt, limit, visible);
   }
 
-  /** POLICY:CREATE creates or overwrites. `isCommand` validates the rule keys. */
+  /**
+   * POLICY:CREATE creates or overwrites. `isCommand` validates the rule keys; the limits of
+   * policy.ts are checked before anything is stored. An overwrite keeps the policy's id, so
+   * identities holding it keep it; a policy deleted and created again gets a new one.
+   */
   createPolicy(caller: string, enclave: string, name: string, allow: Rules, deny: Rules, isCommand: (s: string) => boolean): Promise<void> {
     checkName('policy', name);
-    const norm = (rules: Rules): Rules => {
-      const out: Rules = {};
-      for (const [cmd, patterns] of Object.entries(rules)) {
-        const command = cmd.toUpperCase();
-        if (!isCommand(command)) throw new KmsError('ERR_INVALID_POLICY', `unknown command '${cmd.slice(0, 64)}'`);
-        const p = normalizePatterns([...(out[command] ?? []), ...patterns]);
-        if (p.length > 0) out[command] = p;
-      }
-      return out;
-    };
-    const rec: PolicyRecord = { v: 1, name, allow: norm(allow), deny: norm(deny), createdAt: new Date().toISOString(), createdBy: caller };
+    const rules = normalizePolicy(allow, deny, isCommand);
     return this.#write(async () => {
       const e = this.enclave(enclave);
       const path = PATH.policy(enclave, name);
+      const old = e.policies.get(name);
+      const rec: PolicyRecord = {
+        v: 1,
+        name,
+        ...(old ? (old.id ? { id: old.id } : {}) : { id: newPolicyId() }),
+        allow: rules.allow,
+        deny: rules.deny,
+        createdAt: new Date().toISOString(),
+        createdBy: caller,
+      };
       const rev = await this.#repo.commit(
         [
           { key: PATH.enclave(enclave), rev: e.rev },
-          { key: path, rev: e.policies.get(name)?.rev ?? 0 },
+          { key: path, rev: old?.rev ?? 0 },
         ],
         [this.#repo.put(path, rec)],
       );
-      e.policies.set(name, { ...rec, rev });
+      e.policies.set(name, policyFromRecord(rec, rev));
     });
   }
 
@@ -525,10 +561,11 @@ export class Kms {
       const e = this.enclave(enclave);
       const rec = e.identities.get(identity);
       if (!rec) throw new KmsError('ERR_IDENTITY_NOT_FOUND');
-      if (!e.policies.has(policy)) throw new KmsError('ERR_POLICY_NOT_FOUND');
+      const p = e.policies.get(policy);
+      if (!p) throw new KmsError('ERR_POLICY_NOT_FOUND');
       if (rec.privilege !== PRIVILEGE.User || rec.serviceAccount) throw new KmsError('ERR_POLICY_NOT_ASSIGNABLE');
       if (!caller.admin) throw new KmsError('ERR_NOT_ALLOWED');
-      await this.#putIdentity(e, { ...stripRev(rec), policy });
+      await this.#putIdentity(e, { ...stripRev(rec), policy, ...(p.id ? { policyId: p.id } : {}) });
     });
   }
 
@@ -539,7 +576,8 @@ export class Kms {
     const e = this.enclave(enclave);
     const rec = e.identities.get(identity);
     if (!rec) {
-      if (identity === this.rootIdentity) {
+      // A SysAdmin without a record in this enclave (root, or one registered elsewhere).
+      if (this.isSysAdmin(identity)) {
         return {
           identity,
           privilege: PRIVILEGE.SysAdmin,
@@ -572,10 +610,13 @@ export class Kms {
     const serviceAccounts: string[] = [];
     for (const other of e.identities.values())
       if (other.serviceAccount && other.parent === rec.identity) serviceAccounts.push(other.identity);
+    // What the identity acts with, not what its record says: a service account created by an
+    // Admin is an Admin, and a User whose policy was deleted holds none.
+    const effective = this.#effective(e, rec);
     return {
       identity: rec.identity,
-      privilege: rec.privilege,
-      policy: rec.privilege === PRIVILEGE.User ? rec.policy : '',
+      privilege: effective.privilege,
+      policy: effective.policy?.name ?? '',
       createdAt: new Date(rec.createdAt),
       createdBy: rec.createdBy,
       isServiceAccount: rec.serviceAccount,
@@ -588,6 +629,11 @@ export class Kms {
    * IDENTITY:CREATE creates or overwrites. A caller grants at most its own privilege; Users
    * (with the IDENTITY:CREATE permission) only create service accounts; a service account acts
    * with its creator's permissions and is deleted with it.
+   *
+   * A service account creates only service accounts — its own children, deleted with it — and
+   * overwrites only its own descendants. It acts with its parent's rights, but anything it
+   * creates must not outlive the parent: otherwise an Admin's service account could mint a
+   * standalone Admin that survives the deletion of the Admin (and of the service account).
    */
   createIdentity(
     caller: Principal,
@@ -601,11 +647,12 @@ export class Kms {
     checkTags(req.tags);
     const callerLevel: Privilege = caller.sysAdmin ? PRIVILEGE.SysAdmin : caller.admin ? PRIVILEGE.Admin : PRIVILEGE.User;
     if (privilege < callerLevel) throw new KmsError('ERR_NOT_ALLOWED');
-    if (callerLevel === PRIVILEGE.User && !req.serviceAccount) throw new KmsError('ERR_NOT_ALLOWED');
+    if ((callerLevel === PRIVILEGE.User || caller.serviceAccount) && !req.serviceAccount) throw new KmsError('ERR_NOT_ALLOWED');
     return this.#write(async () => {
       const e = this.enclave(enclave);
       const existing = e.identities.get(req.identity);
       if (existing && !this.#mayManage(caller, e, existing)) throw new KmsError('ERR_NOT_ALLOWED');
+      if (existing && caller.serviceAccount && !this.#isDescendant(e, existing, caller.identity)) throw new KmsError('ERR_NOT_ALLOWED');
       const rec: IdentityRecord = {
         v: 1,
         identity: req.identity,
@@ -617,7 +664,7 @@ export class Kms {
         parent: req.serviceAccount ? caller.identity : '',
         tags: { ...req.tags },
       };
-      await this.#putIdentity(e, rec);
+      await this.#putIdentity(e, rec, this.#strandedByCreate(e, existing, rec));
     });
   }
 
@@ -625,8 +672,13 @@ export class Kms {
   #mayManage(caller: Principal, e: Enclave, target: Identity): boolean {
     if (caller.sysAdmin) return true;
     if (caller.admin) return target.privilege !== PRIVILEGE.SysAdmin;
+    return this.#isDescendant(e, target, caller.identity);
+  }
+
+  /** Whether `target` is a service account of `ancestor`, directly or through other service accounts. */
+  #isDescendant(e: Enclave, target: Identity, ancestor: string): boolean {
     for (let cur: Identity | undefined = target, d = 0; cur?.serviceAccount && d < 16; d++) {
-      if (cur.parent === caller.identity) return true;
+      if (cur.parent === ancestor) return true;
       cur = e.identities.get(cur.parent);
     }
     return false;
@@ -641,37 +693,76 @@ export class Kms {
       const rec = e.identities.get(identity);
       if (!rec) throw new KmsError('ERR_IDENTITY_NOT_FOUND');
       if (!this.#mayManage(caller, e, rec)) throw new KmsError('ERR_NOT_ALLOWED');
-      const doomed = [rec];
-      for (let i = 0; i < doomed.length; i++) {
-        for (const other of e.identities.values()) {
-          if (other.serviceAccount && other.parent === doomed[i]!.identity && !doomed.includes(other)) doomed.push(other);
-        }
-      }
+      const doomed = [
+        ...withServiceAccounts(e, [rec]).map((d) => ({ e, rec: d })),
+        ...(isGlobalSysAdmin(rec) ? this.#strandedBy(identity, 1, e) : []),
+      ];
       await this.#repo.commit(
-        doomed.map((d) => ({ key: PATH.identity(enclave, d.identity), rev: d.rev })),
-        doomed.map((d) => this.#repo.del(PATH.identity(enclave, d.identity))),
+        doomed.map((d) => ({ key: PATH.identity(d.e.name, d.rec.identity), rev: d.rec.rev })),
+        doomed.map((d) => this.#repo.del(PATH.identity(d.e.name, d.rec.identity))),
         'ERR_IDENTITY_NOT_FOUND',
       );
       for (const d of doomed) {
-        e.identities.delete(d.identity);
-        if (isGlobalSysAdmin(d)) this.#countSysAdmin(d.identity, -1);
+        d.e.identities.delete(d.rec.identity);
+        if (isGlobalSysAdmin(d.rec)) this.#countSysAdmin(d.rec.identity, -1);
       }
     });
   }
 
-  async #putIdentity(e: Enclave, rec: IdentityRecord): Promise<void> {
+  /** Writes one identity record, deleting `stranded` service accounts in the same commit. */
+  async #putIdentity(e: Enclave, rec: IdentityRecord, stranded: readonly Stranded[] = []): Promise<void> {
     const path = PATH.identity(e.name, rec.identity);
     const old = e.identities.get(rec.identity);
     const rev = await this.#repo.commit(
       [
         { key: PATH.enclave(e.name), rev: e.rev },
         { key: path, rev: old?.rev ?? 0 },
+        ...stranded.map((s) => ({ key: PATH.identity(s.e.name, s.rec.identity), rev: s.rec.rev })),
       ],
-      [this.#repo.put(path, rec)],
+      [this.#repo.put(path, rec), ...stranded.map((s) => this.#repo.del(PATH.identity(s.e.name, s.rec.identity)))],
     );
     if (old && isGlobalSysAdmin(old)) this.#countSysAdmin(old.identity, -1);
     if (isGlobalSysAdmin(rec)) this.#countSysAdmin(rec.identity, +1);
     e.identities.set(rec.identity, { ...rec, rev });
+    for (const s of stranded) s.e.identities.delete(s.rec.identity);
+  }
+
+  /**
+   * Service accounts that must go when `rec` is written over `existing`: those a SysAdmin loses
+   * its right to (see {@link #strandedBy}), and — when an identity gets rights it did not have —
+   * service accounts of it left behind by an earlier deletion (by a version before this rule),
+   * which would otherwise come back to life with the new record.
+   */
+  #strandedByCreate(e: Enclave, existing: Identity | undefined, rec: IdentityRecord): Stranded[] {
+    if (existing !== undefined && isGlobalSysAdmin(existing) && !isGlobalSysAdmin(rec)) return this.#strandedBy(rec.identity, 1, e);
+    if (this.isSysAdmin(rec.identity)) return [];
+    const out: Stranded[] = [];
+    if (existing === undefined) {
+      const roots = [...e.identities.values()].filter((r) => r.serviceAccount && r.parent === rec.identity);
+      for (const r of withServiceAccounts(e, roots)) out.push({ e, rec: r });
+    }
+    if (isGlobalSysAdmin(rec)) out.push(...this.#strandedBy(rec.identity, 0, e));
+    return out;
+  }
+
+  /**
+   * The service accounts that live on a SysAdmin's right alone, to be deleted in the commit that
+   * takes that right away (`removed` of its SysAdmin records go). A SysAdmin may create service
+   * accounts in any enclave; where it has no record of its own, they act with its SysAdmin right
+   * (as Admins of that enclave). Left behind when the identity stops being a SysAdmin, they
+   * would be powerless — until the identity is made a SysAdmin again, when they would silently
+   * regain everything. So they go with the right, together with their own service accounts.
+   * Where the identity does have a record, its service accounts follow that record as usual.
+   */
+  #strandedBy(identity: string, removed: number, skip: Enclave): Stranded[] {
+    if (identity === this.rootIdentity || (this.#sysAdmins.get(identity) ?? 0) > removed) return [];
+    const out: Stranded[] = [];
+    for (const f of this.#enclaves.values()) {
+      if (f === skip || f.identities.has(identity)) continue;
+      const roots = [...f.identities.values()].filter((r) => r.serviceAccount && r.parent === identity);
+      for (const rec of withServiceAccounts(f, roots)) out.push({ e: f, rec });
+    }
+    return out;
   }
 
   #countSysAdmin(identity: string, delta: number): void {
@@ -703,6 +794,45 @@ export class Kms {
  */
 function isGlobalSysAdmin(rec: IdentityRecord): boolean {
   return rec.privilege === PRIVILEGE.SysAdmin && !rec.serviceAccount;
+}
+
+/** An identity record to delete, in its enclave. */
+interface Stranded {
+  readonly e: Enclave;
+  readonly rec: Identity;
+}
+
+/** `roots` and, transitively, their service accounts in `e` (each once, even if parent links loop). */
+function withServiceAccounts(e: Enclave, roots: readonly Identity[]): Identity[] {
+  const children = new Map<string, Identity[]>();
+  for (const r of e.identities.values()) {
+    if (!r.serviceAccount) continue;
+    const list = children.get(r.parent);
+    if (list) list.push(r);
+    else children.set(r.parent, [r]);
+  }
+  const out = [...roots];
+  const seen = new Set(roots.map((r) => r.identity));
+  for (let i = 0; i < out.length; i++) {
+    for (const c of children.get(out[i]!.identity) ?? []) {
+      if (seen.has(c.identity)) continue;
+      seen.add(c.identity);
+      out.push(c);
+    }
+  }
+  return out;
+}
+
+/** A policy as held in memory, compiled right away so that no request pays for it. */
+function policyFromRecord(rec: PolicyRecord, rev: number): Policy {
+  const p: Policy = { ...rec, rev };
+  compilePolicy(p);
+  return p;
+}
+
+/** Identifies one policy from its creation to its deletion (assignments bind to it). */
+function newPolicyId(): string {
+  return randomBytes(12).toString('base64url');
 }
 
 function newEnclave(rec: EnclaveRecord, rev: number): Enclave {

@@ -21,6 +21,14 @@ export const PATH = {
 export const PRIVILEGE = { SysAdmin: 1, Admin: 2, User: 3 } as const;
 export type Privilege = (typeof PRIVILEGE)[keyof typeof PRIVILEGE];
 
+/**
+ * The privilege a service account acts with, given its parent's: the parent's, but at most
+ * Admin — a SysAdmin's rights are cluster-wide, a service account's end at its enclave.
+ */
+export function serviceAccountPrivilege(parent: Privilege): Privilege {
+  return parent === PRIVILEGE.SysAdmin ? PRIVILEGE.Admin : parent;
+}
+
 export interface EnclaveRecord {
   v: 1;
   name: string;
@@ -48,6 +56,12 @@ export interface KeyRecord {
 export interface PolicyRecord {
   v: 1;
   name: string;
+  /**
+   * Random, set when the policy is created and kept when it is overwritten. Identities hold
+   * the id they were assigned, so a policy deleted and created again under the same name is
+   * not silently granted to the holders of the old one. Absent in records of older versions.
+   */
+  id?: string;
   allow: Rules;
   deny: Rules;
   createdAt: string;
@@ -59,6 +73,8 @@ export interface IdentityRecord {
   identity: string;
   privilege: Privilege;
   policy: string;
+  /** The id of the policy when it was assigned (absent: assigned by an older version). */
+  policyId?: string;
   createdAt: string;
   createdBy: string;
   serviceAccount: boolean;

@@ -43,6 +43,8 @@ export interface AuditEvent {
   request_id: string;
   /** On the line of a failed frame: the number of frames in the request (the ones after it did not run). */
   frames?: number;
+  /** Command channel: the privilege the caller acted with (a service account's effective one). */
+  privilege?: string;
 }
 
 export const AUDIT_GENESIS_PREFIX = 'minkms-audit-v1:';
@@ -126,6 +128,7 @@ export class AuditLog {
       latency_ms: Math.round(e.latency_ms * 1000) / 1000,
       request_id: e.request_id,
       ...(e.frames === undefined ? {} : { frames: e.frames }),
+      ...(e.privilege === undefined ? {} : { privilege: e.privilege }),
       seq: this.#seq,
     };
     if (this.#chain !== undefined) {

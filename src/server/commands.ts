@@ -66,6 +66,8 @@ export interface DispatchTrace {
   done: number;
   /** Per finished frame: `performance.now()` when it finished. */
   ends: number[];
+  /** The privilege the caller acted with (`Admin`, `User (service account)`, …), once known. */
+  privilege?: string;
 }
 
 /** One authorized request of one command, as an {@link Entry} runs it. */

@@ -9,7 +9,8 @@
  */
 import { KmsError } from '../errors.js';
 import { parseFrames } from '../protocol/frames.js';
-import type { Kms } from '../kms/kms.js';
+import type { Kms, Principal } from '../kms/kms.js';
+import { PRIVILEGE } from '../kms/records.js';
 import type { CryptoPool } from '../crypto/pool.js';
 import { COMMAND_TABLE, type ClusterOps, type DispatchTrace } from './commands.js';
 
@@ -41,6 +42,14 @@ export function admitted(kms: Kms, identity: string, enclave: string): boolean {
   return enclave !== '' && kms.principal(identity, enclave).known;
 }
 
+const PRIVILEGE_NAMES: Record<number, string> = { [PRIVILEGE.SysAdmin]: 'SysAdmin', [PRIVILEGE.Admin]: 'Admin', [PRIVILEGE.User]: 'User' };
+
+/** How the audit log names what the caller acts with: a service account's effective privilege. */
+function privilegeName(p: Principal): string {
+  const name = p.privilege === undefined ? '' : (PRIVILEGE_NAMES[p.privilege] ?? '');
+  return p.serviceAccount ? `${name} (service account)` : name;
+}
+
 /** Runs every command frame of a request body and returns the response body. */
 export function dispatch(x: DispatchInput): Buffer | Promise<Buffer> {
   const { kms, identity, enclave, trace } = x;
@@ -67,6 +76,7 @@ export function dispatch(x: DispatchInput): Buffer | Promise<Buffer> {
   }
   const principal = kms.principal(identity, scope);
   if (!principal.known) throw new KmsError('ERR_NOT_ALLOWED');
+  if (trace) trace.privilege = privilegeName(principal);
   return entry.execute({
     c: { kms, principal, enclave: scope, cluster: x.cluster },
     frames,

@@ -286,6 +286,7 @@ export class Observability {
         latency_ms: latency,
         request_id: requestId!,
         ...(frames === undefined ? {} : { frames }),
+        ...(trace.privilege ? { privilege: trace.privilege } : {}),
       });
       // One line per frame that ran; the frame that failed gets one line with the request's
       // frame count (the rest did not run), so a request refused as a whole is one line.

@@ -245,7 +245,7 @@ describe('observability', () => {
     assert.equal(create.enclave, '');
     for (const r of recs) {
       assert.deepEqual(
-        Object.keys(r).filter((k) => k !== 'chain' && k !== 'frames'),
+        Object.keys(r).filter((k) => k !== 'chain' && k !== 'frames' && k !== 'privilege'),
         ['time', 'identity', 'enclave', 'command', 'object', 'outcome', 'status', 'latency_ms', 'request_id', 'seq', 'prev', 'hash'],
       );
       assert.match(r.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);

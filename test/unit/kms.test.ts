@@ -555,7 +555,7 @@ describe('SortedMap.page (kms-wire.md §2.5)', () => {
 // policies
 
 describe('policies', () => {
-  it('matchPattern: exact names, prefix*, and * alone', () => {
+  it('matchPattern: exact names, prefix*, * alone and interior *', () => {
     MATCH_CASES.forEach(([pattern, name, want], i) => {
       const got = matchPattern(pattern, name);
       assert.equal(got, want, `case ${i} (${JSON.stringify(pattern)} vs ${JSON.stringify(name)}): got ${got}, want ${want}`);
@@ -1250,10 +1250,11 @@ const MATCH_CASES: [string, string, boolean][] = [
   ['app', 'app1', false],
   ['app', 'ap', false],
   ['app', 'App', false],
-  ['a*b', 'axb', false],
+  // Interior wildcards match (policy.test.ts has the full glob semantics).
+  ['a*b', 'axb', true],
   ['a*b', 'a*b', true],
   ['**', '*x', true],
-  ['**', 'x', false],
+  ['**', 'x', true],
   ['', '', true],
   ['', 'x', false],
 ];
