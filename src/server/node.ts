@@ -2,15 +2,14 @@
  * One KMS node's life: open the store, find the HSMs, unseal the root key (or stay sealed and
  * retry), load the state, serve, and shut down cleanly.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Http2SecureServer } from 'node:http2';
 import type { Config } from '../config/config.js';
 import type { Hsm } from '../hsm/hsm.js';
-import { SoftHsm, generateSoftHsmKey } from '../hsm/soft.js';
-import { MinkmsHsm } from '../hsm/minkms.js';
+import { createHsms } from '../hsm/configured.js';
 import { rotateRoot, type RotationProgress } from '../hsm/rotate-root.js';
 import { KmsError } from '../errors.js';
 import { deriveRootApiKey, openRootKey, sealedEntryNames, SealedError, type RootKey } from '../hsm/root-key.js';
@@ -53,7 +52,6 @@ export interface NodeOptions {
   cryptoThreads?: number;
 }
 
-const LOCAL_HSM_FILE = 'hsm.key';
 const DEFAULT_PORT = 7373;
 /** Unseal retries back off from 0.5 s to this; an HSM that comes back is used within seconds. */
 const RETRY_MAX_MS = 5000;
@@ -121,7 +119,7 @@ export class KmsNode {
     const etcd = opts.config.store.backend === 'etcd' ? opts.config.store.etcd : undefined;
     // A cluster never generates an HSM key: every node must be given the same one.
     const fresh = !etcd && !existsSync(join(dir, SQLITE_FILE));
-    const hsms = configuredHsms(opts, dir, fresh);
+    const hsms = createHsms(opts.config, { hsmKey: opts.hsmKey, dev: opts.dev, configured: opts.configured, fresh }, dir, opts.log);
     const store = etcd ? createEtcdStore(etcd) : new SqliteStore(dir);
     const node = new KmsNode(opts, store, hsms, devDir);
     const tls = loadTlsMaterial(opts.config, dir, opts.configured);
@@ -360,37 +358,6 @@ export class KmsNode {
     for (const h of this.hsms) await h.close();
     if (this.#devDir) rmSync(this.#devDir, { recursive: true, force: true });
   }
-}
-
-/**
- * The HSMs, in priority order: the soft HSM from MINIO_KMS_HSM_KEY, then the external KMS of
- * the configuration. Without any, a new database gets a generated soft HSM key stored in
- * `DIR/hsm.key` (convenient for a first start; production moves it to MINIO_KMS_HSM_KEY or an
- * external HSM).
- */
-function configuredHsms(opts: NodeOptions, dir: string, fresh: boolean): Hsm[] {
-  const hsms: Hsm[] = [];
-  const local = join(dir, LOCAL_HSM_FILE);
-  if (opts.hsmKey) {
-    hsms.push(new SoftHsm(opts.hsmKey));
-  } else if (existsSync(local)) {
-    opts.log.warn(
-      `using the soft HSM key stored in ${local}: anyone who can read the data directory can decrypt it; move it to MINIO_KMS_HSM_KEY for production`,
-    );
-    hsms.push(new SoftHsm(readFileSync(local, 'utf8')));
-  }
-  if (opts.config.hsm.minkms) hsms.push(new MinkmsHsm(opts.config.hsm.minkms));
-  if (hsms.length === 0 && (opts.dev || (fresh && !opts.configured))) {
-    const key = generateSoftHsmKey();
-    if (!opts.dev) {
-      writeFileSync(local, key + '\n', { mode: 0o600 });
-      opts.log.warn(`generated a soft HSM key and stored it in ${local}; move it to MINIO_KMS_HSM_KEY for production`);
-    }
-    hsms.push(new SoftHsm(key));
-  }
-  if (hsms.length === 0)
-    throw new Error('kms: no HSM provided (set MINIO_KMS_HSM_KEY, see `minkms --soft-hsm`, or configure hsm.minio.minkms)');
-  return hsms;
 }
 
 function createEtcdStore(c: EtcdConfig): EtcdStore {
