@@ -289,6 +289,11 @@ function label(v: unknown, path: string, maxBytes: number): string {
   return s;
 }
 
+/** Validates an `hsm.pkcs11` section on its own (the CLI builds one from flags); relative paths resolve against `baseDir`. */
+export function parsePkcs11Config(section: unknown, baseDir: string): Pkcs11HsmConfig {
+  return validatePkcs11(section, (p) => (p === undefined ? undefined : isAbsolute(p) ? p : resolve(baseDir, p)));
+}
+
 function validatePkcs11(v: unknown, file: (p: string | undefined) => string | undefined): Pkcs11HsmConfig {
   const P = 'hsm.pkcs11';
   const c = object(v, P, ['module', 'token', 'pin', 'key', 'mechanism', 'timeout']);
