@@ -1,0 +1,111 @@
+/**
+ * The `hsm.pkcs11` configuration section (src/config/config.ts): its forms, its errors (each
+ * naming the key's path), and the PIN never showing when a Config is logged, printed or
+ * serialized.
+ */
+import { describe, it } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { inspect } from 'node:util';
+import { ConfigError, Secret, validateConfig, type Pkcs11HsmConfig } from '../../src/config/config.js';
+
+const MODULE = '/usr/lib/softhsm/libsofthsm2.so';
+
+function parse(pkcs11: unknown): Pkcs11HsmConfig {
+  return validateConfig({ version: 'v1', hsm: { pkcs11 } }, '/etc/minkms').hsm.pkcs11!;
+}
+
+describe('hsm.pkcs11 configuration', () => {
+  it('accepts the long and the short forms', () => {
+    const long = parse({
+      module: MODULE,
+      token: { label: 'minkms' },
+      pin: { env: 'PIN_VAR' },
+      key: { label: 'root' },
+      mechanism: 'aes-gcm',
+      timeout: '5s',
+    });
+    assert.deepEqual(long, {
+      module: MODULE,
+      token: { label: 'minkms' },
+      pin: { env: 'PIN_VAR' },
+      key: { label: 'root' },
+      mechanism: 'aes-gcm',
+      timeout: 5000,
+    });
+
+    const short = parse({ module: 'lib/vendor.so', token: 'minkms', pin: '0123', key: 'root' });
+    assert.equal(short.module, '/etc/minkms/lib/vendor.so', 'relative to the config file');
+    assert.deepEqual(short.token, { label: 'minkms' });
+    assert.deepEqual(short.key, { label: 'root' });
+    assert.ok('value' in short.pin && short.pin.value.reveal() === '0123');
+    assert.equal(short.mechanism, 'auto');
+    assert.equal(short.timeout, 30_000);
+
+    assert.deepEqual(parse({ module: MODULE, token: { serial: '78b0a6b903f9dab3' }, pin: { file: 'pin' }, key: { id: '0A0b' } }), {
+      module: MODULE,
+      token: { serial: '78b0a6b903f9dab3' },
+      pin: { file: '/etc/minkms/pin' },
+      key: { id: '0a0b' },
+      mechanism: 'auto',
+      timeout: 30_000,
+    });
+    assert.deepEqual(parse({ module: MODULE, token: { slot: 0 }, pin: { value: 'x' }, key: 'k' }).token, { slot: 0 });
+  });
+
+  it('refuses what it cannot use, naming the key', () => {
+    const ok = { module: MODULE, token: 'minkms', pin: 'secret-pin', key: 'root' };
+    const cases: [string, unknown, RegExp][] = [
+      ['unknown key', { ...ok, slot: 1 }, /^hsm\.pkcs11\.slot: unknown key/],
+      ['no module', { ...ok, module: undefined }, /^hsm\.pkcs11\.module: is required/],
+      ['no token', { ...ok, token: undefined }, /^hsm\.pkcs11\.token: is required/],
+      [
+        'two token selectors',
+        { ...ok, token: { label: 'a', serial: 'b' } },
+        /^hsm\.pkcs11\.token: give exactly one of label, serial, slot/,
+      ],
+      ['long label', { ...ok, token: 'x'.repeat(33) }, /^hsm\.pkcs11\.token\.label: must be at most 32 bytes/],
+      ['label with blanks', { ...ok, token: ' minkms' }, /surrounding blanks/],
+      ['negative slot', { ...ok, token: { slot: -1 } }, /^hsm\.pkcs11\.token\.slot: must be a slot number/],
+      ['numeric serial', { ...ok, token: { serial: 1234 } }, /^hsm\.pkcs11\.token\.serial: must be a quoted string/],
+      ['no PIN', { ...ok, pin: undefined }, /^hsm\.pkcs11\.pin: is required/],
+      [
+        'numeric PIN',
+        { ...ok, pin: 123 },
+        /^hsm\.pkcs11\.pin: must be a quoted string \(YAML reads an unquoted number such as 0123 as 123\)/,
+      ],
+      ['two PIN sources', { ...ok, pin: { env: 'A', file: 'b' } }, /^hsm\.pkcs11\.pin: give exactly one of value, env, file/],
+      ['bad variable name', { ...ok, pin: { env: 'A-B' } }, /^hsm\.pkcs11\.pin\.env: must be an environment variable name/],
+      ['no key', { ...ok, key: undefined }, /^hsm\.pkcs11\.key: is required/],
+      ['key id not hex', { ...ok, key: { id: 'xyz' } }, /^hsm\.pkcs11\.key\.id: must be hex/],
+      ['numeric key id', { ...ok, key: { id: 1 } }, /^hsm\.pkcs11\.key\.id: must be a quoted string/],
+      ['mechanism', { ...ok, mechanism: 'aes-ecb' }, /^hsm\.pkcs11\.mechanism: must be one of auto, aes-gcm, aes-cbc-pad-hmac/],
+      ['timeout', { ...ok, timeout: 'soon' }, /^hsm\.pkcs11\.timeout: invalid duration/],
+    ];
+    for (const [name, section, message] of cases) {
+      assert.throws(
+        () => parse(section),
+        (err: unknown) => {
+          assert.ok(err instanceof ConfigError, `${name}: got ${String(err)}`);
+          assert.match(err.message, message, name);
+          assert.ok(!err.message.includes('secret-pin'), `${name}: the PIN is not in the message`);
+          return true;
+        },
+      );
+    }
+  });
+
+  it('never shows an inline PIN: JSON, inspect, string conversion', () => {
+    const config = validateConfig(
+      { version: 'v1', hsm: { pkcs11: { module: MODULE, token: 't', pin: 'pin-4711-secret', key: 'k' } } },
+      '/',
+    );
+    for (const [how, text] of [
+      ['JSON', JSON.stringify(config)],
+      ['inspect', inspect(config, { depth: 10 })],
+      ['template', `${(config.hsm.pkcs11!.pin as { value: Secret }).value}`],
+    ] as const) {
+      assert.ok(!text.includes('pin-4711-secret'), `${how}: ${text}`);
+      assert.match(text, /REDACTED/, how);
+    }
+  });
+});
