@@ -78,8 +78,6 @@ class ModuleWorker {
   #start(): Worker {
     if (this.#worker) return this.#worker;
     const w = new Worker(new URL('./pkcs11-worker.js', import.meta.url), { workerData: this.#init, env: SHARE_ENV });
-    // The worker must not keep a stopping process alive; pending calls hold their own timers.
-    w.unref();
     w.on('message', (msg: WorkerResponse | WorkerNotice) => {
       if ('notice' in msg) return this.#warn.get(msg.device)?.(msg.notice);
       const p = this.#pending.get(msg.id);
@@ -91,6 +89,9 @@ class ModuleWorker {
     });
     w.on('error', (err) => this.#lost(w, `the PKCS#11 worker failed: ${err.message}`));
     w.on('exit', (code) => this.#lost(w, `the PKCS#11 worker exited (code ${code})`));
+    // The worker must not keep a stopping process alive; pending calls hold their own timers.
+    // (After the listeners: adding a 'message' listener refs the worker's port again.)
+    w.unref();
     this.#worker = w;
     return w;
   }
