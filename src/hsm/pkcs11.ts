@@ -77,7 +77,8 @@ class ModuleWorker {
 
   #start(): Worker {
     if (this.#worker) return this.#worker;
-    const w = new Worker(new URL('./pkcs11-worker.js', import.meta.url), { workerData: this.#init, env: SHARE_ENV });
+    // No inherited execArgv: flags meant for the main script (--input-type, -e …) break a worker.
+    const w = new Worker(new URL('./pkcs11-worker.js', import.meta.url), { workerData: this.#init, env: SHARE_ENV, execArgv: [] });
     w.on('message', (msg: WorkerResponse | WorkerNotice) => {
       if ('notice' in msg) return this.#warn.get(msg.device)?.(msg.notice);
       const p = this.#pending.get(msg.id);

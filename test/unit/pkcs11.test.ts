@@ -12,6 +12,7 @@ import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { HsmError } from '../../src/hsm/hsm.js';
 import { Pkcs11Hsm, pkcs11HsmName, type Pkcs11HsmOptions } from '../../src/hsm/pkcs11.js';
@@ -413,6 +414,37 @@ describe('PKCS#11 HSM on SoftHSM2', { skip: SKIP_PKCS11 }, () => {
       await rejectsHsm(hsms[1]!.deriveKey('x'), true, /cannot load the PKCS#11 module \/nonexistent\/libvendor-pkcs11\.so/, 'module');
     } finally {
       for (const h of hsms) await h.close();
+      token.remove();
+    }
+  });
+
+  it('an HSM that is never closed does not keep its process alive (the node exits after a failed start)', async () => {
+    const token = SoftHsmToken.create();
+    token.initKey('k');
+    const script = `
+      import { Pkcs11Hsm } from ${JSON.stringify(new URL('../../src/hsm/pkcs11.js', import.meta.url).href)};
+      import { Secret } from ${JSON.stringify(new URL('../../src/config/config.js', import.meta.url).href)};
+      const hsm = new Pkcs11Hsm({ module: ${JSON.stringify(SOFTHSM_MODULE)}, token: { label: ${JSON.stringify(token.label)} }, key: { label: 'k' },
+        pin: { value: new Secret(process.env.PIN) }, mechanism: 'auto', timeout: 10000 });
+      console.log((await hsm.deriveKey('x')).length);`;
+    try {
+      const t0 = Date.now();
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+        env: { ...process.env, ...token.env, PIN: token.pin },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let out = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+      const code = await new Promise<number | null>((resolve) => {
+        const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+        child.once('exit', (c) => {
+          clearTimeout(timer);
+          resolve(c);
+        });
+      });
+      assert.equal(code, 0, `the process ended by itself (after ${Date.now() - t0} ms)`);
+      assert.equal(out.trim(), '32');
+    } finally {
       token.remove();
     }
   });
