@@ -6,6 +6,10 @@
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { inspect } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { REPO_ROOT } from '../helpers/server.js';
 import { ConfigError, Secret, validateConfig, type Pkcs11HsmConfig } from '../../src/config/config.js';
 
 const MODULE = '/usr/lib/softhsm/libsofthsm2.so';
@@ -92,6 +96,18 @@ describe('hsm.pkcs11 configuration', () => {
         },
       );
     }
+  });
+
+  it('is documented in examples/config.yaml', () => {
+    const doc = parseYaml(readFileSync(join(REPO_ROOT, 'examples/config.yaml'), 'utf8'));
+    assert.deepEqual(validateConfig(doc, '/etc/minkms').hsm.pkcs11, {
+      module: MODULE,
+      token: { label: 'minkms' },
+      pin: { file: '/etc/minkms/pkcs11.pin' },
+      key: { label: 'minkms-root' },
+      mechanism: 'auto',
+      timeout: 30_000,
+    });
   });
 
   it('never shows an inline PIN: JSON, inspect, string conversion', () => {
