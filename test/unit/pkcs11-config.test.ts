@@ -10,7 +10,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { REPO_ROOT } from '../helpers/server.js';
-import { ConfigError, Secret, validateConfig, type Pkcs11HsmConfig } from '../../src/config/config.js';
+import { ConfigError, EMPTY_CONFIG, Secret, validateConfig, type Pkcs11HsmConfig } from '../../src/config/config.js';
+import { createHsms, LOCAL_HSM_FILE } from '../../src/hsm/configured.js';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 
 const MODULE = '/usr/lib/softhsm/libsofthsm2.so';
 
@@ -122,6 +125,40 @@ describe('hsm.pkcs11 configuration', () => {
     ] as const) {
       assert.ok(!text.includes('pin-4711-secret'), `${how}: ${text}`);
       assert.match(text, /REDACTED/, how);
+    }
+  });
+});
+
+describe('createHsms (src/hsm/configured.ts)', () => {
+  it('generates DIR/hsm.key only for a fresh unconfigured node, reads it back with a warning, never in --dev', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'minkms-hsms-'));
+    try {
+      const warnings: string[] = [];
+      const log = { warn: (m: string) => warnings.push(m) };
+      const first = createHsms(EMPTY_CONFIG, { dev: false, configured: false, fresh: true }, dir, log);
+      assert.deepEqual(
+        first.map((h) => h.name),
+        ['hsm:minio:soft'],
+      );
+      const file = join(dir, LOCAL_HSM_FILE);
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+      assert.match(warnings.join('\n'), /generated a soft HSM key and stored it in/);
+      const seal = await first[0]!.seal(Buffer.alloc(32, 1), Buffer.from('aad'));
+
+      warnings.length = 0;
+      const again = createHsms(EMPTY_CONFIG, { dev: false, configured: false, fresh: false }, dir, log);
+      assert.ok((await again[0]!.unseal(seal, Buffer.from('aad'))).equals(Buffer.alloc(32, 1)), 'the stored key is read back');
+      assert.match(warnings.join('\n'), /using the soft HSM key stored in/);
+
+      const devDir = join(dir, 'dev');
+      createHsms(EMPTY_CONFIG, { dev: true, configured: false, fresh: true }, devDir, log);
+      assert.equal(existsSync(join(devDir, LOCAL_HSM_FILE)), false, '--dev keeps its key in memory');
+
+      rmSync(file);
+      assert.throws(() => createHsms(EMPTY_CONFIG, { dev: false, configured: false, fresh: false }, dir, log), /no HSM provided/);
+      for (const h of [...first, ...again]) await h.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
