@@ -78,6 +78,7 @@ import {
   mechanismName,
   parseBlob,
   type BlobMechanism,
+  type ParsedBlob,
 } from './pkcs11-blob.js';
 
 /** The device's part of `hsm.pkcs11`, as plain data (it crosses to the worker thread). */
@@ -627,58 +628,53 @@ export class Pkcs11Device {
         `the ${this.#where} cannot open this sealed entry (${mechanismName(p.mech)}): it was sealed by another key, for another cluster, or was altered`,
         true,
       );
-    return this.#run(`unseal with the ${this.#where}`, (lib, s) => {
-      if (p.mech === MECH_AES_GCM) {
-        this.#need(s, CKM_AES_GCM, 'CKM_AES_GCM');
-        lib.C_DecryptInit(s.handle, this.#gcm(p.iv, aad), s.sealKey);
-        try {
-          return Buffer.from(lib.C_Decrypt(s.handle, p.body, Buffer.alloc(p.body.length)));
-        } catch (err) {
-          throw this.#decryptFailure(lib, s, err, cannotOpen);
-        }
-      }
-      if ((p.mech === MECH_CBC_HMAC) !== (s.deriveKind === 'hmac')) throw cannotOpen();
-      const want = this.#mac(lib, s, macInput(p.header, p.iv, p.body, aad));
-      if (want.length !== p.tag.length || !timingSafeEqual(want, p.tag)) throw cannotOpen();
-      this.#need(s, CKM_AES_CBC_PAD, 'CKM_AES_CBC_PAD');
-      lib.C_DecryptInit(s.handle, { mechanism: CKM_AES_CBC_PAD, parameter: p.iv }, s.sealKey);
-      try {
-        return Buffer.from(lib.C_Decrypt(s.handle, p.body, Buffer.alloc(p.body.length)));
-      } catch (err) {
-        throw this.#decryptFailure(lib, s, err, cannotOpen);
-      }
-    });
+    return this.#run(`unseal with the ${this.#where}`, (lib, s) => this.#open(lib, s, p, aad, cannotOpen, false));
   }
 
   /**
-   * A failed C_Decrypt: the data does not open (permanent), or the device failed (transient).
-   * Some modules (SoftHSM2 among them) report a GCM tag mismatch as CKR_GENERAL_ERROR, like a
-   * real device fault; a round trip of fresh data on the same key tells the two apart.
+   * Opens a parsed blob. A failed C_Decrypt means the data does not open (permanent) or the
+   * device failed (transient); some modules (SoftHSM2 among them) report a GCM tag mismatch as
+   * CKR_GENERAL_ERROR, like a device fault, so then a round trip of fresh data through the same
+   * key and mechanism tells the two apart. `probing`: this is that round trip.
    */
-  #decryptFailure(lib: Pkcs11Lib, s: Session, err: unknown, cannotOpen: () => DeviceError): DeviceError {
-    const ckr = ckrName(err);
-    if (ckr && AUTH_FAILED.has(ckr)) return cannotOpen();
-    if (ckr !== 'CKR_GENERAL_ERROR' && ckr !== 'CKR_FUNCTION_FAILED') return classify(err, 'decrypt');
-    this.#selfTest(lib, s); // throws (transient) if the device itself is failing
-    return cannotOpen();
+  #open(lib: Pkcs11Lib, s: Session, p: ParsedBlob, aad: Buffer, cannotOpen: () => DeviceError, probing: boolean): Buffer {
+    const failed = (err: unknown): DeviceError => {
+      const ckr = ckrName(err);
+      if (probing) return classify(err, 'self-test');
+      if (ckr && AUTH_FAILED.has(ckr)) return cannotOpen();
+      if (ckr !== 'CKR_GENERAL_ERROR' && ckr !== 'CKR_FUNCTION_FAILED') return classify(err, 'decrypt');
+      this.#selfTest(lib, s, p.mech); // throws (transient) if the device itself is failing
+      return cannotOpen();
+    };
+    if (p.mech === MECH_AES_GCM) {
+      this.#need(s, CKM_AES_GCM, 'CKM_AES_GCM');
+      lib.C_DecryptInit(s.handle, this.#gcm(p.iv, aad), s.sealKey);
+      try {
+        return Buffer.from(lib.C_Decrypt(s.handle, p.body, Buffer.alloc(p.body.length)));
+      } catch (err) {
+        throw failed(err);
+      }
+    }
+    if ((p.mech === MECH_CBC_HMAC) !== (s.deriveKind === 'hmac')) throw cannotOpen();
+    const want = this.#mac(lib, s, macInput(p.header, p.iv, p.body, aad));
+    if (want.length !== p.tag.length || !timingSafeEqual(want, p.tag)) throw cannotOpen();
+    this.#need(s, CKM_AES_CBC_PAD, 'CKM_AES_CBC_PAD');
+    lib.C_DecryptInit(s.handle, { mechanism: CKM_AES_CBC_PAD, parameter: p.iv }, s.sealKey);
+    try {
+      return Buffer.from(lib.C_Decrypt(s.handle, p.body, Buffer.alloc(p.body.length)));
+    } catch (err) {
+      throw failed(err);
+    }
   }
 
-  /** Seals and opens 32 random bytes with the session's key and mechanism. */
-  #selfTest(lib: Pkcs11Lib, s: Session): void {
-    const mech = s.mechs.has(CKM_AES_GCM) ? MECH_AES_GCM : s.deriveKind === 'hmac' ? MECH_CBC_HMAC : MECH_CBC_CMAC;
+  /** Seals and opens 32 random bytes with the session's keys and `mech`; throws if the device does not give them back. */
+  #selfTest(lib: Pkcs11Lib, s: Session, mech: BlobMechanism): void {
     const probe = randomBytes(32);
     const aad = Buffer.from('minkms pkcs11 self-test');
     const blob = this.#encrypt(lib, s, mech, probe, aad, randomBytes(mech === MECH_AES_GCM ? GCM_IV_BYTES : CBC_IV_BYTES));
-    const p = parseBlob(blob)!;
-    let back: Buffer;
-    if (mech === MECH_AES_GCM) {
-      lib.C_DecryptInit(s.handle, this.#gcm(p.iv, aad), s.sealKey);
-      back = lib.C_Decrypt(s.handle, p.body, Buffer.alloc(p.body.length));
-    } else {
-      lib.C_DecryptInit(s.handle, { mechanism: CKM_AES_CBC_PAD, parameter: p.iv }, s.sealKey);
-      back = lib.C_Decrypt(s.handle, p.body, Buffer.alloc(p.body.length));
-    }
-    if (!back.equals(probe)) throw new DeviceError('the device failed a self-test (a round trip returned other data)', false);
+    const broken = () => new DeviceError('the device failed a self-test (a seal/unseal round trip of fresh data)', false);
+    const back = this.#open(lib, s, parseBlob(blob)!, aad, broken, true);
+    if (!back.equals(probe)) throw broken();
   }
 
   /** 32 bytes, deterministic for the key and `label`: HMAC-SHA256, or two CMAC blocks (see pkcs11-blob.ts). */
@@ -693,8 +689,8 @@ export class Pkcs11Device {
   /** Opens the key, checks it and the mechanisms, and runs a seal/unseal round trip. */
   check(): DeviceInfo {
     return this.#run(`check the ${this.#where}`, (lib, s) => {
-      this.#selfTest(lib, s);
       const mech = this.#sealMechanism(s);
+      this.#selfTest(lib, s, mech);
       return {
         token: {
           label: s.token.label.trimEnd(),
