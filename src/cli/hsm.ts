@@ -148,6 +148,12 @@ async function withModule<T>(c: Pkcs11HsmConfig, fn: (m: Pkcs11Module) => T): Pr
 export function hsmCommands(program: Command): void {
   const hsm = program.command('hsm').description('set up and check HSMs (offline: talks to the device, not to a server)');
   const p11 = hsm.command('pkcs11').description('PKCS#11 tokens: create and check the key a node seals its root key with');
+  const groupExamples = [
+    'minkms hsm pkcs11 init --module /usr/lib/softhsm/libsofthsm2.so --token minkms --label minkms-root --pin-file pin.txt',
+    'minkms hsm pkcs11 check --config /etc/minkms/config.yaml',
+  ];
+  addExamples(hsm, groupExamples, '\nSee docs/hsm.md for the HSM kinds and how to move between them.\n');
+  addExamples(p11, groupExamples);
 
   const init = addTokenOptions(
     p11
