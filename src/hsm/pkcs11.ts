@@ -132,7 +132,9 @@ class ModuleWorker {
     this.#forget();
     const w = this.#worker;
     this.#worker = undefined;
-    if (w) await w.terminate();
+    // The module is finalized already ('close' above). Not awaited: a thread stuck inside a
+    // hung module would hold the node's shutdown for as long as the module hangs.
+    if (w) void w.terminate();
   }
 }
 
