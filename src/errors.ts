@@ -52,6 +52,9 @@ export const ERRORS = {
   ERR_HSM_NOT_FOUND: [404, 'hsm does not exist'],
   ERR_HSM_NOT_CONFIGURED: [400, 'hsm is not configured'],
   ERR_HSM_LAST: [400, 'cannot remove the last hsm entry'],
+  // The HSM asked to seal (CLUSTER:ADDHSM) failed: the detail is the HsmError's message, which
+  // names the device and the cause but never a PIN or key material.
+  ERR_HSM_FAILED: [502, 'the hsm failed to seal the root encryption key'],
   ERR_CLUSTER_SINGLE_NODE: [501, 'cluster membership changes are not supported by a single-node server'],
   ERR_INVALID_BACKUP: [400, 'invalid backup'],
   ERR_STORE_UNAVAILABLE: [503, 'store unavailable: no write quorum, try again'],

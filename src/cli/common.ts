@@ -123,6 +123,7 @@ const KMS_HINTS: Partial<Record<string, string>> = {
   ERR_HSM_NOT_FOUND: "'minkms stat' lists the HSMs of each node",
   ERR_HSM_EXISTS: 'use --overwrite to reseal the root key with this HSM',
   ERR_HSM_NOT_CONFIGURED: 'configure the HSM on every node first',
+  ERR_HSM_FAILED: "check the HSM and the server log; for PKCS#11: 'minkms hsm pkcs11 check --config FILE'",
   ERR_INVALID_POLICY: 'check the policy file: {"allow": {"KEY:STATUS": "*"}, "deny": {}}',
   ERR_SELF_DELETE: 'use another identity to delete this one',
   ERR_ROOT_IDENTITY: 'the root identity is defined by the server configuration',

@@ -16,6 +16,7 @@ import { opsCommands } from './ops.js';
 import { logsAuditCommands } from './logs-audit.js';
 import { envCommand } from './env.js';
 import { completionCommand } from './completion.js';
+import { hsmCommands } from './hsm.js';
 import { CliError, addExamples } from './common.js';
 
 /** `minkms add-key` for a (sub)command. */
@@ -64,6 +65,7 @@ export function buildProgram(): Command {
   program.commandsGroup('Server:');
   serverCommand(program);
   identityCommand(program);
+  hsmCommands(program);
   envCommand(program);
   completionCommand(program);
 

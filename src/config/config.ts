@@ -23,6 +23,49 @@ export interface MinkmsHsmConfig {
   insecure: boolean;
 }
 
+/**
+ * A secret of the configuration (the PKCS#11 PIN given inline): shows as `[REDACTED]` in logs,
+ * JSON, string conversion and `util.inspect`, so that dumping a Config never reveals it.
+ */
+export class Secret {
+  readonly #value: string;
+  constructor(value: string) {
+    this.#value = value;
+  }
+  reveal(): string {
+    return this.#value;
+  }
+  toString(): string {
+    return '[REDACTED]';
+  }
+  toJSON(): string {
+    return '[REDACTED]';
+  }
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return 'Secret([REDACTED])';
+  }
+}
+
+/** Where the PKCS#11 user PIN comes from: inline (`value`), an environment variable, or a file (read at each login). */
+export type Pkcs11PinSource = { value: Secret } | { env: string } | { file: string };
+
+/** How the REK is sealed: `auto` = AES-GCM when the token offers it, else AES-CBC-PAD + MAC (see docs/hsm.md). */
+export type Pkcs11Mechanism = 'auto' | 'aes-gcm' | 'aes-cbc-pad-hmac';
+
+/** `hsm.pkcs11`: a key on a PKCS#11 token (see src/hsm/pkcs11.ts and docs/hsm.md). */
+export interface Pkcs11HsmConfig {
+  /** Path of the vendor's PKCS#11 library (`.so`). */
+  module: string;
+  /** Exactly one of label, serial, slot. */
+  token: { label?: string; serial?: string; slot?: number };
+  pin: Pkcs11PinSource;
+  /** Exactly one of label, id (lowercase hex). */
+  key: { label?: string; id?: string };
+  mechanism: Pkcs11Mechanism;
+  /** Bound of one call into the module, ms. */
+  timeout: number;
+}
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 export interface Config {
@@ -33,6 +76,7 @@ export interface Config {
   heartbeat: number;
   hsm: {
     minkms?: MinkmsHsmConfig;
+    pkcs11?: Pkcs11HsmConfig;
     /** Keep the sealed entries of HSMs that no node has configured any more (default: remove them). */
     keepUnconfiguredEntries: boolean;
   };
@@ -187,10 +231,11 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     certs.push({ key: file(str(tls.key, 'tls.key', true))!, cert: file(str(tls.cert, 'tls.cert', true))! });
   }
 
-  const hsm = object(root.hsm, 'hsm', ['minio', 'keep_unconfigured_entries']);
+  const hsm = object(root.hsm, 'hsm', ['minio', 'pkcs11', 'keep_unconfigured_entries']);
   if (hsm.keep_unconfigured_entries !== undefined && typeof hsm.keep_unconfigured_entries !== 'boolean') {
     fail('hsm.keep_unconfigured_entries', 'must be true or false');
   }
+  const pkcs11 = hsm.pkcs11 === undefined ? undefined : validatePkcs11(hsm.pkcs11, file);
   const minio = object(hsm.minio, 'hsm.minio', ['minkms']);
   let minkms: MinkmsHsmConfig | undefined;
   if (minio.minkms !== undefined) {
@@ -304,13 +349,103 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     admin: identity ? { identity } : {},
     tls: { certs, ca: file(str(tls.ca, 'tls.ca')) },
     heartbeat: root.heartbeat === undefined ? 0 : parseDuration(root.heartbeat, 'heartbeat'),
-    hsm: { ...(minkms ? { minkms } : {}), keepUnconfiguredEntries: hsm.keep_unconfigured_entries === true },
+    hsm: {
+      ...(minkms ? { minkms } : {}),
+      ...(pkcs11 ? { pkcs11 } : {}),
+      keepUnconfiguredEntries: hsm.keep_unconfigured_entries === true,
+    },
     log: { level: level as LogLevel },
     audit: { file: file(str(audit.file, 'audit.file')) },
     metrics: { auth: metrics.auth !== false, identities: scrapers },
     limits: limitValues,
     store: storeConfig,
   };
+}
+
+/** One of the keys of `o` (a choice such as token: {label | serial | slot}); names the path when none or several are set. */
+function oneOf(o: Obj, path: string, keys: readonly string[]): string {
+  const set = keys.filter((k) => o[k] !== undefined);
+  if (set.length !== 1) fail(path, `give exactly one of ${keys.join(', ')}`);
+  return set[0]!;
+}
+
+/** Token and key labels: PKCS#11 labels are at most 32 bytes (UTF-8, blank-padded) on the token. */
+function label(v: unknown, path: string, maxBytes: number): string {
+  const s = str(v, path, true)!;
+  if (Buffer.byteLength(s, 'utf8') > maxBytes) fail(path, `must be at most ${maxBytes} bytes`);
+  if (/[\u0000-\u001f\u007f]/.test(s) || s !== s.trim()) fail(path, 'must not contain control characters or surrounding blanks');
+  return s;
+}
+
+/** Validates an `hsm.pkcs11` section on its own (the CLI builds one from flags); relative paths resolve against `baseDir`. */
+export function parsePkcs11Config(section: unknown, baseDir: string): Pkcs11HsmConfig {
+  return validatePkcs11(section, (p) => (p === undefined ? undefined : isAbsolute(p) ? p : resolve(baseDir, p)));
+}
+
+function validatePkcs11(v: unknown, file: (p: string | undefined) => string | undefined): Pkcs11HsmConfig {
+  const P = 'hsm.pkcs11';
+  const c = object(v, P, ['module', 'token', 'pin', 'key', 'mechanism', 'timeout']);
+  const module = file(str(c.module, `${P}.module`, true))!;
+
+  // `token: NAME` is short for `token: {label: NAME}`; likewise `key: NAME`.
+  const t = typeof c.token === 'string' ? { label: c.token } : object(c.token, `${P}.token`, ['label', 'serial', 'slot']);
+  if (c.token === undefined) fail(`${P}.token`, 'is required (label, serial or slot)');
+  const token: Pkcs11HsmConfig['token'] = {};
+  switch (oneOf(t, `${P}.token`, ['label', 'serial', 'slot'])) {
+    case 'label':
+      token.label = label(t.label, `${P}.token.label`, 32);
+      break;
+    case 'serial':
+      if (typeof t.serial === 'number') fail(`${P}.token.serial`, `must be a quoted string (YAML reads an unquoted number as a number)`);
+      token.serial = label(t.serial, `${P}.token.serial`, 16);
+      break;
+    default:
+      if (typeof t.slot !== 'number' || !Number.isInteger(t.slot) || t.slot < 0)
+        fail(`${P}.token.slot`, 'must be a slot number (0 or more)');
+      token.slot = t.slot;
+  }
+
+  // The PIN: `pin: "…"` is short for `pin: {value: "…"}`. A YAML number (pin: 0123) would lose its
+  // leading zeros, so it is refused rather than guessed.
+  let pin: Pkcs11PinSource;
+  if (typeof c.pin === 'number') fail(`${P}.pin`, 'must be a quoted string (YAML reads an unquoted number such as 0123 as 123)');
+  if (typeof c.pin === 'string') {
+    pin = { value: new Secret(str(c.pin, `${P}.pin`, true)!) };
+  } else {
+    if (c.pin === undefined) fail(`${P}.pin`, 'is required (value, env or file)');
+    const p = object(c.pin, `${P}.pin`, ['value', 'env', 'file']);
+    const which = oneOf(p, `${P}.pin`, ['value', 'env', 'file']);
+    if (which === 'value') {
+      if (typeof p.value === 'number')
+        fail(`${P}.pin.value`, 'must be a quoted string (YAML reads an unquoted number such as 0123 as 123)');
+      pin = { value: new Secret(str(p.value, `${P}.pin.value`, true)!) };
+    } else if (which === 'env') {
+      const name = str(p.env, `${P}.pin.env`, true)!;
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) fail(`${P}.pin.env`, 'must be an environment variable name');
+      pin = { env: name };
+    } else {
+      pin = { file: file(str(p.file, `${P}.pin.file`, true))! };
+    }
+  }
+
+  const k = typeof c.key === 'string' ? { label: c.key } : object(c.key, `${P}.key`, ['label', 'id']);
+  if (c.key === undefined) fail(`${P}.key`, 'is required (label or id)');
+  const key: Pkcs11HsmConfig['key'] = {};
+  if (oneOf(k, `${P}.key`, ['label', 'id']) === 'label') {
+    key.label = label(k.label, `${P}.key.label`, 128);
+  } else {
+    if (typeof k.id === 'number') fail(`${P}.key.id`, `must be a quoted string (YAML reads 01 as the number 1)`);
+    const id = str(k.id, `${P}.key.id`, true)!;
+    if (!/^(?:[0-9a-fA-F]{2})+$/.test(id)) fail(`${P}.key.id`, 'must be hex (the CKA_ID bytes, e.g. 6d696e6b6d73)');
+    key.id = id.toLowerCase();
+  }
+
+  const mechanism = str(c.mechanism, `${P}.mechanism`) ?? 'auto';
+  if (!['auto', 'aes-gcm', 'aes-cbc-pad-hmac'].includes(mechanism))
+    fail(`${P}.mechanism`, 'must be one of auto, aes-gcm, aes-cbc-pad-hmac');
+  const timeout = c.timeout === undefined ? 30_000 : parseDuration(c.timeout, `${P}.timeout`);
+  if (timeout <= 0) fail(`${P}.timeout`, 'must be more than 0');
+  return { module, token, pin, key, mechanism: mechanism as Pkcs11Mechanism, timeout };
 }
 
 function positiveInt(v: unknown, path: string): number {

@@ -1,17 +1,20 @@
 /**
  * The HSMs a node is configured with, in priority order: the soft HSM (MINIO_KMS_HSM_KEY, or
- * a key generated into `DIR/hsm.key` on a first start without configuration), then the HSMs of
- * the configuration file. Built at start and again whenever the configuration's `hsm` section
+ * a key generated into `DIR/hsm.key` on a first start without configuration), the PKCS#11
+ * token of `hsm.pkcs11`, the external KMS of `hsm.minio.minkms`. Nothing here touches a device
+ * or the network (the PKCS#11 binding loads at the first call, in its worker thread), so a
+ * device or external KMS that is away at start leaves the node sealed, not failed. Built at start and again whenever the configuration's `hsm` section
  * changes while the node runs; an HSM whose settings did not change is kept as it is (its
  * connections and sessions stay open).
  */
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import { dirname, join } from 'node:path';
-import type { Config, MinkmsHsmConfig } from '../config/config.js';
+import type { Config, MinkmsHsmConfig, Pkcs11HsmConfig } from '../config/config.js';
 import { readCaPath } from '../config/pem.js';
 import type { Hsm } from './hsm.js';
 import { MinkmsHsm } from './minkms.js';
+import { Pkcs11Hsm } from './pkcs11.js';
 import { SoftHsm, generateSoftHsmKey } from './soft.js';
 
 export const LOCAL_HSM_FILE = 'hsm.key';
@@ -53,10 +56,14 @@ export function configuredHsms(sources: HsmSources, previous: readonly Configure
 
   const soft = softKey(sources);
   if (soft !== undefined) reuse(`soft:${soft}`, () => new SoftHsm(soft));
+  const pkcs11 = sources.config.hsm.pkcs11;
+  if (pkcs11) reuse(`pkcs11:${pkcs11Settings(pkcs11)}`, () => new Pkcs11Hsm(pkcs11, { warn: sources.warn }));
   const minkms = sources.config.hsm.minkms;
   if (minkms) reuse(`minkms:${JSON.stringify(minkms)}:${sources.config.tls.ca ?? ''}`, () => externalKms(minkms, sources.config));
   if (out.length === 0) {
-    throw new HsmConfigError('kms: no HSM provided (set MINIO_KMS_HSM_KEY, see `minkms --soft-hsm`, or configure hsm.minio.minkms)');
+    throw new HsmConfigError(
+      'kms: no HSM provided (set MINIO_KMS_HSM_KEY, see `minkms --soft-hsm`, or configure hsm.pkcs11 or hsm.minio.minkms)',
+    );
   }
   return out;
 }
@@ -78,13 +85,23 @@ function softKey(s: HsmSources): string | undefined {
     );
     return text;
   }
-  if (!s.generate || s.config.hsm.minkms) return undefined;
+  if (!s.generate || s.config.hsm.minkms || s.config.hsm.pkcs11) return undefined;
   const key = generateSoftHsmKey();
   if (!s.ephemeral) {
     writeFileAtomic(file, key + '\n', 0o600);
     s.warn(`generated a soft HSM key and stored it in ${file}; move it to MINIO_KMS_HSM_KEY for production`);
   }
   return key;
+}
+
+/** The settings of a PKCS#11 HSM, the PIN's source included (its value is never kept here). */
+function pkcs11Settings(c: Pkcs11HsmConfig): string {
+  return JSON.stringify([c.module, c.token, c.key, c.mechanism, c.timeout, Object.keys(c.pin), pinSource(c)]);
+}
+
+function pinSource(c: Pkcs11HsmConfig): string {
+  const pin = c.pin as { file?: string; env?: string };
+  return pin.file ?? pin.env ?? 'value';
 }
 
 /**

@@ -234,10 +234,17 @@ export async function addHsmEntry(store: Store, hsm: Hsm, root: RootKey, overwri
   if (root.next) throw new KmsError('ERR_BAD_REQUEST', 'a root key rotation is in progress: finish it with `minkms rotate-root` first');
   const current = await store.get(key);
   if (current && !overwrite) throw new KmsError('ERR_HSM_EXISTS');
-  const value = await sealEntry(hsm, root.rek, root.clusterId, root.term);
-  // Prove the new entry opens before it replaces anything.
-  const check = await unsealEntry(hsm, value, root.clusterId);
-  if (!check.rek.equals(root.rek)) throw new HsmError(`${hsm.name}: sealed entry does not round-trip`, true);
+  let value: Buffer;
+  try {
+    value = await sealEntry(hsm, root.rek, root.clusterId, root.term);
+    // Prove the new entry opens before it replaces anything.
+    const check = await unsealEntry(hsm, value, root.clusterId);
+    if (!check.rek.equals(root.rek)) throw new HsmError(`${hsm.name}: sealed entry does not round-trip`, true);
+  } catch (err) {
+    // The caller (a SysAdmin) sees why: the device is away, the key refused, …
+    if (err instanceof HsmError) throw new KmsError('ERR_HSM_FAILED', err.message, { cause: err });
+    throw err;
+  }
   const res = await store.commit([{ key, rev: current?.rev ?? 0 }], [{ key, value }]);
   if (!res.ok) throw new KmsError('ERR_HSM_EXISTS', 'concurrent change');
 }

@@ -520,8 +520,15 @@ describe('addHsmEntry', () => {
         fake.sealMode = c.seal;
         fake.unsealMode = c.unseal;
         const err = await rejection(addHsmEntry(store, fake, root, false), `case ${i} (${c.name})`);
-        assert.ok(err instanceof HsmError, `case ${i} (${c.name}): got ${String(err)}, want HsmError`);
-        assert.equal(err.permanent, c.permanent, `case ${i} (${c.name}): got permanent=${err.permanent}, want ${c.permanent}`);
+        // The client sees a catalogued error; the HsmError (and its permanence) is its cause.
+        assert.ok(
+          err instanceof KmsError && err.code === 'ERR_HSM_FAILED',
+          `case ${i} (${c.name}): got ${String(err)}, want ERR_HSM_FAILED`,
+        );
+        const cause = err.cause;
+        assert.ok(cause instanceof HsmError, `case ${i} (${c.name}): got cause ${String(cause)}, want HsmError`);
+        assert.equal(cause.permanent, c.permanent, `case ${i} (${c.name}): got permanent=${cause.permanent}, want ${c.permanent}`);
+        assert.ok(err.message.includes(cause.message), `case ${i} (${c.name}): the message names the HSM's failure`);
         assert.deepEqual(await snapshot(store), before, `case ${i} (${c.name}): the store changed`);
       }
     }));
