@@ -126,6 +126,8 @@ export function apiRoutes(node: KmsNode): Route[] {
     const out = obs.runCommands(req, identity, param, (trace) => {
       const kms = node.kms;
       if (!kms) throw new KmsError('ERR_SEALED');
+      // Not from a copy that may lag the cluster by more than the bound (store/etcd.ts, Freshness).
+      if (node.cluster && node.cluster.store.freshness().state === 'stale') throw new KmsError('ERR_STORE_STALE');
       return dispatch(kms, cluster, identity, param, body, node.opts.config.limits, trace, pool);
     });
     if (out instanceof Promise) return out.then((b) => send(res, 200, b, OCTET));
@@ -149,6 +151,7 @@ export function apiRoutes(node: KmsNode): Route[] {
       // `?write`: also ready for writes, i.e. (in a cluster) etcd has a quorum.
       handler: async ({ res, query }) => {
         if (!node.kms) throw new KmsError('ERR_SEALED');
+        if (query.has('write') && node.store.health?.().write === 'full') throw new KmsError('ERR_STORE_FULL');
         if (query.has('write') && node.cluster && !(await node.cluster.writable())) throw new KmsError('ERR_STORE_UNAVAILABLE');
         send(res, 200, '', 'text/plain');
       },

@@ -60,14 +60,15 @@ export class ClusterRuntime {
     await this.#watch.ready;
   }
 
-  #enqueue(events: StoreEvent[]): void {
+  /** Returns when the events are applied: the store counts them for freshness then. */
+  #enqueue(events: StoreEvent[]): Promise<void> {
     // Events are applied strictly in order; a root key change may need an HSM call first.
-    this.#queue = this.#queue
+    return (this.#queue = this.#queue
       .then(() => this.#apply(events))
       .catch((err: unknown) => {
         this.#log.error('cannot apply a change from another node; reloading the state', { err: (err as Error).message });
         return this.#hooks.resync();
-      });
+      }));
   }
 
   async #apply(events: StoreEvent[]): Promise<void> {

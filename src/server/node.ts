@@ -2,7 +2,7 @@
  * One KMS node's life: open the store, find the HSMs, unseal the root key (or stay sealed and
  * retry), load the state, serve, and shut down cleanly.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -10,6 +10,7 @@ import type { Http2SecureServer } from 'node:http2';
 import type { Config } from '../config/config.js';
 import type { Hsm } from '../hsm/hsm.js';
 import { SoftHsm, generateSoftHsmKey } from '../hsm/soft.js';
+import { loadLocalSoftHsmKey } from '../hsm/local-key.js';
 import { MinkmsHsm } from '../hsm/minkms.js';
 import { rotateRoot, type RotationProgress } from '../hsm/rotate-root.js';
 import { KmsError } from '../errors.js';
@@ -373,21 +374,14 @@ function configuredHsms(opts: NodeOptions, dir: string, fresh: boolean): Hsm[] {
   const local = join(dir, LOCAL_HSM_FILE);
   if (opts.hsmKey) {
     hsms.push(new SoftHsm(opts.hsmKey));
-  } else if (existsSync(local)) {
-    opts.log.warn(
-      `using the soft HSM key stored in ${local}: anyone who can read the data directory can decrypt it; move it to MINIO_KMS_HSM_KEY for production`,
-    );
-    hsms.push(new SoftHsm(readFileSync(local, 'utf8')));
+  } else if (!opts.dev) {
+    // Written atomically; a damaged file is explained (hsm/local-key.ts).
+    const warn = (msg: string) => opts.log.warn(msg);
+    const key = loadLocalSoftHsmKey(local, { create: fresh && !opts.configured, database: join(dir, SQLITE_FILE), warn });
+    if (key) hsms.push(new SoftHsm(key));
   }
   if (opts.config.hsm.minkms) hsms.push(new MinkmsHsm(opts.config.hsm.minkms));
-  if (hsms.length === 0 && (opts.dev || (fresh && !opts.configured))) {
-    const key = generateSoftHsmKey();
-    if (!opts.dev) {
-      writeFileSync(local, key + '\n', { mode: 0o600 });
-      opts.log.warn(`generated a soft HSM key and stored it in ${local}; move it to MINIO_KMS_HSM_KEY for production`);
-    }
-    hsms.push(new SoftHsm(key));
-  }
+  if (hsms.length === 0 && opts.dev) hsms.push(new SoftHsm(generateSoftHsmKey()));
   if (hsms.length === 0)
     throw new Error('kms: no HSM provided (set MINIO_KMS_HSM_KEY, see `minkms --soft-hsm`, or configure hsm.minio.minkms)');
   return hsms;
@@ -402,5 +396,6 @@ function createEtcdStore(c: EtcdConfig): EtcdStore {
     password: c.password,
     tls: c.tls && { ca: read(c.tls.ca), cert: read(c.tls.cert), key: read(c.tls.key) },
     timeoutMs: c.timeout,
+    maxStalenessMs: c.maxStaleness,
   });
 }
