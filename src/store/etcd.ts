@@ -43,9 +43,10 @@
  * the head on every member, answered within `maxStalenessMs / 2`): `ok`, `no-leader` (alive,
  * but its raft group has no leader: an election, or no quorum), `slow` (no answer in time: a
  * hung or paused process, or a busy one) or `down` (connection refused or dropped). Calls go
- * to the healthiest member first; an attempt on a member that the probe then finds failing is
- * abandoned and sent elsewhere (safe: see the tokens), so a hung member costs about one probe
- * timeout, not an attempt timeout.
+ * to the healthiest member first. An attempt in flight on a member found `down`, `no-leader`,
+ * or hanging while the other members answer is abandoned and sent elsewhere (safe: see the
+ * tokens), so a hung member costs about one probe timeout, not an attempt timeout; when every
+ * member is slow (a loaded cluster) attempts keep waiting.
  *
  * Failures. Every operation is bounded by `timeoutMs` (5 s by default; or the caller's
  * earlier deadline) and each attempt on one member by `attemptTimeoutMs` (2 s by default,
@@ -77,11 +78,13 @@
  * time T returns the head revision H, which covers every commit acknowledged before T; once a
  * watch has applied everything up to H, the state it feeds is complete as of T. A watch that
  * has not caught up with a probe within `maxStalenessMs / 2`, or whose member the probe finds
- * failing, is moved to the healthiest other member at once. `freshness()` says `fresh` while
- * the state is complete as of `maxStalenessMs` ago, `stale` when it may lag more although a
- * quorum answers (the node must then not serve reads), and `offline` when no quorum is
- * reachable at all (the breaker is open: nothing can be committed anywhere, so the cache can
- * only miss what was committed in the last bound before the quorum was lost).
+ * failing, is moved to a healthier member at once. `freshness()` says `fresh` while the state
+ * is complete as of `maxStalenessMs` ago; `stale` when it may lag more although some member
+ * serves linearizable reads (the node must then not serve reads); and `offline` when none can
+ * (no quorum, or an election in progress): then nothing can be committed either, so the
+ * state misses at most what was committed in the last bound before (the documented fallback:
+ * reads go on from memory). A node cut off from every member while the others still have a
+ * quorum cannot tell that case from a quorum loss: it is `offline` too (docs/clustering.md).
  */
 import {
   ClientClosedError,
@@ -450,7 +453,10 @@ class Member implements MemberHealth {
     this.state = state;
     // "No leader" is the cluster's state, not the member's fault: keep trying it in turn.
     if (state !== 'no-leader') this.avoidUntil = now + AVOID_MS;
-    this.trouble.fire(new AbandonedError(`etcd member ${this.endpoint} is ${state}`));
+    // Attempts in flight there cannot succeed: the member is gone, or has no leader to commit
+    // with (a proposal forwarded to a dead leader is dropped silently). A merely slow member
+    // (a busy one, under load) keeps them: abandoning them would only add load.
+    if (state === 'down' || state === 'no-leader') this.trouble.fire(new AbandonedError(`etcd member ${this.endpoint} is ${state}`));
   }
 }
 
@@ -910,8 +916,16 @@ export class EtcdStore implements Store {
     } catch (err) {
       m.probing = 0;
       if (this.#closed) return;
-      m.failed(classify(err).member, Date.now());
-      this.#evaluate(Date.now());
+      const now = Date.now();
+      const state = classify(err).member;
+      m.failed(state, now);
+      // A member that hangs while the others answer (a paused process, a stuck disk): calls
+      // waiting on it will not get an answer in time either; send them elsewhere now. (When
+      // every member is slow, the cluster is loaded: calls keep waiting, see Member.failed.)
+      if (state === 'slow' && this.#members.some((o) => o !== m && o.state === 'ok' && now - o.okAt < 2 * this.#probeTimeoutMs)) {
+        m.trouble.fire(new AbandonedError(`etcd member ${m.endpoint} does not answer while the others do`));
+      }
+      this.#evaluate(now);
       return;
     }
     const end = Date.now();
@@ -1092,8 +1106,12 @@ class WatchLoop implements StoreWatch {
     // Give a new stream the time to catch up before judging it.
     if (!(lagging || failing) || now - this.#connectedAt < this.#ctx.lagToleranceMs) return;
     const next = this.#ctx.best(now, m);
-    if (!next || next === m || this.#ctx.rank(next, now) > this.#ctx.rank(m, now)) return;
-    this.#restart(next);
+    if (!next || next === m) return;
+    // To a healthier member; to an equally healthy one only when lagging for a whole bound
+    // (under load every member is slow: moving would only add a replay to the load).
+    const better = this.#ctx.rank(next, now) < this.#ctx.rank(m, now);
+    const stuck = oldest !== undefined && now - oldest.t > this.#ctx.boundMs && this.#ctx.rank(next, now) <= this.#ctx.rank(m, now);
+    if (better || stuck) this.#restart(next);
   }
 
   start(): void {
