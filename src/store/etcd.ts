@@ -664,8 +664,10 @@ export class EtcdStore implements Store {
     const filter = this.#key(prefix);
     const loop = new WatchLoop(this.#watchContext(), this.#head, prefixEnd(filter), filter, this.#data.length, onChange, options);
     this.#watches.add(loop);
-    this.#startProbes();
     loop.start();
+    // Confirm the new watch's freshness now rather than at the next tick.
+    if (this.#probeTimer) this.#tick();
+    else this.#startProbes();
     return loop;
   }
 
