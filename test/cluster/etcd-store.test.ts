@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createServer } from 'node:net';
 import { Etcd3, Range } from 'etcd3';
 import { EtcdLimitError, EtcdStore, type EtcdStoreOptions, type StoreEvent } from '../../src/store/etcd.js';
-import { StoreUnavailableError, type Store } from '../../src/store/store.js';
+import { StoreFullError, StoreUnavailableError, type Store } from '../../src/store/store.js';
 import { startEtcdCluster, type EtcdCluster } from '../helpers/etcd.js';
 import { createCertificateAuthority, issueCertificate } from '../../src/identity/client-cert.js';
 import { storeSuite, type StoreFixture } from '../helpers/store-suite.js';
@@ -741,6 +741,45 @@ describe('EtcdStore over TLS with client certificates, and etcd users', () => {
       });
       assert.ok(Date.now() - t0 < 2_000, `case ${i} (${name}): took ${Date.now() - t0} ms, want at once`);
       await s.close();
+    }
+  });
+});
+
+describe("EtcdStore on a full etcd (its space quota, etcd's NOSPACE alarm)", () => {
+  it('commits fail with StoreFullError (nothing written), reads go on, health() says full until the alarm is disarmed', async () => {
+    const small = await startEtcdCluster({ size: 1, extraArgs: ['--quota-backend-bytes=4194304'] });
+    const raw = new Etcd3({ hosts: small.endpoints });
+    const s = new EtcdStore({ endpoints: small.endpoints, prefix: '/minkms-test/full/' });
+    try {
+      let n = 0;
+      let full: unknown;
+      for (; n < 200 && full === undefined; n++) {
+        await s.commit([], [put(`k/${n}`, 'x'.repeat(256 * 1024))]).catch((err: unknown) => (full = err));
+      }
+      assert.ok(full instanceof StoreFullError, `got ${String(full)} after ${n} commits of 256 KiB into a 4 MiB quota`);
+      assert.match(full.message, /no space left.*alarm disarm/);
+      const refused = await s.commit([{ key: 'refused', rev: 0 }], [put('refused', 'r')]).catch((err: unknown) => err);
+      assert.ok(refused instanceof StoreFullError, `a second commit: got ${String(refused)}`);
+      assert.equal((await s.get('k/0'))?.value.length, 256 * 1024, 'reads go on');
+      const h = s.health();
+      assert.equal(h.write, 'full');
+      assert.equal(h.fullErrors, 2);
+      // The operator's way out: compact, defragment, disarm.
+      const rev = Number((await raw.kv.range({ key: Buffer.from('/') })).header.revision);
+      await raw.kv.txn({
+        success: [{ request_delete_range: { key: Buffer.from('/minkms-test/full/'), range_end: Buffer.from('/minkms-test/full0') } }],
+      });
+      await raw.kv.compact({ revision: String(rev) });
+      await raw.maintenance.defragment({});
+      for (const a of (await raw.maintenance.alarm({ action: 'Get', memberID: 0, alarm: 'None' })).alarms)
+        await raw.maintenance.alarm({ action: 'Deactivate', memberID: a.memberID, alarm: a.alarm });
+      await waitFor('health() to see the alarm gone', () => s.health().write === 'ok', 10_000);
+      assert.equal((await s.commit([], [put('after', 'a')])).ok, true);
+      assert.equal(await s.get('refused'), undefined, 'the refused commit wrote nothing');
+    } finally {
+      await s.close();
+      raw.close();
+      await small.close();
     }
   });
 });
