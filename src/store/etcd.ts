@@ -690,6 +690,16 @@ export class EtcdStore implements Store {
     );
   }
 
+  /**
+   * `freshness().state !== 'stale'`, without allocating: whether the node may serve reads from
+   * the state its watches feed (cheap enough for every request).
+   */
+  readable(now = Date.now()): boolean {
+    let all = this.#watches.size > 0;
+    for (const w of this.#watches) all &&= w.fresh(now);
+    return all || !this.#quorumReachable(now);
+  }
+
   /** Calls `listener` whenever `freshness().state` changes (checked at every probe and applied batch). Returns an unsubscribe function. */
   onFreshness(listener: (f: Freshness) => void): () => void {
     this.#freshnessListeners.add(listener);
@@ -1082,6 +1092,11 @@ class WatchLoop implements StoreWatch {
       ...(this.#member ? { member: this.#member.endpoint } : {}),
       boundMs: this.#ctx.boundMs,
     };
+  }
+
+  /** Complete as of at most the bound ago. */
+  fresh(now: number): boolean {
+    return !this.#broken && now - this.#lastFreshAt <= this.#ctx.boundMs;
   }
 
   /** A probe started at `t` read head revision `rev`: complete as of `t` once applied up to `rev`. */

@@ -467,8 +467,10 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
       })();
       // Sample the claim: "fresh" means everything acknowledged before lastFreshAt is applied.
       while (writing || acks.some((a) => applied.get(a.key)?.value !== a.value)) {
-        const f = w.freshness();
+        const now = Date.now();
+        const f = reader.freshness(now);
         states.set(f.state, (states.get(f.state) ?? 0) + 1);
+        if (reader.readable(now) !== (f.state !== 'stale')) violations.push(`readable() says ${reader.readable(now)} in state ${f.state}`);
         if (f.state === 'fresh') {
           for (const a of acks)
             if (a.at < f.lastFreshAt && applied.get(a.key)?.value !== a.value)
