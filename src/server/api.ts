@@ -127,7 +127,7 @@ export function apiRoutes(node: KmsNode): Route[] {
       const kms = node.kms;
       if (!kms) throw new KmsError('ERR_SEALED');
       // Not from a copy that may lag the cluster by more than the bound (store/etcd.ts, Freshness).
-      if (node.cluster && node.cluster.store.freshness().state === 'stale') throw new KmsError('ERR_STORE_STALE');
+      if (node.cluster && !node.cluster.store.readable()) throw new KmsError('ERR_STORE_STALE');
       return dispatch(kms, cluster, identity, param, body, node.opts.config.limits, trace, pool);
     });
     if (out instanceof Promise) return out.then((b) => send(res, 200, b, OCTET));
