@@ -61,6 +61,13 @@ export const ERRORS = {
   ERR_BUSY: [503, 'server busy, try again'],
   ERR_HSM_PENDING: [503, 'configured hsm without a sealed root key entry'],
   ERR_ROOT_KEY_RETIRED: [403, 'root API key no longer valid'],
+  // A write was sent but no answer came back: it may have been applied (possibly later).
+  ERR_STORE_OUTCOME_UNKNOWN: [503, 'store unavailable: outcome unknown, check before retrying'],
+  // A write was never sent: its deadline passed while earlier writes of this node held the store.
+  ERR_STORE_TIMEOUT: [503, 'store unavailable: the write could not start in time, try again'],
+  // This node's copy of the state may lag the cluster by more than its staleness bound.
+  ERR_STORE_STALE: [503, 'store unavailable: this node is behind the cluster, try another node'],
+  ERR_STORE_FULL: [507, 'store full: no space left for writes'],
   ERR_SEALED: [503, 'kms is sealed: no configured hsm could unseal the root encryption key'],
   ERR_TIMEOUT: [408, 'request timeout'],
   ERR_INTERNAL: [500, 'internal server error'],

@@ -131,6 +131,8 @@ const KMS_HINTS: Partial<Record<string, string>> = {
   ERR_IDENTITY_EXISTS_ELSEWHERE: 'an identity belongs to one enclave; delete it there first',
   ERR_CONFLICT: 'run the command again',
   ERR_TIMEOUT: 'run the command again; check the server load',
+  ERR_STORE_OUTCOME_UNKNOWN: "the change may have been made: check (e.g. 'minkms stat-key') before running the command again",
+  ERR_STORE_FULL: 'free disk space on the server (etcd: compact, defragment and disarm the NOSPACE alarm)',
 };
 
 /** Turns any failure of a command into a {@link CliError}. */

@@ -1,6 +1,7 @@
 /** `minkms backup`, `minkms restore` and `minkms rotate-root`: database-wide operations (SysAdmin). */
 import { Option, type Command } from 'commander';
-import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { writeFileAtomic } from '../store/atomic-file.js';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { responseError } from '../client/client.js';
 import { clientCommand, done, humanBytes, print, printJson, runs, serverEndpoints, usageError, type Context } from './common.js';
@@ -64,15 +65,8 @@ export function opsCommands(program: Command): void {
     const body = Buffer.concat(chunks);
     if (res.status !== 200) throw responseError({ ...res, body });
     const data = compress ? gzipSync(body) : body;
-    // Write next to the target and rename: a failed backup never leaves a half-written file.
-    const tmp = `${out}.partial`;
-    try {
-      writeFileSync(tmp, data, { mode: 0o600 });
-      renameSync(tmp, out);
-    } catch (err) {
-      rmSync(tmp, { force: true });
-      throw err;
-    }
+    // Atomically and durably: a failed backup never leaves a half-written file.
+    writeFileAtomic(out, data, 0o600);
     if (ctx.json) printJson({ file: out, bytes: data.length, compressed: compress });
     else done(`Backup written to ${out} (${humanBytes(data.length)})`);
   });

@@ -100,6 +100,8 @@ export interface EtcdConfig {
   tls?: { ca?: string; cert?: string; key?: string };
   /** Bound of every store operation, ms. */
   timeout: number;
+  /** Staleness bound of the state a node serves from memory, ms (store/etcd.ts, Freshness). */
+  maxStaleness: number;
 }
 
 export type StoreConfig = { backend: 'sqlite' } | { backend: 'etcd'; etcd: EtcdConfig };
@@ -309,7 +311,7 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
   if (backend !== 'sqlite' && backend !== 'etcd') fail('store.backend', `unknown backend '${backend}' (available: sqlite, etcd)`);
   let storeConfig: StoreConfig = { backend: 'sqlite' };
   if (backend === 'etcd') {
-    const e = object(store.etcd, 'store.etcd', ['endpoints', 'prefix', 'username', 'password', 'tls', 'timeout']);
+    const e = object(store.etcd, 'store.etcd', ['endpoints', 'prefix', 'username', 'password', 'tls', 'timeout', 'max_staleness']);
     const endpoints = strList(e.endpoints, 'store.etcd.endpoints');
     endpoints.forEach((ep, i) => {
       if (hasCredentials(ep)) {
@@ -329,6 +331,9 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
             cert: file(str(t.cert, 'store.etcd.tls.cert')),
             key: file(str(t.key, 'store.etcd.tls.key')),
           };
+    const maxStaleness = e.max_staleness === undefined ? 1000 : parseDuration(e.max_staleness, 'store.etcd.max_staleness');
+    // Probed five times per bound: below 50 ms that is more load on etcd than it is worth.
+    if (maxStaleness < 50) fail('store.etcd.max_staleness', 'must be at least 50ms');
     storeConfig = {
       backend: 'etcd',
       etcd: {
@@ -338,6 +343,7 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
         password,
         tls: etcdTls,
         timeout: e.timeout === undefined ? 5000 : parseDuration(e.timeout, 'store.etcd.timeout'),
+        maxStaleness,
       },
     };
   } else if (store.etcd !== undefined) {

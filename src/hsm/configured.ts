@@ -7,15 +7,15 @@
  * changes while the node runs; an HSM whose settings did not change is kept as it is (its
  * connections and sessions stay open).
  */
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { Config, MinkmsHsmConfig, Pkcs11HsmConfig } from '../config/config.js';
 import { readCaPath } from '../config/pem.js';
 import type { Hsm } from './hsm.js';
 import { MinkmsHsm } from './minkms.js';
 import { Pkcs11Hsm } from './pkcs11.js';
 import { SoftHsm, generateSoftHsmKey } from './soft.js';
+import { loadLocalSoftHsmKey } from './local-key.js';
 
 export const LOCAL_HSM_FILE = 'hsm.key';
 
@@ -25,6 +25,8 @@ export interface HsmSources {
   readonly softKey?: string;
   /** The data directory (for `hsm.key`). */
   readonly dir: string;
+  /** The embedded database file `hsm.key` protects (whether it exists decides what a damaged key file means). */
+  readonly database: string;
   /** May a soft HSM key be generated into `DIR/hsm.key` (first start without configuration)? */
   readonly generate: boolean;
   /** Keep a generated key in memory only (`--dev`). */
@@ -68,30 +70,21 @@ export function configuredHsms(sources: HsmSources, previous: readonly Configure
   return out;
 }
 
-/** The soft HSM key: MINIO_KMS_HSM_KEY, else `DIR/hsm.key`, else (first start) a new one. */
+/**
+ * The soft HSM key: MINIO_KMS_HSM_KEY, else `DIR/hsm.key` (written atomically on a first start
+ * without configuration; a damaged file is explained, hsm/local-key.ts), else none.
+ */
 function softKey(s: HsmSources): string | undefined {
   if (s.softKey) return s.softKey;
-  const file = join(s.dir, LOCAL_HSM_FILE);
-  if (existsSync(file)) {
-    const text = readFileSync(file, 'utf8').trim();
-    if (text === '') {
-      throw new HsmConfigError(
-        `kms: ${file} is empty (an earlier first start was interrupted, e.g. by a full disk); ` +
-          'if the data directory holds no data yet, delete the file and start again; otherwise restore the key from your records',
-      );
-    }
-    s.warn(
-      `using the soft HSM key stored in ${file}: anyone who can read the data directory can decrypt it; move it to MINIO_KMS_HSM_KEY for production`,
-    );
-    return text;
+  if (s.ephemeral) return s.generate ? generateSoftHsmKey() : undefined;
+  const create = s.generate && !s.config.hsm.minkms && !s.config.hsm.pkcs11;
+  try {
+    return loadLocalSoftHsmKey(join(s.dir, LOCAL_HSM_FILE), { create, database: s.database, warn: s.warn });
+  } catch (err) {
+    // A damaged key file needs an operator; a full disk (retried by a restart) does not.
+    if ((err as Error).message.startsWith('kms:')) throw new HsmConfigError((err as Error).message);
+    throw err;
   }
-  if (!s.generate || s.config.hsm.minkms || s.config.hsm.pkcs11) return undefined;
-  const key = generateSoftHsmKey();
-  if (!s.ephemeral) {
-    writeFileAtomic(file, key + '\n', 0o600);
-    s.warn(`generated a soft HSM key and stored it in ${file}; move it to MINIO_KMS_HSM_KEY for production`);
-  }
-  return key;
 }
 
 /** The settings of a PKCS#11 HSM, the PIN's source included (its value is never kept here). */
@@ -118,23 +111,4 @@ function externalKms(cfg: MinkmsHsmConfig, config: Config): Hsm {
     throw new HsmConfigError(`tls.ca: cannot read ${config.tls.ca}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
   return new MinkmsHsm(cfg, { ca: [...rootCertificates, ...own] });
-}
-
-/** Writes a file so that it is either absent or complete: temp file, fsync, rename, fsync dir. */
-function writeFileAtomic(path: string, data: string, mode: number): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w', mode);
-  try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-  const dir = openSync(dirname(path), 'r');
-  try {
-    fsyncSync(dir);
-  } finally {
-    closeSync(dir);
-  }
 }

@@ -142,7 +142,7 @@ export async function unsealEntry(hsm: Hsm, value: Buffer, clusterId: string): P
 export async function openRootKey(store: Store, hsms: readonly Hsm[], notice: (msg: string) => void = () => {}): Promise<RootKey> {
   if (hsms.length === 0) throw new SealedError('kms: no HSM provided', true);
   const cluster = await readCluster(store);
-  if (!cluster) return createCluster(store, hsms);
+  if (!cluster) return createCluster(store, hsms, notice);
 
   const clusterId = cluster.record.id;
   const entries = new Map((await store.range(REK_PREFIX)).map((e) => [e.key.slice(REK_PREFIX.length), e]));
@@ -207,8 +207,18 @@ async function resealIfOutdated(
   }
 }
 
-async function createCluster(store: Store, hsms: readonly Hsm[]): Promise<RootKey> {
+/**
+ * First start on an empty store: a new cluster record and REK, sealed for every configured
+ * HSM, written in ONE compare-and-set (the cluster record and every entry must be absent). Of
+ * several nodes starting together on the same empty store exactly one wins; every other one
+ * sees its commit refused, or finds the winner's records when it looks, and joins the winner's
+ * cluster by opening its REK.
+ */
+async function createCluster(store: Store, hsms: readonly Hsm[], notice: (msg: string) => void): Promise<RootKey> {
   const existing = await store.range('');
+  // The winner of a concurrent first start wrote its cluster record (atomically with its
+  // sealed entries) after we found none: join it.
+  if (existing.some((e) => e.key === CLUSTER_KEY)) return openRootKey(store, hsms, notice);
   if (existing.length > 0) throw new SealedError('the database has data but no cluster record: it is damaged; restore a backup', true);
   const clusterId = randomUUID();
   const rek = randomBytes(32);
@@ -224,7 +234,10 @@ async function createCluster(store: Store, hsms: readonly Hsm[]): Promise<RootKe
     mutations.push({ key: REK_PREFIX + hsm.name, value });
   }
   const res = await store.commit(conditions, mutations);
-  if (!res.ok) return openRootKey(store, hsms); // another node initialized first
+  if (!res.ok) {
+    rek.fill(0);
+    return openRootKey(store, hsms, notice); // another node initialized first: join its cluster
+  }
   return { rek, term: 1, clusterId, created: true, unsealedBy: hsms[0]!.name };
 }
 

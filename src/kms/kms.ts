@@ -35,6 +35,7 @@ import {
   type Privilege,
 } from './records.js';
 import { Repo } from './repo.js';
+import { RetryLedger } from './retries.js';
 
 export const DEFAULT_KEY_TYPE: KeyType = 'AES256';
 export const MAX_DEK_LENGTH = 1024;
@@ -97,13 +98,30 @@ export interface IdentityInfo {
 export interface KmsOptions {
   /** The root (SysAdmin) identity: from `admin.identity` or derived from the HSM. */
   rootIdentity: string;
+  /** Default bound of a write (queueing included) when the caller gives no deadline: the store's timeout, or 5 s. */
+  writeTimeoutMs?: number;
+  /** Where background work of the domain reports its errors (it retries by itself). */
+  report?: (err: Error) => void;
 }
+
+/** Options of every write (create, delete, assign). */
+export interface WriteOptions {
+  /**
+   * Absolute time (ms since the epoch) after which the write is not started, nor its commit
+   * sent or retried: the server passes the request's deadline. Default: now + `writeTimeoutMs`.
+   */
+  deadline?: number;
+}
+
+const DEFAULT_WRITE_TIMEOUT_MS = 5_000;
 
 const MAC_INFO = 'minkms key mac v1';
 
 export class Kms {
   #rootIdentity: string;
   readonly #repo: Repo;
+  readonly #retries: RetryLedger;
+  readonly #writeTimeoutMs: number;
   #enclaves = new SortedMap<Enclave>();
   /** SysAdmin identity → number of SysAdmin records naming it (across enclaves). */
   #sysAdmins = new Map<string, number>();
@@ -113,6 +131,8 @@ export class Kms {
   private constructor(repo: Repo, opts: KmsOptions) {
     this.#repo = repo;
     this.#rootIdentity = opts.rootIdentity;
+    this.#writeTimeoutMs = opts.writeTimeoutMs ?? repo.store.timeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS;
+    this.#retries = new RetryLedger(repo, opts.report);
   }
 
   /** Loads and decrypts the whole state. Throws if a record fails to decrypt or parse. */
@@ -303,22 +323,26 @@ export class Kms {
     return this.#enclaves.page(prefix, continueAt, limit);
   }
 
-  createEnclave(caller: string, name: string): Promise<void> {
+  /** ENCLAVE:CREATE; the retry of a create with an unknown outcome succeeds (see retries.ts). */
+  createEnclave(caller: string, name: string, opts?: WriteOptions): Promise<void> {
     checkName('enclave', name);
     return this.#write(async () => {
-      if (this.#enclaves.has(name)) throw new KmsError('ERR_ENCLAVE_EXISTS');
+      const path = PATH.enclave(name);
+      const existing = this.#enclaves.get(name);
+      if (existing) {
+        if (existing.createdBy === caller && (await this.#retries.isRetry(path, caller, existing.createdAt.toISOString()))) return;
+        throw new KmsError('ERR_ENCLAVE_EXISTS');
+      }
       const rec: EnclaveRecord = { v: 1, name, createdAt: new Date().toISOString(), createdBy: caller };
-      const rev = await this.#repo.commit(
-        [{ key: PATH.enclave(name), rev: 0 }],
-        [this.#repo.put(PATH.enclave(name), rec)],
-        'ERR_ENCLAVE_EXISTS',
+      const rev = await this.#uncertain(path, caller, rec.createdAt, () =>
+        this.#repo.commit([{ key: path, rev: 0 }], [this.#repo.put(path, rec)], 'ERR_ENCLAVE_EXISTS'),
       );
       this.#enclaves.set(name, newEnclave(rec, rev));
-    });
+    }, opts);
   }
 
   /** Deletes the enclave with every key, policy and identity in it. */
-  deleteEnclave(name: string): Promise<void> {
+  deleteEnclave(name: string, opts?: WriteOptions): Promise<void> {
     return this.#write(async () => {
       const e = this.enclave(name);
       const paths = [
@@ -341,7 +365,7 @@ export class Kms {
       }
       for (const s of stranded) s.e.identities.delete(s.rec.identity);
       this.#enclaves.delete(name);
-    });
+    }, opts);
   }
 
   // ---------------------------------------------------------------- keys
@@ -385,59 +409,98 @@ export class Kms {
    * KEY:CREATE. Without `addVersion` the key must not exist; with it, a new version is
    * added to an existing key (of `type`, or the latest version's type).
    */
-  createKey(caller: string, enclave: string, name: string, type: string, addVersion: boolean): Promise<void> {
+  createKey(caller: string, enclave: string, name: string, type: string, addVersion: boolean, opts?: WriteOptions): Promise<void> {
     checkName('key', name);
     const keyType = parseKeyType(type);
-    return this.#writeKey(enclave, name, addVersion, (ring) => ({
-      type: keyType ?? ring?.versions[ring.versions.length - 1]!.type ?? DEFAULT_KEY_TYPE,
-      key: randomBytesPooled(32),
-      imported: false,
-      createdBy: caller,
-    }));
+    return this.#writeKey(
+      enclave,
+      name,
+      addVersion,
+      (ring) => ({
+        type: keyType ?? ring?.versions[ring.versions.length - 1]!.type ?? DEFAULT_KEY_TYPE,
+        key: randomBytesPooled(32),
+        imported: false,
+        createdBy: caller,
+      }),
+      (v) => v.createdBy === caller && !v.imported && v.type === (keyType ?? DEFAULT_KEY_TYPE),
+      opts,
+    );
   }
 
   /** KEY:IMPORT: a new key (version 1) from caller-supplied key material, marked imported. */
-  importKey(caller: string, enclave: string, name: string, type: string, material: Uint8Array): Promise<void> {
+  importKey(caller: string, enclave: string, name: string, type: string, material: Uint8Array, opts?: WriteOptions): Promise<void> {
     checkName('key', name);
     const keyType = parseKeyType(type) ?? DEFAULT_KEY_TYPE;
     if (material.length !== 32) throw new KmsError('ERR_INVALID_KEY_LENGTH', `${keyType} keys are 32 bytes`);
     const key = Buffer.from(material);
-    return this.#writeKey(enclave, name, false, () => ({ type: keyType, key, imported: true, createdBy: caller }));
+    return this.#writeKey(
+      enclave,
+      name,
+      false,
+      () => ({ type: keyType, key, imported: true, createdBy: caller }),
+      (v) => v.createdBy === caller && v.imported && v.type === keyType && v.key.equals(key),
+      opts,
+    );
   }
 
+  /**
+   * Creates a key or adds a version. A create of an existing key fails with ERR_KEY_EXISTS,
+   * unless `same` says its only version is what this very request asks for and the ledger
+   * knows it was written by an earlier attempt of this requester whose outcome was unknown:
+   * then the retry succeeds (see retries.ts).
+   */
   #writeKey(
     enclave: string,
     name: string,
     addVersion: boolean,
     make: (ring: KeyRing | undefined) => { type: KeyType; key: Buffer; imported: boolean; createdBy: string },
+    same: (v: KeyVersion) => boolean,
+    opts: WriteOptions | undefined,
   ): Promise<void> {
     return this.#write(async () => {
       const e = this.enclave(enclave);
       const ring = e.keys.get(name);
+      const path = PATH.key(enclave, name);
       if (addVersion && !ring) throw new KmsError('ERR_KEY_NOT_FOUND');
-      if (!addVersion && ring) throw new KmsError('ERR_KEY_EXISTS');
+      if (!addVersion && ring) {
+        const only = ring.versions.length === 1 && ring.maxVersion === 1 ? ring.versions[0]! : undefined;
+        if (only && same(only) && (await this.#retries.isRetry(path, only.createdBy, only.createdAt.toISOString()))) return;
+        throw new KmsError('ERR_KEY_EXISTS');
+      }
       const m = make(ring);
       const version = (ring?.maxVersion ?? 0) + 1;
       const v: KeyVersion = { version, type: m.type, key: m.key, createdAt: new Date(), createdBy: m.createdBy, imported: m.imported };
       const next = { name, maxVersion: version, versions: [...(ring?.versions ?? []), v] };
-      const path = PATH.key(enclave, name);
-      const rev = await this.#repo.commit(
-        [
-          { key: PATH.enclave(enclave), rev: e.rev },
-          { key: path, rev: ring?.rev ?? 0 },
-        ],
-        [this.#repo.put(path, keyRingToRecord(next))],
-        addVersion ? 'ERR_CONFLICT' : 'ERR_KEY_EXISTS',
-      );
+      const commit = () =>
+        this.#repo.commit(
+          [
+            { key: PATH.enclave(enclave), rev: e.rev },
+            { key: path, rev: ring?.rev ?? 0 },
+          ],
+          [this.#repo.put(path, keyRingToRecord(next))],
+          addVersion ? 'ERR_CONFLICT' : 'ERR_KEY_EXISTS',
+        );
+      // Adding a version is not idempotent (a retry adds another one): no retry ledger for it.
+      const rev = addVersion ? await commit() : await this.#uncertain(path, m.createdBy, v.createdAt.toISOString(), commit);
       e.keys.set(name, { ...next, rev });
-    });
+    }, opts);
+  }
+
+  /** Runs a create's commit; if its outcome is unknown, tells the retry ledger before failing. */
+  async #uncertain(path: string, requester: string, createdAt: string, commit: () => Promise<number>): Promise<number> {
+    try {
+      return await commit();
+    } catch (err) {
+      if (err instanceof KmsError && err.code === 'ERR_STORE_OUTCOME_UNKNOWN') this.#retries.note(path, requester, createdAt);
+      throw err;
+    }
   }
 
   /**
    * KEY:DELETE: the latest version (version 0), one version, or all versions. Deleting the
    * last remaining version deletes the key. Deleted versions are never created again.
    */
-  deleteKey(enclave: string, name: string, version: number, allVersions: boolean): Promise<void> {
+  deleteKey(enclave: string, name: string, version: number, allVersions: boolean, opts?: WriteOptions): Promise<void> {
     if (allVersions && version !== 0) throw new KmsError('ERR_BAD_REQUEST', 'all_versions must not be combined with a version');
     return this.#write(async () => {
       const e = this.enclave(enclave);
@@ -451,7 +514,7 @@ export class Kms {
       const rev = await this.#repo.commit([{ key: path, rev: ring.rev }], [mutation], 'ERR_KEY_NOT_FOUND');
       if (rest.length === 0) e.keys.delete(name);
       else e.keys.set(name, { ...next, rev });
-    });
+    }, opts);
   }
 
   encrypt(enclave: string, name: string, version: number, plaintext: Uint8Array, ad: Uint8Array): { version: number; ciphertext: Buffer } {
@@ -516,7 +579,15 @@ export class Kms {
    * policy.ts are checked before anything is stored. An overwrite keeps the policy's id, so
    * identities holding it keep it; a policy deleted and created again gets a new one.
    */
-  createPolicy(caller: string, enclave: string, name: string, allow: Rules, deny: Rules, isCommand: (s: string) => boolean): Promise<void> {
+  createPolicy(
+    caller: string,
+    enclave: string,
+    name: string,
+    allow: Rules,
+    deny: Rules,
+    isCommand: (s: string) => boolean,
+    opts?: WriteOptions,
+  ): Promise<void> {
     checkName('policy', name);
     const rules = normalizePolicy(allow, deny, isCommand);
     return this.#write(async () => {
@@ -540,10 +611,10 @@ export class Kms {
         [this.#repo.put(path, rec)],
       );
       e.policies.set(name, policyFromRecord(rec, rev));
-    });
+    }, opts);
   }
 
-  deletePolicy(enclave: string, name: string): Promise<void> {
+  deletePolicy(enclave: string, name: string, opts?: WriteOptions): Promise<void> {
     return this.#write(async () => {
       const e = this.enclave(enclave);
       const p = e.policies.get(name);
@@ -551,11 +622,11 @@ export class Kms {
       const path = PATH.policy(enclave, name);
       await this.#repo.commit([{ key: path, rev: p.rev }], [this.#repo.del(path)], 'ERR_POLICY_NOT_FOUND');
       e.policies.delete(name);
-    });
+    }, opts);
   }
 
   /** POLICY:ASSIGN: only Users (not service accounts, which inherit) get a policy. */
-  assignPolicy(caller: Principal, enclave: string, identity: string, policy: string): Promise<void> {
+  assignPolicy(caller: Principal, enclave: string, identity: string, policy: string, opts?: WriteOptions): Promise<void> {
     if (!isIdentity(identity)) throw new KmsError('ERR_INVALID_IDENTITY');
     return this.#write(async () => {
       const e = this.enclave(enclave);
@@ -566,7 +637,7 @@ export class Kms {
       if (rec.privilege !== PRIVILEGE.User || rec.serviceAccount) throw new KmsError('ERR_POLICY_NOT_ASSIGNABLE');
       if (!caller.admin) throw new KmsError('ERR_NOT_ALLOWED');
       await this.#putIdentity(e, { ...stripRev(rec), policy, ...(p.id ? { policyId: p.id } : {}) });
-    });
+    }, opts);
   }
 
   // ---------------------------------------------------------------- identities
@@ -639,6 +710,7 @@ export class Kms {
     caller: Principal,
     enclave: string,
     req: { identity: string; privilege: string; serviceAccount: boolean; tags: Record<string, string> },
+    opts?: WriteOptions,
   ): Promise<void> {
     if (!isIdentity(req.identity)) throw new KmsError('ERR_INVALID_IDENTITY');
     if (req.identity === this.rootIdentity) throw new KmsError('ERR_ROOT_IDENTITY');
@@ -665,7 +737,7 @@ export class Kms {
         tags: { ...req.tags },
       };
       await this.#putIdentity(e, rec, this.#strandedByCreate(e, existing, rec));
-    });
+    }, opts);
   }
 
   /** Whether `caller` may overwrite or delete `target`: Admins manage Users and Admins; Users their own service accounts. */
@@ -685,7 +757,7 @@ export class Kms {
   }
 
   /** IDENTITY:DELETE removes the identity and, transitively, its service accounts. */
-  deleteIdentity(caller: Principal, enclave: string, identity: string): Promise<void> {
+  deleteIdentity(caller: Principal, enclave: string, identity: string, opts?: WriteOptions): Promise<void> {
     if (identity === caller.identity) throw new KmsError('ERR_SELF_DELETE');
     if (identity === this.rootIdentity) throw new KmsError('ERR_ROOT_IDENTITY');
     return this.#write(async () => {
@@ -706,7 +778,7 @@ export class Kms {
         d.e.identities.delete(d.rec.identity);
         if (isGlobalSysAdmin(d.rec)) this.#countSysAdmin(d.rec.identity, -1);
       }
-    });
+    }, opts);
   }
 
   /** Writes one identity record, deleting `stranded` service accounts in the same commit. */
@@ -777,14 +849,20 @@ export class Kms {
    */
   retire(): void {
     this.#retired = true;
+    this.#retries.close();
   }
 
-  #write(fn: () => Promise<void>): Promise<void> {
-    return this.#repo.exclusive(async () => {
-      if (this.#retired) throw new KmsError('ERR_CONFLICT');
-      await fn();
-      this.#commits++;
-    });
+  /** One write: after the writes queued before it, not started (nor sent) after its deadline. */
+  #write(fn: () => Promise<void>, opts: WriteOptions | undefined): Promise<void> {
+    const deadline = opts?.deadline ?? Date.now() + this.#writeTimeoutMs;
+    return this.#repo.exclusive(
+      async () => {
+        if (this.#retired) throw new KmsError('ERR_CONFLICT');
+        await fn();
+        this.#commits++;
+      },
+      { deadline },
+    );
   }
 }
 

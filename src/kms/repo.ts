@@ -2,9 +2,15 @@
  * The domain's view of the store: records encrypted by the barrier, writes serialized by one
  * lock (so checks made against the in-memory state still hold when the write lands) and made
  * conditional on the revisions last read (so a concurrent writer elsewhere is detected).
+ *
+ * Bounded waiting: a write carries a deadline (the request's, or now + the store timeout).
+ * A write whose deadline passes while it waits for the lock is never started
+ * (`ERR_STORE_TIMEOUT`), and its commit is not sent (nor retried) after the deadline. So the
+ * time to an answer is bounded by one store timeout however many writes queue up; and
+ * without a quorum the store's breaker fails the queued ones at once.
  */
 import type { Barrier } from '../store/barrier.js';
-import { StoreUnavailableError, type Condition, type Mutation, type Store } from '../store/store.js';
+import { StoreFullError, StoreUnavailableError, type Condition, type Mutation, type Store } from '../store/store.js';
 import { KmsError, type ErrorCode } from '../errors.js';
 import { decodeRecord, encodeRecord } from './records.js';
 
@@ -12,6 +18,8 @@ export class Repo {
   readonly store: Store;
   readonly #barrier: Barrier;
   #queue: Promise<unknown> = Promise.resolve();
+  /** Deadline of the write holding the lock (the lock runs one at a time, so one field is enough). */
+  #deadline = Infinity;
   /**
    * Revision at which this node deleted each path, kept while a change feed (another node's
    * writes, arriving in revision order) may still deliver an older put of the same path.
@@ -68,15 +76,22 @@ export class Repo {
 
   /**
    * Commits atomically; throws `conflict` if a condition failed (another writer won).
+   * Store failures become catalogued errors: `ERR_STORE_UNAVAILABLE` (not applied),
+   * `ERR_STORE_OUTCOME_UNKNOWN` (sent without an answer: may be applied, even later),
+   * `ERR_STORE_FULL` (not applied), `ERR_STORE_TIMEOUT` (the deadline passed: not sent).
    * @returns the revision of the write
    */
   async commit(conditions: Condition[], mutations: Mutation[], conflict: ErrorCode = 'ERR_CONFLICT'): Promise<number> {
     let res;
+    const deadline = this.#deadline;
+    if (Date.now() >= deadline) throw new KmsError('ERR_STORE_TIMEOUT');
     try {
-      res = await this.store.commit(conditions, mutations);
+      res = await this.store.commit(conditions, mutations, deadline === Infinity ? undefined : { deadline });
     } catch (err) {
       // Writes fail fast without a quorum; reads go on from memory.
-      if (err instanceof StoreUnavailableError) throw new KmsError('ERR_STORE_UNAVAILABLE', undefined, { cause: err });
+      if (err instanceof StoreUnavailableError)
+        throw new KmsError(err.ambiguous ? 'ERR_STORE_OUTCOME_UNKNOWN' : 'ERR_STORE_UNAVAILABLE', undefined, { cause: err });
+      if (err instanceof StoreFullError) throw new KmsError('ERR_STORE_FULL', undefined, { cause: err });
       throw err;
     }
     if (!res.ok) throw new KmsError(conflict);
@@ -84,9 +99,23 @@ export class Repo {
     return res.rev;
   }
 
-  /** Runs `fn` after every write queued before it has finished. */
-  exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#queue.then(fn, fn);
+  /**
+   * Runs `fn` after every write queued before it has finished. With a `deadline` (ms since
+   * the epoch), `fn` is not started once it has passed (`ERR_STORE_TIMEOUT`), and the
+   * commits it makes are not sent after it.
+   */
+  exclusive<T>(fn: () => Promise<T>, options: { deadline?: number } = {}): Promise<T> {
+    const deadline = options.deadline ?? Infinity;
+    const start = async (): Promise<T> => {
+      if (Date.now() >= deadline) throw new KmsError('ERR_STORE_TIMEOUT');
+      this.#deadline = deadline;
+      try {
+        return await fn();
+      } finally {
+        this.#deadline = Infinity;
+      }
+    };
+    const run = this.#queue.then(start, start);
     this.#queue = run.catch(() => undefined);
     return run;
   }

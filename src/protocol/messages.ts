@@ -387,6 +387,10 @@ export interface ServerStatusResponse {
   /** Ours: the root (SysAdmin) identity, and `admin.identity` or the HSM its API key is derived from. */
   rootIdentity: string;
   rootIdentitySource: string;
+  /** Ours: how current the node's copy of the state is (`fresh`, `stale`, `offline`, `ok`, `full`). */
+  storeState: string;
+  /** Ours: time since a quorum of the cluster store last answered (0: not a cluster, or never). */
+  lastQuorum: number;
 }
 export const ServerStatusResponseSchema = defineMessage<ServerStatusResponse>('ServerStatusResponse', [
   { no: 1, name: 'version', json: 'version', type: 'string' },
@@ -414,6 +418,8 @@ export const ServerStatusResponseSchema = defineMessage<ServerStatusResponse>('S
   { no: 101, name: 'sealed', json: 'sealed', type: 'bool' },
   { no: 102, name: 'rootIdentity', json: 'root_identity', type: 'string' },
   { no: 103, name: 'rootIdentitySource', json: 'root_identity_source', type: 'string' },
+  { no: 104, name: 'storeState', json: 'store_state', type: 'string' },
+  { no: 105, name: 'lastQuorum', json: 'store_last_quorum', type: 'duration' },
 ]);
 
 /** CLUSTER:STATUS response (exactly one frame). */

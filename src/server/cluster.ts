@@ -72,17 +72,18 @@ export class ClusterRuntime {
     await this.#watch.ready;
   }
 
-  #enqueue(events: StoreEvent[]): void {
+  /** Returns when the events are applied: the store counts them for freshness then. */
+  #enqueue(events: StoreEvent[]): Promise<void> {
     // Events are applied strictly in order; a root key change may need an HSM call first. The
     // queue never rejects: a failure is logged and answered with a reload, whose own failure the
     // node turns into the sealed state (it never reaches `unhandledRejection`).
-    this.#queue = this.#queue
+    return (this.#queue = this.#queue
       .then(() => this.#apply(events))
       .catch((err: unknown) => {
         this.#log.error('cannot apply a change from another node; reloading the state', { err: (err as Error).message });
         return this.#hooks?.resync();
       })
-      .catch((err: unknown) => this.#log.error('reload failed', { err: (err as Error).message }));
+      .catch((err: unknown) => this.#log.error('reload failed', { err: (err as Error).message })));
   }
 
   async #apply(events: StoreEvent[]): Promise<void> {

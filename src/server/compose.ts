@@ -111,7 +111,6 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
   const dir = devDir ?? opts.dir;
   mkdirSync(dir, { recursive: true, mode: 0o700 });
 
-  const tls = asConfigError(() => loadTlsMaterial(config, dir, configured));
   const etcd = config.store.backend === 'etcd' ? config.store.etcd : undefined;
   // A cluster never generates an HSM key: every node must be given the same one.
   const fresh = !etcd && !existsSync(join(dir, SQLITE_FILE));
@@ -119,18 +118,20 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
     config,
     softKey: opts.hsmKey,
     dir,
+    database: join(dir, SQLITE_FILE),
     generate: opts.dev || (fresh && !configured),
     ephemeral: opts.dev,
     warn: (msg) => log.warn(msg),
   };
   const hsms = asConfigError(() => configuredHsms(hsmSources));
+  const tls = asConfigError(() => loadTlsMaterial(config, dir, configured));
 
   const auditFile = opts.auditFile ?? config.audit.file;
   if (auditFile !== undefined) checkAuditDir(auditFile);
   const observability = new Observability({ log, auditFile });
   cleanup.push(() => observability.close());
 
-  const store: Store = etcd ? createEtcdStore(etcd) : new SqliteStore(dir);
+  const store: Store = etcd ? createEtcdStore(etcd, log) : new SqliteStore(dir);
   const cluster = store instanceof EtcdStore ? new ClusterRuntime(store, log) : undefined;
 
   let endpoint = '';
@@ -289,7 +290,7 @@ function watchFile(file: string, changed: () => void): () => void {
   return () => clearInterval(timer);
 }
 
-function createEtcdStore(c: EtcdConfig): EtcdStore {
+function createEtcdStore(c: EtcdConfig, log: ServerLogger): EtcdStore {
   const read = (f: string | undefined) => (f === undefined ? undefined : readFileSync(f));
   return new EtcdStore({
     endpoints: c.endpoints,
@@ -298,5 +299,7 @@ function createEtcdStore(c: EtcdConfig): EtcdStore {
     password: c.password,
     tls: c.tls && { ca: read(c.tls.ca), cert: read(c.tls.cert), key: read(c.tls.key) },
     timeoutMs: c.timeout,
+    maxStalenessMs: c.maxStaleness,
+    report: (err) => log.warn('etcd store', { err: clip(err.message) }),
   });
 }

@@ -469,16 +469,21 @@ interface HandleContext {
   readonly budget: BodyBudget;
 }
 
-/** An HTTP/1.1 body that is refused is still read (and discarded) up to this, for a clean answer. */
-const DRAIN_MAX = 4 << 20;
+/**
+ * How much of a refused HTTP/1.1 body is still read (and discarded) for a clean answer: from a
+ * caller that passed the pre-body check (a known identity whose body was too large, or whose
+ * request failed) up to {@link DRAIN_KNOWN}; from anyone else a little.
+ */
+const DRAIN_KNOWN = 32 << 20;
+const DRAIN_STRANGER = 64 << 10;
 
 /**
  * The client will not get to send the rest of its body. HTTP/2: once the answer is out, the
  * stream is ended (RST_STREAM NO_ERROR, RFC 9113 §8.1). HTTP/1.1 has no such signal: the rest is
- * read and discarded up to {@link DRAIN_MAX} (so that a client still writing gets to read the
+ * read and discarded up to `drain` bytes (so that a client still writing gets to read the
  * answer), the connection is closed after the answer, and at once beyond that bound.
  */
-function refuseBody(req: Request, res: Response): void {
+function refuseBody(req: Request, res: Response, drain: number): void {
   const stream = req.stream;
   if (stream) {
     res.once('finish', () => {
@@ -491,7 +496,7 @@ function refuseBody(req: Request, res: Response): void {
   req.removeAllListeners('data');
   req.on('data', (chunk: Buffer) => {
     drained += chunk.length;
-    if (drained > DRAIN_MAX) req.socket.destroy();
+    if (drained > drain) req.socket.destroy();
   });
   req.resume();
 }
@@ -527,14 +532,14 @@ function handle(req: Request, res: Response, hc: HandleContext, fail: (err: unkn
       try {
         param = decodeURIComponent(pathname.slice(r.path.length));
       } catch {
-        refuseBody(req, res);
+        refuseBody(req, res, DRAIN_STRANGER);
         throw new KmsError('ERR_BAD_REQUEST', 'invalid path encoding');
       }
     }
     break;
   }
   if (!route) {
-    refuseBody(req, res);
+    refuseBody(req, res, DRAIN_STRANGER);
     throw new KmsError(pathMatched ? 'ERR_METHOD_NOT_ALLOWED' : 'ERR_NOT_FOUND');
   }
   const identity = connectionIdentity(req);
@@ -543,7 +548,7 @@ function handle(req: Request, res: Response, hc: HandleContext, fail: (err: unkn
   try {
     route.access(access);
   } catch (err) {
-    refuseBody(req, res);
+    refuseBody(req, res, DRAIN_STRANGER);
     throw err;
   }
   const handler = route.handler;
@@ -553,7 +558,7 @@ function handle(req: Request, res: Response, hc: HandleContext, fail: (err: unkn
   };
   const body = route.body;
   if (!body) {
-    if (hasBody(req)) refuseBody(req, res);
+    if (hasBody(req)) refuseBody(req, res, DRAIN_STRANGER);
     else req.resume();
     return run(EMPTY);
   }
@@ -564,7 +569,7 @@ function handle(req: Request, res: Response, hc: HandleContext, fail: (err: unkn
   };
   readBody(req, res, limits, (err, b) => {
     if (err !== undefined) {
-      refuseBody(req, res);
+      refuseBody(req, res, DRAIN_KNOWN);
       return fail(err);
     }
     try {

@@ -27,6 +27,8 @@ export interface NodeSnapshot {
   hsmActive: string[];
   /** Configured HSMs without a sealed entry → why sealing for them failed (absent in older nodes' snapshots). */
   pendingHsms?: Record<string, string>;
+  /** How current the node's copy of the state is: `ok`/`full` (embedded store), `fresh`/`stale`/`offline`/`full` (etcd). */
+  store?: { state: string; lastQuorumAt: number };
   os: string;
   arch: string;
   cpus: number;

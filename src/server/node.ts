@@ -277,7 +277,10 @@ export class KmsNode {
         removed: rootIdentity.replaced,
       });
     }
-    const kms = await Kms.load(store, barrier, { rootIdentity: rootIdentity.identity });
+    const kms = await Kms.load(store, barrier, {
+      rootIdentity: rootIdentity.identity,
+      report: (err) => this.log.warn('background work of the domain failed; retrying', { err: clip(err.message) }),
+    });
     const previous = this.#state;
     if (previous.kind === 'unsealed') previous.kms.retire();
     this.#set({
@@ -622,7 +625,16 @@ export class KmsNode {
       usableCpus: availableParallelism(),
       heapMemInUse: mem.heapUsed,
       sealed: st.kind === 'sealed',
+      store: this.#storeSummary(),
     };
+  }
+
+  /** How current this node's copy of the state is (clusters), for status: `fresh`, `stale` or `offline`. */
+  #storeSummary(): NodeSnapshot['store'] {
+    const f = this.cluster?.store.freshness();
+    const health = this.store.health?.();
+    if (!f) return { state: health?.write === 'full' ? 'full' : 'ok', lastQuorumAt: 0 };
+    return { state: health?.write === 'full' ? 'full' : f.state, lastQuorumAt: f.lastQuorumAt };
   }
 
   // ------------------------------------------------------------------ configuration
@@ -674,10 +686,17 @@ export class KmsNode {
 
   // ------------------------------------------------------------------ operations
 
-  /** Whether a write would be accepted now (`/v1/health/ready?write`). */
-  async writable(): Promise<boolean> {
+  /** Throws why a write would not be accepted now (`/v1/health/ready?write`): sealed, store full, no quorum. */
+  async checkWritable(): Promise<void> {
     unsealed(this.#state);
-    return this.cluster ? this.cluster.writable() : true;
+    const health = this.store.health?.();
+    if (health?.write === 'full') throw new KmsError('ERR_STORE_FULL');
+    if (health?.write === 'unavailable' || (this.cluster && !(await this.cluster.writable()))) throw new KmsError('ERR_STORE_UNAVAILABLE');
+  }
+
+  /** Whether this node's copy of the state may lag its cluster by more than the bound (no allocation: every request asks). */
+  stale(): boolean {
+    return this.cluster !== undefined && !this.cluster.store.readable();
   }
 
   /** Replaces the root encryption key (hsm/rotate-root.ts); writes wait, reads go on. */
@@ -808,6 +827,8 @@ export class KmsNode {
       sealed: n.sealed,
       rootIdentity: st.kind === 'unsealed' ? st.rootIdentity.identity : '',
       rootIdentitySource: st.kind === 'unsealed' ? st.rootIdentity.source : '',
+      storeState: n.store?.state ?? '',
+      lastQuorum: n.store?.lastQuorumAt ? now - n.store.lastQuorumAt : 0,
     };
   }
 

@@ -70,6 +70,8 @@ export function accessRules(node: KmsNode) {
     const state = node.state;
     if (state.kind === 'sealed') throw new KmsError('ERR_SEALED');
     if (!admitted(state.kms, identity, param)) throw denied(state, identity);
+    // Never from a copy that may lag the cluster by more than the bound (store/etcd.ts, Freshness).
+    if (node.stale()) throw new KmsError('ERR_STORE_STALE');
   };
   const metrics: Access = (ctx) => {
     if (!node.config.metrics.auth) return;
@@ -120,10 +122,11 @@ export function apiRoutes({ node, observability: obs, pool }: RouteDeps): Route[
       handler: async ({ res, query }) => {
         const state = node.state;
         if (state.kind === 'sealed') throw new KmsError('ERR_SEALED');
+        if (node.stale()) throw new KmsError('ERR_STORE_STALE');
         if (query.has('hsm') && state.pending.size > 0) {
           throw new KmsError('ERR_HSM_PENDING', [...state.pending.keys()].join(', '));
         }
-        if (query.has('write') && !(await node.writable())) throw new KmsError('ERR_STORE_UNAVAILABLE');
+        if (query.has('write')) await node.checkWritable();
         send(res, 200, '', 'text/plain');
       },
     },

@@ -4,7 +4,8 @@
  * on first start. Configured files are watched: a changed certificate is served to new
  * connections without a restart, and a certificate close to expiry is warned about.
  */
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { writeFileAtomic } from '../store/atomic-file.js';
 import { X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
 import type { Http2SecureServer } from 'node:http2';
@@ -66,8 +67,9 @@ export function loadTlsMaterial(config: Config, dir: string, configured: boolean
   if (!existsSync(certFile) || !existsSync(keyFile)) {
     mkdirSync(certDir, { recursive: true, mode: 0o700 });
     const { cert, key } = createSelfSignedServerCertificate({ hosts: LOCAL_CERT_HOSTS, days: 365 });
-    writeFileSync(keyFile, key, { mode: 0o600 });
-    writeFileSync(certFile, cert, { mode: 0o644 });
+    // Atomic, key first: a certificate file present means its key is complete (full disk, crash).
+    writeFileAtomic(keyFile, key, 0o600);
+    writeFileAtomic(certFile, cert, 0o644);
     generated = true;
   }
   return {

@@ -6,6 +6,8 @@
  *
  * - `<prefix>data/<key>`: one etcd key per store key; the store value is the etcd value and
  *   the store revision is the etcd `mod_revision`. `range('')` covers exactly `<prefix>data/`.
+ * - `<prefix>data` (no slash): the "head", an empty value rewritten by every commit, so that
+ *   its `mod_revision` is the revision of the namespace's latest commit (see Freshness).
  * - `<prefix>meta/txn/<time>-<random>`: one empty "commit token" per commit (see below),
  *   removed again by later commits once a minute old.
  * - Everything else under `<prefix>` (members, elections, …) is left to the cluster layer and
@@ -15,9 +17,9 @@
  * A commit is ONE etcd transaction: condition `rev: 0` compares `create_revision == 0`
  * (absent), any other `rev` compares `mod_revision == rev`; on success every put/delete is
  * applied at one new revision (etcd's store-wide, strictly increasing revision; a commit
- * always writes its token, so even a commit of deletes of missing keys gets a new revision).
- * Reads are linearizable (they go through the raft leader's read index), so a condition
- * built from a read is never based on a stale member.
+ * always writes its token and the head, so even a commit of deletes of missing keys gets a
+ * new revision). Reads are linearizable (they go through the raft leader's read index), so a
+ * condition built from a read is never based on a stale member.
  *
  * Commit tokens make a commit safe to send again. The transaction also requires its token to
  * be absent and creates it; when an attempt's answer is lost (the member died, the leader
@@ -30,18 +32,37 @@
  *
  * Limits. etcd refuses a transaction with more than `--max-txn-ops` operations (default 128)
  * or a request larger than `--max-request-bytes` (default 1.5 MiB). A commit costs its
- * mutations plus up to two operations (token, clean-up) and its conditions plus one. A restore
- * or a root-key rotation rewrites every record in one commit, and splitting it would break its
- * atomicity, so the store does not split: it throws `EtcdLimitError` naming the flag. Run
- * every member with, for example, `--max-txn-ops=10000 --max-request-bytes=33554432` (the
- * test cluster does).
+ * mutations plus up to three operations (token, head, clean-up) and its conditions plus one.
+ * A restore or a root-key rotation rewrites every record in one commit, and splitting it
+ * would break its atomicity, so the store does not split: it throws `EtcdLimitError` naming
+ * the flag. Run every member with, for example, `--max-txn-ops=10000
+ * --max-request-bytes=33554432` (the test cluster does).
  *
- * Failures. Every operation is bounded by `timeoutMs` (5 s by default) and each attempt on
- * one member by `attemptTimeoutMs` (2 s by default), so that an unresponsive member or an
- * election does not use up the whole budget. Attempts are retried on another member until
- * the budget is spent; then the operation throws `StoreUnavailableError` (no quorum, or no
- * member reachable) instead of hanging. For a commit, `ambiguous: true` on that error means
- * some attempt reached a member without an answer: it may still have been applied.
+ * Members. The store talks to each member through its own connection and keeps a view of
+ * each one's health, refreshed by a probe every `maxStalenessMs / 5` (a linearizable read of
+ * the head on every member, answered within `maxStalenessMs / 2`): `ok`, `no-leader` (alive,
+ * but its raft group has no leader: an election, or no quorum), `slow` (no answer in time: a
+ * hung or paused process, or a busy one) or `down` (connection refused or dropped). Calls go
+ * to the healthiest member first. An attempt in flight on a member found `down`, `no-leader`,
+ * or hanging while the other members answer is abandoned and sent elsewhere (safe: see the
+ * tokens), so a hung member costs about one probe timeout, not an attempt timeout; when every
+ * member is slow (a loaded cluster) attempts keep waiting.
+ *
+ * Failures. Every operation is bounded by `timeoutMs` (5 s by default; or the caller's
+ * earlier deadline) and each attempt on one member by `attemptTimeoutMs` (2 s by default,
+ * at most half the timeout). "etcdserver: no leader" (an election in progress) is not held
+ * against a member: the call is retried on the others, then again after a short pause, until
+ * an election completes or the budget is spent. When the budget is spent the operation throws
+ * `StoreUnavailableError` (for a commit, `ambiguous: true` if some attempt reached a member
+ * without an answer: it may still be applied later) instead of hanging.
+ *
+ * Quorum breaker. When the store knows there is no quorum — a majority of the members is
+ * down (connection refused), or no member has answered a linearizable read for `timeoutMs`,
+ * or an operation has just spent its whole budget — it opens a breaker: every operation then
+ * fails at once with `StoreUnavailableError` (not ambiguous: nothing is sent), and operations
+ * in flight stop retrying. The probe closes it as soon as a member answers a linearizable
+ * read again. So N queued writes without quorum fail within one timeout, not N timeouts.
+ * `health()` reports it (and a full store: etcd's space quota, `StoreFullError`).
  *
  * Watches (`watch`, beyond the Store port, for cache invalidation) resume after a broken
  * stream from the revision after the last event they delivered, so no event is lost or
@@ -49,6 +70,21 @@
  * off from the majority ends the watches it serves and they move to another member. If the
  * resume revision has been compacted away in the meantime (etcd `--auto-compaction-*`), the
  * watch ends with `StoreWatchCompactedError`: reload with `rangeWithRevision` and watch again.
+ *
+ * Freshness. A watch on a member that hangs without closing its connection (a paused
+ * process, a stuck disk) delivers nothing and reports no error; etcd's progress notifications
+ * cannot tell (they come from that same member, and etcd 3.4 may send a requested one ahead of
+ * pending events). So freshness is checked against a quorum: each successful probe started at
+ * time T returns the head revision H, which covers every commit acknowledged before T; once a
+ * watch has applied everything up to H, the state it feeds is complete as of T. A watch that
+ * has not caught up with a probe within `maxStalenessMs / 2`, or whose member the probe finds
+ * failing, is moved to a healthier member at once. `freshness()` says `fresh` while the state
+ * is complete as of `maxStalenessMs` ago; `stale` when it may lag more although some member
+ * serves linearizable reads (the node must then not serve reads); and `offline` when none can
+ * (no quorum, or an election in progress): then nothing can be committed either, so the
+ * state misses at most what was committed in the last bound before (the documented fallback:
+ * reads go on from memory). A node cut off from every member while the others still have a
+ * quorum cannot tell that case from a quorum loss: it is `offline` too (docs/clustering.md).
  */
 import {
   ClientClosedError,
@@ -63,16 +99,27 @@ import {
   GRPCUnavailableError,
   GRPCUnknownError,
   type ICompare,
+  type IDuplexStream,
   type IKeyValue,
   type IOptions,
   type IRequestOp,
+  type IWatchRequest,
   type IWatchResponse,
-  type Watcher,
 } from 'etcd3';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { StoreUnavailableError, type CommitResult, type Condition, type Mutation, type Store, type StoreEntry } from './store.js';
+import {
+  StoreFullError,
+  StoreUnavailableError,
+  type CommitOptions,
+  type CommitResult,
+  type Condition,
+  type Mutation,
+  type Store,
+  type StoreEntry,
+  type StoreHealth,
+} from './store.js';
 
 export interface EtcdStoreOptions {
   /** Client URLs of the members, e.g. `http://10.0.0.1:2379` (all `http://` or all `https://`). */
@@ -89,10 +136,17 @@ export interface EtcdStoreOptions {
   /**
    * Bound of a single attempt on one member (and of the auth-token exchange), so that an
    * unresponsive member or a leader election does not use up the whole `timeoutMs`; 2000 ms
-   * by default, plus 1 ms per 10 KiB of a large commit. (This replaces a dial timeout: the
-   * `dialTimeout` option of etcd3 1.1.2 is not used by etcd3 at all.)
+   * (at most half of `timeoutMs`) by default, plus 1 ms per 10 KiB of a large commit. (This
+   * replaces a dial timeout: the `dialTimeout` option of etcd3 1.1.2 is not used by etcd3.)
    */
   attemptTimeoutMs?: number;
+  /**
+   * The staleness bound of the state a watch feeds (see Freshness): 1000 ms by default. The
+   * members are probed five times per bound.
+   */
+  maxStalenessMs?: number;
+  /** Where errors of the store's own background work go (a throwing listener); ignored by default. */
+  report?: (err: Error) => void;
 }
 
 /** One change seen by a watch. `value` is absent for a delete. */
@@ -111,17 +165,55 @@ export interface WatchOptions {
   fromRev?: number;
   /**
    * Called when the watch ends because of an error (`StoreWatchCompactedError`, or etcd
-   * cancelled it), and when `onChange` throws (the watch continues then). Without it, the
-   * error is thrown asynchronously (an uncaught exception): a cache must not go stale silently.
+   * cancelled it), and when `onChange` throws or its promise rejects (the watch continues
+   * then, but no longer counts as fresh). Without it, the error is thrown asynchronously (an
+   * uncaught exception): a cache must not go stale silently.
    */
   onError?: (err: Error) => void;
+}
+
+export type FreshnessState = 'fresh' | 'stale' | 'offline';
+
+/** How current the state fed by a watch is (see Freshness in the module comment). */
+export interface Freshness {
+  /**
+   * `fresh`: complete as of at most the bound ago. `stale`: a quorum answers but the state may
+   * lag more than the bound: do not serve reads. `offline`: no quorum reachable: serving from
+   * memory is the documented fallback (only writes committed in the last bound before the
+   * quorum was lost can be missing).
+   */
+  readonly state: FreshnessState;
+  /** The state holds every write acknowledged before this time (ms since the epoch; 0: never confirmed). */
+  readonly lastFreshAt: number;
+  /** Last time a quorum answered: a linearizable read or a commit succeeded (ms since the epoch; 0: never). */
+  readonly lastQuorumAt: number;
+  /** Revisions known to be committed but not yet applied (0 when caught up or unknown). */
+  readonly lagRevisions: number;
+  /** The member the watch is connected to, if any. */
+  readonly member?: string;
+  /** The bound (`maxStalenessMs`). */
+  readonly boundMs: number;
 }
 
 export interface StoreWatch {
   /** Resolves once the watch is established for the first time. */
   readonly ready: Promise<void>;
+  /** How current the state fed by this watch is. */
+  freshness(): Freshness;
   /** Stops the watch; no `onChange` call happens after it resolves. */
   close(): Promise<void>;
+}
+
+/** What the probe knows about one member. */
+export type MemberState = 'unknown' | 'ok' | 'no-leader' | 'slow' | 'down';
+
+export interface MemberHealth {
+  readonly endpoint: string;
+  readonly state: MemberState;
+  /** Last successful call or probe (ms since the epoch; 0: never). */
+  readonly okAt: number;
+  /** Round trip of the last successful probe, in ms. */
+  readonly latencyMs: number;
 }
 
 /** etcd refused a transaction because of one of its size limits; the message names the flag. */
@@ -142,8 +234,10 @@ export class StoreWatchCompactedError extends Error {
 
 const DEFAULT_TIMEOUT_MS = 5_000;
 const DEFAULT_ATTEMPT_TIMEOUT_MS = 2_000;
+const DEFAULT_MAX_STALENESS_MS = 1_000;
 const RANGE_PAGE = 500;
 const DATA = 'data/';
+const HEAD = 'data';
 const TOKENS = 'meta/txn/';
 /** Commit tokens older than this are deleted by later commits. */
 const TOKEN_GRACE_MS = 60_000;
@@ -153,6 +247,12 @@ const EMPTY = Buffer.alloc(0);
 const RECOMMENDED_LIMITS = '--max-txn-ops=10000 --max-request-bytes=33554432';
 const WATCH_BACKOFF_MIN_MS = 50;
 const WATCH_BACKOFF_MAX_MS = 2_000;
+/** A member whose call just failed is tried last for this long (the probe clears it earlier). */
+const AVOID_MS = 1_000;
+/** How often a full store checks whether space was freed (etcd: the NOSPACE alarm). */
+const FULL_RECHECK_MS = 1_000;
+/** Pending freshness checks kept per watch (older ones give an older time anyway). */
+const MAX_PENDING_PROBES = 64;
 
 /** gRPC call options (the deadline), typed through etcd3 rather than its grpc-js dependency. */
 type CallOptions = NonNullable<Parameters<Etcd3['kv']['range']>[1]>;
@@ -194,15 +294,28 @@ const requireLeader = (options: unknown, nextCall: (options: unknown) => unknown
 /** Thrown by the per-member breaker instead of calling an endpoint known to be failing. */
 class MemberSkippedError extends Error {}
 
+/** An attempt given up because its member was found failing or the quorum breaker opened. */
+class AbandonedError extends Error {}
+
 /** Runs the call as is: retries are done by EtcdStore, which knows whether a retry is safe. */
 const passThrough = { execute: <T>(fn: (ctx: unknown) => T): T => fn({ signal: new AbortController().signal, attempt: 0 }) };
 
 /**
- * A small per-member circuit breaker: after a member failed with "unavailable" or a deadline,
+ * The same as the policy of a one-member client: asynchronous, because etcd3 reports a failed
+ * watch stream with `execute(() => { throw err }).catch(…)`, and a synchronous throw there
+ * would escape as an uncaught exception.
+ */
+const passThroughAsync = {
+  execute: async <T>(fn: (ctx: unknown) => T): Promise<Awaited<T>> => await fn({ signal: new AbortController().signal, attempt: 0 }),
+};
+
+/**
+ * The per-member circuit breaker of the shared client (`EtcdStore.client`, used by the cluster
+ * layer for leases and membership): after a member failed with "unavailable" or a deadline,
  * calls skip it (etcd3 then tries the next member) for 0.5 s, doubling while it keeps
- * failing, up to 4 s; after the pause one call probes it again. (When every member is being
- * skipped, EtcdStore keeps retrying until its deadline, so the cap bounds how long a
- * recovered cluster stays unused.)
+ * failing, up to 4 s. "etcdserver: no leader" does not count: the member is alive and the
+ * cluster is electing a leader (or has no quorum); skipping it would keep the client away
+ * from the members that serve first once the election is over.
  */
 function memberBreaker(): FaultPolicy {
   let failures = 0;
@@ -215,7 +328,7 @@ function memberBreaker(): FaultPolicy {
         failures = 0;
         return res;
       } catch (err) {
-        if (err instanceof GRPCUnavailableError || err instanceof GRPCDeadlineExceededError) {
+        if ((err instanceof GRPCUnavailableError || err instanceof GRPCDeadlineExceededError) && !isNoLeader(err)) {
           failures++;
           openUntil = Date.now() + Math.min(4_000, 500 * 2 ** Math.min(failures - 1, 3));
         }
@@ -225,30 +338,44 @@ function memberBreaker(): FaultPolicy {
   } as unknown as FaultPolicy;
 }
 
-type Failure = { kind: 'unsent' | 'ambiguous' | 'compacted' | 'fatal' } | { kind: 'limit'; flag: '--max-txn-ops' | '--max-request-bytes' };
+type Failure =
+  | { kind: 'unsent' | 'ambiguous' | 'compacted' | 'fatal' | 'full'; member: MemberState }
+  | { kind: 'limit'; flag: '--max-txn-ops' | '--max-request-bytes'; member: MemberState };
 
-/** What an error from etcd3 means for a retry. */
+function isNoLeader(err: unknown): boolean {
+  return /etcdserver: no leader/.test(errorMessage(err));
+}
+
+/** What an error from etcd3 means for a retry, and for the member that answered it. */
 function classify(err: unknown): Failure {
-  if (err instanceof MemberSkippedError) return { kind: 'unsent' };
+  if (err instanceof MemberSkippedError) return { kind: 'unsent', member: 'down' };
+  if (err instanceof AbandonedError) return { kind: 'ambiguous', member: 'slow' };
   const msg = errorMessage(err);
-  if (msg.includes('too many operations in txn request')) return { kind: 'limit', flag: '--max-txn-ops' };
-  if (msg.includes('request is too large') || /message larger than max/i.test(msg)) return { kind: 'limit', flag: '--max-request-bytes' };
-  if (msg.includes('required revision has been compacted')) return { kind: 'compacted' };
+  if (msg.includes('too many operations in txn request')) return { kind: 'limit', flag: '--max-txn-ops', member: 'ok' };
+  if (msg.includes('request is too large') || /message larger than max/i.test(msg))
+    return { kind: 'limit', flag: '--max-request-bytes', member: 'ok' };
+  if (msg.includes('required revision has been compacted')) return { kind: 'compacted', member: 'ok' };
+  // etcd's space quota (NOSPACE alarm): refused before or at apply time, never applied.
+  if (/database space exceeded|etcdserver: no space/.test(msg)) return { kind: 'full', member: 'ok' };
   // Refused before the request was handed to raft: safe to send again.
-  if (/No connection established|ECONNREFUSED|etcdserver: no leader|etcdserver: too many requests|etcdserver: not capable/.test(msg))
-    return { kind: 'unsent' };
+  if (/etcdserver: no leader/.test(msg)) return { kind: 'unsent', member: 'no-leader' };
+  if (/No connection established|ECONNREFUSED/.test(msg)) return { kind: 'unsent', member: 'down' };
+  if (/etcdserver: too many requests|etcdserver: not capable/.test(msg)) return { kind: 'unsent', member: 'slow' };
+  if (err instanceof GRPCDeadlineExceededError) return { kind: 'ambiguous', member: 'slow' };
+  if (err instanceof GRPCUnavailableError) {
+    // A connection reset or dropped under the call: the member went away (maybe after the request arrived).
+    return { kind: 'ambiguous', member: /ECONNRESET|Connection dropped|EPIPE|socket/i.test(msg) ? 'down' : 'slow' };
+  }
   if (
-    err instanceof GRPCUnavailableError ||
-    err instanceof GRPCDeadlineExceededError ||
     err instanceof GRPCCancelledError ||
     err instanceof GRPCInternalError ||
     err instanceof GRPCUnknownError ||
     err instanceof GRPCAbortedError ||
     err instanceof GRPCResourceExhastedError
   ) {
-    return { kind: 'ambiguous' };
+    return { kind: 'ambiguous', member: 'slow' };
   }
-  return { kind: 'fatal' };
+  return { kind: 'fatal', member: 'ok' };
 }
 
 function errorMessage(err: unknown): string {
@@ -271,9 +398,70 @@ function toBuffer(v: Buffer | string): Buffer {
   return typeof v === 'string' ? Buffer.from(v) : v;
 }
 
+/** A one-shot signal a call can race against; `cancel` forgets the waiter. */
+interface Signal {
+  readonly promise: Promise<never>;
+  cancel(): void;
+}
+
+/** A set of waiters fired together (a member found failing, the breaker opening). */
+class Alarm {
+  readonly #waiters = new Set<(err: Error) => void>();
+
+  wait(): Signal {
+    let fire!: (err: Error) => void;
+    const promise = new Promise<never>((_, reject) => (fire = reject));
+    // Nobody may be racing it any more when it fires: never an unhandled rejection.
+    promise.catch(() => undefined);
+    this.#waiters.add(fire);
+    return { promise, cancel: () => this.#waiters.delete(fire) };
+  }
+
+  fire(err: Error): void {
+    const waiters = [...this.#waiters];
+    this.#waiters.clear();
+    for (const w of waiters) w(err);
+  }
+}
+
+/** One etcd member: its own client (so a call goes exactly there) and what the store knows of it. */
+class Member implements MemberHealth {
+  readonly endpoint: string;
+  readonly client: Etcd3;
+  state: MemberState = 'unknown';
+  okAt = 0;
+  latencyMs = 0;
+  /** Start of the probe in flight (0: none). */
+  probing = 0;
+  /** Calls try the member last until then. */
+  avoidUntil = 0;
+  readonly trouble = new Alarm();
+
+  constructor(endpoint: string, client: Etcd3) {
+    this.endpoint = endpoint;
+    this.client = client;
+  }
+
+  ok(now: number): void {
+    this.state = 'ok';
+    this.okAt = now;
+    this.avoidUntil = 0;
+  }
+
+  failed(state: MemberState, now: number): void {
+    if (state === 'ok' || state === 'unknown') return;
+    this.state = state;
+    // "No leader" is the cluster's state, not the member's fault: keep trying it in turn.
+    if (state !== 'no-leader') this.avoidUntil = now + AVOID_MS;
+    // Attempts in flight there cannot succeed: the member is gone, or has no leader to commit
+    // with (a proposal forwarded to a dead leader is dropped silently). A merely slow member
+    // (a busy one, under load) keeps them: abandoning them would only add load.
+    if (state === 'down' || state === 'no-leader') this.trouble.fire(new AbandonedError(`etcd member ${this.endpoint} is ${state}`));
+  }
+}
+
 export class EtcdStore implements Store {
   readonly kind = 'etcd';
-  /** The namespace, always ending in `/`. */
   readonly prefix: string;
   readonly endpoints: readonly string[];
   /**
@@ -282,13 +470,31 @@ export class EtcdStore implements Store {
    * but are not retried and have no deadline unless the caller sets one.
    */
   readonly client: Etcd3;
-  readonly #data: Buffer;
-  readonly #tokens: Buffer;
-  #lastSweep = 0;
-  readonly #timeoutMs: number;
+  readonly timeoutMs: number;
+  readonly maxStalenessMs: number;
   readonly #attemptTimeoutMs: number;
+  readonly #probeIntervalMs: number;
+  readonly #probeTimeoutMs: number;
+  readonly #members: Member[];
+  readonly #data: Buffer;
+  readonly #head: Buffer;
+  readonly #tokens: Buffer;
+  readonly #report: (err: Error) => void;
+  #lastSweep = 0;
   readonly #watches = new Set<WatchLoop>();
   #closed = false;
+  #probeTimer: NodeJS.Timeout | undefined;
+  /** Highest head revision a probe has seen (the latest commit known to a quorum). */
+  #headRev = 0;
+  #lastQuorumAt = 0;
+  /** Since when the quorum breaker is open, and why (undefined: closed). */
+  #breaker: { since: number; reason: string } | undefined;
+  readonly #breakerAlarm = new Alarm();
+  #full: { since: number; detail: string } | undefined;
+  #fullErrors = 0;
+  #fullCheckAt = 0;
+  readonly #freshnessListeners = new Set<(f: Freshness) => void>();
+  #lastFreshness: FreshnessState | undefined;
 
   constructor(options: EtcdStoreOptions) {
     const { endpoints, tls } = options;
@@ -304,47 +510,59 @@ export class EtcdStore implements Store {
       throw new Error('etcd store: give both username and password, or neither');
     if (tls && (tls.cert === undefined) !== (tls.key === undefined))
       throw new Error('etcd store: give both the TLS client certificate and key, or neither');
-    this.#timeoutMs = positive(options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 'timeoutMs');
-    this.#attemptTimeoutMs = positive(options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS, 'attemptTimeoutMs');
+    this.timeoutMs = positive(options.timeoutMs ?? DEFAULT_TIMEOUT_MS, 'timeoutMs');
+    this.#attemptTimeoutMs = positive(
+      options.attemptTimeoutMs ?? Math.min(DEFAULT_ATTEMPT_TIMEOUT_MS, this.timeoutMs / 2),
+      'attemptTimeoutMs',
+    );
+    this.maxStalenessMs = positive(options.maxStalenessMs ?? DEFAULT_MAX_STALENESS_MS, 'maxStalenessMs');
+    this.#probeIntervalMs = Math.min(1_000, Math.max(20, this.maxStalenessMs / 5));
+    this.#probeTimeoutMs = Math.max(50, Math.min(this.#attemptTimeoutMs, this.maxStalenessMs / 2));
+    this.#report = options.report ?? (() => undefined);
     this.prefix = options.prefix.endsWith('/') ? options.prefix : options.prefix + '/';
     this.endpoints = [...endpoints];
     this.#data = Buffer.from(this.prefix + DATA);
+    this.#head = Buffer.from(this.prefix + HEAD);
     this.#tokens = Buffer.from(this.prefix + TOKENS);
 
-    const etcdOptions: IOptions = {
-      hosts: [...endpoints],
-      defaultCallOptions: () => ({ interceptors: [requireLeader] }) as CallOptions,
-      faultHandling: { global: passThrough as unknown as FaultPolicy, host: () => memberBreaker() },
-      grpcOptions: {
-        // A range page or a restore transaction may be large; etcd enforces its own limit.
-        'grpc.max_receive_message_length': -1,
-        'grpc.max_send_message_length': -1,
-        // Detect a member that vanished without closing the connection (etcd's default
-        // --grpc-keepalive-min-time is 5 s; pinging more often gets the connection closed).
-        'grpc.keepalive_time_ms': 10_000,
-        'grpc.keepalive_timeout_ms': 5_000,
-      },
+    const clientOptions = (hosts: string[], host: () => FaultPolicy): IOptions => {
+      const o: IOptions = {
+        hosts,
+        defaultCallOptions: () => ({ interceptors: [requireLeader] }) as CallOptions,
+        faultHandling: { global: passThrough as unknown as FaultPolicy, host },
+        grpcOptions: {
+          // A range page or a restore transaction may be large; etcd enforces its own limit.
+          'grpc.max_receive_message_length': -1,
+          'grpc.max_send_message_length': -1,
+          // Detect a member that vanished without closing the connection (etcd's default
+          // --grpc-keepalive-min-time is 5 s; pinging more often gets the connection closed).
+          'grpc.keepalive_time_ms': 10_000,
+          'grpc.keepalive_timeout_ms': 5_000,
+        },
+      };
+      if (options.username !== undefined) {
+        o.auth = {
+          username: options.username,
+          password: options.password!,
+          callOptions: () => ({ deadline: Date.now() + this.#attemptTimeoutMs }),
+        };
+      }
+      if (tls) {
+        o.credentials = {
+          // null: the system's roots (grpc's createSsl accepts it; etcd3's type says Buffer).
+          rootCertificate: (tls.ca === undefined ? null : toBuffer(tls.ca)) as Buffer,
+          ...(tls.key === undefined ? {} : { privateKey: toBuffer(tls.key) }),
+          ...(tls.cert === undefined ? {} : { certChain: toBuffer(tls.cert) }),
+        };
+      }
+      return o;
     };
-    if (options.username !== undefined) {
-      etcdOptions.auth = {
-        username: options.username,
-        password: options.password!,
-        callOptions: () => ({ deadline: Date.now() + this.#attemptTimeoutMs }),
-      };
-    }
-    if (tls) {
-      etcdOptions.credentials = {
-        // null: the system's roots (grpc's createSsl accepts it; etcd3's type says Buffer).
-        rootCertificate: (tls.ca === undefined ? null : toBuffer(tls.ca)) as Buffer,
-        ...(tls.key === undefined ? {} : { privateKey: toBuffer(tls.key) }),
-        ...(tls.cert === undefined ? {} : { certChain: toBuffer(tls.cert) }),
-      };
-    }
-    this.client = new Etcd3(etcdOptions);
+    this.client = new Etcd3(clientOptions([...endpoints], () => memberBreaker()));
+    this.#members = endpoints.map((e) => new Member(e, new Etcd3(clientOptions([e], () => passThroughAsync as unknown as FaultPolicy))));
   }
 
   async get(key: string): Promise<StoreEntry | undefined> {
-    const res = await this.#call('get', (opts) => this.client.kv.range({ key: this.#key(key) }, opts));
+    const res = await this.#call('get', (c, opts) => c.kv.range({ key: this.#key(key) }, opts));
     const kv = res.kvs[0];
     return kv && this.#entry(kv);
   }
@@ -360,12 +578,12 @@ export class EtcdStore implements Store {
   async rangeWithRevision(prefix: string): Promise<{ entries: StoreEntry[]; rev: number }> {
     const start = this.#key(prefix);
     const end = prefixEnd(start);
-    return this.#call('range', async (opts) => {
+    return this.#call('range', async (c, opts) => {
       const entries: StoreEntry[] = [];
       let from = start;
       let rev = 0;
       for (;;) {
-        const res = await this.client.kv.range({ key: from, range_end: end, limit: RANGE_PAGE, revision: rev }, opts);
+        const res = await c.kv.range({ key: from, range_end: end, limit: RANGE_PAGE, revision: rev }, opts);
         if (rev === 0) rev = Number(res.header.revision);
         for (const kv of res.kvs) entries.push(this.#entry(kv));
         const last = res.kvs.at(-1);
@@ -375,7 +593,7 @@ export class EtcdStore implements Store {
     });
   }
 
-  async commit(conditions: readonly Condition[], mutations: readonly Mutation[]): Promise<CommitResult> {
+  async commit(conditions: readonly Condition[], mutations: readonly Mutation[], options: CommitOptions = {}): Promise<CommitResult> {
     const now = Date.now();
     const token = this.#token(now);
     const compare: ICompare[] = [{ key: token, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 }];
@@ -402,13 +620,16 @@ export class EtcdStore implements Store {
       return m.value === undefined ? { request_delete_range: { key } } : { request_put: { key, value: Buffer.from(m.value) } };
     });
     success.push({ request_put: { key: token, value: EMPTY } });
+    // The head: its mod_revision tells a probe the revision of the latest commit.
+    success.push({ request_put: { key: this.#head, value: EMPTY } });
     // Now and then, remove the tokens (of every node) that are old enough never to be needed.
     const sweep = now - this.#lastSweep >= TOKEN_SWEEP_EVERY_MS;
     if (sweep) this.#lastSweep = now;
     if (sweep) success.push({ request_delete_range: { key: this.#tokens, range_end: this.#token(now - TOKEN_GRACE_MS, true) } });
     const txn = { compare, success, failure: [{ request_range: { key: token } }] };
     try {
-      const res = await this.#call('commit', (opts) => this.client.kv.txn(txn, opts), Math.floor(bytes / 10_240));
+      const res = await this.#call('commit', (c, opts) => c.kv.txn(txn, opts), Math.floor(bytes / 10_240), options.deadline);
+      this.#full = undefined;
       if (res.succeeded) return { ok: true, rev: Number(res.header.revision) };
       // Our token exists: an earlier attempt whose answer was lost was applied.
       const earlier = res.responses[0]?.response_range?.kvs[0];
@@ -430,28 +651,90 @@ export class EtcdStore implements Store {
 
   /**
    * Delivers every change under `prefix` (a store key prefix; `''` = everything), in revision
-   * order, in batches (one batch never splits a commit). Survives broken streams and member
-   * restarts without losing or repeating events; see `WatchOptions` for how it ends.
+   * order, in batches (one batch never splits a commit). Survives broken streams, member
+   * restarts and hung members without losing or repeating events; see `WatchOptions` for how
+   * it ends. If `onChange` returns a promise, the batch counts as applied (for `freshness`)
+   * once it resolves; such promises must resolve in the order of the batches.
    */
-  watch(prefix: string, onChange: (events: StoreEvent[]) => void, options: WatchOptions = {}): StoreWatch {
+  watch(prefix: string, onChange: (events: StoreEvent[]) => void | PromiseLike<unknown>, options: WatchOptions = {}): StoreWatch {
     if (this.#closed) throw new Error('etcd store: watch after close');
     if (options.fromRev !== undefined && (!Number.isSafeInteger(options.fromRev) || options.fromRev < 1)) {
       throw new TypeError(`etcd store: invalid watch start revision ${options.fromRev}`);
     }
-    const start = this.#key(prefix);
-    const loop = new WatchLoop(this.client, start, prefixEnd(start), this.#data.length, onChange, options, () =>
-      this.#watches.delete(loop),
-    );
+    const filter = this.#key(prefix);
+    const loop = new WatchLoop(this.#watchContext(), this.#head, prefixEnd(filter), filter, this.#data.length, onChange, options);
     this.#watches.add(loop);
     loop.start();
+    // Confirm the new watch's freshness now rather than at the next tick.
+    if (this.#probeTimer) this.#tick();
+    else this.#startProbes();
     return loop;
+  }
+
+  /** The freshness of the state the watches feed: the worst of them (`stale` with none; `offline` while no quorum). */
+  freshness(now = Date.now()): Freshness {
+    let worst: Freshness | undefined;
+    const rank = { fresh: 0, offline: 1, stale: 2 } as const;
+    for (const w of this.#watches) {
+      const f = w.freshness(now);
+      if (!worst || rank[f.state] > rank[worst.state] || (f.state === worst.state && f.lastFreshAt < worst.lastFreshAt)) worst = f;
+    }
+    return (
+      worst ?? {
+        state: this.#quorumReachable(now) ? 'stale' : 'offline',
+        lastFreshAt: 0,
+        lastQuorumAt: this.#lastQuorumAt,
+        lagRevisions: 0,
+        boundMs: this.maxStalenessMs,
+      }
+    );
+  }
+
+  /**
+   * `freshness().state !== 'stale'`, without allocating: whether the node may serve reads from
+   * the state its watches feed (cheap enough for every request).
+   */
+  readable(now = Date.now()): boolean {
+    let all = this.#watches.size > 0;
+    for (const w of this.#watches) all &&= w.fresh(now);
+    return all || !this.#quorumReachable(now);
+  }
+
+  /** Calls `listener` whenever `freshness().state` changes (checked at every probe and applied batch). Returns an unsubscribe function. */
+  onFreshness(listener: (f: Freshness) => void): () => void {
+    this.#freshnessListeners.add(listener);
+    return () => this.#freshnessListeners.delete(listener);
+  }
+
+  /** Writes expected to fail now (no quorum, store full), and the count of commits refused for lack of space. */
+  health(): StoreHealth {
+    const now = Date.now();
+    if (this.#full && now - this.#fullCheckAt >= FULL_RECHECK_MS) {
+      this.#fullCheckAt = now;
+      void this.#recheckFull();
+    }
+    if (this.#full) return { write: 'full', since: this.#full.since, detail: this.#full.detail, fullErrors: this.#fullErrors };
+    if (this.#breaker)
+      return { write: 'unavailable', since: this.#breaker.since, detail: this.#breaker.reason, fullErrors: this.#fullErrors };
+    return { write: 'ok', since: 0, detail: '', fullErrors: this.#fullErrors };
+  }
+
+  /** What the store knows of each member (for status output and tests). */
+  members(): MemberHealth[] {
+    return this.#members.map((m) => ({ endpoint: m.endpoint, state: m.state, okAt: m.okAt, latencyMs: m.latencyMs }));
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#probeTimer);
+    this.#breakerAlarm.fire(new Error('etcd store: closed'));
     await Promise.all([...this.#watches].map((w) => w.close()));
     this.client.close();
+    for (const m of this.#members) {
+      m.trouble.fire(new Error('etcd store: closed'));
+      m.client.close();
+    }
   }
 
   #key(key: string): Buffer {
@@ -468,42 +751,250 @@ export class EtcdStore implements Store {
     return { key: kv.key.subarray(this.#data.length).toString('utf8'), value: Buffer.from(kv.value), rev: Number(kv.mod_revision) };
   }
 
+  /** How much a call should avoid a member now: 0 = healthy; hung, failing or recently failed ones rank higher. */
+  #rank(m: Member, now: number): number {
+    let r = { ok: 0, unknown: 1, 'no-leader': 2, slow: 3, down: 4 }[m.state];
+    // A probe outstanding for two intervals: the member is probably hung, whatever it said before.
+    if (m.probing !== 0 && now - m.probing > 2 * this.#probeIntervalMs) r = Math.max(r, 3);
+    if (m.avoidUntil > now) r += 5;
+    return r;
+  }
+
+  /** Members in the order calls should try them: healthy and fast first; hung, failing or avoided ones last. */
+  #ordered(now: number): Member[] {
+    // Shuffle first: equal members share the load.
+    const list = [...this.#members];
+    for (let i = list.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [list[i], list[j]] = [list[j]!, list[i]!];
+    }
+    return list
+      .map((m) => ({ m, r: this.#rank(m, now) }))
+      .sort((a, b) => a.r - b.r || (a.r === 0 ? a.m.latencyMs - b.m.latencyMs : 0))
+      .map((x) => x.m);
+  }
+
   /**
    * Runs one etcd call within the store's bounds, again on another member after a failure
-   * that may be transient, until `timeoutMs` is spent. Only safe calls come here: reads, and
-   * commits (made idempotent by their token).
+   * that may be transient, until `timeoutMs` (or the caller's `deadline`) is spent. Only safe
+   * calls come here: reads, and commits (made idempotent by their token).
    */
-  async #call<T>(op: string, fn: (opts: CallOptions) => Promise<T>, extraAttemptMs = 0): Promise<T> {
+  async #call<T>(
+    op: string,
+    fn: (client: Etcd3, opts: CallOptions) => Promise<T>,
+    extraAttemptMs = 0,
+    callerDeadline = Infinity,
+  ): Promise<T> {
     if (this.#closed) throw new Error(`etcd store: ${op} after close`);
-    const deadline = Date.now() + this.#timeoutMs;
+    this.#startProbes();
+    const start = Date.now();
+    const ownDeadline = start + this.timeoutMs;
+    const deadline = Math.min(ownDeadline, callerDeadline);
     let lastErr: unknown;
     let attempts = 0;
     let maybeApplied = false;
     let pause = 20;
+    const tried = new Set<Member>();
     for (;;) {
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) break;
+      if (this.#breaker) break;
+      const now = Date.now();
+      if (now >= deadline) break;
+      const member = this.#ordered(now).find((m) => !tried.has(m));
+      if (!member) {
+        // Every member had its turn: wait a little (an election takes about a second) and go round again.
+        await sleep(Math.max(0, Math.min(pause, deadline - now)));
+        pause = Math.min(pause * 2, 250);
+        tried.clear();
+        continue;
+      }
+      tried.add(member);
       attempts++;
+      const trouble = member.trouble.wait();
+      const breaker = this.#breakerAlarm.wait();
       try {
-        return await fn({ deadline: Date.now() + Math.min(remaining, this.#attemptTimeoutMs + extraAttemptMs) });
+        const attemptDeadline = now + Math.min(deadline - now, this.#attemptTimeoutMs + extraAttemptMs);
+        const res = await Promise.race([fn(member.client, { deadline: attemptDeadline }), trouble.promise, breaker.promise]);
+        const done = Date.now();
+        member.ok(done);
+        this.#quorumOk(done);
+        return res;
       } catch (err) {
         if (this.#closed || err instanceof ClientClosedError) throw new Error(`etcd store: closed during ${op}`, { cause: err });
         const failure = classify(err);
         if (failure.kind === 'limit') throw new EtcdLimitError(`etcd refused the ${op}: ${errorMessage(err)}`, failure.flag, err);
+        if (failure.kind === 'full') throw this.#fullError(op, err);
         if (failure.kind === 'fatal') throw new Error(`etcd ${op} failed: ${errorMessage(err)}`, { cause: err });
         if (failure.kind === 'ambiguous') maybeApplied = true;
+        if (!(err instanceof AbandonedError)) member.failed(failure.member, Date.now());
         lastErr = err;
-        await sleep(Math.max(0, Math.min(pause, deadline - Date.now())));
-        pause = Math.min(pause * 2, 250);
+      } finally {
+        trouble.cancel();
+        breaker.cancel();
       }
     }
     const ambiguous = maybeApplied && op === 'commit';
+    const targets = `the etcd cluster (${this.endpoints.join(', ')})`;
+    const tail =
+      (lastErr === undefined ? '' : `; last error: ${errorMessage(lastErr)}`) +
+      (ambiguous ? '; an attempt reached a member without an answer, so the commit may still have been applied' : '');
+    if (this.#breaker) {
+      throw new StoreUnavailableError(
+        `etcd ${op}: no quorum of ${targets} is reachable (${this.#breaker.reason}, for ${Date.now() - this.#breaker.since} ms)` +
+          (attempts === 0 ? '; not sent' : ` (${attempts} attempts${tail})`),
+        { cause: lastErr, ambiguous },
+      );
+    }
+    const ownBudget = deadline === ownDeadline;
+    // The whole budget went by without an answer from a quorum: fail the writes queued behind at once.
+    if (ownBudget) this.#openBreaker(`the last ${op} found no quorum within ${this.timeoutMs} ms`);
     throw new StoreUnavailableError(
-      `etcd ${op}: no quorum of the etcd cluster (${this.endpoints.join(', ')}) answered within ${this.#timeoutMs} ms ` +
-        `(${attempts} attempts${lastErr === undefined ? '' : `; last error: ${errorMessage(lastErr)}`})` +
-        (ambiguous ? '; an attempt reached a member without an answer, so the commit may still have been applied' : ''),
+      ownBudget
+        ? `etcd ${op}: no quorum of ${targets} answered within ${this.timeoutMs} ms (${attempts} attempts${tail})`
+        : `etcd ${op}: the caller's deadline passed after ${Date.now() - start} ms without an answer from a quorum of ${targets} (${attempts} attempts${tail})`,
       { cause: lastErr, ambiguous },
     );
+  }
+
+  #fullError(op: string, err: unknown): StoreFullError {
+    const now = Date.now();
+    this.#fullErrors++;
+    const detail = `etcd has no space left (${errorMessage(err)}): compact and defragment the members, then run \`etcdctl alarm disarm\``;
+    this.#full ??= { since: now, detail };
+    this.#fullCheckAt = now;
+    return new StoreFullError(`etcd ${op}: ${detail}`, { cause: err });
+  }
+
+  /** A full etcd stays full until an operator disarms the NOSPACE alarm: look for it. */
+  async #recheckFull(): Promise<void> {
+    try {
+      await this.#call('alarm', async (c, opts) => {
+        const res = await c.maintenance.alarm({ action: 'Get', memberID: 0, alarm: 'None' }, opts);
+        if (!res.alarms.some((a) => String(a.alarm) === 'Nospace' || String(a.alarm) === 'NOSPACE')) this.#full = undefined;
+      });
+    } catch {
+      // Unknown: stay full until a commit succeeds or a later check says otherwise.
+    }
+  }
+
+  /**
+   * Whether a quorum can serve a linearizable read now: the breaker is closed and some member
+   * answered its last probe (and is not sitting on the next one). When none can — no quorum,
+   * or an election in progress — nothing can be committed either, so a cache that was fresh
+   * misses at most what was committed in the last bound before: `offline`, not `stale`.
+   */
+  #quorumReachable(now: number): boolean {
+    if (this.#breaker) return false;
+    return this.#members.some((m) => m.state === 'ok' && !(m.probing !== 0 && now - m.probing > this.#probeTimeoutMs));
+  }
+
+  #quorumOk(now: number): void {
+    this.#lastQuorumAt = Math.max(this.#lastQuorumAt, now);
+    if (this.#breaker) {
+      this.#breaker = undefined;
+      this.#emitFreshness(now);
+    }
+  }
+
+  #openBreaker(reason: string): void {
+    if (this.#breaker || this.#closed) return;
+    this.#breaker = { since: Date.now(), reason };
+    this.#breakerAlarm.fire(new AbandonedError(`no etcd quorum: ${reason}`));
+    this.#emitFreshness(Date.now());
+  }
+
+  #startProbes(): void {
+    if (this.#probeTimer || this.#closed) return;
+    // "No quorum for timeoutMs" counts from when the store started to look.
+    this.#lastQuorumAt = Math.max(this.#lastQuorumAt, Date.now());
+    this.#probeTimer = setInterval(() => this.#tick(), this.#probeIntervalMs);
+    this.#probeTimer.unref();
+    this.#tick();
+  }
+
+  #tick(): void {
+    if (this.#closed) return;
+    for (const m of this.#members) if (m.probing === 0) void this.#probe(m);
+    this.#evaluate(Date.now());
+  }
+
+  /** A linearizable read of the head on one member: its health, and (on success) the latest commit's revision. */
+  async #probe(m: Member): Promise<void> {
+    const t = Date.now();
+    m.probing = t;
+    let head: number;
+    try {
+      const res = await m.client.kv.range({ key: this.#head, keys_only: true }, { deadline: t + this.#probeTimeoutMs } as CallOptions);
+      head = Number(res.kvs[0]?.mod_revision ?? 0);
+    } catch (err) {
+      m.probing = 0;
+      if (this.#closed) return;
+      const now = Date.now();
+      const state = classify(err).member;
+      m.failed(state, now);
+      // A member that hangs while the others answer (a paused process, a stuck disk): calls
+      // waiting on it will not get an answer in time either; send them elsewhere now. (When
+      // every member is slow, the cluster is loaded: calls keep waiting, see Member.failed.)
+      if (state === 'slow' && this.#members.some((o) => o !== m && o.state === 'ok' && now - o.okAt < 2 * this.#probeTimeoutMs)) {
+        m.trouble.fire(new AbandonedError(`etcd member ${m.endpoint} does not answer while the others do`));
+      }
+      this.#evaluate(now);
+      return;
+    }
+    const end = Date.now();
+    m.probing = 0;
+    if (this.#closed) return;
+    m.ok(end);
+    m.latencyMs = end - t;
+    this.#headRev = Math.max(this.#headRev, head);
+    this.#quorumOk(end);
+    // Every commit acknowledged before `t` has a revision <= head.
+    for (const w of this.#watches) w.probed(t, head);
+    this.#evaluate(end);
+  }
+
+  /** Opens the breaker when the quorum is known gone; moves lagging watches; tells listeners about freshness. */
+  #evaluate(now: number): void {
+    const n = this.#members.length;
+    const majority = Math.floor(n / 2) + 1;
+    const down = this.#members.filter((m) => m.state === 'down').length;
+    if (down > n - majority) this.#openBreaker(`${down} of ${n} etcd members are down`);
+    else if (now - this.#lastQuorumAt >= this.timeoutMs)
+      this.#openBreaker(`no etcd member answered a linearizable read for ${now - this.#lastQuorumAt} ms`);
+    for (const w of this.#watches) w.check(now);
+    this.#emitFreshness(now);
+  }
+
+  #emitFreshness(now: number): void {
+    if (this.#freshnessListeners.size === 0) return;
+    const f = this.freshness(now);
+    if (f.state === this.#lastFreshness) return;
+    this.#lastFreshness = f.state;
+    for (const l of this.#freshnessListeners) {
+      try {
+        l(f);
+      } catch (err) {
+        this.#report(err instanceof Error ? err : new Error(String(err)));
+      }
+    }
+  }
+
+  #watchContext(): WatchContext {
+    return {
+      boundMs: this.maxStalenessMs,
+      lagToleranceMs: this.maxStalenessMs / 2,
+      probeTimeoutMs: this.#probeTimeoutMs,
+      best: (now, avoid) => {
+        const order = this.#ordered(now);
+        const other = order.find((m) => m !== avoid);
+        // Another member as good as the one to avoid (or better) is preferred.
+        if (avoid && other && this.#rank(other, now) <= this.#rank(avoid, now)) return other;
+        return order[0];
+      },
+      rank: (m, now) => this.#rank(m, now),
+      quorum: (now) => ({ lastQuorumAt: this.#lastQuorumAt, reachable: this.#quorumReachable(now), headRev: this.#headRev }),
+      changed: (now) => this.#emitFreshness(now),
+      closed: (w) => this.#watches.delete(w),
+    };
   }
 }
 
@@ -512,106 +1003,295 @@ function positive(n: number, name: string): number {
   return n;
 }
 
+/** What a watch needs from its store. */
+interface WatchContext {
+  readonly boundMs: number;
+  readonly lagToleranceMs: number;
+  readonly probeTimeoutMs: number;
+  /** The member to (re)connect to: the healthiest, and not `avoid` if another is as healthy. */
+  best(now: number, avoid?: Member): Member | undefined;
+  rank(m: Member, now: number): number;
+  quorum(now: number): { lastQuorumAt: number; reachable: boolean; headRev: number };
+  changed(now: number): void;
+  closed(w: WatchLoop): void;
+}
+
+type WatchStream = IDuplexStream<IWatchRequest, IWatchResponse>;
+
 /**
- * One `watch`: an etcd3 Watcher, replaced by a new one from our own resume revision whenever
- * the stream breaks. (etcd3 would re-attach the same Watcher by itself, but from the revision
- * in the last response header, which can be ahead of the last event received: a watch
- * catching up on old revisions gets batches stamped with the current revision.)
+ * One `watch`: a raw etcd watch stream on one member, replaced by a new one (on the same or
+ * another member) from our own resume revision whenever the stream breaks, the member is
+ * found failing, or the stream lags behind what a quorum has committed. (etcd3's own Watcher
+ * would resume from the revision in the last response header, which can be ahead of the last
+ * event received: a watch catching up on old revisions gets batches stamped with the current
+ * revision. And it cannot be moved off a member that hangs.)
+ *
+ * The stream covers the head key too (it sorts just before the data range), so every commit
+ * shows up, even one whose data events are filtered out: "applied up to revision R" is then
+ * exact, which is what freshness compares with the head revision a probe read.
  */
 class WatchLoop implements StoreWatch {
   readonly ready: Promise<void>;
-  readonly #client: Etcd3;
+  readonly #ctx: WatchContext;
   readonly #start: Buffer;
   readonly #end: Buffer;
+  readonly #filter: Buffer;
   readonly #strip: number;
-  readonly #onChange: (events: StoreEvent[]) => void;
+  readonly #onChange: (events: StoreEvent[]) => void | PromiseLike<unknown>;
   readonly #onError: ((err: Error) => void) | undefined;
-  readonly #onClosed: () => void;
   #markReady!: () => void;
-  /** The first revision not yet delivered; undefined until the first connection pins "now". */
+  /** The first revision not yet received; undefined until the first connection pins "now". */
   #next: number | undefined;
-  #watcher: Watcher | undefined;
+  /** The last revision whose events the consumer has applied. */
+  #applied = 0;
+  /** Batches handed over as promises and not yet settled (applied advances in order behind them). */
+  #inflight = 0;
+  #tail: Promise<void> = Promise.resolve();
+  /** A batch failed to apply: the state is incomplete from then on. */
+  #broken = false;
+  #lastFreshAt = 0;
+  /** Probes (start time, head revision) the watch has not caught up with yet, oldest first. */
+  #pending: Array<{ t: number; rev: number }> = [];
+  #member: Member | undefined;
+  #stream: WatchStream | undefined;
   #timer: NodeJS.Timeout | undefined;
   #backoff = WATCH_BACKOFF_MIN_MS;
+  #connectedAt = 0;
   #closed = false;
 
   constructor(
-    client: Etcd3,
+    ctx: WatchContext,
     start: Buffer,
     end: Buffer,
+    filter: Buffer,
     strip: number,
-    onChange: (events: StoreEvent[]) => void,
+    onChange: (events: StoreEvent[]) => void | PromiseLike<unknown>,
     options: WatchOptions,
-    onClosed: () => void,
   ) {
-    this.#client = client;
+    this.#ctx = ctx;
     this.#start = start;
     this.#end = end;
+    this.#filter = filter;
     this.#strip = strip;
     this.#onChange = onChange;
     this.#onError = options.onError;
-    this.#onClosed = onClosed;
     this.#next = options.fromRev;
+    if (options.fromRev !== undefined) this.#applied = options.fromRev - 1;
     this.ready = new Promise<void>((resolve) => (this.#markReady = resolve));
   }
 
+  freshness(now = Date.now()): Freshness {
+    const q = this.#ctx.quorum(now);
+    const state: FreshnessState =
+      !this.#broken && now - this.#lastFreshAt <= this.#ctx.boundMs ? 'fresh' : q.reachable ? 'stale' : 'offline';
+    return {
+      state,
+      lastFreshAt: this.#lastFreshAt,
+      lastQuorumAt: q.lastQuorumAt,
+      lagRevisions: Math.max(0, q.headRev - this.#applied),
+      ...(this.#member ? { member: this.#member.endpoint } : {}),
+      boundMs: this.#ctx.boundMs,
+    };
+  }
+
+  /** Complete as of at most the bound ago. */
+  fresh(now: number): boolean {
+    return !this.#broken && now - this.#lastFreshAt <= this.#ctx.boundMs;
+  }
+
+  /** A probe started at `t` read head revision `rev`: complete as of `t` once applied up to `rev`. */
+  probed(t: number, rev: number): void {
+    if (this.#closed) return;
+    if (this.#applied >= rev) {
+      this.#fresh(t);
+      return;
+    }
+    const last = this.#pending.at(-1);
+    if (last && last.rev === rev) last.t = Math.max(last.t, t);
+    else this.#pending.push({ t, rev });
+    if (this.#pending.length > MAX_PENDING_PROBES) this.#pending.shift();
+  }
+
+  /** Moves the stream when it lags behind the quorum or its member is failing (called at every probe). */
+  check(now: number): void {
+    const m = this.#member;
+    if (this.#closed || !m || !this.#stream) return;
+    const oldest = this.#pending[0];
+    const lagging = oldest !== undefined && now - oldest.t > this.#ctx.lagToleranceMs;
+    const hung = m.probing !== 0 && now - m.probing > this.#ctx.probeTimeoutMs;
+    const failing = m.state === 'down' || m.state === 'slow' || m.state === 'no-leader' || hung;
+    // Give a new stream the time to catch up before judging it.
+    if (!(lagging || failing) || now - this.#connectedAt < this.#ctx.lagToleranceMs) return;
+    const next = this.#ctx.best(now, m);
+    if (!next || next === m) return;
+    // To a healthier member; to an equally healthy one only when lagging for a whole bound
+    // (under load every member is slow: moving would only add a replay to the load).
+    const better = this.#ctx.rank(next, now) < this.#ctx.rank(m, now);
+    const stuck = oldest !== undefined && now - oldest.t > this.#ctx.boundMs && this.#ctx.rank(next, now) <= this.#ctx.rank(m, now);
+    if (better || stuck) this.#restart(next);
+  }
+
   start(): void {
+    this.#connect(this.#ctx.best(Date.now()));
+  }
+
+  #connect(member: Member | undefined): void {
     this.#timer = undefined;
     if (this.#closed) return;
-    const builder = this.#client.watch().inRange({ start: this.#start, end: this.#end });
-    if (this.#next !== undefined) builder.startRevision(String(this.#next));
-    const w = builder.watcher();
-    this.#watcher = w;
-    w.on('connected', (res: IWatchResponse) => {
-      if (w !== this.#watcher) return;
+    if (!member) {
+      this.#retryLater();
+      return;
+    }
+    this.#member = member;
+    this.#connectedAt = Date.now();
+    member.client.watchClient.watch().then(
+      (stream) => {
+        if (this.#closed || this.#member !== member || this.#stream) {
+          stream.cancel();
+          return;
+        }
+        this.#stream = stream;
+        stream.on('data', (res) => {
+          if (stream === this.#stream) this.#receive(res);
+        });
+        const broken = (): void => {
+          if (stream !== this.#stream) return;
+          this.#stream = undefined;
+          stream.cancel();
+          this.#retryLater();
+        };
+        stream.on('error', broken);
+        stream.on('end', broken);
+        const request: IWatchRequest['create_request'] = { key: this.#start, range_end: this.#end, progress_notify: true };
+        if (this.#next !== undefined) request.start_revision = String(this.#next);
+        stream.write({ create_request: request });
+      },
+      () => {
+        if (this.#member === member && !this.#stream) this.#retryLater();
+      },
+    );
+  }
+
+  /** Reconnects after `delay` ms, to the best member other than a failing current one. */
+  #retryLater(): void {
+    if (this.#closed || this.#timer) return;
+    const delay = this.#backoff;
+    this.#backoff = Math.min(this.#backoff * 2, WATCH_BACKOFF_MAX_MS);
+    const failed = this.#member;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#connect(this.#ctx.best(Date.now(), failed));
+    }, delay);
+    this.#timer.unref();
+  }
+
+  /** Drops the current stream (without waiting for a member that may not answer) and connects to `member` now. */
+  #restart(member: Member): void {
+    const old = this.#stream;
+    this.#stream = undefined;
+    old?.cancel();
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#connect(member);
+  }
+
+  #receive(res: IWatchResponse): void {
+    if (this.#closed) return;
+    if (res.created) {
+      if (res.canceled) return this.#cancelled(res);
       this.#backoff = WATCH_BACKOFF_MIN_MS;
       // The creation header carries the current revision; it is the resume point only if we
       // had none (a watch from "now"), never when catching up from an older revision.
-      if (this.#next === undefined) this.#next = Number(res.header.revision) + 1;
+      if (this.#next === undefined) {
+        this.#next = Number(res.header.revision) + 1;
+        this.#advance(this.#next - 1);
+      }
       this.#markReady();
-    });
-    w.on('data', (res: IWatchResponse) => {
-      if (w === this.#watcher && !this.#closed) this.#deliver(res);
-    });
-    w.on('disconnected', () => {
-      if (w !== this.#watcher || this.#closed) return;
-      this.#watcher = undefined;
-      // etcd3's manager is idle while it reports a disconnection: cancelling just detaches.
-      void w.cancel().catch(() => undefined);
-      this.#timer = setTimeout(() => this.start(), this.#backoff);
-      this.#backoff = Math.min(this.#backoff * 2, WATCH_BACKOFF_MAX_MS);
-    });
-    w.on('error', (err: Error) => {
-      if (w !== this.#watcher || this.#closed) return;
-      const fatal = /compacted/.test(err.message)
-        ? new StoreWatchCompactedError(
-            `etcd watch cannot resume from revision ${this.#next}: it was compacted (${err.message}); reload and watch again`,
-            { cause: err },
-          )
-        : new Error(`etcd cancelled the watch: ${err.message}`, { cause: err });
-      void this.close();
-      this.#report(fatal);
-    });
-  }
-
-  #deliver(res: IWatchResponse): void {
-    if (res.events.length === 0) {
-      // A progress notification: etcd sends those only to a watch that has caught up, so
-      // nothing up to the header's revision is missing.
-      if (this.#next !== undefined) this.#next = Math.max(this.#next, Number(res.header.revision) + 1);
       return;
     }
-    const events: StoreEvent[] = res.events.map((ev) => {
-      const key = ev.kv.key.subarray(this.#strip).toString('utf8');
-      const rev = Number(ev.kv.mod_revision);
-      return String(ev.type).toLowerCase() === 'delete' ? { key, rev } : { key, value: Buffer.from(ev.kv.value), rev };
-    });
-    this.#next = events.at(-1)!.rev + 1;
-    try {
-      this.#onChange(events);
-    } catch (err) {
-      this.#report(err instanceof Error ? err : new Error(String(err)));
+    if (res.canceled) return this.#cancelled(res);
+    if (res.events.length === 0) {
+      // A progress notification (etcd's periodic one goes through the same queue as the
+      // events, so it never overtakes them): nothing up to the header's revision is missing.
+      if (this.#next !== undefined) {
+        const rev = Number(res.header.revision);
+        this.#next = Math.max(this.#next, rev + 1);
+        this.#advance(rev);
+      }
+      return;
     }
+    const events: StoreEvent[] = [];
+    for (const ev of res.events) {
+      const k = ev.kv.key;
+      // The head and anything else between it and the data range: revisions only.
+      if (k.length < this.#filter.length || !k.subarray(0, this.#filter.length).equals(this.#filter)) continue;
+      const key = k.subarray(this.#strip).toString('utf8');
+      const rev = Number(ev.kv.mod_revision);
+      events.push(String(ev.type).toLowerCase() === 'delete' ? { key, rev } : { key, value: Buffer.from(ev.kv.value), rev });
+    }
+    const rev = Number(res.events.at(-1)!.kv.mod_revision);
+    this.#next = rev + 1;
+    if (events.length === 0) {
+      this.#advance(rev);
+      return;
+    }
+    let applied: void | PromiseLike<unknown>;
+    try {
+      applied = this.#onChange(events);
+    } catch (err) {
+      this.#broken = true;
+      this.#report(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    this.#advance(rev, applied);
+  }
+
+  /** The consumer has applied (or will have, once `applied` resolves) everything up to `rev`. */
+  #advance(rev: number, applied?: void | PromiseLike<unknown>): void {
+    const thenable = applied !== undefined && applied !== null && typeof (applied as PromiseLike<unknown>).then === 'function';
+    if (!thenable && this.#inflight === 0) {
+      this.#applied = Math.max(this.#applied, rev);
+      this.#caughtUp();
+      return;
+    }
+    this.#inflight++;
+    this.#tail = this.#tail
+      .then(() => applied)
+      .then(
+        () => {
+          this.#applied = Math.max(this.#applied, rev);
+          this.#caughtUp();
+        },
+        (err: unknown) => {
+          this.#broken = true;
+          this.#report(err instanceof Error ? err : new Error(String(err)));
+        },
+      )
+      .finally(() => this.#inflight--);
+  }
+
+  #caughtUp(): void {
+    let t = 0;
+    while (this.#pending.length > 0 && this.#pending[0]!.rev <= this.#applied) t = Math.max(t, this.#pending.shift()!.t);
+    if (t > 0) this.#fresh(t);
+  }
+
+  #fresh(t: number): void {
+    if (t <= this.#lastFreshAt) return;
+    this.#lastFreshAt = t;
+    this.#ctx.changed(Date.now());
+  }
+
+  #cancelled(res: IWatchResponse): void {
+    const reason = res.cancel_reason || 'no reason given';
+    const compacted = Number(res.compact_revision ?? 0) > 0 || /compacted/.test(reason);
+    const fatal = compacted
+      ? new StoreWatchCompactedError(
+          `etcd watch cannot resume from revision ${this.#next}: it was compacted (compact revision ${res.compact_revision}; ${reason}); reload and watch again`,
+        )
+      : new Error(`etcd cancelled the watch: ${reason}`);
+    void this.close();
+    this.#report(fatal);
   }
 
   #report(err: Error): void {
@@ -625,14 +1305,11 @@ class WatchLoop implements StoreWatch {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#onClosed();
+    this.#ctx.closed(this);
     if (this.#timer) clearTimeout(this.#timer);
-    const w = this.#watcher;
-    this.#watcher = undefined;
-    if (!w) return;
-    // Cancelling waits for etcd's confirmation; do not wait forever on a dead member.
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([w.cancel().catch(() => undefined), new Promise<void>((resolve) => (timer = setTimeout(resolve, 1_000)))]);
-    clearTimeout(timer);
+    const s = this.#stream;
+    this.#stream = undefined;
+    // Cancelling the stream ends it locally at once, even on a member that does not answer.
+    s?.cancel();
   }
 }

@@ -6,10 +6,20 @@
 import Database from 'better-sqlite3';
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import type { CommitResult, Condition, Mutation, Store, StoreEntry } from './store.js';
+import {
+  StoreFullError,
+  type CommitResult,
+  type Condition,
+  type Mutation,
+  type Store,
+  type StoreEntry,
+  type StoreHealth,
+} from './store.js';
 
 export const SQLITE_FILE = 'minkms.db';
 const SCHEMA_VERSION = 1;
+/** How often a full store tries a small write to see whether space was freed. */
+const FULL_RECHECK_MS = 1_000;
 
 interface Row {
   k: string;
@@ -28,6 +38,10 @@ export class SqliteStore implements Store {
   readonly #del: Database.Statement<[string]>;
   readonly #rev: Database.Statement<[string], { rev: number }>;
   readonly #commit: Database.Transaction<(conds: readonly Condition[], muts: readonly Mutation[]) => CommitResult>;
+  readonly #touch: Database.Statement<[number]>;
+  #full: { since: number; detail: string } | undefined;
+  #fullErrors = 0;
+  #fullCheckAt = 0;
 
   /** Opens (creating if needed) the store in `dir`. */
   constructor(dir: string) {
@@ -74,6 +88,7 @@ export class SqliteStore implements Store {
     this.#put = db.prepare(`INSERT INTO kv (k, v, rev) VALUES (?, ?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v, rev = excluded.rev`);
     this.#del = db.prepare(`DELETE FROM kv WHERE k = ?`);
     this.#rev = db.prepare(`SELECT rev FROM kv WHERE k = ?`);
+    this.#touch = db.prepare(`INSERT INTO meta (k, v) VALUES ('space-check', ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v`);
     const getRev = db.prepare<[], { v: number }>(`SELECT v FROM meta WHERE k = 'rev'`);
     const setRev = db.prepare<[number]>(`UPDATE meta SET v = ? WHERE k = 'rev'`);
     // The revision counter is read inside the write transaction, not cached: another
@@ -105,8 +120,46 @@ export class SqliteStore implements Store {
   }
 
   async commit(conditions: readonly Condition[], mutations: readonly Mutation[]): Promise<CommitResult> {
-    // IMMEDIATE: take the write lock before reading the conditions and the revision counter.
-    return this.#commit.immediate(conditions, mutations);
+    try {
+      // IMMEDIATE: take the write lock before reading the conditions and the revision counter.
+      const res = this.#commit.immediate(conditions, mutations);
+      this.#full = undefined;
+      return res;
+    } catch (err) {
+      throw this.#checkFull(err);
+    }
+  }
+
+  /**
+   * Writes expected to fail now because the disk is full (after a commit failed with
+   * `SQLITE_FULL`), and the count of such commits. While full, at most once a second a tiny
+   * write checks whether space was freed, so that readiness recovers without a client write.
+   */
+  health(): StoreHealth {
+    const now = Date.now();
+    if (this.#full && now - this.#fullCheckAt >= FULL_RECHECK_MS && this.#db.open) {
+      this.#fullCheckAt = now;
+      try {
+        this.#touch.run(now);
+        this.#full = undefined;
+      } catch {
+        // still full (or another disk error): stay so
+      }
+    }
+    if (this.#full) return { write: 'full', since: this.#full.since, detail: this.#full.detail, fullErrors: this.#fullErrors };
+    return { write: 'ok', since: 0, detail: '', fullErrors: this.#fullErrors };
+  }
+
+  /** Turns SQLite's "disk full" into a StoreFullError (nothing was written: the transaction rolled back). */
+  #checkFull(err: unknown): unknown {
+    const code = (err as { code?: unknown }).code;
+    if (code !== 'SQLITE_FULL') return err;
+    const now = Date.now();
+    this.#fullErrors++;
+    const detail = `no space left on the device of ${this.path}: free disk space`;
+    this.#full ??= { since: now, detail };
+    this.#fullCheckAt = now;
+    return new StoreFullError(`sqlite commit: ${detail}`, { cause: err });
   }
 
   async close(): Promise<void> {

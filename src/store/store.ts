@@ -34,9 +34,33 @@ export interface CommitResult {
   readonly rev: number;
 }
 
+export interface CommitOptions {
+  /**
+   * Absolute time (ms since the epoch) after which the commit must not be sent, nor sent
+   * again: the caller (a request with a client deadline) no longer waits for it. The commit
+   * then fails with `StoreUnavailableError` (ambiguous if an attempt was sent). Backends
+   * without retries (SQLite) ignore it.
+   */
+  readonly deadline?: number;
+}
+
+/** Whether the store expects writes to succeed now (cheap: no I/O), for readiness and metrics. */
+export interface StoreHealth {
+  /** `full`: no space left (SQLite `SQLITE_FULL`, etcd's space quota); `unavailable`: no write quorum. */
+  readonly write: 'ok' | 'full' | 'unavailable';
+  /** When `write` last left `ok` (ms since the epoch); 0 while `ok`. */
+  readonly since: number;
+  /** Why, for logs and status (no secrets). */
+  readonly detail: string;
+  /** Commits refused because the store was full, since the store was opened (a counter for metrics). */
+  readonly fullErrors: number;
+}
+
 export interface Store {
   /** Short backend name for status output, e.g. `sqlite`. */
   readonly kind: string;
+  /** Bound of one store operation in ms, if the backend has one (etcd); writes default to it as their deadline. */
+  readonly timeoutMs?: number;
   get(key: string): Promise<StoreEntry | undefined>;
   /** Every entry whose key starts with `prefix`, in ascending byte order of keys. */
   range(prefix: string): Promise<StoreEntry[]>;
@@ -44,7 +68,9 @@ export interface Store {
    * Atomically: if every condition holds, apply every mutation, durably, before resolving.
    * A resolved `{ ok: true }` is an acknowledged write that survives a crash.
    */
-  commit(conditions: readonly Condition[], mutations: readonly Mutation[]): Promise<CommitResult>;
+  commit(conditions: readonly Condition[], mutations: readonly Mutation[], options?: CommitOptions): Promise<CommitResult>;
+  /** See `StoreHealth`; absent on backends that cannot tell (the in-memory store). */
+  health?(): StoreHealth;
   close(): Promise<void>;
 }
 
@@ -62,4 +88,13 @@ export class StoreUnavailableError extends Error {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.ambiguous = options?.ambiguous ?? false;
   }
+}
+
+/**
+ * The store has no space left for the write (SQLite `SQLITE_FULL`, etcd `mvcc: database space
+ * exceeded`). Nothing was written. Reads go on; writes fail until space is freed (etcd: compact,
+ * defragment and `etcdctl alarm disarm`).
+ */
+export class StoreFullError extends Error {
+  override readonly name = 'StoreFullError';
 }

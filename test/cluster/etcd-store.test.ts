@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createServer } from 'node:net';
 import { Etcd3, Range } from 'etcd3';
 import { EtcdLimitError, EtcdStore, type EtcdStoreOptions, type StoreEvent } from '../../src/store/etcd.js';
-import { StoreUnavailableError, type Store } from '../../src/store/store.js';
+import { StoreFullError, StoreUnavailableError, type Store } from '../../src/store/store.js';
 import { startEtcdCluster, type EtcdCluster } from '../helpers/etcd.js';
 import { createCertificateAuthority, issueCertificate } from '../../src/identity/client-cert.js';
 import { storeSuite, type StoreFixture } from '../helpers/store-suite.js';
@@ -425,6 +425,103 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
     await wipe(prefix);
   });
 
+  it('a watch on a paused (hung) member: never reported fresh while it misses a write older than the bound; it moves', async (t) => {
+    const BOUND = 1_000;
+    const prefix = freshPrefix('paused-watch');
+    const reader = open(prefix, { maxStalenessMs: BOUND });
+    const applied = new Map<string, { value: string; at: number }>();
+    const errors: Error[] = [];
+    const { rev } = await reader.rangeWithRevision('');
+    const w = reader.watch(
+      '',
+      (batch) => {
+        for (const e of batch) applied.set(e.key, { value: e.value?.toString() ?? '', at: Date.now() });
+      },
+      { fromRev: rev + 1, onError: (e) => errors.push(e) },
+    );
+    await w.ready;
+    await waitFor('the watch to be fresh', () => w.freshness().state === 'fresh', 5_000);
+    const member = cluster.endpoints.indexOf(w.freshness().member!);
+    assert.ok(member >= 0, `the watch names its member: ${w.freshness().member}`);
+    // A paused follower: the quorum stays, writes go on, only this watch's member hangs.
+    await cluster.moveLeader((member + 1) % 3);
+    // The writer never talks to the paused member (as another node whose connections are elsewhere).
+    const writer = open(prefix, { endpoints: cluster.endpoints.filter((_, i) => i !== member) });
+    await writer.commit([], [put('warm', 'up')]);
+    await waitFor('the warm-up write to arrive', () => applied.has('warm'), 5_000);
+    cluster.pause(member);
+    const paused = Date.now();
+    const acks: Array<{ key: string; value: string; at: number }> = [];
+    const violations: string[] = [];
+    const states = new Map<string, number>();
+    let writing = true;
+    try {
+      const load = (async () => {
+        for (let i = 0; i < 40; i++) {
+          const key = `k/${i}`;
+          await writer.commit([], [put(key, `v${i}`)]);
+          acks.push({ key, value: `v${i}`, at: Date.now() });
+          await sleep(25);
+        }
+        writing = false;
+      })();
+      // Sample the claim: "fresh" means everything acknowledged before lastFreshAt is applied.
+      while (writing || acks.some((a) => applied.get(a.key)?.value !== a.value)) {
+        const now = Date.now();
+        const f = reader.freshness(now);
+        states.set(f.state, (states.get(f.state) ?? 0) + 1);
+        if (reader.readable(now) !== (f.state !== 'stale')) violations.push(`readable() says ${reader.readable(now)} in state ${f.state}`);
+        if (f.state === 'fresh') {
+          for (const a of acks)
+            if (a.at < f.lastFreshAt && applied.get(a.key)?.value !== a.value)
+              violations.push(`${a.key} acknowledged ${f.lastFreshAt - a.at} ms before lastFreshAt, not applied`);
+        }
+        if (Date.now() - paused > 30_000) throw new Error('the watch did not catch up within 30 s');
+        await sleep(5);
+      }
+      await load;
+    } finally {
+      cluster.resume(member);
+    }
+    const lags = acks.map((a) => applied.get(a.key)!.at - a.at);
+    const maxLag = Math.max(...lags);
+    const moved = w.freshness().member;
+    t.diagnostic(
+      `watch member ${member} paused: ${acks.length} writes; applied at most ${maxLag} ms after their acknowledgement; ` +
+        `the watch moved to ${moved}; states sampled: ${[...states].map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    );
+    assert.deepEqual(violations.slice(0, 5), [], 'reported fresh while missing acknowledged writes');
+    assert.notEqual(moved, cluster.endpoints[member], 'the watch left the paused member');
+    // The old behaviour (sitting on the member until gRPC keepalive gave up) took 10 to 15 s.
+    assert.ok(maxLag < BOUND + 2_000, `a write was applied ${maxLag} ms after its acknowledgement`);
+    assert.deepEqual(errors, []);
+    await cluster.waitHealthy();
+    await w.close();
+    await wipe(prefix);
+  });
+
+  it('a leader killed: writes go on (within the timeout) once a new leader is elected', async (t) => {
+    const prefix = freshPrefix('leader-kill');
+    const s = open(prefix, { timeoutMs: 5_000 });
+    const took: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      await s.commit([], [put('warm', `${round}`)]);
+      const leader = await cluster.leader();
+      await cluster.kill(leader);
+      const t0 = Date.now();
+      try {
+        const res = await s.commit([{ key: `k/${round}`, rev: 0 }], [put(`k/${round}`, 'v')]);
+        assert.equal(res.ok, true);
+        took.push(Date.now() - t0);
+      } finally {
+        await cluster.restart(leader);
+        await cluster.waitHealthy();
+      }
+    }
+    t.diagnostic(`first commit after killing the leader: ${took.map((ms) => `${ms} ms`).join(', ')} (etcd's election timeout is 1 s)`);
+    await wipe(prefix);
+  });
+
   it('two members down: operations fail fast with StoreUnavailableError, recover after restart, no acknowledged write lost', async (t) => {
     const prefix = freshPrefix('quorum');
     const s = open(prefix, { timeoutMs: 2_000, attemptTimeoutMs: 1_000 });
@@ -489,12 +586,16 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
     await Promise.all([0, 1, 2].map((m) => cluster.kill(m)));
     await Promise.all([0, 1, 2].map((m) => cluster.restart(m)));
     await cluster.waitHealthy();
+    // The quorum breaker opened while every member was down; the next probe closes it.
+    const t1 = Date.now();
+    await waitFor('the store to see the quorum again', () => s.health().write === 'ok', 5_000);
+    t.diagnostic(`the store used the quorum again ${Date.now() - t1} ms after the cluster was healthy`);
     await check('after killing and restarting every member');
     assert.ok(recovery < 20_000, `recovery took ${recovery} ms`);
     await wipe(prefix);
   });
 
-  it('an unreachable cluster: every operation fails within its timeout, none hangs', async () => {
+  it('an unreachable cluster: every operation fails within its timeout, none hangs; once known, at once', async () => {
     // Ports that were free a moment ago: nothing listens there.
     const ports = await Promise.all(
       [0, 1].map(
@@ -514,7 +615,7 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
       ['range', () => s.range('')],
       ['commit', () => s.commit([{ key: 'k', rev: 0 }], [put('k', 'v')])],
     ];
-    for (const [name, op] of ops) {
+    for (const [i, [name, op]] of ops.entries()) {
       const t0 = Date.now();
       await assert.rejects(op(), (err: unknown) => {
         assert.ok(err instanceof StoreUnavailableError, `${name}: got ${String(err)}, want StoreUnavailableError`);
@@ -523,8 +624,13 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
         return true;
       });
       const took = Date.now() - t0;
-      assert.ok(took >= 900 && took < 3_000, `${name}: failed after ${took} ms, want about the 1000 ms timeout`);
+      // Every member refuses connections: the store knows the quorum is gone after the first
+      // probe (or the first operation's timeout at the latest); from then on nothing waits.
+      assert.ok(took < 3_000, `${name}: failed after ${took} ms, want at most about the 1000 ms timeout`);
+      if (i > 0) assert.ok(took < 500, `${name}: failed after ${took} ms although the store knew there was no quorum`);
     }
+    assert.equal(s.health().write, 'unavailable', 'health() reports the missing quorum');
+    assert.equal(s.freshness().state, 'offline', 'the watch is offline, not stale, without a quorum');
     await w.close();
     await s.close();
     await assert.rejects(s.get('k'), /after close/);
@@ -637,6 +743,46 @@ describe('EtcdStore over TLS with client certificates, and etcd users', () => {
       });
       assert.ok(Date.now() - t0 < 2_000, `case ${i} (${name}): took ${Date.now() - t0} ms, want at once`);
       await s.close();
+    }
+  });
+});
+
+describe("EtcdStore on a full etcd (its space quota, etcd's NOSPACE alarm)", () => {
+  it('commits fail with StoreFullError (nothing written), reads go on, health() says full until the alarm is disarmed', async () => {
+    const small = await startEtcdCluster({ size: 1, extraArgs: ['--quota-backend-bytes=4194304'] });
+    const raw = new Etcd3({ hosts: small.endpoints });
+    const s = new EtcdStore({ endpoints: small.endpoints, prefix: '/minkms-test/full/' });
+    try {
+      let n = 0;
+      let full: unknown;
+      for (; n < 200 && full === undefined; n++) {
+        await s.commit([], [put(`k/${n}`, 'x'.repeat(256 * 1024))]).catch((err: unknown) => (full = err));
+      }
+      assert.ok(full instanceof StoreFullError, `got ${String(full)} after ${n} commits of 256 KiB into a 4 MiB quota`);
+      assert.match(full.message, /no space left.*alarm disarm/);
+      const refused = await s.commit([{ key: 'refused', rev: 0 }], [put('refused', 'r')]).catch((err: unknown) => err);
+      assert.ok(refused instanceof StoreFullError, `a second commit: got ${String(refused)}`);
+      assert.equal((await s.get('k/0'))?.value.length, 256 * 1024, 'reads go on');
+      const h = s.health();
+      assert.equal(h.write, 'full');
+      assert.equal(h.fullErrors, 2);
+      // The operator's way out: compact, defragment, disarm.
+      const deleted = await raw.kv.txn({
+        success: [{ request_delete_range: { key: Buffer.from('/minkms-test/full/'), range_end: Buffer.from('/minkms-test/full0') } }],
+      });
+      // Compacting at the delete's own revision frees the deleted values; defragmenting returns the space.
+      const rev = Number(deleted.header.revision);
+      await raw.kv.compact({ revision: String(rev) });
+      await raw.maintenance.defragment({});
+      for (const a of (await raw.maintenance.alarm({ action: 'Get', memberID: 0, alarm: 'None' })).alarms)
+        await raw.maintenance.alarm({ action: 'Deactivate', memberID: a.memberID, alarm: a.alarm });
+      await waitFor('health() to see the alarm gone', () => s.health().write === 'ok', 10_000);
+      assert.equal((await s.commit([], [put('after', 'a')])).ok, true);
+      assert.equal(await s.get('refused'), undefined, 'the refused commit wrote nothing');
+    } finally {
+      await s.close();
+      raw.close();
+      await small.close();
     }
   });
 });

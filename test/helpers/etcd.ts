@@ -14,6 +14,7 @@ import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Etcd3 } from 'etcd3';
 
 export interface EtcdClusterOptions {
   /** Number of members; 3 by default. */
@@ -29,6 +30,8 @@ export interface EtcdClusterOptions {
    * requiring client certificates issued by `ca`. Peers still talk plain HTTP.
    */
   tls?: { cert: string; key: string; ca: string } | undefined;
+  /** More etcd flags for every member, e.g. `--quota-backend-bytes=…`. */
+  extraArgs?: string[];
 }
 
 export interface EtcdMember {
@@ -37,8 +40,10 @@ export interface EtcdMember {
   readonly clientUrl: string;
   readonly peerUrl: string;
   readonly dataDir: string;
-  /** True while the process runs. */
+  /** True while the process runs (paused or not). */
   readonly running: boolean;
+  /** True while the process is stopped by `pause`. */
+  readonly paused: boolean;
   /** The last ~64 KiB the process wrote to stdout/stderr (all its runs). */
   output(): string;
   /** The last `lines` lines of `output()`, for error messages. */
@@ -55,6 +60,19 @@ export interface EtcdCluster {
   kill(i: number): Promise<void>;
   /** Starts member `i` again on its data directory (it must not be running); does not wait for health. */
   restart(i: number): Promise<void>;
+  /**
+   * Pauses member `i` (SIGSTOP): it keeps its connections open and answers nothing, like a
+   * hung process or a stuck disk. `resume` (SIGCONT) lets it go on; stop, kill and close work
+   * on a paused member too.
+   */
+  pause(i: number): void;
+  resume(i: number): void;
+  /** Index of the member that is the raft leader now (asks every running, unpaused member). */
+  leader(): Promise<number>;
+  /** Makes member `i` the leader (etcd's MoveLeader; no election timeout involved), unless it is already. */
+  moveLeader(i: number): Promise<void>;
+  /** Watchers each member serves now (its `etcd_debugging_mvcc_watcher_total`; -1 if it does not answer). */
+  watchers(): Promise<number[]>;
   /**
    * Waits until member `i` (default: every running member) reports healthy, i.e. sees a
    * leader (with TLS: only until it accepts connections; check with a client).
@@ -124,6 +142,7 @@ class Member implements EtcdMember {
   #child: ChildProcess | undefined;
   #exited: Promise<void> = Promise.resolve();
   #output = '';
+  #paused = false;
 
   constructor(
     bin: string,
@@ -155,6 +174,7 @@ class Member implements EtcdMember {
       '--logger=zap',
       '--log-outputs=stderr',
       '--log-level=warn',
+      ...opts.extraArgs,
     ];
     if (opts.tls) {
       const files = { cert: join(dataDir, '..', 'server.crt'), key: join(dataDir, '..', 'server.key'), ca: join(dataDir, '..', 'ca.crt') };
@@ -167,6 +187,21 @@ class Member implements EtcdMember {
 
   get running(): boolean {
     return this.#child !== undefined;
+  }
+
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  pause(): void {
+    if (!this.#child) throw new Error(`etcd member ${this.name} is not running`);
+    this.#child.kill('SIGSTOP');
+    this.#paused = true;
+  }
+
+  resume(): void {
+    if (this.#child && this.#paused) this.#child.kill('SIGCONT');
+    this.#paused = false;
   }
 
   output(): string {
@@ -193,7 +228,10 @@ class Member implements EtcdMember {
     this.#exited = new Promise<void>((resolve) => {
       child.once('exit', (code, signal) => {
         alive.delete(child);
-        if (this.#child === child) this.#child = undefined;
+        if (this.#child === child) {
+          this.#child = undefined;
+          this.#paused = false;
+        }
         this.#append(Buffer.from(`\n[test helper] ${this.name} exited (code ${code}, signal ${signal})\n`));
         resolve();
       });
@@ -209,6 +247,8 @@ class Member implements EtcdMember {
   async signal(sig: NodeJS.Signals): Promise<void> {
     const child = this.#child;
     if (!child) return;
+    // A stopped process only handles SIGKILL: let it run to handle the others.
+    if (sig !== 'SIGKILL') this.resume();
     child.kill(sig);
     const timer = sig === 'SIGKILL' ? undefined : setTimeout(() => child.kill('SIGKILL'), 10_000);
     await this.#exited;
@@ -257,8 +297,54 @@ async function launch(bin: string, root: string, opts: Resolved): Promise<EtcdCl
     stop: (i) => member(i).signal('SIGTERM'),
     kill: (i) => member(i).signal('SIGKILL'),
     restart: async (i) => member(i).start(),
+    pause: (i) => member(i).pause(),
+    resume: (i) => member(i).resume(),
+    leader: async () => {
+      // /v2 is off in 3.4 by default; the metrics endpoint says whether a member leads.
+      for (const [i, m] of members.entries()) {
+        if (!m.running || m.paused || m.clientUrl.startsWith('https:')) continue;
+        try {
+          const res = await fetch(`${m.clientUrl}/metrics`, { signal: AbortSignal.timeout(2_000) });
+          if (/^etcd_server_is_leader 1$/m.test(await res.text())) return i;
+        } catch {
+          // not answering: not the leader we can use
+        }
+      }
+      throw new Error('no etcd member reports being the leader');
+    },
+    watchers: async () =>
+      Promise.all(
+        members.map(async (m) => {
+          if (!m.running || m.paused || m.clientUrl.startsWith('https:')) return -1;
+          try {
+            const res = await fetch(`${m.clientUrl}/metrics`, { signal: AbortSignal.timeout(2_000) });
+            const match = /^etcd_debugging_mvcc_watcher_total (\d+)$/m.exec(await res.text());
+            return match ? Number(match[1]) : -1;
+          } catch {
+            return -1;
+          }
+        }),
+      ),
+    moveLeader: async (target) => {
+      const from = await cluster.leader();
+      if (from === target) return;
+      const client = new Etcd3({ hosts: [members[from]!.clientUrl] });
+      try {
+        const list = await client.cluster.memberList({});
+        const id = list.members.find((m) => m.name === members[target]!.name)?.ID;
+        if (!id) throw new Error(`etcd member ${members[target]!.name} is not in the member list`);
+        await client.maintenance.moveLeader({ targetID: id });
+      } finally {
+        client.close();
+      }
+      const deadline = Date.now() + 10_000;
+      while ((await cluster.leader().catch(() => -1)) !== target) {
+        if (Date.now() > deadline) throw new Error(`etcd member ${target} did not become the leader`);
+        await sleep(50);
+      }
+    },
     waitHealthy: async (i, timeoutMs = opts.timeoutMs) => {
-      const targets = i === undefined ? members.filter((m) => m.running) : [member(i)];
+      const targets = i === undefined ? members.filter((m) => m.running && !m.paused) : [member(i)];
       const deadline = Date.now() + timeoutMs;
       for (const m of targets) {
         for (;;) {
@@ -304,6 +390,7 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
     maxRequestBytes: options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES,
     timeoutMs: options.timeoutMs ?? 20_000,
     tls: options.tls,
+    extraArgs: options.extraArgs ?? [],
   };
   const root = mkdtempSync(join(tmpdir(), 'minkms-etcd-'));
   const removeRoot = (): void => rmSync(root, { recursive: true, force: true });

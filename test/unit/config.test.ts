@@ -36,7 +36,22 @@ const BAD: Array<[string, unknown, RegExp]> = [
   ['bad size', { version: 'v1', limits: { max_body: '10 potatoes' } }, /^limits\.max_body: invalid size/],
   ['bad level', { version: 'v1', log: { level: 'loud' } }, /^log\.level: must be one of/],
   ['unknown store', { version: 'v1', store: { backend: 'postgres' } }, /^store\.backend: unknown backend/],
+  [
+    'staleness bound too small',
+    { version: 'v1', store: { backend: 'etcd', etcd: { endpoints: ['http://e:2379'], max_staleness: '10ms' } } },
+    /^store\.etcd\.max_staleness: must be at least 50ms/,
+  ],
 ];
+
+test('store.etcd.max_staleness: 1s by default, a duration with a unit', () => {
+  const etcd = (extra: object) => {
+    const c = validateConfig({ version: 'v1', store: { backend: 'etcd', etcd: { endpoints: ['http://e:2379'], ...extra } } }, '/');
+    return c.store.backend === 'etcd' ? c.store.etcd : undefined;
+  };
+  assert.equal(etcd({})?.maxStaleness, 1000);
+  assert.equal(etcd({ max_staleness: '250ms' })?.maxStaleness, 250);
+  assert.equal(etcd({ max_staleness: '2s' })?.maxStaleness, 2000);
+});
 
 test('invalid configurations name the offending key', () => {
   BAD.forEach(([name, doc, want], i) => {

@@ -24,7 +24,10 @@ function createHsms(
   log: { warn(msg: string): void },
 ) {
   const generate = env.dev || (env.fresh && !env.configured);
-  return configuredHsms({ config, softKey: env.hsmKey, dir, generate, ephemeral: env.dev, warn: (m) => log.warn(m) }).map((c) => c.hsm);
+  const database = join(dir, 'minkms.db');
+  return configuredHsms({ config, softKey: env.hsmKey, dir, database, generate, ephemeral: env.dev, warn: (m) => log.warn(m) }).map(
+    (c) => c.hsm,
+  );
 }
 
 const MODULE = '/usr/lib/softhsm/libsofthsm2.so';

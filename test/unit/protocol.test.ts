@@ -212,6 +212,8 @@ const serverStatus = {
   sealed: true,
   rootIdentity: 'h1:root',
   rootIdentitySource: 'hsm:minio:soft',
+  storeState: 'fresh',
+  lastQuorum: 120,
 };
 const identity = {
   identity: ID2,
