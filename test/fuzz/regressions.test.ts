@@ -1,0 +1,50 @@
+/**
+ * Regression tests for the bugs the fuzzers found, one deterministic case each (the fuzzers
+ * find them again, but only with luck and time; these fail at once if a bug comes back).
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { decodeMessage } from '../../src/protocol/schema.js';
+import { KeyStatusResponseSchema, ServerStatusResponseSchema } from '../../src/protocol/messages.js';
+
+/** Bytes of a length-delimited field holding varint fields 1 (seconds) and/or 2 (nanos). */
+function secondsNanosField(no: number, seconds?: number, nanos?: number): Buffer {
+  const body: number[] = [];
+  const varint = (v: number) => {
+    while (v > 0x7f) {
+      body.push((v % 128) | 0x80);
+      v = Math.floor(v / 128);
+    }
+    body.push(v);
+  };
+  if (seconds !== undefined) {
+    body.push(0x08);
+    varint(seconds);
+  }
+  if (nanos !== undefined) {
+    body.push(0x10);
+    varint(nanos);
+  }
+  return Buffer.from([(no << 3) | 2, body.length, ...body]);
+}
+
+describe('protobuf: a repeated Timestamp/Duration field merges like any embedded message (fuzz: protobuf.roundtrip.binary)', () => {
+  // Found as: decode(encode(a) ++ encode(b)) replaced a's Duration by b's instead of merging
+  // them field by field, as protobuf (and Go's decoder) does for a repeated singular message.
+  test('Timestamp: the second occurrence sets seconds, the nanos of the first stay', () => {
+    const bytes = Buffer.concat([secondsNanosField(4, 1700000000, 500_000_000), secondsNanosField(4, 1800000000)]);
+    const m = decodeMessage(KeyStatusResponseSchema, bytes);
+    assert.equal(m.createdAt?.getTime(), 1800000000_500);
+  });
+
+  test('Duration: the second occurrence sets nanos, the seconds of the first stay', () => {
+    const bytes = Buffer.concat([secondsNanosField(4, 5), secondsNanosField(4, undefined, 250_000_000)]);
+    assert.equal(decodeMessage(ServerStatusResponseSchema, bytes).upTime, 5250);
+  });
+
+  test('a merge that gives a Duration seconds and nanos of opposite signs is refused', () => {
+    const negNanos = 2 ** 32 - 1; // int32 -1, as a 32-bit varint (the decoder reads the low 32 bits)
+    const bytes = Buffer.concat([secondsNanosField(4, 5), secondsNanosField(4, undefined, negNanos)]);
+    assert.throws(() => decodeMessage(ServerStatusResponseSchema, bytes), { code: 'ERR_MALFORMED_MESSAGE' });
+  });
+});
