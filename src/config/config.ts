@@ -231,7 +231,8 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
 }
 
 function positiveInt(v: unknown, path: string): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) fail(path, 'must be a positive integer');
+  // Safe integers only: 1e300 is an "integer" to Number.isInteger, and no limit can use it.
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) fail(path, 'must be a positive integer');
   return v;
 }
 
@@ -240,7 +241,10 @@ function parseSize(v: unknown, path: string): number {
   if (typeof v === 'number') return positiveInt(v, path);
   const m = typeof v === 'string' ? /^(\d+)\s*(B|KiB|MiB|GiB)?$/.exec(v.trim()) : null;
   if (!m) fail(path, `invalid size '${String(v)}' (examples: 16MiB, 512KiB, 1048576)`);
-  return Number(m[1]) * { B: 1, KiB: 1024, MiB: 1 << 20, GiB: 1 << 30 }[(m[2] ?? 'B') as 'B' | 'KiB' | 'MiB' | 'GiB'];
+  const size = Number(m[1]) * { B: 1, KiB: 1024, MiB: 1 << 20, GiB: 1 << 30 }[(m[2] ?? 'B') as 'B' | 'KiB' | 'MiB' | 'GiB'];
+  // '0' would refuse every body; a size beyond 2^53 is not a number of bytes any more.
+  if (!Number.isSafeInteger(size) || size < 1) fail(path, `invalid size '${String(v)}': must be at least 1 byte and at most 2^53-1 bytes`);
+  return size;
 }
 
 export function loadConfig(path: string): Config {

@@ -6,6 +6,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeMessage } from '../../src/protocol/schema.js';
 import { KeyStatusResponseSchema, ServerStatusResponseSchema } from '../../src/protocol/messages.js';
+import { ConfigError, validateConfig } from '../../src/config/config.js';
 
 /** Bytes of a length-delimited field holding varint fields 1 (seconds) and/or 2 (nanos). */
 function secondsNanosField(no: number, seconds?: number, nanos?: number): Buffer {
@@ -46,5 +47,34 @@ describe('protobuf: a repeated Timestamp/Duration field merges like any embedded
     const negNanos = 2 ** 32 - 1; // int32 -1, as a 32-bit varint (the decoder reads the low 32 bits)
     const bytes = Buffer.concat([secondsNanosField(4, 5), secondsNanosField(4, undefined, negNanos)]);
     assert.throws(() => decodeMessage(ServerStatusResponseSchema, bytes), { code: 'ERR_MALFORMED_MESSAGE' });
+  });
+});
+
+describe('config: limits are positive safe integers (fuzz: config.validate.*)', () => {
+  // Found as: `max_frames: 1e300` and `max_body: 99999999999999999999999` were accepted (as 1e300
+  // and 1e23), and `max_body: "0"` as 0, a limit that refuses every request body.
+  const limits = (l: Record<string, unknown>) => validateConfig({ version: 'v1', limits: l }, '/etc/minkms').limits;
+
+  for (const [what, l] of [
+    ['max_frames: 1e300', { max_frames: 1e300 }],
+    ['max_frames: 2^53', { max_frames: 2 ** 53 }],
+    ['max_body: 1e23', { max_body: 1e23 }],
+    ["max_body: '99999999999999999999999'", { max_body: '99999999999999999999999' }],
+    ["max_body: '0'", { max_body: '0' }],
+    ["max_body: '0MiB'", { max_body: '0MiB' }],
+    ["max_body: '8388608GiB'", { max_body: '8388608GiB' }],
+  ] as const) {
+    test(`${what} is refused`, () => {
+      assert.throws(
+        () => limits(l),
+        (err: unknown) => err instanceof ConfigError && /^limits\.max_(body|frames): /.test(err.message),
+      );
+    });
+  }
+
+  test('the largest and smallest sizes still work', () => {
+    assert.equal(limits({ max_body: '1' }).maxBody, 1);
+    assert.equal(limits({ max_body: '4096GiB' }).maxBody, 4096 * 2 ** 30);
+    assert.equal(limits({ max_frames: 2 ** 53 - 1 }).maxFrames, 2 ** 53 - 1);
   });
 });
