@@ -187,7 +187,7 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     const e = object(store.etcd, 'store.etcd', ['endpoints', 'prefix', 'username', 'password', 'tls', 'timeout']);
     const endpoints = strList(e.endpoints, 'store.etcd.endpoints');
     endpoints.forEach((ep, i) => {
-      if (!/^https?:\/\/[^/]+$/.test(ep)) fail(`store.etcd.endpoints[${i}]`, `must be http(s)://host:port, got '${ep}'`);
+      if (!/^https?:\/\/[^/]+$/.test(ep)) fail(`store.etcd.endpoints[${i}]`, `must be http(s)://host:port, got '${withoutUserinfo(ep)}'`);
     });
     const username = str(e.username, 'store.etcd.username');
     const password = str(e.password, 'store.etcd.password');
@@ -228,6 +228,15 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     limits: { maxBody, maxFrames, bodyTimeout },
     store: storeConfig,
   };
+}
+
+/**
+ * A URL as it may be shown in an error: everything up to the last `@` (the `user:password@`
+ * part, however it is written) replaced by `***@` — an endpoint may carry credentials, and a
+ * configuration error goes to logs and terminals.
+ */
+function withoutUserinfo(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)?.*@/is, '$1***@');
 }
 
 function positiveInt(v: unknown, path: string): number {

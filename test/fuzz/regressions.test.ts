@@ -78,3 +78,33 @@ describe('config: limits are positive safe integers (fuzz: config.validate.*)', 
     assert.equal(limits({ max_frames: 2 ** 53 - 1 }).maxFrames, 2 ** 53 - 1);
   });
 });
+
+describe('config: an invalid etcd endpoint is shown without its credentials (fuzz: config.load.text)', () => {
+  // Found as: `endpoints: [http://root:PASSWORD@etcd:2379/x]` was refused with the whole URL,
+  // password included, in the message (issue 11, finding 8).
+  const refuse = (endpoint: string) => {
+    let message = '';
+    assert.throws(
+      () => validateConfig({ version: 'v1', store: { backend: 'etcd', etcd: { endpoints: [endpoint] } } }, '/etc/minkms'),
+      (err: unknown) => err instanceof ConfigError && ((message = err.message), true),
+    );
+    return message;
+  };
+
+  for (const endpoint of [
+    'http://root:pw-SECRET@etcd:2379/x',
+    'u:pw-SECRET@etcd:2379',
+    'ftp://u:pw/SECRET@etcd',
+    'https://a@b:pw-SECRET@etcd/x',
+  ]) {
+    test(endpoint, () => {
+      const message = refuse(endpoint);
+      assert.match(message, /^store\.etcd\.endpoints\[0\]: must be http\(s\):\/\/host:port, got '.*\*\*\*@/);
+      assert.doesNotMatch(message, /SECRET/);
+    });
+  }
+
+  test('an endpoint without credentials is still shown whole', () => {
+    assert.match(refuse('etcd0:2379'), /got 'etcd0:2379'/);
+  });
+});
