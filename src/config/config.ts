@@ -106,9 +106,20 @@ function strList(v: unknown, path: string): string[] {
   return v.map((s, i) => str(s, `${path}[${i}]`, true)!);
 }
 
-/** Parses Go-style durations like `500ms`, `1s`, `1m30s` into milliseconds. */
+/**
+ * Longest duration accepted, in ms: Node's timers wait at most 2^31-1 ms (about 24.8 days); a
+ * longer delay — or Infinity — fires after 1 ms, so `heartbeat: 1e300` would beat every ms.
+ */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+
+function bounded(ms: number, v: unknown, path: string): number {
+  if (!(ms <= MAX_DURATION_MS)) fail(path, `duration '${String(v)}' is too long (at most 2^31-1 ms, about 24 days)`);
+  return ms;
+}
+
+/** Parses Go-style durations like `500ms`, `1s`, `1m30s` into milliseconds (at most {@link MAX_DURATION_MS}). */
 export function parseDuration(v: unknown, path: string): number {
-  if (typeof v === 'number' && v >= 0) return v * 1000;
+  if (typeof v === 'number' && v >= 0) return bounded(v * 1000, v, path);
   if (typeof v !== 'string') fail(path, 'must be a duration such as 500ms or 1s');
   const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
   let total = 0;
@@ -120,7 +131,7 @@ export function parseDuration(v: unknown, path: string): number {
   }
   if (v === '0') return 0;
   if (pos !== v.length || pos === 0) fail(path, `invalid duration '${v}' (examples: 500ms, 1s, 1m30s)`);
-  return total;
+  return bounded(total, v, path);
 }
 
 /** Validates a parsed YAML document. Relative file paths are resolved against `baseDir`. */

@@ -108,3 +108,27 @@ describe('config: an invalid etcd endpoint is shown without its credentials (fuz
     assert.match(refuse('etcd0:2379'), /got 'etcd0:2379'/);
   });
 });
+
+describe('config: durations are finite and fit a Node timer (fuzz: config.validate.*)', () => {
+  // Found as: `heartbeat: .inf`, `heartbeat: 1e300` and `body_timeout: 9999999h` were accepted;
+  // Node runs a timer of more than 2^31-1 ms (or Infinity) after 1 ms instead.
+  for (const [what, doc] of [
+    ['heartbeat: Infinity', { heartbeat: Infinity }],
+    ['heartbeat: 1e300', { heartbeat: 1e300 }],
+    ['heartbeat: 2147483.648 (s)', { heartbeat: 2147483.648 }],
+    ["limits.body_timeout: '9999999h'", { limits: { body_timeout: '9999999h' } }],
+    ["limits.body_timeout: '597h'", { limits: { body_timeout: '597h' } }],
+  ] as const) {
+    test(`${what} is refused`, () => {
+      assert.throws(
+        () => validateConfig({ version: 'v1', ...doc }, '/etc/minkms'),
+        (err: unknown) => err instanceof ConfigError && /^(heartbeat|limits\.body_timeout): duration .* is too long/.test(err.message),
+      );
+    });
+  }
+
+  test('the longest duration still works', () => {
+    assert.equal(validateConfig({ version: 'v1', heartbeat: '596h31m23s647ms' }, '/etc/minkms').heartbeat, 2 ** 31 - 1);
+    assert.equal(validateConfig({ version: 'v1', limits: { body_timeout: '24h' } }, '/etc/minkms').limits.bodyTimeout, 86_400_000);
+  });
+});
