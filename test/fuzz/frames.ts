@@ -168,7 +168,7 @@ export const frameTargets: FuzzTarget[] = [
     run: ({ body, maxFrames }, outcomes) => {
       checkParse(Buffer.from(body), maxFrames, outcomes);
     },
-    quickRuns: 3000,
+    quickRuns: 2000,
     weight: 10,
   }),
 
@@ -197,7 +197,7 @@ export const frameTargets: FuzzTarget[] = [
         );
       }
     },
-    quickRuns: 3000,
+    quickRuns: 2000,
     weight: 12,
   }),
 
@@ -224,7 +224,7 @@ export const frameTargets: FuzzTarget[] = [
         'encodeFrames → parseFrames is not the identity',
       );
     },
-    quickRuns: 1500,
+    quickRuns: 800,
     weight: 6,
   }),
 
@@ -271,7 +271,7 @@ export const frameTargets: FuzzTarget[] = [
         check(isDeepStrictEqual(got, want), () => `frame ${i} of ${schema.name} decodes to ${show(got)}, want ${show(want)}`);
       });
     },
-    quickRuns: 400,
+    quickRuns: 200,
     weight: 3,
   }),
 
@@ -300,7 +300,7 @@ export const frameTargets: FuzzTarget[] = [
       if (!inWindow) check(r.value === body, 'a body outside the window was copied or changed');
       checkPadded(body, r.value);
     },
-    quickRuns: 1500,
+    quickRuns: 800,
     weight: 6,
   }),
 ];

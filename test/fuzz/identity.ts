@@ -23,7 +23,7 @@ import { decodeBase64UrlStrict, encodeBase64Url } from '../../src/identity/base6
 import { identityOfCertificate, isIdentity, isIdentityOrEmpty, parseIdentity, spkiOfCertificate } from '../../src/identity/identity.js';
 import { createCertificate, readCertificateExtensions, toPem } from '../../src/identity/x509.js';
 import { attempt, check, expectErrorClass, show, target, type FuzzTarget, type Outcomes } from '../helpers/fuzz.js';
-import { mutate, mutateText, mutationsArb, textMutationArb } from './mutate.js';
+import { mutate, mutateText, mutationsArb, textMutationArb, unicodeChar } from './mutate.js';
 
 /** API keys of kms-wire.md §7 (fixed, so that counterexamples replay). */
 const SPEC_KEYS = [
@@ -163,12 +163,12 @@ export const identityTargets: FuzzTarget[] = [
     arbitrary: fc.oneof(
       { weight: 3, arbitrary: fc.tuple(prefixArb, payloadArb).map(([p, s]) => p + s) },
       { weight: 2, arbitrary: keyFromBytesArb },
-      { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 100 }) },
+      { weight: 1, arbitrary: fc.string({ unit: unicodeChar, maxLength: 100 }) },
     ),
     run: (text, outcomes) => {
       checkApiKey(text, outcomes);
     },
-    quickRuns: 1500,
+    quickRuns: 800,
     weight: 8,
   }),
 
@@ -186,7 +186,7 @@ export const identityTargets: FuzzTarget[] = [
         check(k.identity !== parseApiKey(original).identity, () => `the edited key ${show(text)} has the identity of ${show(original)}`);
       }
     },
-    quickRuns: 1000,
+    quickRuns: 500,
     weight: 6,
   }),
 
@@ -208,7 +208,7 @@ export const identityTargets: FuzzTarget[] = [
       }
       check(isIdentityOrEmpty(s) === (s === '' || valid), () => `isIdentityOrEmpty(${show(s)})`);
     },
-    quickRuns: 2000,
+    quickRuns: 1000,
     weight: 10,
   }),
 
@@ -225,7 +225,7 @@ export const identityTargets: FuzzTarget[] = [
       outcomes.add('decoded');
       check(encodeBase64Url(r.value) === text, () => `${show(text)} decoded to bytes that encode to ${show(encodeBase64Url(r.value!))}`);
     },
-    quickRuns: 2000,
+    quickRuns: 1000,
     weight: 10,
   }),
 
@@ -268,7 +268,7 @@ export const identityTargets: FuzzTarget[] = [
         if (x.ok) check(identityOfCertificate(x.value) === id.value, 'X509Certificate and DER identities differ');
       }
     },
-    quickRuns: 1500,
+    quickRuns: 800,
     weight: 6,
   }),
 ];

@@ -25,6 +25,19 @@ const interestingByte = fc.oneof(
 
 const pos = fc.nat();
 
+/**
+ * Any Unicode code point except lone surrogates, biased to the UTF-8 length boundaries. (Not
+ * fast-check's `unit: 'binary'`: building that one costs ~2 s of CPU per process.)
+ */
+export const unicodeChar: fc.Arbitrary<string> = fc
+  .oneof(
+    { weight: 1, arbitrary: fc.constantFrom(0, 0x7f, 0x80, 0x7ff, 0x800, 0xfffd, 0xffff, 0x10000, 0x10ffff) },
+    { weight: 3, arbitrary: fc.integer({ min: 0, max: 0x7f }) },
+    { weight: 3, arbitrary: fc.integer({ min: 0, max: 0xd7ff }) },
+    { weight: 2, arbitrary: fc.integer({ min: 0xe000, max: 0x10ffff }) },
+  )
+  .map((cp) => String.fromCodePoint(cp));
+
 export const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ kind: fc.constant('flip' as const), pos, bit: fc.integer({ min: 0, max: 7 }) }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('set' as const), pos, value: interestingByte }) },

@@ -29,6 +29,7 @@ import { Barrier } from '../../src/store/barrier.js';
 import { generateApiKey } from '../../src/identity/api-key.js';
 import { attempt, attemptAsync, check, expectKmsError, show, target, type FuzzTarget, type Outcomes } from '../helpers/fuzz.js';
 import { recordOf } from './schema-arb.js';
+import { unicodeChar } from './mutate.js';
 
 const ENCLAVE = 'fuzz';
 const ROOT = generateApiKey().identity;
@@ -125,7 +126,7 @@ const globPatternArb = fc.oneof(
 /** Anything at all (no-crash only): unicode, long, control characters. */
 const anyPatternArb = fc.oneof(
   { weight: 3, arbitrary: globPatternArb },
-  { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 40 }) },
+  { weight: 1, arbitrary: fc.string({ unit: unicodeChar, maxLength: 40 }) },
   { weight: 1, arbitrary: fc.string({ unit: fc.constantFrom('*', 'a'), minLength: 100, maxLength: 1200 }) },
 );
 
@@ -144,7 +145,7 @@ const policyNameArb = fc.oneof(
 /** Names a request may carry for a command (the domain sees them before any name check). */
 const probeNameArb = fc.oneof(
   { weight: 4, arbitrary: nameishArb },
-  { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 16 }) },
+  { weight: 1, arbitrary: fc.string({ unit: unicodeChar, maxLength: 16 }) },
   { weight: 1, arbitrary: fc.constantFrom('', '*', 'a'.repeat(128), 'a'.repeat(4096) + 'b') },
 );
 
@@ -255,7 +256,7 @@ export const policyTargets: FuzzTarget[] = [
     async: true,
     setup,
     run: (input, outcomes) => checkPolicy(input, outcomes, supportedToday),
-    quickRuns: 1000,
+    quickRuns: 500,
     weight: 3,
   }),
   target({
@@ -264,7 +265,7 @@ export const policyTargets: FuzzTarget[] = [
     async: true,
     setup,
     run: (input, outcomes) => checkPolicy(input, outcomes, () => true),
-    quickRuns: 1000,
+    quickRuns: 500,
     weight: 3,
     knownBug:
       'issue 11 finding 6: a deny pattern with an interior `*` (minio-*-prod) silently never matches; ' +

@@ -293,7 +293,7 @@ export const protobufTargets: FuzzTarget[] = [
       checkDecode(schemaNamed(name), bytes, outcomes);
     },
     finish: decodeBytesCoverage.finish,
-    quickRuns: 4000,
+    quickRuns: 2000,
     weight: 16,
   }),
 
@@ -306,7 +306,7 @@ export const protobufTargets: FuzzTarget[] = [
       checkDecode(schema, mutate(encodeMessage(schema, m.message), mutations), outcomes);
     },
     finish: decodeMutatedCoverage.finish,
-    quickRuns: 2500,
+    quickRuns: 1500,
     weight: 14,
   }),
 
@@ -352,7 +352,7 @@ export const protobufTargets: FuzzTarget[] = [
       outcomes.add('ok');
     },
     finish: roundtripCoverage.finish,
-    quickRuns: 2500,
+    quickRuns: 1200,
     weight: 10,
   }),
 
@@ -369,7 +369,7 @@ export const protobufTargets: FuzzTarget[] = [
       outcomes.add(jsNames ? 'js-names' : 'json-names');
     },
     finish: jsonCoverage.finish,
-    quickRuns: 2000,
+    quickRuns: 1000,
     weight: 8,
   }),
 
@@ -397,7 +397,7 @@ export const protobufTargets: FuzzTarget[] = [
       check(sameMessage(again, r.value), () => `${name}: fromJSON(toJSON(fromJSON(j))) = ${show(again)}, fromJSON(j) = ${show(r.value)}`);
     },
     finish: fromJsonCoverage.finish,
-    quickRuns: 2500,
+    quickRuns: 1200,
     weight: 10,
   }),
 
@@ -424,7 +424,7 @@ export const protobufTargets: FuzzTarget[] = [
         check(Math.abs(parseDuration(formatDuration(ms)) - ms) < 1e-3, () => `${show(text)}: format/parse changed it`);
       }
     },
-    quickRuns: 1500,
+    quickRuns: 800,
     weight: 6,
   }),
 ];

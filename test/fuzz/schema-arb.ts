@@ -9,6 +9,7 @@
  */
 import fc from 'fast-check';
 import * as M from '../../src/protocol/messages.js';
+import { unicodeChar } from './mutate.js';
 import { MessageSchema, type FieldSpec, type FieldType, type MapKeyType } from '../../src/protocol/schema.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -33,8 +34,8 @@ const MAX_DURATION_MS = 315576000000 * 1000;
  */
 export const stringArb: fc.Arbitrary<string> = fc.oneof(
   { weight: 4, arbitrary: fc.string({ maxLength: 16 }) },
-  { weight: 2, arbitrary: fc.string({ unit: 'binary', maxLength: 48 }) },
-  { weight: 1, arbitrary: fc.string({ unit: 'binary', minLength: 40, maxLength: 70 }) },
+  { weight: 2, arbitrary: fc.string({ unit: unicodeChar, maxLength: 48 }) },
+  { weight: 1, arbitrary: fc.string({ unit: unicodeChar, minLength: 40, maxLength: 70 }) },
   { weight: 1, arbitrary: fc.string({ minLength: 60, maxLength: 300 }) },
 );
 
