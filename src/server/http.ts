@@ -99,8 +99,10 @@ const identities = new WeakMap<object, string>();
 
 /** The identity of the connection, computed once per TLS connection. */
 function connectionIdentity(req: Request): string {
-  // HTTP/2: one session per connection; HTTP/1.1: req.socket is the TLS socket itself.
-  const owner: object = req.httpVersionMajor === 2 ? req.stream!.session! : req.socket;
+  // HTTP/2: one session per connection; HTTP/1.1: req.socket is the TLS socket itself. Decided
+  // by the stream, not by httpVersionMajor: an HTTP/1.1 connection may claim "HTTP/2.0" in its
+  // request line, and has no stream.
+  const owner: object = req.stream?.session ?? req.socket;
   let id = identities.get(owner);
   if (id === undefined) {
     const cert = (req.socket as TLSSocket).getPeerX509Certificate?.();
