@@ -373,7 +373,14 @@ function handle(req: Request, res: Response, opts: HttpServerOptions, fail: (err
     pathname = raw;
     query = NO_QUERY;
   } else {
-    const url = new URL(raw, 'https://localhost');
+    let url: URL;
+    try {
+      url = new URL(raw, 'https://localhost');
+    } catch {
+      // An HTTP/1.1 request target the parser let through but that is no URL (`http://[`,
+      // `//[`, a port above 65535): the client's error, not ours.
+      throw new KmsError('ERR_BAD_REQUEST', 'invalid request target');
+    }
     pathname = url.pathname;
     query = url.searchParams;
   }
