@@ -86,7 +86,7 @@ const PATHS = [
 const pathArb: fc.Arbitrary<string> = fc.oneof(
   { weight: 6, arbitrary: fc.constantFrom(...PATHS) },
   {
-    weight: 4,
+    weight: 5,
     arbitrary: fc.constantFrom(
       '/v1/kms/..',
       '/v1/kms/../db',
@@ -114,6 +114,10 @@ const pathArb: fc.Arbitrary<string> = fc.oneof(
       'http://[',
       'http://x/v1/kms/play',
       '/v1/root/rotate',
+      '//[',
+      'x://[::1',
+      'http://x:99999/version',
+      'http://[/v1/kms',
     ),
   },
   { weight: 2, arbitrary: fc.string({ unit: unicodeChar, maxLength: 30 }).map((s) => '/v1/kms/' + encodeURIComponent(s)) },
@@ -726,6 +730,17 @@ test('regression: HTTP/1.1 request lines claiming HTTP/2.0 (or 1.0) are answered
       assert.ok(status !== undefined, `${who} ${version}: no answer`);
       assert.notEqual(status, '500', `${who} ${version}: ${res.data.toString('latin1').slice(0, 300)}`);
     }
+  }
+});
+
+// Found by this fuzz: an HTTP/1.1 request target that is no URL (`http://[`, `//[`, a port
+// above 65535) made the router's URL parse throw, answered as 500.
+test('regression: request targets that are no URL are answered 400, not 500', async () => {
+  for (const target of ['http://[', 'http://[/v1/kms', '//[', 'x://[::1', 'http://x:99999/version', 'https://localhost:0x/v1/kms/play']) {
+    const raw = Buffer.from(`GET ${target} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n`);
+    const res = await rawExchange({ who: 'root', alpn: ['http/1.1'] }, raw, ANSWER_MS, (all) => all.includes('\r\n\r\n'));
+    const status = /^HTTP\/1\.[01] (\d{3})/.exec(res.data.toString('latin1'))?.[1];
+    assert.equal(status, '400', `${target}: ${res.data.toString('latin1').slice(0, 300)}`);
   }
 });
 

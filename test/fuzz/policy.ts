@@ -229,6 +229,9 @@ async function checkPolicy(input: PolicyInput, outcomes: Outcomes, denyWinsFor: 
       check(r.ok, () => `allowed(${command}, ${show(name)}) threw ${show(!r.ok && r.error)}`);
       const allowedNow = r.value;
       outcomes.add(allowedNow ? 'allowed' : 'denied');
+      // The reference matcher is O(|pattern|·|name|): on the 64 KiB names it would spend more of
+      // the input's time budget than the matcher under test. Those names are there to time it.
+      if (name.length > REFERENCE_MAX) continue;
       if (allowedNow) {
         check(
           allowPatterns.some((a) => mayMatch(a, name)),
@@ -245,6 +248,9 @@ async function checkPolicy(input: PolicyInput, outcomes: Outcomes, denyWinsFor: 
   // Keep the enclave small over a million inputs.
   if (!NAME_POOL.includes(input.name)) await k.deletePolicy(ENCLAVE, input.name);
 }
+
+/** Longest name the reference glob is checked on. */
+const REFERENCE_MAX = 5000;
 
 /** Patterns today's matcher supports: no `*` except one at the end. */
 const supportedToday = (pattern: string): boolean => !pattern.slice(0, -1).includes('*');
