@@ -260,10 +260,12 @@ function positiveInt(v: unknown, path: string): number {
 function parseSize(v: unknown, path: string): number {
   if (typeof v === 'number') return positiveInt(v, path);
   const m = typeof v === 'string' ? /^(\d+)\s*(B|KiB|MiB|GiB)?$/.exec(v.trim()) : null;
-  if (!m) fail(path, `invalid size '${String(v)}' (examples: 16MiB, 512KiB, 1048576)`);
+  // Not String(v): an object without a prototype cannot be converted, and the error must be ours.
+  const shown = typeof v === 'string' ? v : typeof v;
+  if (!m) fail(path, `invalid size '${shown}' (examples: 16MiB, 512KiB, 1048576)`);
   const size = Number(m[1]) * { B: 1, KiB: 1024, MiB: 1 << 20, GiB: 1 << 30 }[(m[2] ?? 'B') as 'B' | 'KiB' | 'MiB' | 'GiB'];
   // '0' would refuse every body; a size beyond 2^53 is not a number of bytes any more.
-  if (!Number.isSafeInteger(size) || size < 1) fail(path, `invalid size '${String(v)}': must be at least 1 byte and at most 2^53-1 bytes`);
+  if (!Number.isSafeInteger(size) || size < 1) fail(path, `invalid size '${shown}': must be at least 1 byte and at most 2^53-1 bytes`);
   return size;
 }
 

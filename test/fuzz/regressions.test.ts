@@ -132,3 +132,20 @@ describe('config: durations are finite and fit a Node timer (fuzz: config.valida
     assert.equal(validateConfig({ version: 'v1', limits: { body_timeout: '24h' } }, '/etc/minkms').limits.bodyTimeout, 86_400_000);
   });
 });
+
+describe('config: a size of any type is refused with a ConfigError (fuzz: config.validate.near-valid)', () => {
+  // Found as: `max_body: [Object with no prototype]` made the error message's String(v) throw a
+  // TypeError instead of the ConfigError.
+  for (const [what, v] of [
+    ['an object without a prototype', Object.create(null) as unknown],
+    ['a list holding one', [Object.create(null)]],
+    ['a boolean', true],
+  ] as const) {
+    test(what, () => {
+      assert.throws(
+        () => validateConfig({ version: 'v1', limits: { max_body: v } }, '/etc/minkms'),
+        (err: unknown) => err instanceof ConfigError && /^limits\.max_body: invalid size/.test(err.message),
+      );
+    });
+  }
+});
