@@ -54,6 +54,7 @@ interface Result {
   inputs: number;
   crashes: number;
   slow: number;
+  fuzzerErrors: number;
   maxMs: number;
   outcomes: Record<string, number>;
   failures: FailureReport[];
@@ -89,6 +90,7 @@ async function work(job: Job): Promise<void> {
     inputs: stats.inputs,
     crashes: stats.crashes,
     slow: stats.slow,
+    fuzzerErrors: stats.fuzzerErrors,
     maxMs: stats.maxMs,
     outcomes: Object.fromEntries(stats.outcomes.counts),
     failures: stats.failures,
@@ -123,6 +125,7 @@ function runInWorker(t: FuzzTarget, runs: number, seed: number): Promise<Result>
       inputs: Atomics.load(view, 0),
       crashes: 1,
       slow: 0,
+      fuzzerErrors: 0,
       maxMs: NaN,
       outcomes: {},
       failures: [failure],
@@ -186,7 +189,7 @@ function runInWorker(t: FuzzTarget, runs: number, seed: number): Promise<Result>
 }
 
 function table(results: readonly Result[]): string {
-  const rows = [['target', 'inputs', 'crashes', 'hangs', '>100ms', 'max ms/input', 'wall s', 'outcomes']];
+  const rows = [['target', 'inputs', 'crashes', 'hangs', '>100ms', 'fc errors', 'max ms/input', 'wall s', 'outcomes']];
   for (const r of results) {
     const outcomes = Object.entries(r.outcomes)
       .sort((a, b) => b[1] - a[1])
@@ -199,6 +202,7 @@ function table(results: readonly Result[]): string {
       String(r.crashes),
       String(r.hangs),
       String(r.slow),
+      String(r.fuzzerErrors),
       Number.isNaN(r.maxMs) ? '-' : r.maxMs.toFixed(2),
       (r.wallMs / 1000).toFixed(1),
       outcomes,
@@ -210,10 +214,11 @@ function table(results: readonly Result[]): string {
       crashes: a.crashes + r.crashes,
       hangs: a.hangs + r.hangs,
       slow: a.slow + r.slow,
+      fc: a.fc + r.fuzzerErrors,
       max: Math.max(a.max, r.maxMs || 0),
       wall: a.wall + r.wallMs,
     }),
-    { inputs: 0, crashes: 0, hangs: 0, slow: 0, max: 0, wall: 0 },
+    { inputs: 0, crashes: 0, hangs: 0, slow: 0, fc: 0, max: 0, wall: 0 },
   );
   rows.push([
     'TOTAL',
@@ -221,6 +226,7 @@ function table(results: readonly Result[]): string {
     String(total.crashes),
     String(total.hangs),
     String(total.slow),
+    String(total.fc),
     total.max.toFixed(2),
     (total.wall / 1000).toFixed(1),
     '',

@@ -95,6 +95,8 @@ export interface TargetStats {
   crashes: number;
   /** Inputs slower than SLOW_MS on three tries (each is also a crash). */
   slow: number;
+  /** Batches in which fast-check itself threw outside the property (not a finding; see runTarget). */
+  fuzzerErrors: number;
   /** Largest CPU time of one input (for a slow first try: the fastest of its three tries), ms. */
   maxMs: number;
   readonly outcomes: Outcomes;
@@ -102,7 +104,7 @@ export interface TargetStats {
 }
 
 export function newStats(name: string): TargetStats {
-  return { name, inputs: 0, crashes: 0, slow: 0, maxMs: 0, outcomes: new Outcomes(), failures: [] };
+  return { name, inputs: 0, crashes: 0, slow: 0, fuzzerErrors: 0, maxMs: 0, outcomes: new Outcomes(), failures: [] };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,8 +291,26 @@ export async function runTarget(t: FuzzTarget, opts: RunOptions): Promise<Target
       index = 0;
       const numRuns = Math.min(batch, opts.runs - stats.inputs);
       const params = { seed: batchSeed, numRuns };
-      const details = t.async ? await fc.check(asyncProperty, params) : fc.check(syncProperty, params);
-      record(details as fc.RunDetails<[unknown]>, batchSeed);
+      try {
+        const details = t.async ? await fc.check(asyncProperty, params) : fc.check(syncProperty, params);
+        record(details as fc.RunDetails<[unknown]>, batchSeed);
+      } catch (err) {
+        // fast-check itself threw outside the property — seen while shrinking values with null
+        // prototypes. Not a finding about the code under test (counted apart), but the failure
+        // that started the shrinking is one: run the batch again without shrinking to report it.
+        stats.fuzzerErrors++;
+        if (stats.fuzzerErrors <= 3)
+          console.error(`${t.name}: fast-check failed outside the property (seed ${batchSeed}): ${describeError(err)}`);
+        const before = stats.inputs;
+        index = 0;
+        const again = { ...params, endOnFailure: true };
+        try {
+          record((t.async ? await fc.check(asyncProperty, again) : fc.check(syncProperty, again)) as fc.RunDetails<[unknown]>, batchSeed);
+        } catch {
+          // nothing more to learn from this batch
+        }
+        stats.inputs = before; // the rerun's inputs were counted once already
+      }
       if (stats.failures.length >= (opts.maxFailures ?? 20)) break; // enough evidence; keep the report readable
     }
     const problem = t.finish?.(stats);
