@@ -775,6 +775,9 @@ test(`HTTP fuzz: ${REQUESTS} requests or ${SECONDS} s against a running node (se
     `${sent} requests sent (seed ${SEED}); CPU of this process: ${((gen.user + gen.system) / 1e6).toFixed(1)} s to generate, ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s to send; outcomes:`,
   );
   for (const [k, v] of byOutcome) t.diagnostic(`  ${String(v).padStart(5)}  ${k}`);
+  // Evidence for the log-volume limits of issue 11 (findings 2 and 3): what this run cost in log.
+  const logBytes = Buffer.byteLength(server.output());
+  t.diagnostic(`the node wrote ${logBytes} bytes of log (stdout + stderr), ${Math.round(logBytes / Math.max(1, sent))} per request`);
   t.diagnostic('HTTP/2 error answers by message:');
   for (const [k, v] of [...errorMessages].sort((a, b) => b[1] - a[1])) t.diagnostic(`  ${String(v).padStart(5)}  ${k}`);
 
