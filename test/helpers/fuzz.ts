@@ -210,7 +210,7 @@ export interface RunOptions {
   batch?: number;
   /** Replay one counterexample (`seed` is then its seed). */
   path?: string;
-  /** Stop after this many failures (default 20). */
+  /** Stop after this many failures (default 20). Only the first 20 are kept in the report. */
   maxFailures?: number;
   /** Called before each input (the watchdog of `npm run fuzz` counts them). */
   onInput?: (batchSeed: number, indexInBatch: number) => void;
@@ -266,6 +266,7 @@ export async function runTarget(t: FuzzTarget, opts: RunOptions): Promise<Target
   const record = (details: fc.RunDetails<[unknown]>, seed: number) => {
     if (!details.failed) return;
     stats.crashes++;
+    if (stats.failures.length >= 20) return; // enough evidence; keep the report readable
     const path = details.counterexamplePath ?? '';
     stats.failures.push({
       target: t.name,
@@ -311,7 +312,7 @@ export async function runTarget(t: FuzzTarget, opts: RunOptions): Promise<Target
         }
         stats.inputs = before; // the rerun's inputs were counted once already
       }
-      if (stats.failures.length >= (opts.maxFailures ?? 20)) break; // enough evidence; keep the report readable
+      if (stats.crashes >= (opts.maxFailures ?? 20)) break;
     }
     const problem = t.finish?.(stats);
     if (problem !== undefined) {
