@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { isIdentity } from '../identity/identity.js';
-import { hasCredentials, redactCredentials } from './redact.js';
+import { hideUserinfo, redactCredentials } from './redact.js';
 
 export interface TlsCertPair {
   key: string;
@@ -192,9 +192,20 @@ function strList(v: unknown, path: string): string[] {
   return v.map((s, i) => str(s, `${path}[${i}]`, true)!);
 }
 
-/** Parses Go-style durations like `500ms`, `1s`, `1m30s` into milliseconds. */
+/**
+ * Longest duration accepted, in ms: Node's timers wait at most 2^31-1 ms (about 24.8 days); a
+ * longer delay — or Infinity — fires after 1 ms, so `heartbeat: 1e300` would beat every ms.
+ */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+
+function bounded(ms: number, v: unknown, path: string): number {
+  if (!(ms <= MAX_DURATION_MS)) fail(path, `duration '${String(v)}' is too long (at most 2^31-1 ms, about 24 days)`);
+  return ms;
+}
+
+/** Parses Go-style durations like `500ms`, `1s`, `1m30s` into milliseconds (at most {@link MAX_DURATION_MS}). */
 export function parseDuration(v: unknown, path: string): number {
-  if (typeof v === 'number' && v >= 0) return v * 1000;
+  if (typeof v === 'number' && v >= 0) return bounded(v * 1000, v, path);
   if (typeof v !== 'string') fail(path, 'must be a duration such as 500ms or 1s');
   const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
   let total = 0;
@@ -206,7 +217,7 @@ export function parseDuration(v: unknown, path: string): number {
   }
   if (v === '0') return 0;
   if (pos !== v.length || pos === 0) fail(path, `invalid duration '${v}' (examples: 500ms, 1s, 1m30s)`);
-  return total;
+  return bounded(total, v, path);
 }
 
 /** Validates a parsed YAML document. Relative file paths are resolved against `baseDir`. */
@@ -247,8 +258,12 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     if (mtls.insecure !== undefined && typeof mtls.insecure !== 'boolean') fail('hsm.minio.minkms.tls.insecure', 'must be true or false');
     const servers = strList(m.server, 'hsm.minio.minkms.server');
     servers.forEach((url, i) => {
-      if (hasCredentials(url)) {
-        fail(`hsm.minio.minkms.server[${i}]`, `must not contain credentials (the external KMS authenticates with auth.key), got '${url}'`);
+      // No endpoint has an `@` but one with credentials (any spelling): refused, shown without them.
+      if (url.includes('@')) {
+        fail(
+          `hsm.minio.minkms.server[${i}]`,
+          `must not contain credentials (the external KMS authenticates with auth.key), got '${hideUserinfo(url)}'`,
+        );
       }
     });
     minkms = {
@@ -291,14 +306,16 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
   const size = (k: string, def: number) => (limits[k] === undefined ? def : parseSize(limits[k], `limits.${k}`));
   const count = (k: string, def: number) => (limits[k] === undefined ? def : positiveInt(limits[k], `limits.${k}`));
   const duration = (k: string, def: number) => (limits[k] === undefined ? def : parseDuration(limits[k], `limits.${k}`));
+  const maxBody = size('max_body', d.maxBody);
   const limitValues: Limits = {
-    maxBody: size('max_body', d.maxBody),
+    maxBody,
     maxFrames: count('max_frames', d.maxFrames),
     bodyTimeout: duration('body_timeout', d.bodyTimeout),
     maxConnections: count('max_connections', d.maxConnections),
     maxStreams: count('max_streams', d.maxStreams),
-    maxBufferedPerConnection: size('max_buffered_per_connection', d.maxBufferedPerConnection),
-    maxBuffered: size('max_buffered', d.maxBuffered),
+    // The buffer budgets grow with a larger max_body unless they are set.
+    maxBufferedPerConnection: size('max_buffered_per_connection', Math.max(d.maxBufferedPerConnection, maxBody)),
+    maxBuffered: size('max_buffered', Math.max(d.maxBuffered, 2 * maxBody)),
     idleTimeout: duration('idle_timeout', d.idleTimeout),
     handshakeTimeout: duration('handshake_timeout', d.handshakeTimeout),
   };
@@ -314,8 +331,11 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     const e = object(store.etcd, 'store.etcd', ['endpoints', 'prefix', 'username', 'password', 'tls', 'timeout', 'max_staleness']);
     const endpoints = strList(e.endpoints, 'store.etcd.endpoints');
     endpoints.forEach((ep, i) => {
-      if (hasCredentials(ep)) {
-        fail(`store.etcd.endpoints[${i}]`, `must not contain credentials (use store.etcd.username and store.etcd.password), got '${ep}'`);
+      if (ep.includes('@')) {
+        fail(
+          `store.etcd.endpoints[${i}]`,
+          `must not contain credentials (use store.etcd.username and store.etcd.password), got '${hideUserinfo(ep)}'`,
+        );
       }
       if (!/^https?:\/\/[^/]+$/.test(ep)) fail(`store.etcd.endpoints[${i}]`, `must be http(s)://host:port, got '${ep}'`);
     });
@@ -455,7 +475,8 @@ function validatePkcs11(v: unknown, file: (p: string | undefined) => string | un
 }
 
 function positiveInt(v: unknown, path: string): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) fail(path, 'must be a positive integer');
+  // Safe integers only: 1e300 is an "integer" to Number.isInteger, and no limit can use it.
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) fail(path, 'must be a positive integer');
   return v;
 }
 
@@ -463,8 +484,13 @@ function positiveInt(v: unknown, path: string): number {
 function parseSize(v: unknown, path: string): number {
   if (typeof v === 'number') return positiveInt(v, path);
   const m = typeof v === 'string' ? /^(\d+)\s*(B|KiB|MiB|GiB)?$/.exec(v.trim()) : null;
-  if (!m) fail(path, `invalid size '${String(v)}' (examples: 16MiB, 512KiB, 1048576)`);
-  return Number(m[1]) * { B: 1, KiB: 1024, MiB: 1 << 20, GiB: 1 << 30 }[(m[2] ?? 'B') as 'B' | 'KiB' | 'MiB' | 'GiB'];
+  // Not String(v): an object without a prototype cannot be converted, and the error must be ours.
+  const shown = typeof v === 'string' ? v : typeof v;
+  if (!m) fail(path, `invalid size '${shown}' (examples: 16MiB, 512KiB, 1048576)`);
+  const size = Number(m[1]) * { B: 1, KiB: 1024, MiB: 1 << 20, GiB: 1 << 30 }[(m[2] ?? 'B') as 'B' | 'KiB' | 'MiB' | 'GiB'];
+  // '0' would refuse every body; a size beyond 2^53 is not a number of bytes any more.
+  if (!Number.isSafeInteger(size) || size < 1) fail(path, `invalid size '${shown}': must be at least 1 byte and at most 2^53-1 bytes`);
+  return size;
 }
 
 export function loadConfig(path: string): Config {

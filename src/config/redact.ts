@@ -18,3 +18,11 @@ export function hasCredentials(url: string): boolean {
   USERINFO.lastIndex = 0;
   return found;
 }
+
+/**
+ * One endpoint as it may be shown in an error: everything up to its last `@` (the userinfo,
+ * however it is written — with or without a scheme, with `/` inside) replaced by `***@`.
+ */
+export function hideUserinfo(endpoint: string): string {
+  return endpoint.replace(/^([a-z][a-z0-9+.-]*:\/\/)?.*@/is, '$1***@');
+}

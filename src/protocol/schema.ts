@@ -544,9 +544,9 @@ function readValue(r: Reader, f: CompiledField, type: number, prev: unknown): un
     case T_SINT64:
       return r.sint64();
     case T_TIMESTAMP:
-      return readTimestamp(r);
+      return readTimestamp(r, prev as Date | undefined);
     case T_DURATION:
-      return readDuration(r);
+      return readDuration(r, (prev as number | undefined) ?? 0);
     default: {
       const n = r.len();
       const saved = r.push(n);
@@ -564,12 +564,14 @@ const MAX_TIMESTAMP_SECONDS = 253402300799;
 // google.protobuf.Duration valid range: ±10,000 years.
 const MAX_DURATION_SECONDS = 315576000000;
 
-/** Reads the seconds (field 1) and nanos (field 2) of a Timestamp/Duration body. */
-function readSecondsNanos(r: Reader): [number, number] {
+/**
+ * Reads the seconds (field 1) and nanos (field 2) of a Timestamp/Duration body, merged into
+ * those of an earlier occurrence of the same field (`seconds`, `nanos`): like any embedded
+ * message, a repeated singular Timestamp/Duration merges field by field.
+ */
+function readSecondsNanos(r: Reader, seconds: number, nanos: number): [number, number] {
   const n = r.len();
   const saved = r.push(n);
-  let seconds = 0;
-  let nanos = 0;
   while (r.pos < r.end) {
     const t = r.tag();
     const no = t >>> 3;
@@ -586,16 +588,18 @@ function readSecondsNanos(r: Reader): [number, number] {
   return [seconds, nanos];
 }
 
-function readTimestamp(r: Reader): Date {
-  const [seconds, nanos] = readSecondsNanos(r);
+function readTimestamp(r: Reader, prev: Date | undefined): Date {
+  const prevMs = prev === undefined ? 0 : prev.getTime();
+  const prevSeconds = Math.floor(prevMs / 1000);
+  const [seconds, nanos] = readSecondsNanos(r, prevSeconds, (prevMs - prevSeconds * 1000) * 1_000_000);
   if (seconds < MIN_TIMESTAMP_SECONDS || seconds > MAX_TIMESTAMP_SECONDS || nanos < 0 || nanos > 999_999_999) {
     malformed('timestamp out of range');
   }
   return new Date(seconds * 1000 + Math.floor(nanos / 1_000_000));
 }
 
-function readDuration(r: Reader): number {
-  const [seconds, nanos] = readSecondsNanos(r);
+function readDuration(r: Reader, prev: number): number {
+  const [seconds, nanos] = readSecondsNanos(r, ...splitDuration(prev));
   if (
     seconds < -MAX_DURATION_SECONDS ||
     seconds > MAX_DURATION_SECONDS ||

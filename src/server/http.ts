@@ -103,8 +103,10 @@ const identities = new WeakMap<object, string>();
 
 /** The identity of the connection, computed once per TLS connection. */
 function connectionIdentity(req: Request): string {
-  // HTTP/2: one session per connection; HTTP/1.1: req.socket is the TLS socket itself.
-  const owner: object = req.httpVersionMajor === 2 ? req.stream!.session! : req.socket;
+  // HTTP/2: one session per connection; HTTP/1.1: req.socket is the TLS socket itself. Decided
+  // by the stream, not by httpVersionMajor: an HTTP/1.1 connection may claim "HTTP/2.0" in its
+  // request line, and has no stream.
+  const owner: object = req.stream?.session ?? req.socket;
   let id = identities.get(owner);
   if (id === undefined) {
     const cert = (req.socket as TLSSocket).getPeerX509Certificate?.();
@@ -176,7 +178,7 @@ export class BodyBudget {
 
 /** The object that stands for a request's connection: the HTTP/2 session or the TLS socket. */
 function connectionOf(req: Request): object {
-  return req.httpVersionMajor === 2 ? req.stream!.session! : req.socket;
+  return req.stream?.session ?? req.socket;
 }
 
 interface BodyLimits {
@@ -515,7 +517,14 @@ function handle(req: Request, res: Response, hc: HandleContext, fail: (err: unkn
     pathname = raw;
     query = NO_QUERY;
   } else {
-    const url = new URL(raw, 'https://localhost');
+    let url: URL;
+    try {
+      url = new URL(raw, 'https://localhost');
+    } catch {
+      // An HTTP/1.1 request target the parser let through but that is no URL (`http://[`,
+      // `//[`, a port above 65535): the client's error, not ours.
+      throw new KmsError('ERR_BAD_REQUEST', 'invalid request target');
+    }
     pathname = url.pathname;
     query = url.searchParams;
   }
