@@ -34,8 +34,11 @@ export interface Config {
   log: { level: LogLevel };
   /** Audit log file (append-only, hash-chained); none = no audit log. */
   audit: { file?: string };
-  /** Whether /v1/health/metrics needs a SysAdmin client certificate. */
-  metrics: { auth: boolean };
+  /**
+   * Whether /v1/health/metrics needs a client certificate, and which identities (h1:…) may scrape
+   * besides SysAdmins (e.g. a Prometheus identity with no other rights).
+   */
+  metrics: { auth: boolean; identities: string[] };
   limits: { maxBody: number; maxFrames: number; bodyTimeout: number };
   store: StoreConfig;
 }
@@ -69,7 +72,7 @@ export const EMPTY_CONFIG: Config = {
   hsm: {},
   log: { level: 'info' },
   audit: {},
-  metrics: { auth: true },
+  metrics: { auth: true, identities: [] },
   limits: DEFAULT_LIMITS,
   store: { backend: 'sqlite' },
 };
@@ -106,9 +109,19 @@ function strList(v: unknown, path: string): string[] {
   return v.map((s, i) => str(s, `${path}[${i}]`, true)!);
 }
 
-/** Parses Go-style durations like `500ms`, `1s`, `1m30s` into milliseconds. */
+/**
+ * Parses Go-style durations like `500ms`, `1s`, `1m30s` into milliseconds. A unit is required:
+ * a bare number is refused rather than guessed, because readers disagree on it (`heartbeat: 500`
+ * silently meant 500 seconds here, while the heartbeat is tuned in milliseconds). Only `0` needs
+ * no unit: it is the same in every unit.
+ */
 export function parseDuration(v: unknown, path: string): number {
-  if (typeof v === 'number' && v >= 0) return v * 1000;
+  if (typeof v === 'number' && !(v >= 0)) fail(path, 'must be a duration such as 500ms or 1s, not negative');
+  const bare = typeof v === 'number' ? String(v) : typeof v === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(v) ? v.trim() : undefined;
+  if (bare !== undefined) {
+    if (Number(bare) === 0) return 0;
+    fail(path, `'${bare}' has no unit: write ${bare}ms for milliseconds or ${bare}s for seconds (units: ms, s, m, h)`);
+  }
   if (typeof v !== 'string') fail(path, 'must be a duration such as 500ms or 1s');
   const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
   let total = 0;
@@ -118,7 +131,6 @@ export function parseDuration(v: unknown, path: string): number {
     total += Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
     pos = re.lastIndex;
   }
-  if (v === '0') return 0;
   if (pos !== v.length || pos === 0) fail(path, `invalid duration '${v}' (examples: 500ms, 1s, 1m30s)`);
   return total;
 }
@@ -170,8 +182,21 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
   if (!['debug', 'info', 'warn', 'error'].includes(level)) fail('log.level', 'must be one of debug, info, warn, error');
 
   const audit = object(root.audit, 'audit', ['file']);
-  const metrics = object(root.metrics, 'metrics', ['auth']);
+  const metrics = object(root.metrics, 'metrics', ['auth', 'identities']);
   if (metrics.auth !== undefined && typeof metrics.auth !== 'boolean') fail('metrics.auth', 'must be true or false');
+  const scrapers =
+    metrics.identities === undefined || (Array.isArray(metrics.identities) && metrics.identities.length === 0)
+      ? []
+      : strList(metrics.identities, 'metrics.identities');
+  scrapers.forEach((id, i) => {
+    if (/^(k[12]|hsm):/i.test(id))
+      fail(
+        `metrics.identities[${i}]`,
+        'is an API or HSM key, not an identity: never put keys here; `minkms identity KEY` prints its identity (h1:…)',
+      );
+    if (!isIdentity(id))
+      fail(`metrics.identities[${i}]`, `'${String(id).slice(0, 64)}' is not an identity of the form h1:… (see \`minkms identity\`)`);
+  });
 
   const limits = object(root.limits, 'limits', ['max_body', 'max_frames', 'body_timeout']);
   const maxBody = limits.max_body === undefined ? DEFAULT_LIMITS.maxBody : parseSize(limits.max_body, 'limits.max_body');
@@ -224,7 +249,7 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     hsm: minkms ? { minkms } : {},
     log: { level: level as LogLevel },
     audit: { file: file(str(audit.file, 'audit.file')) },
-    metrics: { auth: metrics.auth !== false },
+    metrics: { auth: metrics.auth !== false, identities: [...new Set(scrapers)] },
     limits: { maxBody, maxFrames, bodyTimeout },
     store: storeConfig,
   };
