@@ -117,7 +117,13 @@ function streamingClient(opts: CommonOptions, host: string | undefined): { clien
     throw usageError('invalid API key', "an API key looks like 'k1:…' or 'k2:…'; 'minkms identity' creates one");
   }
   const endpoints = host ? [host] : serverEndpoints();
-  const client = new KmsClient({ endpoints, apiKey: parsed, ca: trustedCAs(), insecure: opts.insecure === true, timeoutMs: 0x7fffffff });
+  const client = new KmsClient({
+    endpoints,
+    apiKey: parsed,
+    ca: opts.insecure === true ? undefined : trustedCAs(opts),
+    insecure: opts.insecure === true,
+    timeoutMs: 0x7fffffff,
+  });
   return { client, host: client.transport.endpoints[0]! };
 }
 
