@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cacheDir, executable, onPath, runCommand } from './tools.js';
+import { cacheDir, executable, lockBuild, onPath, runCommand } from './tools.js';
 
 export interface EtcdClusterOptions {
   /** Number of members; 3 by default. */
@@ -113,43 +113,6 @@ function probe(bin: string, env: NodeJS.ProcessEnv): string | undefined {
   return /etcd Version:\s*(\S+)/.exec(r.stdout)?.[1] ?? r.stdout.split('\n')[0]!.trim();
 }
 
-/**
- * Takes `<bin>.lock` (a directory: creating it is atomic) so that two test files started
- * together build etcd once. Waits while a live process holds it; takes over a dead one's.
- * Returns false if the binary appeared meanwhile (someone else built it).
- */
-async function lockBuild(bin: string, deadline: number): Promise<boolean> {
-  const lock = `${bin}.lock`;
-  for (;;) {
-    if (executable(bin)) return false;
-    try {
-      mkdirSync(lock);
-      writeFileSync(join(lock, 'pid'), String(process.pid));
-      return true;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    let holder = NaN;
-    try {
-      holder = Number(readFileSync(join(lock, 'pid'), 'utf8'));
-    } catch {
-      // the holder has not written its pid yet, or just released the lock
-    }
-    let alive = true;
-    if (Number.isInteger(holder) && holder > 0) {
-      try {
-        process.kill(holder, 0);
-      } catch (err) {
-        alive = (err as NodeJS.ErrnoException).code === 'EPERM';
-      }
-    }
-    if (!alive) rmSync(lock, { recursive: true, force: true });
-    if (Date.now() > deadline)
-      throw new Error(`etcd build lock ${lock} still held by process ${holder}; remove it if that process is gone`);
-    await sleep(250);
-  }
-}
-
 /** Builds test/etcd into `bin` with Go (the module proxy supplies etcd's source). */
 async function buildEtcd(go: string, bin: string, version: string, o: Required<Omit<ResolveEtcdOptions, 'allowApt'>>): Promise<void> {
   const started = Date.now();
@@ -190,7 +153,7 @@ async function buildEtcd(go: string, bin: string, version: string, o: Required<O
  */
 export async function resolveEtcdBinary(opts: ResolveEtcdOptions = {}): Promise<ResolvedEtcd> {
   const env = opts.env ?? process.env;
-  const log = opts.log ?? ((msg: string) => process.stderr.write(`# ${msg}\n`));
+  const log = opts.log ?? ((msg: string) => process.stderr.write(`${msg}\n`));
   const timeoutMs = opts.timeoutMs ?? 15 * 60_000;
   const given = env.ETCD_BIN;
   if (given) {

