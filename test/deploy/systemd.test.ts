@@ -16,7 +16,7 @@ import { X509Certificate } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { MINKMS_BIN, REPO_ROOT, removeDir, tempDir } from '../helpers/server.js';
-import { onPath, pipTool } from '../helpers/tools.js';
+import { debianTool, pipTool } from '../helpers/tools.js';
 
 const UNIT = join(REPO_ROOT, 'deploy/minkms.service');
 const INSTALL = join(REPO_ROOT, 'deploy/install.sh');
@@ -25,11 +25,16 @@ const MAX_EXPOSURE = 2.0;
 const dirs: string[] = [];
 after(() => dirs.forEach(removeDir));
 
+let analyze: string | undefined;
+/** systemd-analyze (package systemd; systemd itself need not run), installed with apt as root if missing. */
 function systemdAnalyze(): string {
-  const bin = onPath('systemd-analyze');
-  assert.ok(bin, 'systemd-analyze is missing: install the systemd package (apt-get install systemd); .ci/run does');
-  return bin;
+  assert.ok(analyze, 'systemd-analyze was not obtained');
+  return analyze;
 }
+before(async () => {
+  analyze = await debianTool('systemd-analyze', 'systemd');
+  await debianTool('openssl', 'openssl'); // install.sh makes the self-signed certificate with it
+});
 
 /** `systemd-analyze security --offline=true UNIT`: the overall exposure and the report. */
 function exposure(unit: string): { score: number; report: string } {

@@ -111,7 +111,15 @@ export async function pipTool(pkg: string, version: string, bin: string): Promis
   mkdirSync(cache, { recursive: true });
   const venv = join(cache, `.venv-${bin}-${process.pid}`);
   try {
-    const mk = await runCommand(python, ['-m', 'venv', venv], { timeoutMs: 120_000 });
+    let mk = await runCommand(python, ['-m', 'venv', venv], { timeoutMs: 120_000 });
+    if (mk.code !== 0 && process.getuid?.() === 0 && onPath('apt-get')) {
+      // Debian splits venv (ensurepip) into python3-venv.
+      const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+      await runCommand('apt-get', ['update', '-qq'], { env, timeoutMs: 600_000 });
+      await runCommand('apt-get', ['install', '-y', '-qq', '--no-install-recommends', 'python3-venv'], { env, timeoutMs: 600_000 });
+      rmSync(venv, { recursive: true, force: true });
+      mk = await runCommand(python, ['-m', 'venv', venv], { timeoutMs: 120_000 });
+    }
     if (mk.code !== 0) throw new Error(`python3 -m venv failed (install python3-venv): ${mk.out.slice(-2000)}`);
     const pip = await runCommand(join(venv, 'bin', 'pip'), ['install', '--quiet', '--disable-pip-version-check', `${pkg}==${version}`], {
       timeoutMs: 300_000,
@@ -162,4 +170,26 @@ export async function goBuild(bin: string, target: string, log: (msg: string) =>
     rmSync(tmp, { force: true });
     rmSync(`${bin}.lock`, { recursive: true, force: true });
   }
+}
+
+/**
+ * A program from a Debian package (`systemd-analyze` in `systemd`, `openssl`, `curl`): on PATH,
+ * else installed with apt-get when running as root (as CI and the machines here do), else one
+ * message naming the package.
+ */
+export async function debianTool(bin: string, pkg: string): Promise<string> {
+  const found = onPath(bin);
+  if (found) return found;
+  const apt = onPath('apt-get');
+  if (process.getuid?.() !== 0 || !apt) throw new Error(`${bin} is missing: install the Debian package ${pkg} (apt-get install ${pkg})`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const update = await runCommand(apt, ['update', '-qq'], { env, timeoutMs: 600_000 });
+  const r =
+    update.code === 0
+      ? await runCommand(apt, ['install', '-y', '-qq', '--no-install-recommends', pkg], { env, timeoutMs: 600_000 })
+      : update;
+  const installed = onPath(bin);
+  if (r.code !== 0 || !installed)
+    throw new Error(`${bin} is missing and apt-get install ${pkg} failed (${r.code}):\n${r.out.slice(-2000)}`);
+  return installed;
 }
