@@ -131,7 +131,7 @@ test(
 
     const data = join(root, 'var/lib/minkms');
     mkdirSync(join(root, 'var/lib'), { recursive: true, mode: 0o755 });
-  mkdirSync(data, { mode: 0o700 }); // as in the image: only the data directory is private
+    mkdirSync(data, { mode: 0o700 }); // as in the image: only the data directory is private
     const asRoot = process.getuid?.() === 0;
     const ids = asRoot ? { uid: 10001, gid: 10001 } : {};
     if (asRoot) chownSync(data, 10001, 10001);
