@@ -21,8 +21,12 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.pack.json ./
 COPY src ./src
-# The same build as `npm pack`: dist/src only, no source maps; then drop the dev dependencies.
-RUN npx tsc -p tsconfig.pack.json && npm prune --omit=dev --no-audit --no-fund
+COPY deploy/docker/trim-modules.sh /usr/local/bin/trim-modules.sh
+# The same build as `npm pack`: dist/src only, no source maps; then drop the dev dependencies
+# and what the runtime never loads (better-sqlite3's sources and intermediate files).
+RUN npx tsc -p tsconfig.pack.json \
+ && npm prune --omit=dev --no-audit --no-fund \
+ && sh /usr/local/bin/trim-modules.sh node_modules
 
 # ---- run: slim Node 20, no toolchain, no shell tools beyond Debian's base
 FROM node:${NODE_VERSION}-${DEBIAN}-slim

@@ -127,6 +127,11 @@ test(
     assert.ok(existsSync(mainJs), mainJs);
     for (const pkg of productionPackages()) cpSync(pkg, join(opt, pkg.slice(REPO_ROOT.length + 1)), { recursive: true });
     assert.ok(!existsSync(join(opt, 'node_modules/typescript')), 'no dev dependency in the image');
+    const trim = spawnSync('sh', [join(REPO_ROOT, 'deploy/docker/trim-modules.sh'), join(opt, 'node_modules')], { encoding: 'utf8' });
+    assert.equal(trim.status, 0, trim.stderr);
+    assert.ok(!existsSync(join(opt, 'node_modules/better-sqlite3/deps')), 'trimmed as in the image');
+    const du = spawnSync('du', ['-sk', opt], { encoding: 'utf8' });
+    process.stderr.write(`the image's own files (/opt/minkms): ${(Number(du.stdout.split('\t')[0]) / 1024).toFixed(1)} MiB\n`);
     cpSync(join(REPO_ROOT, 'deploy/docker/healthcheck.mjs'), join(opt, 'healthcheck.mjs'));
 
     const data = join(root, 'var/lib/minkms');
