@@ -78,9 +78,13 @@ function objects(stream: string): any[] {
 }
 
 describe('Helm chart', { timeout: 60 * 60_000 }, () => {
-  before(async () => {
-    [helm, validator] = [await helmBinary(), await validatorBinary()];
-  });
+  // The first run builds helm (about 5 CPU minutes) and the validator.
+  before(
+    async () => {
+      [helm, validator] = [await helmBinary(), await validatorBinary()];
+    },
+    { timeout: 50 * 60_000 },
+  );
 
   test('ci/ holds several values files', () => {
     assert.ok(valuesFiles.length >= 4, valuesFiles.join(', '));
