@@ -12,7 +12,7 @@
  *   times RFC 3339 (UTC), byte strings base64, ciphertexts `v<VERSION>:<BASE64>`.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
@@ -170,7 +170,7 @@ function explainTransportError(err: TransportError, ctx: ErrorContext): CliError
     if (tls) {
       return new CliError(
         `cannot verify the TLS certificate of ${a.host}: ${tls.message}`,
-        "use -k/--insecure to skip verification, or add the server's CA certificate (PEM) to ~/.minkms/certs/CAs",
+        "trust the server's CA with --ca FILE, in ~/.minkms/certs/CAs or in the system store; -k/--insecure skips verification",
       );
     }
   }
@@ -340,34 +340,103 @@ export function caDir(): string {
 }
 
 /**
- * The CAs to trust: node's default roots plus every PEM certificate file in
- * `~/.minkms/certs/CAs` (undefined when that directory has none, i.e. the defaults).
+ * The operating system's CA bundle, by distribution: Debian/Ubuntu/Alpine, Fedora/RHEL,
+ * openSUSE, and the BSD/macOS/Alpine location. Node 20 trusts only its bundled Mozilla roots
+ * (`tls.rootCertificates`) and has no `--use-system-ca`, so the CLI reads the bundle itself —
+ * the first that exists, as OpenSSL's and Go's clients do.
  */
-export function trustedCAs(dir = caDir()): string[] | undefined {
-  let names: string[];
-  try {
-    names = readdirSync(dir).sort();
-  } catch {
-    return undefined;
-  }
-  const extra: string[] = [];
-  for (const name of names) {
-    const file = join(dir, name);
+export const SYSTEM_CA_BUNDLES = [
+  '/etc/ssl/certs/ca-certificates.crt',
+  '/etc/pki/tls/certs/ca-bundle.crt',
+  '/etc/ssl/ca-bundle.pem',
+  '/etc/ssl/cert.pem',
+];
+
+const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+/** The PEM certificates in `text`, one string each. */
+function pemCertificates(text: string): string[] {
+  return text.match(PEM_CERT) ?? [];
+}
+
+/** The certificates of a PEM file, or of every PEM file in a directory (sorted, non-recursive). */
+function certificatesIn(path: string): string[] {
+  if (!statSync(path).isDirectory()) return pemCertificates(readFileSync(path, 'utf8'));
+  const out: string[] = [];
+  for (const name of readdirSync(path).sort()) {
+    const file = join(path, name);
     try {
-      if (!statSync(file).isFile()) continue;
-      const text = readFileSync(file, 'utf8');
-      if (text.includes('-----BEGIN CERTIFICATE-----')) extra.push(text);
+      if (statSync(file).isFile()) out.push(...pemCertificates(readFileSync(file, 'utf8')));
     } catch {
-      // unreadable: skip
+      // unreadable or vanished: skip, like a broken link in /etc/ssl/certs
     }
   }
-  return extra.length > 0 ? [...rootCertificates, ...extra] : undefined;
+  return out;
+}
+
+/** Same as {@link certificatesIn}, but nothing for a path that cannot be read. */
+function certificatesMaybe(path: string | undefined): string[] {
+  if (path === undefined || path === '') return [];
+  try {
+    return certificatesIn(path);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The CAs the CLI trusts to verify a server, in this order:
+ * 1. Node's bundled Mozilla roots;
+ * 2. the operating system's store: `$SSL_CERT_FILE` if set (as OpenSSL and Go read it), else the
+ *    first of {@link SYSTEM_CA_BUNDLES} that exists; plus `$SSL_CERT_DIR` if set;
+ * 3. `$NODE_EXTRA_CA_CERTS` (node applies it only when no `ca` is given, and we always give one);
+ * 4. every PEM file in `~/.minkms/certs/CAs`;
+ * 5. `--ca FILE|DIR` — an error if it cannot be read or holds no certificate, because the user
+ *    asked for it explicitly.
+ * Duplicates are removed (the system bundle repeats most Mozilla roots).
+ */
+export function trustedCAs(
+  opts: { ca?: string } = {},
+  env: NodeJS.ProcessEnv = process.env,
+  dir = caDir(),
+  bundles: readonly string[] = SYSTEM_CA_BUNDLES,
+): string[] {
+  const system = env.SSL_CERT_FILE ? certificatesMaybe(env.SSL_CERT_FILE) : certificatesMaybe(bundles.find((b) => existsSync(b)));
+  let explicit: string[] = [];
+  if (opts.ca !== undefined) {
+    try {
+      explicit = certificatesIn(opts.ca);
+    } catch (err) {
+      throw usageError(
+        `cannot read --ca ${opts.ca}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        'give a PEM file or a directory of PEM files',
+      );
+    }
+    if (explicit.length === 0) throw usageError(`--ca ${opts.ca} holds no PEM certificate`, 'give a PEM file or a directory of PEM files');
+  }
+  const all = [
+    ...rootCertificates,
+    ...system,
+    ...certificatesMaybe(env.SSL_CERT_DIR),
+    ...certificatesMaybe(env.NODE_EXTRA_CA_CERTS),
+    ...certificatesMaybe(dir),
+    ...explicit,
+  ];
+  const seen = new Set<string>();
+  return all.filter((pem) => {
+    const body = pem.replace(/-----[A-Z ]+-----|\s/g, '');
+    if (seen.has(body)) return false;
+    seen.add(body);
+    return true;
+  });
 }
 
 /** The common flags, as commander parses them. */
 export interface CommonOptions {
   apiKey?: string;
   insecure?: boolean;
+  /** `--ca FILE|DIR`: more CA certificates to trust. */
+  ca?: string;
   enclave?: string;
   json?: boolean;
   /** `--timeout`, in ms. */
@@ -407,7 +476,7 @@ export function createClient(opts: CommonOptions): KmsClient {
   return new KmsClient({
     endpoints: serverEndpoints(),
     apiKey: parsed,
-    ca: trustedCAs(),
+    ca: opts.insecure === true ? undefined : trustedCAs(opts),
     insecure: opts.insecure === true,
     timeoutMs: opts.timeout ?? DEFAULT_CLI_TIMEOUT_MS,
   });
@@ -471,7 +540,8 @@ function envHelp(enclave: boolean): string {
     `  MINIO_KMS_SERVER     server endpoints, comma-separated (default ${DEFAULT_SERVER})`,
     '  MINIO_KMS_API_KEY    default for -a/--api-key',
     ...(enclave ? ['  MINIO_KMS_ENCLAVE    default for -e/--enclave'] : []),
-    '  ~/.minkms/certs/CAs  extra trusted CA certificates (PEM files)',
+    '  ~/.minkms/certs/CAs  extra trusted CA certificates (PEM files), besides the system store',
+    '  SSL_CERT_FILE        the system CA bundle to trust (default: /etc/ssl/certs/ca-certificates.crt or the like)',
   ].join('\n');
 }
 
@@ -491,6 +561,7 @@ export function clientCommand(parent: Command, name: string, spec: ClientCommand
   const cmd = parent.command(name).description(spec.description);
   cmd.addOption(new Option('-a, --api-key <KEY>', 'API key (k1:… / k2:…) to authenticate with').env('MINIO_KMS_API_KEY'));
   cmd.addOption(new Option('-k, --insecure', 'do not verify the server certificate'));
+  cmd.addOption(new Option('--ca <FILE|DIR>', 'also trust the CA certificates (PEM) in FILE or DIR'));
   if (spec.enclave) cmd.addOption(new Option('-e, --enclave <NAME>', 'enclave to operate in').env('MINIO_KMS_ENCLAVE'));
   cmd.addOption(
     new Option('--timeout <DURATION>', 'give up after DURATION, every server tried (e.g. 500ms, 10s, 1m; default 30s)').argParser(

@@ -3,8 +3,10 @@
  * commands `add-identity`, `rm-identity`, `ls-identity`, `get-identity`.
  */
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { readFileSync } from 'node:fs';
+import { closeSync, fchmodSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
+import { basename, dirname, join } from 'node:path';
+import { certificateForApiKey } from '../identity/client-cert.js';
 import { generateApiKey, parseApiKey } from '../identity/api-key.js';
 import { identityOfCertificate } from '../identity/identity.js';
 import { SoftHsm, generateSoftHsmKey } from '../hsm/soft.js';
@@ -67,13 +69,67 @@ export async function describeIdentity(input: string | undefined): Promise<{ api
   }
 }
 
+/**
+ * Writes `data` to `file` with `mode`, replacing it atomically: a temporary file in the same
+ * directory gets the mode before any byte is written (a private key is never readable by others,
+ * not even for a moment, and an existing file with a wider mode is not reused), then is renamed
+ * over `file`.
+ */
+export function writeFileAtomic(file: string, data: string, mode: number): void {
+  const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.tmp`);
+  const fd = openSync(tmp, 'wx', mode);
+  let open = true;
+  try {
+    fchmodSync(fd, mode); // the umask may have narrowed the mode; never widened it
+    writeSync(fd, data);
+    open = false;
+    closeSync(fd);
+    renameSync(tmp, file);
+  } catch (err) {
+    if (open) closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+}
+
+interface IdentityOptions {
+  json?: boolean;
+  cert?: string;
+  key?: string;
+}
+
+/**
+ * `--cert FILE --key FILE`: the client certificate and private key of an API key (or of the root
+ * API key of an HSM key), exactly as the CLI derives them for mTLS, for clients that need files:
+ * a Prometheus scrape job, curl, a load balancer's health checks. Returns the key to use: the
+ * argument, else MINIO_KMS_API_KEY (so the key need not appear in the process list).
+ */
+function certificateInput(input: string | undefined, opts: IdentityOptions): string {
+  if ((opts.cert === undefined) !== (opts.key === undefined)) {
+    throw new CliError('--cert and --key go together', "give both files: 'minkms identity --cert client.crt --key client.key k1:…'", 2);
+  }
+  const key = input ?? process.env.MINIO_KMS_API_KEY?.trim();
+  if (key === undefined || key === '' || !/^(k[12]|hsm):/.test(key)) {
+    throw new CliError(
+      '--cert/--key need an API key',
+      "give the k1:/k2: API key (argument or MINIO_KMS_API_KEY), or hsm:aes256:… for the root API key; 'minkms identity' creates a key",
+      2,
+    );
+  }
+  return key;
+}
+
 export function identityCommand(program: Command): void {
   const cmd = program
     .command('identity')
-    .description('print a new API key, or the identity of a key or certificate (offline)')
+    .description('print a new API key, or the identity of a key or certificate; write the client certificate of a key (offline)')
     .argument('[KEY|FILE]', 'hsm:aes256:… (root API key), k1:/k2: API key, or a PEM certificate file')
+    .option('--cert <FILE>', "write the API key's client certificate (PEM) to FILE (with --key)")
+    .option('--key <FILE>', "write the API key's private key (PKCS#8 PEM, mode 0600) to FILE (with --cert)")
     .option('--json', 'print JSON')
-    .action(async (input: string | undefined, opts: { json?: boolean }) => {
+    .action(async (input: string | undefined, opts: IdentityOptions) => {
+      const writing = opts.cert !== undefined || opts.key !== undefined;
+      if (writing) input = certificateInput(input, opts);
       let res: { apiKey?: string; identity: string };
       try {
         res = await describeIdentity(input);
@@ -81,8 +137,34 @@ export function identityCommand(program: Command): void {
         if (err instanceof CliError) throw err;
         throw new CliError((err as Error).message, "see 'minkms identity --help'");
       }
+      let notAfter: string | undefined;
+      if (writing) {
+        const pem = certificateForApiKey(parseApiKey(res.apiKey!));
+        notAfter = rfc3339(new Date(new X509Certificate(pem.cert).validTo)) ?? undefined;
+        for (const [file, data, mode] of [
+          [opts.key!, pem.key, 0o600],
+          [opts.cert!, pem.cert, 0o644],
+        ] as const) {
+          try {
+            writeFileAtomic(file, data, mode);
+          } catch (err) {
+            const e = err as NodeJS.ErrnoException;
+            throw new CliError(`cannot write ${file}: ${e.code ?? e.message}`, 'check that the directory exists and is writable');
+          }
+        }
+      }
       if (opts.json) {
-        process.stdout.write(JSON.stringify({ ...(res.apiKey ? { api_key: res.apiKey } : {}), identity: res.identity }) + '\n');
+        // The API key is not repeated when writing files: the caller has it already.
+        const out = writing
+          ? { identity: res.identity, cert: opts.cert, key: opts.key, not_after: notAfter }
+          : { ...(res.apiKey ? { api_key: res.apiKey } : {}), identity: res.identity };
+        process.stdout.write(JSON.stringify(out) + '\n');
+        return;
+      }
+      if (writing) {
+        process.stdout.write(
+          `Identity     ${res.identity}\nCertificate  ${opts.cert} (valid until ${notAfter})\nPrivate key  ${opts.key} (mode 0600)\n`,
+        );
         return;
       }
       if (res.apiKey) process.stdout.write(`API Key   ${res.apiKey}\n`);
@@ -93,6 +175,7 @@ export function identityCommand(program: Command): void {
     'minkms identity k1:…                 # identity of an API key',
     'minkms identity "$MINIO_KMS_HSM_KEY"  # root API key and identity of a soft-HSM key',
     'minkms identity client.crt           # identity of a certificate',
+    'minkms identity --cert prometheus.crt --key prometheus.key k1:…   # client certificate + key for a scraper or curl',
   ]);
 }
 

@@ -123,7 +123,7 @@ function streamingClient(opts: CommonOptions, host: string | undefined): { clien
   const client = new KmsClient({
     endpoints,
     apiKey: parsed,
-    ca: trustedCAs(),
+    ca: opts.insecure === true ? undefined : trustedCAs(opts),
     insecure: opts.insecure === true,
     timeoutMs: opts.timeout ?? DEFAULT_CLI_TIMEOUT_MS,
   });

@@ -193,6 +193,7 @@ function strList(v: unknown, path: string): string[] {
 }
 
 /**
+/**
  * Longest duration accepted, in ms: Node's timers wait at most 2^31-1 ms (about 24.8 days); a
  * longer delay — or Infinity — fires after 1 ms, so `heartbeat: 1e300` would beat every ms.
  */
@@ -203,9 +204,19 @@ function bounded(ms: number, v: unknown, path: string): number {
   return ms;
 }
 
-/** Parses Go-style durations like `500ms`, `1s`, `1m30s` into milliseconds (at most {@link MAX_DURATION_MS}). */
+/**
+ * Parses Go-style durations like `500ms`, `1s`, `1m30s` into milliseconds (at most
+ * {@link MAX_DURATION_MS}). A unit is required: a bare number is refused rather than guessed,
+ * because readers disagree on it (`heartbeat: 500` silently meant 500 seconds here, while the
+ * heartbeat is tuned in milliseconds). Only `0` needs no unit: it is the same in every unit.
+ */
 export function parseDuration(v: unknown, path: string): number {
-  if (typeof v === 'number' && v >= 0) return bounded(v * 1000, v, path);
+  if (typeof v === 'number' && !(v >= 0)) fail(path, 'must be a duration such as 500ms or 1s, not negative');
+  const bare = typeof v === 'number' ? String(v) : typeof v === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(v) ? v.trim() : undefined;
+  if (bare !== undefined) {
+    if (Number(bare) === 0) return 0;
+    fail(path, `'${bare}' has no unit: write ${bare}ms for milliseconds or ${bare}s for seconds (units: ms, s, m, h)`);
+  }
   if (typeof v !== 'string') fail(path, 'must be a duration such as 500ms or 1s');
   const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
   let total = 0;
@@ -215,7 +226,6 @@ export function parseDuration(v: unknown, path: string): number {
     total += Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
     pos = re.lastIndex;
   }
-  if (v === '0') return 0;
   if (pos !== v.length || pos === 0) fail(path, `invalid duration '${v}' (examples: 500ms, 1s, 1m30s)`);
   return bounded(total, v, path);
 }
@@ -288,7 +298,13 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
       ? []
       : strList(metrics.identities, 'metrics.identities');
   scrapers.forEach((id, i) => {
-    if (!isIdentity(id)) fail(`metrics.identities[${i}]`, 'must be an identity of the form h1:… (see `minkms identity`)');
+    if (/^(k[12]|hsm):/i.test(id))
+      fail(
+        `metrics.identities[${i}]`,
+        'is an API or HSM key, not an identity: never put keys here; `minkms identity KEY` prints its identity (h1:…)',
+      );
+    if (!isIdentity(id))
+      fail(`metrics.identities[${i}]`, `'${String(id).slice(0, 64)}' is not an identity of the form h1:… (see \`minkms identity\`)`);
   });
 
   const limits = object(root.limits, 'limits', [
@@ -382,7 +398,7 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     },
     log: { level: level as LogLevel },
     audit: { file: file(str(audit.file, 'audit.file')) },
-    metrics: { auth: metrics.auth !== false, identities: scrapers },
+    metrics: { auth: metrics.auth !== false, identities: [...new Set(scrapers)] },
     limits: limitValues,
     store: storeConfig,
   };

@@ -57,7 +57,7 @@ export function configuredHsms(sources: HsmSources, previous: readonly Configure
   };
 
   const soft = softKey(sources);
-  if (soft !== undefined) reuse(`soft:${soft}`, () => new SoftHsm(soft));
+  if (soft !== undefined) reuse(`soft:${soft}`, () => softHsm(soft));
   const pkcs11 = sources.config.hsm.pkcs11;
   if (pkcs11) reuse(`pkcs11:${pkcs11Settings(pkcs11)}`, () => new Pkcs11Hsm(pkcs11, { warn: sources.warn }));
   const minkms = sources.config.hsm.minkms;
@@ -68,6 +68,15 @@ export function configuredHsms(sources: HsmSources, previous: readonly Configure
     );
   }
   return out;
+}
+
+/** A soft HSM; a malformed key is a configuration error (exit status 2), never shown. */
+function softHsm(key: string): Hsm {
+  try {
+    return new SoftHsm(key);
+  } catch (err) {
+    throw new HsmConfigError(`kms: MINIO_KMS_HSM_KEY: ${(err as Error).message} (see \`minkms --soft-hsm\`)`);
+  }
 }
 
 /**

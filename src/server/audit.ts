@@ -20,6 +20,8 @@
  */
 import { closeSync, fstatSync, fsyncSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
+import { dirname } from 'node:path';
+import { ConfigError } from '../config/config.js';
 
 /** What happened, as the server reports it. */
 export interface AuditEvent {
@@ -57,6 +59,20 @@ const bound = (s: string) => (s.length > MAX_FIELD ? s.slice(0, MAX_FIELD) + 'â€
 const sha256 = (s: string | Buffer) => createHash('sha256').update(s).digest('hex');
 const HASH_SUFFIX = /,"hash":"([0-9a-f]{64})"\}$/;
 
+/**
+ * Why the audit file cannot be opened, in words an operator can act on (a raw `ENOENT` names
+ * neither the setting nor the fix). A ConfigError: retrying cannot help until someone acts.
+ */
+function auditOpenError(path: string, err: NodeJS.ErrnoException): ConfigError {
+  const dir = dirname(path);
+  const fix = "(create it writable by the server's user, or change audit.file / --audit-file)";
+  if (err.code === 'ENOENT') return new ConfigError(`cannot open the audit log ${path}: its directory ${dir} does not exist ${fix}`);
+  if (err.code === 'EACCES' || err.code === 'EPERM') return new ConfigError(`cannot open the audit log ${path}: permission denied ${fix}`);
+  if (err.code === 'EISDIR') return new ConfigError(`cannot open the audit log ${path}: it is a directory (audit.file names a file)`);
+  if (err.code === 'ENOTDIR') return new ConfigError(`cannot open the audit log ${path}: a part of ${dir} is not a directory ${fix}`);
+  return new ConfigError(`cannot open the audit log ${path}: ${err.code ?? err.message}`);
+}
+
 /** An audit file opened for appending. */
 export class AuditLog {
   readonly path: string;
@@ -84,7 +100,12 @@ export class AuditLog {
 
   /** Opens (creating with mode 0600) `path` and continues its chain, or starts one. */
   static open(path: string): AuditLog {
-    const fd = openSync(path, 'a', 0o600);
+    let fd: number;
+    try {
+      fd = openSync(path, 'a', 0o600);
+    } catch (err) {
+      throw auditOpenError(path, err as NodeJS.ErrnoException);
+    }
     try {
       const rfd = openSync(path, 'r');
       let last;

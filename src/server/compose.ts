@@ -7,9 +7,9 @@
  * KMS may be slow or down) the node already answers `/version` and health, and 503 for
  * everything else.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Http2SecureServer } from 'node:http2';
 import { ConfigError, type Config, type EtcdConfig } from '../config/config.js';
@@ -127,8 +127,7 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
   const tls = asConfigError(() => loadTlsMaterial(config, dir, configured));
 
   const auditFile = opts.auditFile ?? config.audit.file;
-  if (auditFile !== undefined) checkAuditDir(auditFile);
-  const observability = new Observability({ log, auditFile });
+  const observability = asConfigError(() => new Observability({ log, auditFile }));
   cleanup.push(() => observability.close());
 
   const store: Store = etcd ? createEtcdStore(etcd, log) : new SqliteStore(dir);
@@ -236,18 +235,6 @@ function announce(p: (line: string) => void, state: NodeState, previous: NodeSta
   }
   const before = previous.kind === 'unsealed' ? previous.pending : new Map<string, string>();
   for (const [name, why] of state.pending) if (before.get(name) !== why) p(`HSM pending ${name}: ${why}`);
-}
-
-/** The audit log's directory must exist: a clear error at start instead of a raw ENOENT. */
-function checkAuditDir(file: string): void {
-  const d = dirname(file);
-  let ok = false;
-  try {
-    ok = statSync(d).isDirectory();
-  } catch {
-    ok = false;
-  }
-  if (!ok) throw new StartupConfigError(`audit.file: the directory ${d} does not exist (create it, writable by the server's user)`);
 }
 
 function asConfigError<T>(fn: () => T): T {

@@ -483,7 +483,8 @@ const DRAIN_STRANGER = 64 << 10;
  * The client will not get to send the rest of its body. HTTP/2: once the answer is out, the
  * stream is ended (RST_STREAM NO_ERROR, RFC 9113 §8.1). HTTP/1.1 has no such signal: the rest is
  * read and discarded up to `drain` bytes (so that a client still writing gets to read the
- * answer), the connection is closed after the answer, and at once beyond that bound.
+ * answer) and the connection is closed beyond that bound — and after the answer, for a caller
+ * that did not pass the pre-body check.
  */
 function refuseBody(req: Request, res: Response, drain: number): void {
   const stream = req.stream;
@@ -493,7 +494,8 @@ function refuseBody(req: Request, res: Response, drain: number): void {
     });
     return;
   }
-  (res as { shouldKeepAlive?: boolean }).shouldKeepAlive = false;
+  // A known caller keeps its connection once the rest is read; anyone else loses it.
+  if (drain < DRAIN_KNOWN) (res as { shouldKeepAlive?: boolean }).shouldKeepAlive = false;
   let drained = 0;
   req.removeAllListeners('data');
   req.on('data', (chunk: Buffer) => {

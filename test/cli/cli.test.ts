@@ -615,7 +615,7 @@ describe('against a server', () => {
         ['ls'],
         1,
         new RegExp(
-          `^minkms: cannot verify the TLS certificate of ${server.host.replace(/\./g, '\\.')}: .+ \\(use -k/--insecure to skip verification, or add the server's CA certificate \\(PEM\\) to ~/\\.minkms/certs/CAs\\)\\n$`,
+          `^minkms: cannot verify the TLS certificate of ${server.host.replace(/\./g, '\\.')}: .+ \\(trust the server's CA with --ca FILE, in ~/\\.minkms/certs/CAs or in the system store; -k/--insecure skips verification\\)\\n$`,
         ),
         { env: noCa },
       );

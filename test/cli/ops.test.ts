@@ -1,13 +1,13 @@
 /**
  * Day-two operations with the real binary: backup → wipe → restore → decrypt, refused
- * backups, rotate-root, and an `npm pack` tarball whose installed `minkms` works.
+ * backups, rotate-root. (The npm package is tested in package.test.ts.)
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { MINKMS_BIN, REPO_ROOT, newHsmKey, removeDir, startServer, tempDir, type TestServer } from '../helpers/server.js';
+import { MINKMS_BIN, newHsmKey, removeDir, startServer, tempDir, type TestServer } from '../helpers/server.js';
 
 const dirs: string[] = [];
 const servers: TestServer[] = [];
@@ -105,41 +105,4 @@ test('rotate-root with the CLI: progress, a new generation, data still readable'
   assert.match(ok(s, ['rotate-root', '-k'], work), /generation 3/);
   const out = JSON.parse(ok(s, ['decrypt', '-k', 'sse', dek.ciphertext, '--json'], work)) as { plaintext: string };
   assert.equal(out.plaintext, dek.plaintext);
-});
-
-test('npm pack: the installed package runs minkms', { timeout: 600_000 }, () => {
-  const work = temp();
-  const pack = spawnSync('npm', ['pack', '--pack-destination', work, '--silent'], { cwd: REPO_ROOT, encoding: 'utf8' });
-  assert.equal(pack.status, 0, pack.stderr);
-  const tarball = join(work, pack.stdout.trim().split('\n').pop()!);
-  assert.ok(existsSync(tarball), tarball);
-  const install = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--prefix', join(work, 'prefix'), tarball], {
-    encoding: 'utf8',
-    timeout: 540_000,
-  });
-  assert.equal(install.status, 0, install.stderr);
-  const bin = join(work, 'prefix/node_modules/.bin/minkms');
-  const version = spawnSync(bin, ['--version'], { encoding: 'utf8' });
-  assert.equal(version.status, 0, version.stderr);
-  assert.equal(version.stdout.trim(), JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')).version);
-  const identity = spawnSync(bin, ['identity', 'hsm:aes256:PuKzChdhTmMcYqfbB+CpR7g2aRHbBO7uaMXdqCJmW40=', '--json'], { encoding: 'utf8' });
-  assert.equal(identity.status, 0, identity.stderr);
-  assert.match(JSON.parse(identity.stdout).identity, /^h1:/);
-  // The native SQLite binding works in the installed package: a dev server starts and stops.
-  const dev = spawnSync(
-    process.execPath,
-    [
-      '-e',
-      `
-    const { spawn } = require('node:child_process');
-    const p = spawn(${JSON.stringify(bin)}, ['server', '--dev', '--address', '127.0.0.1:0']);
-    let out = '';
-    p.stdout.on('data', (d) => { out += d; if (/Server is up and running/.test(out)) p.kill('SIGTERM'); });
-    p.on('exit', () => { process.stdout.write(out); });
-    setTimeout(() => p.kill('SIGKILL'), 20000);
-  `,
-    ],
-    { encoding: 'utf8', timeout: 30_000 },
-  );
-  assert.match(dev.stdout, /Server is up and running/, dev.stdout + dev.stderr);
 });

@@ -1,20 +1,26 @@
 /**
  * Starts a REAL etcd cluster (default: 3 members) on 127.0.0.1 for tests, with free ports and
  * data directories in a temporary directory, and lets a test stop, kill and restart single
- * members. The `etcd` binary comes from Debian's `etcd-server` package (CI:
- * `apt-get install -y etcd-server etcd-client`), or from `$ETCD_BIN`. If it is missing,
- * `startEtcdCluster` throws: tests that need etcd fail, they are not skipped.
+ * members.
+ *
+ * The `etcd` binary is found by {@link resolveEtcdBinary}: `$ETCD_BIN`, an `etcd` on PATH
+ * (Debian's `etcd-server`, 3.4), a binary built earlier into the cache, else it is built once
+ * from the Go module proxy (test/etcd/, etcd 3.6) — or, without Go but as root, installed with
+ * apt. If none of these is possible, `startEtcdCluster` throws one message naming what is
+ * missing: tests that need etcd fail, they are not skipped.
  *
  * The members run with `--max-txn-ops` and `--max-request-bytes` raised (see
  * src/store/etcd.ts: a restore or root-key rotation is one large transaction).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Etcd3 } from 'etcd3';
+import { cacheDir, executable, lockBuild, onPath, runCommand } from './tools.js';
 
 export interface EtcdClusterOptions {
   /** Number of members; 3 by default. */
@@ -87,18 +93,155 @@ type Resolved = Required<Omit<EtcdClusterOptions, 'tls'>> & Pick<EtcdClusterOpti
 export const DEFAULT_MAX_TXN_OPS = 10_000;
 export const DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024;
 
-/** Path of the etcd binary, or a thrown error that says how to install it. */
-export function etcdBinary(): string {
-  const bin = process.env['ETCD_BIN'] || 'etcd';
-  const probe = spawnSync(bin, ['--version'], { encoding: 'utf8' });
-  if (probe.error || probe.status !== 0) {
+/** The repository: dist/test/helpers/ → ../../.. */
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+/** The Go main module that builds etcd (a wrapper around etcdmain, see its main.go). */
+export const ETCD_BUILD_DIR = join(REPO_ROOT, 'test/etcd');
+
+/** The etcd version test/etcd/go.mod pins (the single place it is written down). */
+export function etcdBuildVersion(): string {
+  const mod = readFileSync(join(ETCD_BUILD_DIR, 'go.mod'), 'utf8');
+  const m = /^\s*(?:require\s+)?go\.etcd\.io\/etcd\/server\/v3\s+(v\S+)/m.exec(mod);
+  if (!m) throw new Error(`${join(ETCD_BUILD_DIR, 'go.mod')} does not require go.etcd.io/etcd/server/v3`);
+  return m[1]!;
+}
+
+export interface ResolveEtcdOptions {
+  /** Environment to look in (PATH, ETCD_BIN, MINKMS_E2E_CACHE); `process.env` by default. */
+  env?: NodeJS.ProcessEnv;
+  /** May apt-get install etcd-server when nothing else works; by default when running as root. */
+  allowApt?: boolean;
+  /** Progress messages (a build takes minutes the first time). */
+  log?: (msg: string) => void;
+  /** Bound of a build or an installation; 15 minutes by default. */
+  timeoutMs?: number;
+}
+
+/** How the binary was found: for the message of a test, and for the resolution test. */
+export interface ResolvedEtcd {
+  bin: string;
+  source: 'ETCD_BIN' | 'PATH' | 'cache' | 'built' | 'apt';
+  version: string;
+}
+
+/** `etcd --version`'s first line, or undefined if `bin` does not run. */
+function probe(bin: string, env: NodeJS.ProcessEnv): string | undefined {
+  const r = spawnSync(bin, ['--version'], { encoding: 'utf8', env, timeout: 20_000 });
+  if (r.error || r.status !== 0) return undefined;
+  return /etcd Version:\s*(\S+)/.exec(r.stdout)?.[1] ?? r.stdout.split('\n')[0]!.trim();
+}
+
+/** Builds test/etcd into `bin` with Go (the module proxy supplies etcd's source). */
+async function buildEtcd(go: string, bin: string, version: string, o: Required<Omit<ResolveEtcdOptions, 'allowApt'>>): Promise<void> {
+  const started = Date.now();
+  const tmp = `${bin}.build-${process.pid}`;
+  const env: NodeJS.ProcessEnv = {
+    ...o.env,
+    // etcd's releases are static binaries; no C toolchain needed.
+    CGO_ENABLED: '0',
+    // go.mod asks for go 1.24: never download another toolchain behind the user's back.
+    GOTOOLCHAIN: 'local',
+    GOFLAGS: '-buildvcs=false -modcacherw -mod=readonly',
+  };
+  o.log(`building etcd ${version} from the Go module proxy into ${bin} (once; later runs use the cached binary)`);
+  // `nice`: next to running tests (npm test runs two files at once), the build yields the CPU.
+  const nice = onPath('nice', o.env);
+  const args = ['build', '-trimpath', '-o', tmp, '.'];
+  const r = await runCommand(nice ?? go, nice ? ['-n', '10', go, ...args] : args, {
+    cwd: ETCD_BUILD_DIR,
+    env,
+    timeoutMs: o.timeoutMs,
+  });
+  if (r.code !== 0 || !executable(tmp)) {
+    rmSync(tmp, { force: true });
     throw new Error(
-      `etcd binary not found or not runnable (${bin}: ${probe.error?.message ?? `exit ${probe.status}: ${probe.stderr}`}). ` +
-        'The etcd tests need a real etcd: install it with `apt-get install -y etcd-server etcd-client` (Debian, etcd 3.4) ' +
-        'or point $ETCD_BIN at an etcd 3.4+ binary.',
+      `could not build etcd ${version} with ${go} (exit ${r.code} after ${Math.round((Date.now() - started) / 1000)} s; ` +
+        `it needs Go >= 1.24 and the Go module proxy):\n${r.out.slice(-4000)}`,
     );
   }
-  return bin;
+  renameSync(tmp, bin); // atomic: a concurrent reader sees a complete binary or none
+  o.log(`built etcd ${version} in ${Math.round((Date.now() - started) / 1000)} s`);
+}
+
+/**
+ * Finds or obtains an etcd binary, in this order: `$ETCD_BIN` (an error if it does not run);
+ * `etcd` on PATH; `<cache>/etcd-<version>`; a build of test/etcd with the Go on PATH into the
+ * cache; `apt-get install etcd-server` when running as root; else one error naming all that is
+ * missing.
+ */
+export async function resolveEtcdBinary(opts: ResolveEtcdOptions = {}): Promise<ResolvedEtcd> {
+  const env = opts.env ?? process.env;
+  const log = opts.log ?? ((msg: string) => process.stderr.write(`${msg}\n`));
+  const timeoutMs = opts.timeoutMs ?? 15 * 60_000;
+  const given = env.ETCD_BIN;
+  if (given) {
+    const v = probe(given, env);
+    if (v === undefined)
+      throw new Error(`ETCD_BIN=${given} does not run ('${given} --version' failed); unset it or point it at an etcd 3.4+ binary`);
+    return { bin: given, source: 'ETCD_BIN', version: v };
+  }
+  const system = onPath('etcd', env);
+  const systemVersion = system && probe(system, env);
+  if (system && systemVersion) return { bin: system, source: 'PATH', version: systemVersion };
+
+  const version = etcdBuildVersion();
+  const cache = cacheDir(env);
+  const bin = join(cache, `etcd-${version}`);
+  const cachedVersion = executable(bin) ? probe(bin, env) : undefined;
+  if (cachedVersion) return { bin, source: 'cache', version: cachedVersion };
+
+  const go = onPath('go', env);
+  if (go) {
+    mkdirSync(cache, { recursive: true });
+    const deadline = Date.now() + timeoutMs;
+    if (await lockBuild(bin, deadline)) {
+      try {
+        await buildEtcd(go, bin, version, { env, log, timeoutMs });
+      } finally {
+        rmSync(`${bin}.lock`, { recursive: true, force: true });
+      }
+    }
+    const v = probe(bin, env);
+    if (v === undefined) throw new Error(`the etcd binary built into ${bin} does not run; remove it and try again`);
+    return { bin, source: 'built', version: v };
+  }
+
+  const root = process.getuid?.() === 0;
+  const apt = onPath('apt-get', env);
+  if ((opts.allowApt ?? root) && apt) {
+    log("etcd is missing and Go is not installed: installing Debian's etcd-server with apt-get");
+    const aptEnv = { ...env, DEBIAN_FRONTEND: 'noninteractive' };
+    const update = await runCommand(apt, ['update', '-qq'], { env: aptEnv, timeoutMs });
+    const install =
+      update.code === 0
+        ? await runCommand(apt, ['install', '-y', '-qq', '--no-install-recommends', 'etcd-server'], { env: aptEnv, timeoutMs })
+        : update;
+    // The package starts a system etcd on the default ports where systemd runs; the tests start their own.
+    if (install.code === 0 && onPath('systemctl', env)) spawnSync('systemctl', ['stop', 'etcd'], { env, stdio: 'ignore' });
+    const installed = onPath('etcd', env);
+    const v = installed && probe(installed, env);
+    if (install.code === 0 && installed && v) return { bin: installed, source: 'apt', version: v };
+    throw new Error(`apt-get install etcd-server failed (exit ${install.code}):\n${install.out.slice(-2000)}`);
+  }
+
+  throw new Error(
+    `etcd is missing: no etcd on PATH, none built in ${bin}, and no Go on PATH to build etcd ${version} from the Go module proxy` +
+      (root ? ' (nor apt-get to install it)' : ' (and not root, so apt-get cannot install it)') +
+      '. Install Go >= 1.24 (the tests then build etcd once), or run `apt-get install etcd-server`, or set ETCD_BIN=/path/to/etcd.',
+  );
+}
+
+let resolved: Promise<ResolvedEtcd> | undefined;
+
+/** {@link resolveEtcdBinary} once per test process. */
+export async function etcdBinary(): Promise<string> {
+  resolved ??= resolveEtcdBinary();
+  try {
+    return (await resolved).bin;
+  } catch (err) {
+    resolved = undefined; // let a later test try again (and fail with the same message)
+    throw err;
+  }
 }
 
 /** `count` distinct free TCP ports on 127.0.0.1 (bound together, then released). */
@@ -382,7 +525,7 @@ async function launch(bin: string, root: string, opts: Resolved): Promise<EtcdCl
  * `after` hook); the temporary directory goes with it.
  */
 export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promise<EtcdCluster> {
-  const bin = etcdBinary();
+  const bin = await etcdBinary();
   installExitHook();
   const opts: Resolved = {
     size: options.size ?? 3,

@@ -11,7 +11,10 @@ test('examples/config.yaml documents a valid configuration with every section', 
   const doc = parse(readFileSync(join(REPO_ROOT, 'examples/config.yaml'), 'utf8'));
   const c = validateConfig(doc, '/etc/minkms');
   assert.equal(c.heartbeat, 500);
-  assert.equal(c.hsm.minkms?.enclave, 'aistor-key-manager');
+  // As shipped it starts on its own: no external KMS or token, no foreign root identity (test/cli/example-config.test.ts).
+  assert.equal(c.hsm.minkms, undefined);
+  assert.equal(c.hsm.pkcs11, undefined);
+  assert.equal(c.admin.identity, undefined);
   assert.deepEqual(c.limits, DEFAULT_LIMITS);
   assert.equal(c.audit.file, '/var/log/minkms/audit.log');
   assert.equal(c.log.level, 'info');
@@ -75,5 +78,6 @@ test('durations', () => {
     ['0', 0],
     ['1.5s', 1500],
   ];
+  assert.equal(parseDuration(0, 'x'), 0);
   for (const [text, ms] of cases) assert.equal(parseDuration(text, 'x'), ms, text);
 });

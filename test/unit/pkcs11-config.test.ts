@@ -116,8 +116,16 @@ describe('hsm.pkcs11 configuration', () => {
     }
   });
 
-  it('is documented in examples/config.yaml', () => {
-    const doc = parseYaml(readFileSync(join(REPO_ROOT, 'examples/config.yaml'), 'utf8'));
+  it('is documented in examples/config.yaml (commented out: the example starts without a token)', () => {
+    const lines = readFileSync(join(REPO_ROOT, 'examples/config.yaml'), 'utf8').split('\n');
+    const start = lines.findIndex((l) => l.startsWith('  # pkcs11:'));
+    assert.ok(start >= 0, 'the example has an hsm.pkcs11 section');
+    const section = [lines[start]!];
+    for (const l of lines.slice(start + 1)) {
+      if (!l.startsWith('  #   ')) break;
+      section.push(l);
+    }
+    const doc = parseYaml(`version: v1\nhsm:\n${section.map((l) => l.replace(/^  # /, '  ')).join('\n')}\n`);
     assert.deepEqual(validateConfig(doc, '/etc/minkms').hsm.pkcs11, {
       module: MODULE,
       token: { label: 'minkms' },
