@@ -579,10 +579,11 @@ export function addExamples(cmd: Command, examples: readonly string[], extra = '
 }
 
 /** Sets the action of a client command: runs `fn` with a {@link Context}, explains failures. */
-export function runs(cmd: Command, fn: (ctx: Context, ...args: any[]) => Promise<void>): Command {
+export function runs<A extends unknown[]>(cmd: Command, fn: (ctx: Context, ...args: A) => Promise<void>): Command {
   return cmd.action(async (...args: unknown[]) => {
     const ctx = new Context(cmd);
-    const positional = args.slice(0, cmd.registeredArguments.length);
+    // commander passes the declared arguments first (strings, or string[] for a variadic one).
+    const positional = args.slice(0, cmd.registeredArguments.length) as A;
     try {
       await fn(ctx, ...positional);
     } catch (err) {

@@ -47,7 +47,9 @@ export class MinkmsHsm implements Hsm {
     try {
       if (cfg.ca) ca = readCaPath(cfg.ca);
     } catch (err) {
-      throw new Error(`hsm.minio.minkms.tls.ca: cannot read ${cfg.ca}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new Error(`hsm.minio.minkms.tls.ca: cannot read ${cfg.ca}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+        cause: err,
+      });
     }
     try {
       this.#client = new KmsClient({
@@ -58,7 +60,7 @@ export class MinkmsHsm implements Hsm {
         timeoutMs: opts.timeoutMs ?? 10_000,
       });
     } catch (err) {
-      throw new Error(`hsm.minio.minkms.auth.key: ${(err as Error).message}`);
+      throw new Error(`hsm.minio.minkms.auth.key: ${(err as Error).message}`, { cause: err });
     }
   }
 

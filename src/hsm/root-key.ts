@@ -81,7 +81,7 @@ export function parseJson<T>(what: string, value: Buffer): T {
     if (v.v !== 1) throw new Error(`unsupported version ${String(v.v)}`);
     return v as T;
   } catch (err) {
-    throw new Error(`corrupt ${what} record: ${(err as Error).message}`);
+    throw new Error(`corrupt ${what} record: ${(err as Error).message}`, { cause: err });
   }
 }
 

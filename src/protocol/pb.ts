@@ -448,7 +448,7 @@ export class Reader {
     const end = this.end;
     let pos = this.pos;
     let lo = 0;
-    let hi = 0;
+    let hi: number;
     let b: number;
     let i = 0;
     // Bytes 0..3: bits 0..27.

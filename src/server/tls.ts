@@ -33,7 +33,9 @@ function read(path: string, what: string): string {
   try {
     return readFileSync(path, 'utf8');
   } catch (err) {
-    throw new Error(`kms: cannot read TLS ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new Error(`kms: cannot read TLS ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+      cause: err,
+    });
   }
 }
 
@@ -44,7 +46,9 @@ export function loadTlsMaterial(config: Config, dir: string, configured: boolean
     try {
       ca = readCaPath(config.tls.ca);
     } catch (err) {
-      throw new Error(`kms: cannot read TLS CA ${config.tls.ca}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new Error(`kms: cannot read TLS CA ${config.tls.ca}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+        cause: err,
+      });
     }
   }
   const caFiles = config.tls.ca ? [config.tls.ca] : [];

@@ -65,7 +65,7 @@ export class SqliteStore implements Store {
     } catch (err) {
       db.close();
       if ((err as { code?: string }).code === 'SQLITE_BUSY')
-        throw new Error(`the data directory ${dir} is in use by another minkms server`);
+        throw new Error(`the data directory ${dir} is in use by another minkms server`, { cause: err });
       throw err;
     }
     db.pragma('synchronous = FULL');

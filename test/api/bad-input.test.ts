@@ -318,10 +318,10 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
     await root.createKey(ENCLAVE, { name: 'k2' });
     await root.createKey(ENCLAVE, { name: 'cc', type: 'ChaCha20' });
     await root.createKey(ENCLAVE, { name: 'rot' });
-    [{ ciphertext: ctRotV1 }] = await root.encrypt(ENCLAVE, [{ name: 'rot', plaintext: SECRET, associatedData: AD }]);
+    ctRotV1 = (await root.encrypt(ENCLAVE, [{ name: 'rot', plaintext: SECRET, associatedData: AD }]))[0]!.ciphertext;
     await root.createKey(ENCLAVE, { name: 'rot', addVersion: true });
-    [{ ciphertext: ctK }] = await root.encrypt(ENCLAVE, [{ name: 'k', plaintext: SECRET, associatedData: AD }]);
-    [{ ciphertext: ctCc }] = await root.encrypt(ENCLAVE, [{ name: 'cc', plaintext: SECRET, associatedData: AD }]);
+    ctK = (await root.encrypt(ENCLAVE, [{ name: 'k', plaintext: SECRET, associatedData: AD }]))[0]!.ciphertext;
+    ctCc = (await root.encrypt(ENCLAVE, [{ name: 'cc', plaintext: SECRET, associatedData: AD }]))[0]!.ciphertext;
     await root.createPolicy(ENCLAVE, { name: 'p', allow: { 'KEY:STATUS': { rules: { '*': {} } } } });
     adminKey = generateApiKey();
     await root.createIdentity(ENCLAVE, { identity: adminKey.identity, privilege: 'Admin' });

@@ -66,7 +66,7 @@ async function eventually<T>(what: string, fn: () => Promise<T>, timeoutMs = 15_
     try {
       return await fn();
     } catch (err) {
-      if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms: ${(err as Error).message}`);
+      if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms: ${(err as Error).message}`, { cause: err });
       await new Promise((r) => setTimeout(r, 50));
     }
   }

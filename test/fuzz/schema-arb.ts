@@ -12,7 +12,7 @@ import * as M from '../../src/protocol/messages.js';
 import { unicodeChar } from './mutate.js';
 import { MessageSchema, type FieldSpec, type FieldType, type MapKeyType } from '../../src/protocol/schema.js';
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+ 
 export type AnySchema = MessageSchema<any>;
 
 /** Every message schema of messages.ts, by export name (the fuzzers must cover each one). */

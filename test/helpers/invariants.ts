@@ -105,7 +105,7 @@ export async function eventually<T>(what: string, fn: () => Promise<T>, timeoutM
     try {
       return await fn();
     } catch (err) {
-      if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms: ${(err as Error).message}`);
+      if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms: ${(err as Error).message}`, { cause: err });
       await new Promise((r) => setTimeout(r, 50));
     }
   }

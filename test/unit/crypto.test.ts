@@ -183,7 +183,7 @@ describe('ciphertext (KES/MinKMS format)', () => {
     for (const v of file.vectors) {
       file.negative.forEach((n, i) => {
         let ct = hex(v.ciphertext);
-        let key = Buffer.from(masterKey);
+        const key = Buffer.from(masterKey);
         let type: KeyType = v.type;
         let aad = ad;
         if (n.flipByte !== undefined) ct[n.flipByte]! ^= 0x01;

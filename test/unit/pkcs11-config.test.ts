@@ -125,7 +125,7 @@ describe('hsm.pkcs11 configuration', () => {
       if (!l.startsWith('  #   ')) break;
       section.push(l);
     }
-    const doc = parseYaml(`version: v1\nhsm:\n${section.map((l) => l.replace(/^  # /, '  ')).join('\n')}\n`);
+    const doc = parseYaml(`version: v1\nhsm:\n${section.map((l) => l.replace(/^ {2}# /, '  ')).join('\n')}\n`);
     assert.deepEqual(validateConfig(doc, '/etc/minkms').hsm.pkcs11, {
       module: MODULE,
       token: { label: 'minkms' },

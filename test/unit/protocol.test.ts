@@ -42,7 +42,7 @@ import {
   type MessageSchema,
 } from '../../src/protocol/index.js';
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+ 
 type AnySchema = MessageSchema<any>;
 type Obj = Record<string, unknown>;
 
