@@ -415,7 +415,8 @@ function oneOf(o: Obj, path: string, keys: readonly string[]): string {
 function label(v: unknown, path: string, maxBytes: number): string {
   const s = str(v, path, true)!;
   if (Buffer.byteLength(s, 'utf8') > maxBytes) fail(path, `must be at most ${maxBytes} bytes`);
-  if ([...s].some((c) => c < ' ' || c === '\u007f') || s !== s.trim()) fail(path, 'must not contain control characters or surrounding blanks');
+  if ([...s].some((c) => c < ' ' || c === '\u007f') || s !== s.trim())
+    fail(path, 'must not contain control characters or surrounding blanks');
   return s;
 }
 

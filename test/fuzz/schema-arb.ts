@@ -12,7 +12,6 @@ import * as M from '../../src/protocol/messages.js';
 import { unicodeChar } from './mutate.js';
 import { MessageSchema, type FieldSpec, type FieldType, type MapKeyType } from '../../src/protocol/schema.js';
 
- 
 export type AnySchema = MessageSchema<any>;
 
 /** Every message schema of messages.ts, by export name (the fuzzers must cover each one). */

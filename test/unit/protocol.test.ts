@@ -42,7 +42,6 @@ import {
   type MessageSchema,
 } from '../../src/protocol/index.js';
 
- 
 type AnySchema = MessageSchema<any>;
 type Obj = Record<string, unknown>;
 
