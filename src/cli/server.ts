@@ -79,7 +79,7 @@ Examples:
       } catch (err) {
         log.flush();
         if (err instanceof StartupConfigError) return exitConfigError(err);
-        process.stderr.write(`minkms: ${(err as Error).message}\n`);
+        process.stderr.write(`${prefixed((err as Error).message)}\n`);
         process.exit(1);
       }
       let stopping = false;
@@ -106,7 +106,7 @@ Examples:
  * retries — it never exits for one.
  */
 function exitConfigError(err: unknown): never {
-  process.stderr.write(`minkms: ${(err as Error).message}\n`);
+  process.stderr.write(`${prefixed((err as Error).message)}\n`);
   process.exit(2);
 }
 
@@ -126,4 +126,9 @@ function installLastResortHandlers(log: Logger): void {
 
 function errorText(err: unknown): string {
   return err instanceof Error ? (err.stack ?? err.message) : String(err);
+}
+
+/** Start-up messages already say `kms: …`; others get the program's name. */
+function prefixed(message: string): string {
+  return message.startsWith('kms:') ? message : `minkms: ${message}`;
 }

@@ -10,6 +10,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import type { Http2SecureServer } from 'node:http2';
 import { ConfigError, type Config, type EtcdConfig } from '../config/config.js';
@@ -67,6 +68,8 @@ export class StartupConfigError extends Error {
 }
 
 const DEFAULT_PORT = 7373;
+/** The docs folder the package ships (dist/src/server → docs). */
+const DOCS = fileURLToPath(new URL('../../../docs/', import.meta.url));
 /** How often the configuration file is checked for changes. */
 const CONFIG_POLL_MS = 2_000;
 
@@ -176,9 +179,13 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
     observer: observability.http,
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    const failed = (err: NodeJS.ErrnoException) => {
+      const why = err.code === 'EADDRINUSE' ? 'the address is in use' : err.message;
+      reject(new Error(`kms: cannot listen on ${opts.address}: ${why}`, { cause: err }));
+    };
+    server.once('error', failed);
     server.listen(listen.port, listen.host, () => {
-      server.off('error', reject);
+      server.off('error', failed);
       resolve();
     });
   });
@@ -203,7 +210,7 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
   p(`TLS         ${tls.source}${tls.generated ? ' (generated self-signed certificate for localhost)' : ''}`);
   p(`Endpoint    ${endpoint}`);
   if (config.admin.identity) p(`Admin       ${config.admin.identity}`);
-  p(`Docs        minkms help · docs/kms-chain.md · docs/security.md · docs/clustering.md`);
+  p(`Docs        ${DOCS} (troubleshooting.md, deploy.md, upgrade.md, kms-chain.md, security.md)`);
   node.onStateChange((state, previous) => announce(p, state, previous));
   node.start();
 
