@@ -97,6 +97,8 @@ export class KmsNode {
   #closed = false;
   #unsealing: Promise<void> | undefined;
   #timers = new Set<NodeJS.Timeout>();
+  /** Wakes the background loops' sleeps (close() must not wait for a timer it cleared). */
+  #sleepers = new Set<() => void>();
   #pendingDelay = PENDING_RETRY_MIN_MS;
   #pendingTimer: NodeJS.Timeout | undefined;
   #reconciling: Promise<void> | undefined;
@@ -192,6 +194,19 @@ export class KmsNode {
     return timer;
   }
 
+  /** Sleeps `ms`, or less if the node closes meanwhile. */
+  #sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const wake = (): void => {
+        this.#sleepers.delete(wake);
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = this.#after(ms, wake);
+      this.#sleepers.add(wake);
+    });
+  }
+
   // ------------------------------------------------------------------ unsealing
 
   /** Runs `fn` after every transition queued before it (they never interleave). */
@@ -226,7 +241,7 @@ export class KmsNode {
           });
           lastReason = sealed.reason;
         }
-        await new Promise<void>((resolve) => this.#after(delay, resolve));
+        await this.#sleep(delay);
       }
     }
   }
@@ -845,6 +860,8 @@ export class KmsNode {
     this.#closed = true;
     for (const t of this.#timers) clearTimeout(t);
     this.#timers.clear();
+    // A sealed node's unseal loop sleeps between attempts: its timer is gone now, so wake it.
+    for (const wake of [...this.#sleepers]) wake();
     await this.#unsealing?.catch(() => undefined);
     await this.cluster?.close().catch(() => undefined);
     await this.store.close().catch(() => undefined);
