@@ -56,6 +56,8 @@ const RETRY_MAX_MS = 5_000;
 const PENDING_RETRY_MIN_MS = 5_000;
 /** …up to this. */
 const PENDING_RETRY_MAX_MS = 300_000;
+/** Following a change of the root key entries that failed is retried from this (up to RETRY_MAX_MS). */
+const FOLLOW_RETRY_MIN_MS = 500;
 /** How often a cluster node checks for entries no node has configured any more. */
 const UNCONFIGURED_CHECK_MS = 10_000;
 
@@ -101,6 +103,9 @@ export class KmsNode {
   #sleepers = new Set<() => void>();
   #pendingDelay = PENDING_RETRY_MIN_MS;
   #pendingTimer: NodeJS.Timeout | undefined;
+  /** A change of the root key entries that could not be followed yet is retried with this timer. */
+  #followRetry: NodeJS.Timeout | undefined;
+  #followDelay = FOLLOW_RETRY_MIN_MS;
   #reconciling: Promise<void> | undefined;
   /** State transitions (unseal, reload, following a root key change) run one at a time. */
   #transitions: Promise<unknown> = Promise.resolve();
@@ -524,10 +529,37 @@ export class KmsNode {
   } {
     return {
       kms: () => (this.#state.kind === 'unsealed' ? this.#state.kms : undefined),
-      rootChanged: () => this.#task('following a change of the root key entries', () => this.#transition(() => this.#followRoot())),
+      rootChanged: () => this.#followRootChange(),
       recordChanged: (path, value) => this.#followRecord(path, value),
       resync: () => this.#task('reloading the state from the store', () => this.#reload('the change feed could not be followed')),
     };
+  }
+
+  /**
+   * Follows a change of the root key entries. It reads the store, which may fail (no quorum):
+   * then the failure is reported and the node tries again, with backoff, until it has followed —
+   * otherwise it would keep an outdated list of entries, or miss the end of a root key rotation,
+   * until the next change happened to come along.
+   */
+  async #followRootChange(): Promise<void> {
+    clearTimeout(this.#followRetry);
+    this.#followRetry = undefined;
+    let failed = false;
+    await this.#task('following a change of the root key entries', async () => {
+      try {
+        await this.#transition(() => this.#followRoot());
+        this.#followDelay = FOLLOW_RETRY_MIN_MS;
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    });
+    if (!failed || this.#closed || this.#followRetry) return;
+    this.#followRetry = this.#after(this.#followDelay, () => {
+      this.#followRetry = undefined;
+      void this.#followRootChange();
+    });
+    this.#followDelay = Math.min(RETRY_MAX_MS, this.#followDelay * 2);
   }
 
   /**
