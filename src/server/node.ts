@@ -666,6 +666,8 @@ export class KmsNode {
       hsms: [...st.entries],
       hsmActive: hsmNames(st),
       pendingHsms: st.kind === 'unsealed' ? Object.fromEntries(st.pending) : {},
+      rootIdentity: st.kind === 'unsealed' ? st.rootIdentity.identity : '',
+      rootIdentitySource: st.kind === 'unsealed' ? st.rootIdentity.source : '',
       os: process.platform,
       arch: process.arch,
       cpus: cpus().length,
@@ -849,6 +851,10 @@ export class KmsNode {
   #serverStatus(n: NodeSnapshot, nodes: Map<number, string>, leaderId: number): MessageInit<ServerStatusResponse> {
     const now = Date.now();
     const st = this.#state;
+    // Each node's own root identity (from its snapshot), so that `minkms stat` shows whether they agree;
+    // this node's from its current state.
+    const live = !this.cluster || n.id === this.cluster.membership?.id;
+    const own = st.kind === 'unsealed' ? st.rootIdentity : undefined;
     return {
       version: n.version,
       apiVersion: 'v1',
@@ -872,8 +878,8 @@ export class KmsNode {
       configuredHsms: n.hsmActive,
       pendingHsms: n.pendingHsms ?? {},
       sealed: n.sealed,
-      rootIdentity: st.kind === 'unsealed' ? st.rootIdentity.identity : '',
-      rootIdentitySource: st.kind === 'unsealed' ? st.rootIdentity.source : '',
+      rootIdentity: live ? (own?.identity ?? '') : (n.rootIdentity ?? ''),
+      rootIdentitySource: live ? (own?.source ?? '') : (n.rootIdentitySource ?? ''),
       storeState: n.store?.state ?? '',
       lastQuorum: n.store?.lastQuorumAt ? now - n.store.lastQuorumAt : 0,
     };
