@@ -107,6 +107,7 @@ export class KmsNode {
   #followRetry: NodeJS.Timeout | undefined;
   #followDelay = FOLLOW_RETRY_MIN_MS;
   #reconciling: Promise<void> | undefined;
+  #reconcileAgain = false;
   /** State transitions (unseal, reload, following a root key change) run one at a time. */
   #transitions: Promise<unknown> = Promise.resolve();
   #queuedReload: Promise<void> | undefined;
@@ -364,15 +365,39 @@ export class KmsNode {
    * and removes entries no node has configured any more.
    */
   #reconcile(): Promise<void> {
-    this.#reconciling ??= this.#task('sealing the root key for the configured HSMs', async () => {
-      try {
-        await this.#sealPending();
-        await this.#removeUnconfigured();
-      } finally {
-        this.#reconciling = undefined;
-      }
-    });
+    // A request while a run is under way (a configuration change, say) means one more run: the
+    // current one may have read the HSMs before they changed.
+    if (this.#reconciling) {
+      this.#reconcileAgain = true;
+      return this.#reconciling;
+    }
+    const run = async (): Promise<void> => {
+      do {
+        this.#reconcileAgain = false;
+        let sealed = true;
+        await this.#task('sealing the root key for the configured HSMs', async () => {
+          try {
+            await this.#sealPending();
+          } catch (err) {
+            sealed = false;
+            throw err;
+          }
+        });
+        // The sealing could not even start (the store did not answer): try again later, as for a pending HSM.
+        if (!sealed) this.#retryReconcile();
+        await this.#task('removal of unconfigured HSM entries', () => this.#removeUnconfigured());
+      } while (this.#reconcileAgain && !this.#closed);
+    };
+    this.#reconciling = run().finally(() => (this.#reconciling = undefined));
     return this.#reconciling;
+  }
+
+  /** Runs #reconcile again after the pending-HSM backoff (5 s doubling to 5 min). */
+  #retryReconcile(): void {
+    if (this.#closed) return;
+    clearTimeout(this.#pendingTimer);
+    this.#pendingTimer = this.#after(this.#pendingDelay, () => void this.#reconcile());
+    this.#pendingDelay = Math.min(PENDING_RETRY_MAX_MS, this.#pendingDelay * 2);
   }
 
   async #sealPending(): Promise<void> {
@@ -397,12 +422,8 @@ export class KmsNode {
     const now = this.#state;
     if (now.kind === 'unsealed' && now.kms === st.kms) this.#set({ ...now, entries: await sealedEntryNames(this.store), pending });
     clearTimeout(this.#pendingTimer);
-    if (pending.size > 0) {
-      this.#pendingTimer = this.#after(this.#pendingDelay, () => void this.#reconcile());
-      this.#pendingDelay = Math.min(PENDING_RETRY_MAX_MS, this.#pendingDelay * 2);
-    } else {
-      this.#pendingDelay = PENDING_RETRY_MIN_MS;
-    }
+    if (pending.size > 0) this.#retryReconcile();
+    else this.#pendingDelay = PENDING_RETRY_MIN_MS;
   }
 
   /**
