@@ -290,6 +290,37 @@ describe('fault suite: a node never exits for a runtime condition', () => {
     await waitFor('node 0: nothing pending', async () => Object.keys((await c.ownStatus(0, admin.text)).pendingHsms).length === 0);
     await checkInvariants('after a pending HSM');
 
+    // 3b. Sealing for a new HSM while etcd has no quorum: the sealing cannot even read the entries. Reported,
+    // and retried: the entry is written once etcd answers again.
+    const second = extHsmName(undefined, 'second-hsm');
+    const ext = external.client();
+    await ext.createKey('aistor-key-manager', { name: 'second-hsm' });
+    ext.close();
+    await killQuorum();
+    try {
+      c.edit(0, (text) => text.replace(/\n {6}key: aistor-key-manager-hsm\n/, '\n      key: second-hsm\n'));
+      await waitFor(
+        'node 0 reports that it cannot seal for the new HSM',
+        () => records(c.nodes[0]!.output(), 'sealing the root key for the configured HSMs failed').length > 0,
+        30_000,
+      );
+    } finally {
+      await restoreQuorum();
+    }
+    const t2 = Date.now();
+    await waitFor(
+      'the new HSM sealed once etcd is back',
+      async () => (await c.ownStatus(0, admin.text)).hsms.includes(second),
+      40_000,
+      200,
+    );
+    t.diagnostic(`sealing for a new HSM that failed without quorum: done ${Date.now() - t2} ms after etcd was healthy`);
+    c.edit(0, (text) => text.replace(/\n {6}key: second-hsm\n/, '\n      key: aistor-key-manager-hsm\n'));
+    // No node has it configured now: its entry goes (every 10 s a node checks).
+    await waitFor('the second entry removed', async () => !(await c.ownStatus(0, admin.text)).hsms.includes(second), 40_000, 200);
+    await work1(0, 'after-sealing-without-quorum');
+    await checkInvariants('after sealing for a new HSM without quorum');
+
     // 4. The configuration watch: a file that does not parse is reported, the running configuration kept.
     const good = readFileSync(c.configFiles[0]!, 'utf8');
     replaceFile(c.configFiles[0]!, good + 'this is: [not yaml\n');

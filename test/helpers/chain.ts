@@ -200,6 +200,8 @@ export interface ChainCluster {
   ownStatus(i: number, apiKey: string): Promise<ServerStatusResponse>;
   /** `GET path` on node `i` without a client certificate (or with `apiKey`): status and body. */
   get(i: number, path: string, apiKey?: string): Promise<{ status: number; body: string; error?: Error }>;
+  /** Writes every node's output so far to `dir/<prefix>-node<i>.log` (for a failed test). */
+  dump(dir: string): void;
   /** Stops every node. */
   close(): Promise<void>;
 }
@@ -220,6 +222,7 @@ export async function startChainCluster(opts: {
   const ports: number[] = [];
   for (let i = 0; i < opts.size; i++) ports.push(await freePort());
   const nodes: Array<TestServer | undefined> = ports.map(() => undefined);
+  const outputs: string[][] = ports.map(() => []);
   const configFiles = ports.map((_, i) => join(work, `${prefix.replace(/\W/g, '')}-node${i}.yaml`));
   configFiles.forEach((f, i) =>
     writeFileSync(
@@ -265,6 +268,12 @@ ${opts.extra?.(i) ?? ''}`,
         timeoutMs: 60_000,
       });
       nodes[i] = s;
+      // Every run's output, kept for `dump` (a restarted node's earlier runs included).
+      const runs = (outputs[i] ??= []);
+      const at = runs.length;
+      runs.push(s.output());
+      s.process.stdout!.on('data', () => (runs[at] = s.output()));
+      s.process.stderr!.on('data', () => (runs[at] = s.output()));
       return s;
     },
     stop: async (i) => {
@@ -294,6 +303,11 @@ ${opts.extra?.(i) ?? ''}`,
       } finally {
         c.close();
       }
+    },
+    dump: (dir) => {
+      mkdirSync(dir, { recursive: true });
+      for (const [i, out] of outputs.entries())
+        writeFileSync(join(dir, `${prefix.replace(/\W/g, '')}-node${i}.log`), out.join('\n--- restart ---\n'));
     },
     close: async () => {
       for (const n of nodes) {
