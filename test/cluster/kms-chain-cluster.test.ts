@@ -354,6 +354,7 @@ describe('the KMS chain on a three-node etcd cluster', () => {
       const env = { MINIO_KMS_SERVER: `https://127.0.0.1:${c.ports[0]}`, MINIO_KMS_API_KEY: rootKey, HOME: home };
       const human = await minkms(['stat'], env);
       assert.equal(human.code, 0, human.out);
+      t.diagnostic(`minkms stat:\n${human.out.replace(/k1:[\w-]{20,}/g, 'k1:…')}`);
       const lines = human.out.split('\n').filter((l) => l.includes(`Pending HSM`) && l.includes(name));
       assert.equal(lines.length, 3, `stat shows the pending HSM for every node:\n${human.out}`);
       assert.ok(lines.every((l) => /TLS certificate/.test(l)));
