@@ -4,6 +4,9 @@ import { EMPTY_CONFIG, loadConfig } from '../config/config.js';
 import { startServer, StartupConfigError, type RunningServer } from '../server/compose.js';
 import { createLogger, type Level, type Logger } from '../server/log.js';
 
+/** How long a graceful shutdown (SIGTERM, SIGINT) may take before the process exits anyway. */
+const SHUTDOWN_DEADLINE_MS = 15_000;
+
 interface ServerOptions {
   host?: string;
   address: string;
@@ -87,6 +90,13 @@ Examples:
         if (stopping) return;
         stopping = true;
         log.info('shutting down', { signal });
+        // The last resort: a shutdown step that hangs (a store or HSM that does not answer) must not
+        // keep a stopped node around until systemd's SIGKILL.
+        setTimeout(() => {
+          log.error('shutdown did not finish in time; exiting', { afterMs: SHUTDOWN_DEADLINE_MS });
+          log.flush();
+          process.exit(1);
+        }, SHUTDOWN_DEADLINE_MS).unref();
         server.close().then(
           () => process.exit(0),
           () => process.exit(1),

@@ -27,6 +27,9 @@ export interface NodeSnapshot {
   hsmActive: string[];
   /** Configured HSMs without a sealed entry → why sealing for them failed (absent in older nodes' snapshots). */
   pendingHsms?: Record<string, string>;
+  /** The root identity the node accepts, and where it comes from (absent in older nodes' snapshots; empty while sealed). */
+  rootIdentity?: string;
+  rootIdentitySource?: string;
   /** How current the node's copy of the state is: `ok`/`full` (embedded store), `fresh`/`stale`/`offline`/`full` (etcd). */
   store?: { state: string; lastQuorumAt: number };
   os: string;

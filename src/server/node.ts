@@ -56,6 +56,8 @@ const RETRY_MAX_MS = 5_000;
 const PENDING_RETRY_MIN_MS = 5_000;
 /** …up to this. */
 const PENDING_RETRY_MAX_MS = 300_000;
+/** Following a change of the root key entries that failed is retried from this (up to RETRY_MAX_MS). */
+const FOLLOW_RETRY_MIN_MS = 500;
 /** How often a cluster node checks for entries no node has configured any more. */
 const UNCONFIGURED_CHECK_MS = 10_000;
 
@@ -97,9 +99,15 @@ export class KmsNode {
   #closed = false;
   #unsealing: Promise<void> | undefined;
   #timers = new Set<NodeJS.Timeout>();
+  /** Wakes the background loops' sleeps (close() must not wait for a timer it cleared). */
+  #sleepers = new Set<() => void>();
   #pendingDelay = PENDING_RETRY_MIN_MS;
   #pendingTimer: NodeJS.Timeout | undefined;
+  /** A change of the root key entries that could not be followed yet is retried with this timer. */
+  #followRetry: NodeJS.Timeout | undefined;
+  #followDelay = FOLLOW_RETRY_MIN_MS;
   #reconciling: Promise<void> | undefined;
+  #reconcileAgain = false;
   /** State transitions (unseal, reload, following a root key change) run one at a time. */
   #transitions: Promise<unknown> = Promise.resolve();
   #queuedReload: Promise<void> | undefined;
@@ -192,6 +200,19 @@ export class KmsNode {
     return timer;
   }
 
+  /** Sleeps `ms`, or less if the node closes meanwhile. */
+  #sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const wake = (): void => {
+        this.#sleepers.delete(wake);
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = this.#after(ms, wake);
+      this.#sleepers.add(wake);
+    });
+  }
+
   // ------------------------------------------------------------------ unsealing
 
   /** Runs `fn` after every transition queued before it (they never interleave). */
@@ -226,7 +247,7 @@ export class KmsNode {
           });
           lastReason = sealed.reason;
         }
-        await new Promise<void>((resolve) => this.#after(delay, resolve));
+        await this.#sleep(delay);
       }
     }
   }
@@ -344,15 +365,39 @@ export class KmsNode {
    * and removes entries no node has configured any more.
    */
   #reconcile(): Promise<void> {
-    this.#reconciling ??= this.#task('sealing the root key for the configured HSMs', async () => {
-      try {
-        await this.#sealPending();
-        await this.#removeUnconfigured();
-      } finally {
-        this.#reconciling = undefined;
-      }
-    });
+    // A request while a run is under way (a configuration change, say) means one more run: the
+    // current one may have read the HSMs before they changed.
+    if (this.#reconciling) {
+      this.#reconcileAgain = true;
+      return this.#reconciling;
+    }
+    const run = async (): Promise<void> => {
+      do {
+        this.#reconcileAgain = false;
+        let sealed = true;
+        await this.#task('sealing the root key for the configured HSMs', async () => {
+          try {
+            await this.#sealPending();
+          } catch (err) {
+            sealed = false;
+            throw err;
+          }
+        });
+        // The sealing could not even start (the store did not answer): try again later, as for a pending HSM.
+        if (!sealed) this.#retryReconcile();
+        await this.#task('removal of unconfigured HSM entries', () => this.#removeUnconfigured());
+      } while (this.#reconcileAgain && !this.#closed);
+    };
+    this.#reconciling = run().finally(() => (this.#reconciling = undefined));
     return this.#reconciling;
+  }
+
+  /** Runs #reconcile again after the pending-HSM backoff (5 s doubling to 5 min). */
+  #retryReconcile(): void {
+    if (this.#closed) return;
+    clearTimeout(this.#pendingTimer);
+    this.#pendingTimer = this.#after(this.#pendingDelay, () => void this.#reconcile());
+    this.#pendingDelay = Math.min(PENDING_RETRY_MAX_MS, this.#pendingDelay * 2);
   }
 
   async #sealPending(): Promise<void> {
@@ -377,12 +422,8 @@ export class KmsNode {
     const now = this.#state;
     if (now.kind === 'unsealed' && now.kms === st.kms) this.#set({ ...now, entries: await sealedEntryNames(this.store), pending });
     clearTimeout(this.#pendingTimer);
-    if (pending.size > 0) {
-      this.#pendingTimer = this.#after(this.#pendingDelay, () => void this.#reconcile());
-      this.#pendingDelay = Math.min(PENDING_RETRY_MAX_MS, this.#pendingDelay * 2);
-    } else {
-      this.#pendingDelay = PENDING_RETRY_MIN_MS;
-    }
+    if (pending.size > 0) this.#retryReconcile();
+    else this.#pendingDelay = PENDING_RETRY_MIN_MS;
   }
 
   /**
@@ -509,10 +550,37 @@ export class KmsNode {
   } {
     return {
       kms: () => (this.#state.kind === 'unsealed' ? this.#state.kms : undefined),
-      rootChanged: () => this.#task('following a change of the root key entries', () => this.#transition(() => this.#followRoot())),
+      rootChanged: () => this.#followRootChange(),
       recordChanged: (path, value) => this.#followRecord(path, value),
       resync: () => this.#task('reloading the state from the store', () => this.#reload('the change feed could not be followed')),
     };
+  }
+
+  /**
+   * Follows a change of the root key entries. It reads the store, which may fail (no quorum):
+   * then the failure is reported and the node tries again, with backoff, until it has followed —
+   * otherwise it would keep an outdated list of entries, or miss the end of a root key rotation,
+   * until the next change happened to come along.
+   */
+  async #followRootChange(): Promise<void> {
+    clearTimeout(this.#followRetry);
+    this.#followRetry = undefined;
+    let failed = false;
+    await this.#task('following a change of the root key entries', async () => {
+      try {
+        await this.#transition(() => this.#followRoot());
+        this.#followDelay = FOLLOW_RETRY_MIN_MS;
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    });
+    if (!failed || this.#closed || this.#followRetry) return;
+    this.#followRetry = this.#after(this.#followDelay, () => {
+      this.#followRetry = undefined;
+      void this.#followRootChange();
+    });
+    this.#followDelay = Math.min(RETRY_MAX_MS, this.#followDelay * 2);
   }
 
   /**
@@ -619,6 +687,8 @@ export class KmsNode {
       hsms: [...st.entries],
       hsmActive: hsmNames(st),
       pendingHsms: st.kind === 'unsealed' ? Object.fromEntries(st.pending) : {},
+      rootIdentity: st.kind === 'unsealed' ? st.rootIdentity.identity : '',
+      rootIdentitySource: st.kind === 'unsealed' ? st.rootIdentity.source : '',
       os: process.platform,
       arch: process.arch,
       cpus: cpus().length,
@@ -802,6 +872,10 @@ export class KmsNode {
   #serverStatus(n: NodeSnapshot, nodes: Map<number, string>, leaderId: number): MessageInit<ServerStatusResponse> {
     const now = Date.now();
     const st = this.#state;
+    // Each node's own root identity (from its snapshot), so that `minkms stat` shows whether they agree;
+    // this node's from its current state.
+    const live = !this.cluster || n.id === this.cluster.membership?.id;
+    const own = st.kind === 'unsealed' ? st.rootIdentity : undefined;
     return {
       version: n.version,
       apiVersion: 'v1',
@@ -825,8 +899,8 @@ export class KmsNode {
       configuredHsms: n.hsmActive,
       pendingHsms: n.pendingHsms ?? {},
       sealed: n.sealed,
-      rootIdentity: st.kind === 'unsealed' ? st.rootIdentity.identity : '',
-      rootIdentitySource: st.kind === 'unsealed' ? st.rootIdentity.source : '',
+      rootIdentity: live ? (own?.identity ?? '') : (n.rootIdentity ?? ''),
+      rootIdentitySource: live ? (own?.source ?? '') : (n.rootIdentitySource ?? ''),
       storeState: n.store?.state ?? '',
       lastQuorum: n.store?.lastQuorumAt ? now - n.store.lastQuorumAt : 0,
     };
@@ -845,6 +919,8 @@ export class KmsNode {
     this.#closed = true;
     for (const t of this.#timers) clearTimeout(t);
     this.#timers.clear();
+    // A sealed node's unseal loop sleeps between attempts: its timer is gone now, so wake it.
+    for (const wake of [...this.#sleepers]) wake();
     await this.#unsealing?.catch(() => undefined);
     await this.cluster?.close().catch(() => undefined);
     await this.store.close().catch(() => undefined);
