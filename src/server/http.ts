@@ -299,10 +299,20 @@ export function createHttpServer(opts: HttpServerOptions): Http2SecureServer {
   server.setTimeout(limits.idleTimeout);
   server.maxConnections = limits.maxConnections;
   // HTTP/1.1 (allowHTTP1): the headers of a request must arrive quickly; the body has its own deadline.
-  const h1 = server as unknown as { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number };
+  const h1 = server as unknown as {
+    headersTimeout: number;
+    requestTimeout: number;
+    keepAliveTimeout: number;
+    connectionsCheckingInterval: number;
+  };
   h1.headersTimeout = limits.handshakeTimeout;
   h1.requestTimeout = limits.handshakeTimeout + limits.bodyTimeout;
   h1.keepAliveTimeout = Math.min(5_000, limits.idleTimeout);
+  // Node checks those two timeouts only every `connectionsCheckingInterval` (30 s by default):
+  // headers trickling in a byte at a time (which keeps the socket from being idle) would hold a
+  // connection up to 30 s past handshake_timeout. Check often enough to close it within a
+  // quarter of the timeout (read when the server starts listening).
+  h1.connectionsCheckingInterval = Math.min(5_000, Math.max(100, Math.floor(limits.handshakeTimeout / 4)));
   const ctx: HandleContext = { opts, budget: new BodyBudget(limits.maxBufferedPerConnection, limits.maxBuffered) };
   const observer = opts.observer;
   const serve = (req: Request, res: Response) => {
