@@ -118,8 +118,9 @@ export interface Limits {
   maxConnections: number;
   /** Concurrent HTTP/2 streams per connection. */
   maxStreams: number;
-  /** Request bytes buffered at once, per connection and per node. */
+  /** Request bytes buffered at once, per connection, per identity (all its connections) and per node. */
   maxBufferedPerConnection: number;
+  maxBufferedPerIdentity: number;
   maxBuffered: number;
   /** A connection with no request for this long is closed, ms. */
   idleTimeout: number;
@@ -134,6 +135,7 @@ export const DEFAULT_LIMITS: Limits = {
   maxConnections: 4096,
   maxStreams: 128,
   maxBufferedPerConnection: 64 << 20,
+  maxBufferedPerIdentity: 64 << 20,
   maxBuffered: 256 << 20,
   idleTimeout: 120_000,
   handshakeTimeout: 10_000,
@@ -314,6 +316,7 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     'max_connections',
     'max_streams',
     'max_buffered_per_connection',
+    'max_buffered_per_identity',
     'max_buffered',
     'idle_timeout',
     'handshake_timeout',
@@ -331,6 +334,7 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     maxStreams: count('max_streams', d.maxStreams),
     // The buffer budgets grow with a larger max_body unless they are set.
     maxBufferedPerConnection: size('max_buffered_per_connection', Math.max(d.maxBufferedPerConnection, maxBody)),
+    maxBufferedPerIdentity: size('max_buffered_per_identity', Math.max(d.maxBufferedPerIdentity, maxBody)),
     maxBuffered: size('max_buffered', Math.max(d.maxBuffered, 2 * maxBody)),
     idleTimeout: duration('idle_timeout', d.idleTimeout),
     handshakeTimeout: duration('handshake_timeout', d.handshakeTimeout),
@@ -338,6 +342,8 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
   if (limitValues.maxBuffered < limitValues.maxBody) fail('limits.max_buffered', 'must be at least limits.max_body');
   if (limitValues.maxBufferedPerConnection < limitValues.maxBody)
     fail('limits.max_buffered_per_connection', 'must be at least limits.max_body');
+  if (limitValues.maxBufferedPerIdentity < limitValues.maxBody)
+    fail('limits.max_buffered_per_identity', 'must be at least limits.max_body');
 
   const store = object(root.store, 'store', ['backend', 'etcd']);
   const backend = str(store.backend, 'store.backend') ?? 'sqlite';

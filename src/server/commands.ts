@@ -41,15 +41,28 @@ export interface CallContext {
  * Who may run a command (every SysAdmin may run every command; enclave Admins every enclave
  * command in their enclave):
  * - `sysadmin`: cluster and enclave management; nobody else.
+ * - `admin`: the enclave's Admins (and SysAdmins); no policy grants it to a User.
  * - `object`: a User whose policy allows `permission` on the frame's object.
  * - `list`: a User whose policy allows `permission` on anything; results are filtered by it.
  * - `self`: like `object`, and everyone may look at their own identity.
  */
 export type Access =
   | { readonly kind: 'sysadmin' }
+  | { readonly kind: 'admin' }
   | { readonly kind: 'object'; readonly permission: string }
   | { readonly kind: 'list'; readonly permission: string }
   | { readonly kind: 'self'; readonly permission: string };
+
+/**
+ * A rule beyond {@link Access} that depends on what the request asks, enforced by the domain
+ * (kms/kms.ts) once the command is authorized; declared here so that the authorization matrix
+ * (server/authz-matrix.ts) and docs/security.md state it:
+ * - `service-accounts-only` (IDENTITY:CREATE): a caller acting as a User, and every service
+ *   account, creates only service accounts (its own), never a standalone identity;
+ * - `users-own-service-accounts` (IDENTITY:DELETE): a caller acting as a User deletes only its
+ *   own service accounts (and theirs).
+ */
+export type Restriction = 'service-accounts-only' | 'users-own-service-accounts';
 
 /**
  * What `dispatch` got through, for the audit log and the metrics (filled as it goes; see
@@ -83,6 +96,7 @@ export interface Execution {
 export interface Entry {
   readonly command: Command;
   readonly access: Access;
+  readonly restriction?: Restriction;
   /**
    * Decodes, authorizes and runs every frame in order and encodes the responses into one body.
    * Synchronous unless a frame is (writes) or the batch goes to the crypto pool.
@@ -92,6 +106,7 @@ export interface Entry {
 
 interface Spec<Req, Res> {
   access: Access;
+  restriction?: Restriction;
   /** The frame's object (policy object and audit name); default: the message's `name`, else ''. */
   object?: (req: Req) => string;
   run: (c: CallContext, req: Req) => MessageInit<Res> | void | Promise<MessageInit<Res> | void>;
@@ -206,6 +221,7 @@ function define<Req, Res>(command: Command<Req, Res>, spec: Spec<NoInfer<Req>, N
   return {
     command,
     access: spec.access,
+    ...(spec.restriction ? { restriction: spec.restriction } : {}),
     execute(x) {
       const ps = spec.pool;
       if (ps && x.pool?.worth(x.frames.length)) {
@@ -218,6 +234,7 @@ function define<Req, Res>(command: Command<Req, Res>, spec: Spec<NoInfer<Req>, N
 }
 
 const SYSADMIN: Access = { kind: 'sysadmin' };
+const ADMIN: Access = { kind: 'admin' };
 const object = (permission: string): Access => ({ kind: 'object', permission });
 const list = (permission: string): Access => ({ kind: 'list', permission });
 
@@ -349,8 +366,9 @@ export const COMMAND_TABLE: ReadonlyMap<number, Entry> = new Map(
         c.kms.createPolicy(c.principal.identity, c.enclave, r.name, fromRuleSets(r.allow), fromRuleSets(r.deny), isSdkCommandName),
     }),
     define(CMD.PolicyDelete, { access: object('POLICY:DELETE'), run: (c, r) => c.kms.deletePolicy(c.enclave, r.name) }),
+    // Assigning a policy can raise a User's rights: Admins only, whatever a policy says.
     define(CMD.PolicyAssign, {
-      access: object('POLICY:ASSIGN'),
+      access: ADMIN,
       object: (r) => r.policy,
       run: (c, r) => c.kms.assignPolicy(c.principal, c.enclave, r.identity, r.policy),
     }),
@@ -374,6 +392,7 @@ export const COMMAND_TABLE: ReadonlyMap<number, Entry> = new Map(
     // ---- identities
     define(CMD.IdentityCreate, {
       access: object('IDENTITY:CREATE'),
+      restriction: 'service-accounts-only',
       object: (r) => r.identity,
       run: (c, r) =>
         c.kms.createIdentity(c.principal, c.enclave, {
@@ -385,6 +404,7 @@ export const COMMAND_TABLE: ReadonlyMap<number, Entry> = new Map(
     }),
     define(CMD.IdentityDelete, {
       access: object('IDENTITY:DELETE'),
+      restriction: 'users-own-service-accounts',
       object: (r) => r.identity,
       run: (c, r) => c.kms.deleteIdentity(c.principal, c.enclave, r.identity),
     }),
@@ -411,6 +431,9 @@ export function authorize(kms: Kms, p: Principal, access: Access, object: string
   switch (access.kind) {
     case 'sysadmin':
       throw new KmsError('ERR_NOT_ALLOWED');
+    case 'admin':
+      if (!p.admin) throw new KmsError('ERR_NOT_ALLOWED');
+      return;
     case 'list':
       if (!kms.allowedToList(p, access.permission)) throw new KmsError('ERR_NOT_ALLOWED');
       return;

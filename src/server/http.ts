@@ -140,18 +140,25 @@ export function sendError(res: Response, err: unknown, log: Logger): void {
 }
 
 /**
- * Request bytes held in memory at once, per connection and per node: a client may send many
- * bodies in parallel (HTTP/2 streams, connections), each within `max_body`; these bound the
- * sum. A body that would exceed a budget is refused with `503 server busy` (retry later).
+ * Request bytes held in memory at once, per connection, per identity and per node: a client may
+ * send many bodies in parallel (HTTP/2 streams, connections), each within `max_body`; these bound
+ * the sum. A body that would exceed a budget is refused with `503 server busy` (retry later).
+ * The identity's budget keeps one caller — whatever number of connections it opens — from
+ * holding the node's budget and so refusing everyone else (a declared length is reserved before
+ * its bytes arrive: without it, 16 streams of headers alone froze the command channel).
  */
 export class BodyBudget {
   readonly perConnection: number;
+  readonly perIdentity: number;
   readonly total: number;
   #used = 0;
   readonly #byConnection = new WeakMap<object, number>();
+  /** Only identities holding bytes now (an entry goes when it is back to 0). */
+  readonly #byIdentity = new Map<string, number>();
 
-  constructor(perConnection: number, total: number) {
+  constructor(perConnection: number, total: number, perIdentity = Math.min(perConnection, total)) {
     this.perConnection = perConnection;
+    this.perIdentity = perIdentity;
     this.total = total;
   }
 
@@ -160,18 +167,23 @@ export class BodyBudget {
     return this.#used;
   }
 
-  /** Reserves `n` bytes for `connection`; false (and nothing reserved) if a budget would be exceeded. */
-  take(connection: object, n: number): boolean {
+  /** Reserves `n` bytes for `connection` and `identity`; false (and nothing reserved) if a budget would be exceeded. */
+  take(connection: object, identity: string, n: number): boolean {
     const mine = this.#byConnection.get(connection) ?? 0;
-    if (mine + n > this.perConnection || this.#used + n > this.total) return false;
+    const theirs = this.#byIdentity.get(identity) ?? 0;
+    if (mine + n > this.perConnection || theirs + n > this.perIdentity || this.#used + n > this.total) return false;
     this.#byConnection.set(connection, mine + n);
+    this.#byIdentity.set(identity, theirs + n);
     this.#used += n;
     return true;
   }
 
-  give(connection: object, n: number): void {
+  give(connection: object, identity: string, n: number): void {
     if (n === 0) return;
     this.#byConnection.set(connection, (this.#byConnection.get(connection) ?? n) - n);
+    const left = (this.#byIdentity.get(identity) ?? n) - n;
+    if (left > 0) this.#byIdentity.set(identity, left);
+    else this.#byIdentity.delete(identity);
     this.#used -= n;
   }
 }
@@ -186,6 +198,8 @@ interface BodyLimits {
   timeout: number;
   /** Undefined: not counted (the route allows one request at a time). */
   budget: BodyBudget | undefined;
+  /** Whose bytes they are (the caller's identity). */
+  identity: string;
 }
 
 /**
@@ -207,13 +221,13 @@ function readBody(req: Request, res: Response, limits: BodyLimits, done: (err: u
   let reserved = 0;
   const reserve = (n: number) => {
     if (!budget) return true;
-    if (!budget.take(conn, n)) return false;
+    if (!budget.take(conn, limits.identity, n)) return false;
     reserved += n;
     return true;
   };
   if (declared !== undefined && declared > 0 && !reserve(declared))
     return done(new KmsError('ERR_BUSY', 'too many request bytes in flight'));
-  if (budget) res.once('close', () => budget.give(conn, reserved));
+  if (budget) res.once('close', () => budget.give(conn, limits.identity, reserved));
 
   const whole = declared !== undefined && declared > 0 ? Buffer.allocUnsafe(declared) : undefined;
   let first: Buffer | undefined;
@@ -278,7 +292,7 @@ export interface HttpServerOptions {
 
 /**
  * The listener, with every resource bounded (docs/security.md): connections per node, HTTP/2
- * streams per connection, buffered request bytes per connection and per node, and timeouts that
+ * streams per connection, buffered request bytes per connection, per identity and per node, and timeouts that
  * close what is idle — a TLS handshake that does not finish, HTTP/1.1 headers that do not
  * arrive, a connection (HTTP/2 session or HTTP/1.1 keep-alive socket) without requests.
  */
@@ -299,11 +313,24 @@ export function createHttpServer(opts: HttpServerOptions): Http2SecureServer {
   server.setTimeout(limits.idleTimeout);
   server.maxConnections = limits.maxConnections;
   // HTTP/1.1 (allowHTTP1): the headers of a request must arrive quickly; the body has its own deadline.
-  const h1 = server as unknown as { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number };
+  const h1 = server as unknown as {
+    headersTimeout: number;
+    requestTimeout: number;
+    keepAliveTimeout: number;
+    connectionsCheckingInterval: number;
+  };
   h1.headersTimeout = limits.handshakeTimeout;
   h1.requestTimeout = limits.handshakeTimeout + limits.bodyTimeout;
   h1.keepAliveTimeout = Math.min(5_000, limits.idleTimeout);
-  const ctx: HandleContext = { opts, budget: new BodyBudget(limits.maxBufferedPerConnection, limits.maxBuffered) };
+  // Node checks those two timeouts only every `connectionsCheckingInterval` (30 s by default):
+  // headers trickling in a byte at a time (which keeps the socket from being idle) would hold a
+  // connection up to 30 s past handshake_timeout. Check often enough to close it within a
+  // quarter of the timeout (read when the server starts listening).
+  h1.connectionsCheckingInterval = Math.min(5_000, Math.max(100, Math.floor(limits.handshakeTimeout / 4)));
+  const ctx: HandleContext = {
+    opts,
+    budget: new BodyBudget(limits.maxBufferedPerConnection, limits.maxBuffered, limits.maxBufferedPerIdentity),
+  };
   const observer = opts.observer;
   const serve = (req: Request, res: Response) => {
     observer?.request(req, res);
@@ -577,6 +604,7 @@ function handle(req: Request, res: Response, hc: HandleContext, fail: (err: unkn
     max: body.max ?? opts.limits.maxBody,
     timeout: opts.limits.bodyTimeout,
     budget: body.unbudgeted ? undefined : hc.budget,
+    identity,
   };
   readBody(req, res, limits, (err, b) => {
     if (err !== undefined) {

@@ -22,7 +22,8 @@ after(() => {
 });
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
-export const MINKMS_BIN = join(REPO_ROOT, 'dist/src/cli/main.js');
+/** The server under test: this tree's build, or another one's (`MINKMS_TEST_BIN`, e.g. to show that a test fails on an older version). */
+export const MINKMS_BIN = process.env.MINKMS_TEST_BIN || join(REPO_ROOT, 'dist/src/cli/main.js');
 
 export interface TestServer {
   /** `https://127.0.0.1:PORT` */
