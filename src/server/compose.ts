@@ -20,10 +20,12 @@ import { SqliteStore, SQLITE_FILE } from '../store/sqlite.js';
 import type { Store } from '../store/store.js';
 import { VERSION } from '../version.js';
 import { ClusterRuntime } from './cluster.js';
-import { createHttpServer } from './http.js';
+import { createHttpServer, destroyConnections, drainConnections } from './http.js';
 import { clip, type ServerLogger } from './log.js';
 import { KmsNode, newRootNote } from './node.js';
 import { Observability } from './observability.js';
+import { Profiler } from './profiler.js';
+import { RestartService, type SelfRestart } from './restart.js';
 import { apiRoutes } from './routes.js';
 import type { NodeState } from './state.js';
 import { loadTlsMaterial, warnExpiring, watchTls } from './tls.js';
@@ -49,6 +51,12 @@ export interface ServerOptions {
   readonly cryptoThreads?: number;
   /** Prints a banner line (stdout). */
   readonly print: (line: string) => void;
+  /**
+   * Starts the node again once a restart was requested (`POST /v1/debug/restart`) and the
+   * server has drained and closed everything: the process owner's part (cli/server.ts re-execs
+   * the process or exits with status 75 for systemd). Without it, restarts are refused (501).
+   */
+  readonly restart?: () => void;
 }
 
 export interface RunningServer {
@@ -67,6 +75,10 @@ export class StartupConfigError extends Error {
 }
 
 const DEFAULT_PORT = 7373;
+/** How long a stop (SIGTERM) lets the requests in flight finish. */
+const STOP_DRAIN_MS = 2_000;
+/** How long a restart lets them finish: a restart is planned, so nothing in flight should fail. */
+const RESTART_DRAIN_MS = 10_000;
 /** How often the configuration file is checked for changes. */
 const CONFIG_POLL_MS = 2_000;
 
@@ -83,16 +95,19 @@ export function parseAddress(address: string): { host: string; port: number } {
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   process.umask(0o077);
   const cleanup: (() => Promise<void> | void)[] = [];
-  const closeAll = async () => {
-    for (const fn of cleanup.reverse()) {
-      try {
-        await fn();
-      } catch (err) {
-        opts.log.error('shutdown step failed', { err: clip((err as Error).message) });
+  // Once: a SIGTERM during a restart's drain joins the close already under way.
+  let closing: Promise<void> | undefined;
+  const closeAll = () =>
+    (closing ??= (async () => {
+      for (const fn of cleanup.reverse()) {
+        try {
+          await fn();
+        } catch (err) {
+          opts.log.error('shutdown step failed', { err: clip((err as Error).message) });
+        }
       }
-    }
-    cleanup.length = 0;
-  };
+      cleanup.length = 0;
+    })());
   try {
     return await build(opts, cleanup, closeAll);
   } catch (err) {
@@ -166,11 +181,30 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
   const pool = new CryptoPool(opts.cryptoThreads ?? availableParallelism());
   cleanup.push(() => pool.close());
 
+  const profiler = new Profiler({ log });
+  cleanup.push(() => profiler.close());
+  // A restart drains longer than a stop: it is planned, nothing in flight should fail.
+  let drainMs = STOP_DRAIN_MS;
+  let restarting = false;
+  const selfRestart: SelfRestart = {
+    supported: opts.restart !== undefined,
+    request: (reason) => {
+      if (restarting || !opts.restart) return;
+      restarting = true;
+      drainMs = RESTART_DRAIN_MS;
+      log.warn('restarting: draining the requests in flight, then starting again', { reason: clip(reason) });
+      opts.print(`=> Restarting: ${clip(reason)}`);
+      void closeAll().then(opts.restart);
+    },
+  };
+  const restart = new RestartService({ node, log, self: selfRestart });
+  cleanup.push(() => restart.close());
+
   const server = createHttpServer({
     cert: tls.cert,
     key: tls.key,
     ca: tls.ca,
-    routes: apiRoutes({ node, observability, pool }),
+    routes: apiRoutes({ node, observability, pool, profiler, restart }),
     limits: config.limits,
     log,
     observer: observability.http,
@@ -183,7 +217,7 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
     });
   });
   server.on('error', (err) => log.error('listener error', { err: clip(err.message) }));
-  cleanup.push(() => closeServer(server, observability));
+  cleanup.push(() => closeServer(server, observability, drainMs, log));
   const bound = (server.address() as AddressInfo).port;
   const shown =
     listen.host === '0.0.0.0' || listen.host === '::' ? '127.0.0.1' : listen.host.includes(':') ? `[${listen.host}]` : listen.host;
@@ -206,6 +240,7 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
   p(`Docs        minkms help · docs/kms-chain.md · docs/security.md · docs/clustering.md`);
   node.onStateChange((state, previous) => announce(p, state, previous));
   node.start();
+  restart.start();
 
   return {
     node,
@@ -247,14 +282,23 @@ function asConfigError<T>(fn: () => T): T {
   }
 }
 
-/** Closes the listener: no new connections, requests in flight finish (bounded), log streams end. */
-async function closeServer(server: Http2SecureServer, observability: Observability): Promise<void> {
+/**
+ * Closes the listener gracefully: no new connections; log streams end; HTTP/2 sessions get a
+ * GOAWAY (their requests in flight finish, new ones are refused unprocessed and clients send
+ * them elsewhere) and HTTP/1.1 connections close after their answer; what is still open after
+ * `drainMs` is cut off.
+ */
+async function closeServer(server: Http2SecureServer, observability: Observability, drainMs: number, log: ServerLogger): Promise<void> {
   observability.endStreams();
-  await new Promise<void>((resolve) => {
-    server.close(() => resolve());
-    // Idle HTTP/2 sessions and keep-alive sockets would hold close() open.
-    setTimeout(resolve, 2000).unref();
-  });
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  drainConnections(server);
+  const deadline = Date.now() + drainMs;
+  // Polled: the count lives in the metrics (no per-request hook on the hot path for this).
+  while (observability.metrics.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  if (observability.metrics.inflight > 0)
+    log.warn('stopping with requests still in flight', { requests: observability.metrics.inflight, drainMs });
+  destroyConnections(server);
+  await Promise.race([closed, new Promise((r) => setTimeout(r, 500).unref())]);
 }
 
 /** Calls `changed` when the file's contents change (polled: works for edits, renames and bind mounts). */
