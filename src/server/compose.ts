@@ -284,19 +284,22 @@ function asConfigError<T>(fn: () => T): T {
 
 /**
  * Closes the listener gracefully: no new connections; log streams end; HTTP/2 sessions get a
- * GOAWAY (their requests in flight finish, new ones are refused unprocessed and clients send
- * them elsewhere) and HTTP/1.1 connections close after their answer; what is still open after
- * `drainMs` is cut off.
+ * GOAWAY (the streams it covers are served to the end — including ones that arrived just
+ * before it and have not reached a handler yet — new ones are refused unprocessed, so clients
+ * send them elsewhere) and HTTP/1.1 connections close after their answer. The drain is over
+ * when the last connection has closed by itself; what is still open after `drainMs` is cut off.
  */
 async function closeServer(server: Http2SecureServer, observability: Observability, drainMs: number, log: ServerLogger): Promise<void> {
   observability.endStreams();
+  // Fires once every connection is gone: counting requests would miss a stream that arrived
+  // but has no handler yet, and cutting its session then would lose it.
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   drainConnections(server);
-  const deadline = Date.now() + drainMs;
-  // Polled: the count lives in the metrics (no per-request hook on the hot path for this).
-  while (observability.metrics.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-  if (observability.metrics.inflight > 0)
-    log.warn('stopping with requests still in flight', { requests: observability.metrics.inflight, drainMs });
+  let timer: NodeJS.Timeout | undefined;
+  const drained = await Promise.race([closed.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), drainMs)))]);
+  clearTimeout(timer);
+  if (drained) return;
+  log.warn('stopping with requests still in flight', { requests: observability.metrics.inflight, drainMs });
   destroyConnections(server);
   await Promise.race([closed, new Promise((r) => setTimeout(r, 500).unref())]);
 }

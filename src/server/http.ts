@@ -391,17 +391,31 @@ function trackConnections(server: Http2SecureServer): Connections {
   return c;
 }
 
+/** How long after its GOAWAY a session is closed by the server if the client keeps it open. */
+const GOAWAY_GRACE_MS = 1_000;
+
 /**
  * Starts a graceful stop of a server's connections (the listener is closed separately): every
- * HTTP/2 session gets a GOAWAY — its streams in flight finish, new ones are refused unprocessed,
- * so clients retry them elsewhere — and HTTP/1.1 connections close when idle, or after the
- * answer in flight.
+ * HTTP/2 session gets a GOAWAY — the streams it covers (every stream whose headers arrived)
+ * are served to the end; later ones are refused unprocessed, so clients send them elsewhere —
+ * and HTTP/1.1 connections close when idle, or after the answer in flight.
+ *
+ * Not `session.close()` right away: it destroys a session without open streams at once, and
+ * the GOAWAY it queued may not be sent by then — the client's requests already on the wire are
+ * then lost without a word (and a client cannot know whether a write among them was applied).
+ * With the GOAWAY alone the client closes the connection itself once its streams are done;
+ * sessions still open after {@link GOAWAY_GRACE_MS} are closed gracefully.
  */
 export function drainConnections(server: Http2SecureServer): void {
   const c = connections.get(server);
   if (!c || c.draining) return;
   c.draining = true;
-  for (const session of c.sessions) session.close();
+  for (const session of c.sessions) {
+    if (!session.closed && !session.destroyed) session.goaway(http2.constants.NGHTTP2_NO_ERROR);
+  }
+  setTimeout(() => {
+    for (const session of c.sessions) session.close();
+  }, GOAWAY_GRACE_MS).unref();
   for (const [socket, n] of c.sockets) if (n === 0) socket.end();
 }
 
