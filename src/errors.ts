@@ -74,7 +74,7 @@ export const ERRORS = {
   ERR_PROFILE_RUNNING: [409, 'profiling is already running on this node'],
   ERR_PROFILE_NOT_STARTED: [409, 'profiling has not been started on this node'],
   ERR_PROFILE_UNAVAILABLE: [501, 'profiling is not available in this Node.js'],
-  ERR_RESTART_UNSUPPORTED: [501, 'this server process cannot restart itself'],
+  ERR_RESTART_UNSUPPORTED: [501, 'restarts are disabled on this server'],
   ERR_RESTART_RUNNING: [409, 'a restart of the cluster is already running'],
   // Restarting now would leave the cluster short (a node down, sealed or behind; no etcd quorum).
   ERR_RESTART_UNSAFE: [503, 'restart refused: the cluster is not whole'],

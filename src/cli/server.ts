@@ -28,9 +28,11 @@ interface ServerOptions {
  *   (systemd: `Restart=always` / `RestartForceExitStatus=75` in deploy/minkms.service;
  *   containers: the restart policy). A re-exec there would be wrong: systemd kills what is left
  *   in the unit's cgroup when the main process exits, and a container ends with its PID 1.
+ * - `off`: restart requests are refused (501): for nodes whose restarts only their operator's
+ *   tooling may do.
  * The default is `exit` under systemd (it sets INVOCATION_ID) and as PID 1 (a container), else `exec`.
  */
-export type RestartMode = 'exec' | 'exit';
+export type RestartMode = 'exec' | 'exit' | 'off';
 /** EX_TEMPFAIL (sysexits.h): "try again" — a restart was requested, not a failure. */
 export const RESTART_EXIT_STATUS = 75;
 
@@ -68,8 +70,8 @@ export function serverCommand(program: Command): void {
     .addOption(
       new Option(
         '--restart-mode <MODE>',
-        'how a requested restart starts the node again: exec (a new process with the same command line) or exit (status 75 for the supervisor); default: exit under systemd and as PID 1, else exec',
-      ).choices(['exec', 'exit']),
+        'how a requested restart starts the node again: exec (a new process with the same command line), exit (status 75 for the supervisor) or off (restarts refused); default: exit under systemd and as PID 1, else exec',
+      ).choices(['exec', 'exit', 'off']),
     )
     .addHelpText(
       'after',
@@ -92,6 +94,7 @@ Examples:
       const log = createLogger(opts.logLevel ?? config.log.level);
       installLastResortHandlers(log);
       let stopping = false;
+      const restartMode = opts.restartMode ?? defaultRestartMode();
       let server: RunningServer;
       try {
         server = await startServer({
@@ -106,11 +109,14 @@ Examples:
           log,
           auditFile: opts.auditFile,
           print: (line) => process.stdout.write(line + '\n'),
-          restart: () => {
-            // A stop (SIGTERM) that came during the drain wins: no new process.
-            if (stopping) process.exit(0);
-            restartProcess(opts.restartMode ?? defaultRestartMode(), log);
-          },
+          restart:
+            restartMode === 'off'
+              ? undefined
+              : () => {
+                  // A stop (SIGTERM) that came during the drain wins: no new process.
+                  if (stopping) process.exit(0);
+                  restartProcess(restartMode, log);
+                },
         });
       } catch (err) {
         log.flush();
@@ -139,7 +145,7 @@ Examples:
  * If the new process cannot be started, the old one exits with {@link RESTART_EXIT_STATUS}
  * anyway: a supervisor, if any, still starts it.
  */
-function restartProcess(mode: RestartMode, log: Logger & { flush?: () => void }): void {
+function restartProcess(mode: Exclude<RestartMode, 'off'>, log: Logger & { flush?: () => void }): void {
   if (mode === 'exit') {
     log.info('restarting: exiting for the supervisor to start the node again', { status: RESTART_EXIT_STATUS });
     log.flush?.();
