@@ -69,6 +69,16 @@ export const ERRORS = {
   ERR_STORE_STALE: [503, 'store unavailable: this node is behind the cluster, try another node'],
   ERR_STORE_FULL: [507, 'store full: no space left for writes'],
   ERR_SEALED: [503, 'kms is sealed: no configured hsm could unseal the root encryption key'],
+  // Profiling (/v1/debug/pprof) and restarts (/v1/debug/restart), server/debug.ts.
+  ERR_PROFILE_OPTION: [400, 'invalid profiling option'],
+  ERR_PROFILE_RUNNING: [409, 'profiling is already running on this node'],
+  ERR_PROFILE_NOT_STARTED: [409, 'profiling has not been started on this node'],
+  ERR_PROFILE_UNAVAILABLE: [501, 'profiling is not available in this Node.js'],
+  ERR_RESTART_UNSUPPORTED: [501, 'restarts are disabled on this server'],
+  ERR_RESTART_RUNNING: [409, 'a restart of the cluster is already running'],
+  // Restarting now would leave the cluster short (a node down, sealed or behind; no etcd quorum).
+  ERR_RESTART_UNSAFE: [503, 'restart refused: the cluster is not whole'],
+  ERR_RESTART_FAILED: [504, 'cluster restart stopped: a node did not come back in time'],
   ERR_TIMEOUT: [408, 'request timeout'],
   ERR_INTERNAL: [500, 'internal server error'],
 } as const satisfies Record<string, readonly [number, string]>;

@@ -14,6 +14,7 @@ import { policyCommands } from './policy.js';
 import { clusterCommands } from './cluster.js';
 import { opsCommands } from './ops.js';
 import { logsAuditCommands } from './logs-audit.js';
+import { debugCommands } from './debug.js';
 import { envCommand } from './env.js';
 import { completionCommand } from './completion.js';
 import { hsmCommands } from './hsm.js';
@@ -73,6 +74,7 @@ export function buildProgram(): Command {
   clusterCommands(program);
   opsCommands(program);
   logsAuditCommands(program);
+  debugCommands(program);
 
   program.commandsGroup('Enclaves (SysAdmin):');
   enclaveCommands(program);

@@ -1,4 +1,8 @@
-/** `minkms server DIR [--address IP:PORT] [--config FILE] [--dev] [--log-level LEVEL] [--audit-file FILE] [--crypto-threads N]` */
+/**
+ * `minkms server DIR [--address IP:PORT] [--config FILE] [--dev] [--log-level LEVEL] [--audit-file FILE]
+ * [--crypto-threads N] [--restart-mode exec|exit]`
+ */
+import { spawn } from 'node:child_process';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { EMPTY_CONFIG, loadConfig } from '../config/config.js';
 import { startServer, StartupConfigError, type RunningServer } from '../server/compose.js';
@@ -15,6 +19,28 @@ interface ServerOptions {
   logLevel?: Level;
   auditFile?: string;
   cryptoThreads?: number;
+  restartMode?: RestartMode;
+}
+
+/**
+ * How the process starts again after `POST /v1/debug/restart` (once it has drained and closed):
+ * - `exec`: it starts the same command line (same node, arguments, environment and working
+ *   directory) as a new process, detached, once the listener and the data are closed, and
+ *   exits 0 — no supervisor needed (tests, a shell, a process manager that follows forks);
+ * - `exit`: it exits with {@link RESTART_EXIT_STATUS} and its supervisor starts it again
+ *   (systemd: `Restart=always` / `RestartForceExitStatus=75` in deploy/minkms.service;
+ *   containers: the restart policy). A re-exec there would be wrong: systemd kills what is left
+ *   in the unit's cgroup when the main process exits, and a container ends with its PID 1.
+ * - `off`: restart requests are refused (501): for nodes whose restarts only their operator's
+ *   tooling may do.
+ * The default is `exit` under systemd (it sets INVOCATION_ID) and as PID 1 (a container), else `exec`.
+ */
+export type RestartMode = 'exec' | 'exit' | 'off';
+/** EX_TEMPFAIL (sysexits.h): "try again" — a restart was requested, not a failure. */
+export const RESTART_EXIT_STATUS = 75;
+
+export function defaultRestartMode(env: NodeJS.ProcessEnv = process.env, pid = process.pid): RestartMode {
+  return env.INVOCATION_ID || pid === 1 ? 'exit' : 'exec';
 }
 
 export function serverCommand(program: Command): void {
@@ -44,6 +70,12 @@ export function serverCommand(program: Command): void {
         return n;
       },
     )
+    .addOption(
+      new Option(
+        '--restart-mode <MODE>',
+        'how a requested restart starts the node again: exec (a new process with the same command line), exit (status 75 for the supervisor) or off (restarts refused); default: exit under systemd and as PID 1, else exec',
+      ).choices(['exec', 'exit', 'off']),
+    )
     .addHelpText(
       'after',
       `
@@ -64,6 +96,8 @@ Examples:
       }
       const log = createLogger(opts.logLevel ?? config.log.level);
       installLastResortHandlers(log);
+      let stopping = false;
+      const restartMode = opts.restartMode ?? defaultRestartMode();
       let server: RunningServer;
       try {
         server = await startServer({
@@ -78,6 +112,14 @@ Examples:
           log,
           auditFile: opts.auditFile,
           print: (line) => process.stdout.write(line + '\n'),
+          restart:
+            restartMode === 'off'
+              ? undefined
+              : () => {
+                  // A stop (SIGTERM) that came during the drain wins: no new process.
+                  if (stopping) process.exit(0);
+                  restartProcess(restartMode, log);
+                },
         });
       } catch (err) {
         log.flush();
@@ -85,7 +127,6 @@ Examples:
         process.stderr.write(`${prefixed((err as Error).message)}\n`);
         process.exit(1);
       }
-      let stopping = false;
       const stop = (signal: string) => {
         if (stopping) return;
         stopping = true;
@@ -107,6 +148,39 @@ Examples:
       // SIGHUP: read the configuration file again (a new `hsm` section takes effect at once).
       process.on('SIGHUP', () => void server.reloadConfig());
     });
+}
+
+/**
+ * Starts the node again after a restart request, everything closed (see {@link RestartMode}).
+ * If the new process cannot be started, the old one exits with {@link RESTART_EXIT_STATUS}
+ * anyway: a supervisor, if any, still starts it.
+ */
+function restartProcess(mode: Exclude<RestartMode, 'off'>, log: Logger & { flush?: () => void }): void {
+  if (mode === 'exit') {
+    log.info('restarting: exiting for the supervisor to start the node again', { status: RESTART_EXIT_STATUS });
+    log.flush?.();
+    process.exit(RESTART_EXIT_STATUS);
+  }
+  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    cwd: process.cwd(),
+    env: process.env,
+    // Same stdout/stderr (the journal, a terminal, a test's pipes); its own session, so that
+    // it outlives this process and its process group.
+    stdio: ['ignore', 'inherit', 'inherit'],
+    detached: true,
+  });
+  child.once('spawn', () => {
+    process.stdout.write(`=> Restarted as process ${child.pid}\n`);
+    log.info('restarting: a new process took over', { pid: child.pid });
+    log.flush?.();
+    child.unref();
+    process.exit(0);
+  });
+  child.once('error', (err) => {
+    log.error('restarting: cannot start a new process; exiting for a supervisor', { err: err.message, status: RESTART_EXIT_STATUS });
+    log.flush?.();
+    process.exit(RESTART_EXIT_STATUS);
+  });
 }
 
 /**

@@ -235,6 +235,60 @@ export class KmsClient {
     await this.#ok({ method: 'PUT', path: '/v1/db', headers: { accept: OCTET }, body: snapshot, host, responseTimeoutMs: Infinity });
   }
 
+  // ---------------------------------------------------------------- profiling and restarts
+
+  /**
+   * Starts profiling on one node (SysAdmin; the SDK's StartProfiling). `thread`: `runtime`
+   * (the SDK's Goroutine: active resources), `os` (Thread: a diagnostic report) or `all`;
+   * `blockRate` in ns (event-loop delay); see server/profiler.ts for what each means in Node.js.
+   */
+  async startProfiling(
+    opts: { cpu?: boolean; heap?: boolean; thread?: 'runtime' | 'os' | 'all'; blockRate?: number; mutexFraction?: number },
+    host?: string,
+  ): Promise<void> {
+    // The query exactly as the Go SDK builds it: cpu and heap always, the rest when set.
+    let q = `?cpu=${opts.cpu === true}&heap=${opts.heap === true}`;
+    if (opts.thread) q += `&thread=${opts.thread}`;
+    if (opts.blockRate && opts.blockRate > 0) q += `&block=${opts.blockRate}`;
+    if (opts.mutexFraction && opts.mutexFraction > 0) q += `&mutex=${opts.mutexFraction}`;
+    await this.#ok({ method: 'POST', path: `/v1/debug/pprof${q}`, headers: { accept: OCTET }, host });
+  }
+
+  /** What profiling runs on one node (all unset: none). */
+  async profilingStatus(host?: string): Promise<M.ProfileStatusResponse> {
+    const res = await this.#ok({ method: 'GET', path: '/v1/debug/pprof', headers: { accept: OCTET }, host });
+    return decodeMessage(M.ProfileStatusResponseSchema, res.body);
+  }
+
+  /** Stops profiling on one node and returns its results: a gzip'd tar archive (`.tar.gz`). */
+  async stopProfiling(host?: string): Promise<Buffer> {
+    // No Accept-Encoding: the server answers with the .tar.gz itself (application/gzip).
+    const res = await this.#ok({
+      method: 'DELETE',
+      path: '/v1/debug/pprof',
+      headers: { accept: 'application/*' },
+      host,
+      responseTimeoutMs: Infinity,
+    });
+    return res.body;
+  }
+
+  /**
+   * Restarts (SysAdmin; the SDK's Restart). `self`: only the node at `host` (or the one the
+   * client picks). Without it: the whole cluster, one node at a time, each waited for until it
+   * serves again; the answer comes when every other node is back (this can take minutes: only
+   * the client's call timeout bounds it), then the answering node restarts itself.
+   */
+  async restart(opts: { self?: boolean; host?: string } = {}): Promise<void> {
+    await this.#ok({
+      method: 'POST',
+      path: opts.self ? '/v1/debug/restart?self' : '/v1/debug/restart',
+      headers: { accept: 'application/*' },
+      host: opts.host,
+      responseTimeoutMs: Infinity,
+    });
+  }
+
   // ---------------------------------------------------------------- enclaves
 
   async createEnclave(name: string): Promise<void> {

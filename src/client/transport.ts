@@ -156,9 +156,13 @@ export class Transport {
       try {
         return await this.#exchange(ep, session, opts, deadline);
       } catch (err) {
-        // A kept-alive connection the server had just closed: once more on a new one.
+        // A kept-alive connection the server had just closed (or sent a GOAWAY on): once more
+        // on a new one. The old one is closed gracefully, not destroyed: other requests may
+        // still be in flight on it, and destroying it would lose their answers — or, for those
+        // the GOAWAY refused, the knowledge that they were never processed.
         if (err instanceof TransportError && !err.delivered && reused && !fresh && Date.now() < deadline) {
-          dropSession(ep, session);
+          dropSession(ep, session, false);
+          if (!session.closed && !session.destroyed) session.close();
           continue;
         }
         throw err;
@@ -307,7 +311,7 @@ export class Transport {
       });
       stream.on('end', () => {
         const h = responseHeaders;
-        if (h === undefined) return fail(new Error('the stream ended without a response'));
+        if (h === undefined) return fail(new Error(`the stream ended without a response (HTTP/2 error code ${stream.rstCode ?? 'none'})`));
         settle(() => resolve({ status: Number(h[':status']), headers: h, body: Buffer.concat(chunks) }));
       });
       stream.on('error', (err) => fail(err));

@@ -631,6 +631,25 @@ export const StackFrameSchema = defineMessage<StackFrame>('StackFrame', [
   { no: 3, name: 'line', json: 'line', type: 'uint32' },
 ]);
 
+/**
+ * The request a log record was made for (LogRecord field 5). The SDK generation MinIO pins
+ * needs it in every record (it panics without it) and parses `ip` as an IP address; newer
+ * SDKs skip the field.
+ */
+export interface LogRecordRequest {
+  method: string;
+  path: string;
+  /** `h1:…` or empty. */
+  identity: string;
+  ip: string;
+}
+export const LogRecordRequestSchema = defineMessage<LogRecordRequest>('LogRecord.Request', [
+  { no: 1, name: 'method', json: 'method', type: 'string' },
+  { no: 2, name: 'path', json: 'path', type: 'string' },
+  { no: 3, name: 'identity', json: 'identity', type: 'string' },
+  { no: 4, name: 'ip', json: 'ip', type: 'string' },
+]);
+
 /** One record of the `/v1/debug/log` stream (each ≤ 4096 bytes, uint32 BE length-prefixed). */
 export interface LogRecord {
   level: number;
@@ -638,12 +657,41 @@ export interface LogRecord {
   message: string;
   /** First frame = where the record was created. */
   trace: StackFrame[];
+  /** The request it was made for (always sent; see {@link LogRecordRequest}). */
+  request: LogRecordRequest | undefined;
 }
 export const LogRecordSchema = defineMessage<LogRecord>('LogRecord', [
   { no: 1, name: 'level', json: 'level', type: 'sint32' },
   { no: 2, name: 'time', json: 'time', type: 'timestamp' },
   { no: 3, name: 'message', json: 'message', type: 'string' },
   { no: 4, name: 'trace', json: 'trace', type: StackFrameSchema, repeated: true },
+  { no: 5, name: 'request', json: 'request', type: LogRecordRequestSchema },
+]);
+
+/**
+ * Body of `POST /v1/debug/log` from the SDK generation MinIO pins (kms-go before v0.6): fields
+ * 4–7 filter by the record's request, the trace level moved from 4 to 8. The server tells the
+ * two layouts apart by field 4's wire type (server/observability.ts).
+ */
+export interface LegacyLogRequest {
+  level: number;
+  message: string;
+  since: Date | undefined;
+  method: string;
+  path: string;
+  identity: string;
+  ip: string;
+  traceLevel: number;
+}
+export const LegacyLogRequestSchema = defineMessage<LegacyLogRequest>('LegacyLogRequest', [
+  { no: 1, name: 'level', json: 'level', type: 'sint32' },
+  { no: 2, name: 'message', json: 'message', type: 'string' },
+  { no: 3, name: 'since', json: 'since', type: 'timestamp' },
+  { no: 4, name: 'method', json: 'method', type: 'string' },
+  { no: 5, name: 'path', json: 'path', type: 'string' },
+  { no: 6, name: 'identity', json: 'identity', type: 'string' },
+  { no: 7, name: 'ip', json: 'ip', type: 'string' },
+  { no: 8, name: 'traceLevel', json: 'trace_level', type: 'sint32' },
 ]);
 
 /**

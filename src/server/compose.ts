@@ -21,10 +21,12 @@ import { SqliteStore, SQLITE_FILE } from '../store/sqlite.js';
 import type { Store } from '../store/store.js';
 import { VERSION } from '../version.js';
 import { ClusterRuntime } from './cluster.js';
-import { createHttpServer } from './http.js';
+import { createHttpServer, destroyConnections, drainConnections } from './http.js';
 import { clip, type ServerLogger } from './log.js';
 import { KmsNode, newRootNote } from './node.js';
 import { Observability } from './observability.js';
+import { Profiler } from './profiler.js';
+import { RestartService, type SelfRestart } from './restart.js';
 import { apiRoutes } from './routes.js';
 import type { NodeState } from './state.js';
 import { loadTlsMaterial, warnExpiring, watchTls } from './tls.js';
@@ -50,6 +52,12 @@ export interface ServerOptions {
   readonly cryptoThreads?: number;
   /** Prints a banner line (stdout). */
   readonly print: (line: string) => void;
+  /**
+   * Starts the node again once a restart was requested (`POST /v1/debug/restart`) and the
+   * server has drained and closed everything: the process owner's part (cli/server.ts re-execs
+   * the process or exits with status 75 for systemd). Without it, restarts are refused (501).
+   */
+  readonly restart?: () => void;
 }
 
 export interface RunningServer {
@@ -70,6 +78,10 @@ export class StartupConfigError extends Error {
 const DEFAULT_PORT = 7373;
 /** The docs folder the package ships (dist/src/server → docs). */
 const DOCS = fileURLToPath(new URL('../../../docs/', import.meta.url));
+/** How long a stop (SIGTERM) lets the requests in flight finish. */
+const STOP_DRAIN_MS = 2_000;
+/** How long a restart lets them finish: a restart is planned, so nothing in flight should fail. */
+const RESTART_DRAIN_MS = 10_000;
 /** How often the configuration file is checked for changes. */
 const CONFIG_POLL_MS = 2_000;
 
@@ -86,16 +98,19 @@ export function parseAddress(address: string): { host: string; port: number } {
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   process.umask(0o077);
   const cleanup: (() => Promise<void> | void)[] = [];
-  const closeAll = async () => {
-    for (const fn of cleanup.reverse()) {
-      try {
-        await fn();
-      } catch (err) {
-        opts.log.error('shutdown step failed', { err: clip((err as Error).message) });
+  // Once: a SIGTERM during a restart's drain joins the close already under way.
+  let closing: Promise<void> | undefined;
+  const closeAll = () =>
+    (closing ??= (async () => {
+      for (const fn of cleanup.reverse()) {
+        try {
+          await fn();
+        } catch (err) {
+          opts.log.error('shutdown step failed', { err: clip((err as Error).message) });
+        }
       }
-    }
-    cleanup.length = 0;
-  };
+      cleanup.length = 0;
+    })());
   try {
     return await build(opts, cleanup, closeAll);
   } catch (err) {
@@ -169,11 +184,30 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
   const pool = new CryptoPool(opts.cryptoThreads ?? availableParallelism());
   cleanup.push(() => pool.close());
 
+  const profiler = new Profiler({ log });
+  cleanup.push(() => profiler.close());
+  // A restart drains longer than a stop: it is planned, nothing in flight should fail.
+  let drainMs = STOP_DRAIN_MS;
+  let restarting = false;
+  const selfRestart: SelfRestart = {
+    supported: opts.restart !== undefined,
+    request: (reason) => {
+      if (restarting || !opts.restart) return;
+      restarting = true;
+      drainMs = RESTART_DRAIN_MS;
+      log.warn('restarting: draining the requests in flight, then starting again', { reason: clip(reason) });
+      opts.print(`=> Restarting: ${clip(reason)}`);
+      void closeAll().then(opts.restart);
+    },
+  };
+  const restart = new RestartService({ node, log, self: selfRestart });
+  cleanup.push(() => restart.close());
+
   const server = createHttpServer({
     cert: tls.cert,
     key: tls.key,
     ca: tls.ca,
-    routes: apiRoutes({ node, observability, pool }),
+    routes: apiRoutes({ node, observability, pool, profiler, restart }),
     limits: config.limits,
     log,
     observer: observability.http,
@@ -190,7 +224,7 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
     });
   });
   server.on('error', (err) => log.error('listener error', { err: clip(err.message) }));
-  cleanup.push(() => closeServer(server, observability));
+  cleanup.push(() => closeServer(server, observability, drainMs, log));
   const bound = (server.address() as AddressInfo).port;
   const shown =
     listen.host === '0.0.0.0' || listen.host === '::' ? '127.0.0.1' : listen.host.includes(':') ? `[${listen.host}]` : listen.host;
@@ -213,6 +247,7 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
   p(`Docs        ${DOCS} (troubleshooting.md, deploy.md, upgrade.md, kms-chain.md, security.md)`);
   node.onStateChange((state, previous) => announce(p, state, previous));
   node.start();
+  restart.start();
 
   return {
     node,
@@ -254,14 +289,26 @@ function asConfigError<T>(fn: () => T): T {
   }
 }
 
-/** Closes the listener: no new connections, requests in flight finish (bounded), log streams end. */
-async function closeServer(server: Http2SecureServer, observability: Observability): Promise<void> {
+/**
+ * Closes the listener gracefully: no new connections; log streams end; HTTP/2 sessions get a
+ * GOAWAY (the streams it covers are served to the end — including ones that arrived just
+ * before it and have not reached a handler yet — new ones are refused unprocessed, so clients
+ * send them elsewhere) and HTTP/1.1 connections close after their answer. The drain is over
+ * when the last connection has closed by itself; what is still open after `drainMs` is cut off.
+ */
+async function closeServer(server: Http2SecureServer, observability: Observability, drainMs: number, log: ServerLogger): Promise<void> {
   observability.endStreams();
-  await new Promise<void>((resolve) => {
-    server.close(() => resolve());
-    // Idle HTTP/2 sessions and keep-alive sockets would hold close() open.
-    setTimeout(resolve, 2000).unref();
-  });
+  // Fires once every connection is gone: counting requests would miss a stream that arrived
+  // but has no handler yet, and cutting its session then would lose it.
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  drainConnections(server);
+  let timer: NodeJS.Timeout | undefined;
+  const drained = await Promise.race([closed.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), drainMs)))]);
+  clearTimeout(timer);
+  if (drained) return;
+  log.warn('stopping with requests still in flight', { requests: observability.metrics.inflight, drainMs });
+  destroyConnections(server);
+  await Promise.race([closed, new Promise((r) => setTimeout(r, 500).unref())]);
 }
 
 /** Calls `changed` when the file's contents change (polled: works for edits, renames and bind mounts). */

@@ -24,6 +24,7 @@ import { KmsError, isKmsError } from '../errors.js';
 import type { Logger } from './log.js';
 import type { Limits } from '../config/config.js';
 import { Deadlines } from './deadlines.js';
+import { requestInfo, requestScope } from './log-context.js';
 
 type Listener = (...args: any[]) => void; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -332,7 +333,8 @@ export function createHttpServer(opts: HttpServerOptions): Http2SecureServer {
     budget: new BodyBudget(limits.maxBufferedPerConnection, limits.maxBuffered, limits.maxBufferedPerIdentity),
   };
   const observer = opts.observer;
-  const serve = (req: Request, res: Response) => {
+  const conns = trackConnections(server);
+  const run = (req: Request, res: Response) => {
     observer?.request(req, res);
     const fail = (err: unknown) => {
       observer?.failed(req, err);
@@ -343,6 +345,15 @@ export function createHttpServer(opts: HttpServerOptions): Http2SecureServer {
     } catch (err) {
       fail(err);
     }
+  };
+  const serve = (req: Request, res: Response) => {
+    if (!req.stream) conns.http1Request(req, res);
+    // Only while someone reads the log stream: the request is known to every record made for it.
+    if (!requestScope.active) return run(req, res);
+    requestScope.run(
+      () => requestInfo(req.method, req.url, connectionIdentity(req), req.socket.remoteAddress),
+      () => run(req, res),
+    );
   };
   server.on('request', serve);
   // Adding the `request` listener made Node install its compatibility layer as the one
@@ -363,6 +374,84 @@ export function createHttpServer(opts: HttpServerOptions): Http2SecureServer {
   server.on('sessionError', () => {}); // a client that breaks its connection is not our error
   server.on('tlsClientError', () => {});
   return server;
+}
+
+/**
+ * The open connections of a server, for a graceful stop ({@link drainConnections}): HTTP/2
+ * sessions, and HTTP/1.1 sockets with the number of their requests in flight (HTTP/1.1 only:
+ * the hot path — HTTP/2 — pays nothing per request).
+ */
+class Connections {
+  readonly sessions = new Set<http2.ServerHttp2Session>();
+  readonly sockets = new Map<Socket, number>();
+  draining = false;
+
+  http1Request(req: Request, res: Response): void {
+    const socket = req.socket;
+    this.sockets.set(socket, (this.sockets.get(socket) ?? 0) + 1);
+    // While draining, every HTTP/1.1 answer closes its connection.
+    if (this.draining) (res as { shouldKeepAlive?: boolean }).shouldKeepAlive = false;
+    res.once('close', () => {
+      const n = (this.sockets.get(socket) ?? 1) - 1;
+      if (!this.sockets.has(socket)) return;
+      this.sockets.set(socket, n);
+      if (n === 0 && this.draining) socket.end();
+    });
+  }
+}
+
+const connections = new WeakMap<Http2SecureServer, Connections>();
+
+function trackConnections(server: Http2SecureServer): Connections {
+  const c = new Connections();
+  connections.set(server, c);
+  server.on('session', (session: http2.ServerHttp2Session) => {
+    if (c.draining) return void session.close();
+    c.sessions.add(session);
+    session.once('close', () => c.sessions.delete(session));
+  });
+  server.on('secureConnection', (socket: TLSSocket) => {
+    if (socket.alpnProtocol === 'h2') return;
+    c.sockets.set(socket, 0);
+    socket.once('close', () => c.sockets.delete(socket));
+  });
+  return c;
+}
+
+/** How long after its GOAWAY a session is closed by the server if the client keeps it open. */
+const GOAWAY_GRACE_MS = 1_000;
+
+/**
+ * Starts a graceful stop of a server's connections (the listener is closed separately): every
+ * HTTP/2 session gets a GOAWAY — the streams it covers (every stream whose headers arrived)
+ * are served to the end; later ones are refused unprocessed, so clients send them elsewhere —
+ * and HTTP/1.1 connections close when idle, or after the answer in flight.
+ *
+ * Not `session.close()` right away: it destroys a session without open streams at once, and
+ * the GOAWAY it queued may not be sent by then — the client's requests already on the wire are
+ * then lost without a word (and a client cannot know whether a write among them was applied).
+ * With the GOAWAY alone the client closes the connection itself once its streams are done;
+ * sessions still open after {@link GOAWAY_GRACE_MS} are closed gracefully.
+ */
+export function drainConnections(server: Http2SecureServer): void {
+  const c = connections.get(server);
+  if (!c || c.draining) return;
+  c.draining = true;
+  for (const session of c.sessions) {
+    if (!session.closed && !session.destroyed) session.goaway(http2.constants.NGHTTP2_NO_ERROR);
+  }
+  setTimeout(() => {
+    for (const session of c.sessions) session.close();
+  }, GOAWAY_GRACE_MS).unref();
+  for (const [socket, n] of c.sockets) if (n === 0) socket.end();
+}
+
+/** Ends what a drain left open (its deadline passed). */
+export function destroyConnections(server: Http2SecureServer): void {
+  const c = connections.get(server);
+  if (!c) return;
+  for (const session of c.sessions) session.destroy();
+  for (const socket of c.sockets.keys()) socket.destroy();
 }
 
 /** Events of the raw HTTP/2 stream, shared by its request and response adapters. */

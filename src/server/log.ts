@@ -12,6 +12,7 @@
  */
 import { pino, stdTimeFunctions, type DestinationStream, type Logger as Pino } from 'pino';
 import type { StackFrame } from '../protocol/messages.js';
+import { LOG_REQUEST, requestScope, type RequestInfo } from './log-context.js';
 
 export type Level = 'debug' | 'info' | 'warn' | 'error';
 
@@ -78,6 +79,8 @@ export interface LogEntry {
   readonly message: string;
   /** Where the record was created (warnings and errors only). */
   readonly trace?: readonly StackFrame[];
+  /** The request it was made for, if any (server/log-context.ts). */
+  readonly request?: RequestInfo;
 }
 
 type Subscriber = { level: number; fn: (e: LogEntry) => void };
@@ -296,6 +299,7 @@ export function createLogger(level: Level = 'info', opts: LoggerOptions = {}): S
         time: Date.now(),
         message: formatMessage(msg, fields),
         trace: slog >= SLOG_LEVEL.warn ? traceOf(fields, method) : undefined,
+        request: (fields as { [LOG_REQUEST]?: RequestInfo } | undefined)?.[LOG_REQUEST] ?? requestScope.current(),
       };
       ring.publish(entry, toStderr);
     };

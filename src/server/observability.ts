@@ -22,12 +22,14 @@
 import { randomUUID } from 'node:crypto';
 import { isKmsError } from '../errors.js';
 import { decodeMessage, encodeMessage } from '../protocol/schema.js';
-import { LogRecordSchema, LogRequestSchema } from '../protocol/messages.js';
+import { LegacyLogRequestSchema, LogRecordSchema, LogRequestSchema, type LogRecordRequest } from '../protocol/messages.js';
+import { Reader, WIRE_LEN } from '../protocol/pb.js';
 import type { Kms } from '../kms/kms.js';
 import { AuditLog, type AuditEvent } from './audit.js';
 import type { DispatchTrace } from './commands.js';
 import { send, type HttpObserver, type Request, type RequestContext, type Response, type Route } from './http.js';
 import { LogRing, clip, logEnabled, ringOf, type Level, type LogEntry, type Logger } from './log.js';
+import { LOG_REQUEST, requestInfo, requestScope, type RequestInfo } from './log-context.js';
 import type { NodeState } from './state.js';
 import { Metrics } from './metrics.js';
 
@@ -93,6 +95,20 @@ function domainCounts(kms: Kms): { enclaves: number; keys: number; identities: n
 }
 
 /**
+ * The address of records made for no request. Every record carries a request (field 5): the
+ * SDK MinIO pins dereferences it unconditionally and refuses a request whose address does not
+ * parse as an IP, so "no request" is an empty method, path and identity with the unspecified
+ * address.
+ */
+export const NO_REQUEST_IP = '0.0.0.0';
+
+/** Field 5 of a record: its request, or the valid "no request". */
+function recordRequest(r: RequestInfo | undefined): LogRecordRequest {
+  if (!r) return { method: '', path: '', identity: '', ip: NO_REQUEST_IP };
+  return { method: r.method, path: r.path, identity: r.identity, ip: r.ip === '' ? NO_REQUEST_IP : r.ip };
+}
+
+/**
  * Encodes one record of the `/v1/debug/log` stream: uint32 big-endian length + protobuf
  * LogRecord of at most {@link MAX_LOG_RECORD} bytes (the trace is dropped, then the message
  * cut at a character boundary and ended with `…`, until it fits).
@@ -100,7 +116,8 @@ function domainCounts(kms: Kms): { enclaves: number; keys: number; identities: n
 export function encodeLogFrame(e: LogEntry, withTrace: boolean): Buffer {
   let message = e.message;
   let trace = withTrace && e.trace ? e.trace : [];
-  let pb = encodeMessage(LogRecordSchema, { level: e.level, time: new Date(e.time), message, trace });
+  const request = recordRequest(e.request);
+  let pb = encodeMessage(LogRecordSchema, { level: e.level, time: new Date(e.time), message, trace, request });
   for (let i = 0; pb.length > MAX_LOG_RECORD && i < 4; i++) {
     if (trace.length > 0) {
       trace = [];
@@ -110,12 +127,76 @@ export function encodeLogFrame(e: LogEntry, withTrace: boolean): Buffer {
       while (n > 0 && (bytes[n]! & 0xc0) === 0x80) n--;
       message = bytes.subarray(0, n).toString('utf8') + '…';
     }
-    pb = encodeMessage(LogRecordSchema, { level: e.level, time: new Date(e.time), message, trace });
+    pb = encodeMessage(LogRecordSchema, { level: e.level, time: new Date(e.time), message, trace, request });
   }
   const out = Buffer.allocUnsafe(4 + pb.length);
   out.writeUInt32BE(pb.length, 0);
   out.set(pb, 4);
   return out;
+}
+
+/** What a log stream asks for, from either SDK generation's LogRequest. */
+interface LogQuery {
+  level: number;
+  message: string;
+  since: Date | undefined;
+  traceLevel: number;
+  /** Filters on the record's request (the pinned SDK's fields 4–7); empty = any. */
+  method: string;
+  path: string;
+  identity: string;
+  ip: string;
+}
+
+/**
+ * Whether a LogRequest has the layout of the SDK generation MinIO pins: field 4 is a string
+ * (the method filter) there and a sint32 (the trace level) in newer ones; fields 5–8 exist
+ * only there.
+ */
+function isLegacyLogRequest(body: Buffer): boolean {
+  try {
+    const r = new Reader(body);
+    while (r.more()) {
+      const tag = r.tag();
+      const no = tag >>> 3;
+      if ((no === 4 && (tag & 7) === WIRE_LEN) || (no >= 5 && no <= 8)) return true;
+      r.skip(tag & 7);
+    }
+  } catch {
+    // malformed: the decoder below says so
+  }
+  return false;
+}
+
+/** Decodes a LogRequest of either layout (kms-wire.md §2.6). */
+export function decodeLogQuery(body: Buffer): LogQuery {
+  if (isLegacyLogRequest(body)) {
+    const q = decodeMessage(LegacyLogRequestSchema, body);
+    return { ...q, method: clip(q.method), path: clip(q.path), identity: clip(q.identity), ip: clip(q.ip), message: clip(q.message) };
+  }
+  const q = decodeMessage(LogRequestSchema, body);
+  return { ...q, message: clip(q.message), method: '', path: '', identity: '', ip: '' };
+}
+
+/** Whether a record passes a stream's filters. */
+function matches(q: LogQuery, e: LogEntry): boolean {
+  if (e.level < q.level) return false;
+  if (q.message !== '' && !e.message.includes(q.message)) return false;
+  if (q.method === '' && q.path === '' && q.identity === '' && q.ip === '') return true;
+  const r = e.request;
+  if (!r) return false;
+  return (
+    (q.method === '' || r.method === q.method) &&
+    (q.path === '' || r.path === q.path) &&
+    (q.identity === '' || r.identity === q.identity) &&
+    (q.ip === '' || sameIp(r.ip, q.ip))
+  );
+}
+
+/** IP equality that sees `::ffff:1.2.3.4` (how Node reports IPv4 on a dual-stack socket) as `1.2.3.4`. */
+function sameIp(a: string, b: string): boolean {
+  const plain = (ip: string) => (ip.toLowerCase().startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip.toLowerCase());
+  return plain(a) === plain(b);
 }
 
 export class Observability {
@@ -311,6 +392,7 @@ export class Observability {
         identity,
         latency_ms: Math.round((now - t0) * 1000) / 1000,
         request_id: requestId ?? randomUUID(),
+        [LOG_REQUEST]: requestInfo(req.method, req.url, identity, req.socket.remoteAddress),
       });
     }
   }
@@ -329,8 +411,8 @@ export class Observability {
    * server stops.
    */
   serveLog({ res, body }: RequestContext): void {
-    const q = decodeMessage(LogRequestSchema, body);
-    const match = (e: LogEntry) => e.level >= q.level && (q.message === '' || e.message.includes(q.message));
+    const q = decodeLogQuery(body);
+    const match = (e: LogEntry) => matches(q, e);
     res.writeHead(200, { 'content-type': OCTET });
     (res as unknown as { flushHeaders?: () => void }).flushHeaders?.();
 
@@ -359,9 +441,12 @@ export class Observability {
     if (q.since) for (const e of this.ring.since(q.since.getTime())) write(e);
     const unsubscribe = this.ring.subscribe(q.level, write);
     this.#streams.add(res);
+    // While a stream is open, every request runs in a scope its records can name (log-context.ts).
+    requestScope.setStreams(this.#streams.size);
     res.once('close', () => {
       unsubscribe();
       this.#streams.delete(res);
+      requestScope.setStreams(this.#streams.size);
     });
   }
 
@@ -371,6 +456,7 @@ export class Observability {
   endStreams(): void {
     for (const res of this.#streams) res.end();
     this.#streams.clear();
+    requestScope.setStreams(0);
   }
 
   /** Ends the log streams and flushes and closes the audit log. */

@@ -9,7 +9,7 @@
  * | `POST /v1/kms` | a SysAdmin (cluster and enclave commands) |
  * | `POST /v1/kms/{enclave}` | a SysAdmin, or an identity of that enclave |
  * | `GET /v1/db`, `PUT /v1/db`, `POST /v1/root/rotate` | a SysAdmin |
- * | `POST /v1/debug/log` | a SysAdmin (while sealed: `admin.identity`) |
+ * | `POST /v1/debug/log`, `/v1/debug/pprof` (POST, GET, DELETE), `POST /v1/debug/restart` | a SysAdmin (while sealed: `admin.identity`); server/debug.ts |
  * | `GET /v1/health/metrics` | a SysAdmin or one of `metrics.identities` (anyone with `metrics.auth: false`) |
  *
  * Each command of the command channel is then authorized on its own (server/commands.ts).
@@ -20,9 +20,12 @@ import { VersionResponseSchema } from '../protocol/messages.js';
 import type { CryptoPool } from '../crypto/pool.js';
 import { VERSION, COMMIT } from '../version.js';
 import { admitted, dispatch } from './dispatch.js';
+import { debugRoutes } from './debug.js';
 import { send, type Access, type Request, type Route } from './http.js';
 import type { KmsNode } from './node.js';
 import type { Observability } from './observability.js';
+import type { Profiler } from './profiler.js';
+import type { RestartService } from './restart.js';
 import type { NodeState } from './state.js';
 
 const OCTET = 'application/octet-stream';
@@ -85,9 +88,11 @@ export interface RouteDeps {
   readonly node: KmsNode;
   readonly observability: Observability;
   readonly pool: CryptoPool;
+  readonly profiler: Profiler;
+  readonly restart: RestartService;
 }
 
-export function apiRoutes({ node, observability: obs, pool }: RouteDeps): Route[] {
+export function apiRoutes({ node, observability: obs, pool, profiler, restart }: RouteDeps): Route[] {
   const access = accessRules(node);
   const maxFrames = () => node.config.limits.maxFrames;
   const kmsHandler: Route['handler'] = ({ req, res, identity, param, body }) => {
@@ -182,6 +187,7 @@ export function apiRoutes({ node, observability: obs, pool }: RouteDeps): Route[
       body: { max: MAX_SMALL_BODY },
       handler: (ctx) => obs.serveLog(ctx),
     },
+    ...debugRoutes({ node, access, profiler, restart, log: node.log }),
     { method: 'POST', path: '/v1/kms', access: access.commands, body: {}, handler: kmsHandler },
     { method: 'POST', path: '/v1/kms/', prefix: true, access: access.commands, body: {}, handler: kmsHandler },
   ];

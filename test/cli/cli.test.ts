@@ -159,6 +159,8 @@ describe('usage', () => {
       'rm-identity',
       'ls-identity',
       'get-identity',
+      'profile',
+      'restart',
     ];
     for (const c of commands) assert.match(root, new RegExp(`^  ${c}[ |]`, 'm'), `'${c}' missing from minkms --help`);
     for (const alias of ['ls-enclaves', 'ls-keys', 'ls-policies', 'ls-identities']) assert.ok(root.includes(`|${alias} `), alias);

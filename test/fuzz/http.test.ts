@@ -674,7 +674,8 @@ async function captureClientHello(): Promise<Buffer> {
 // ---------------------------------------------------------------------------------------------
 
 before(async () => {
-  server = await startServer();
+  // Restarts off: a fuzzed POST /v1/debug/restart as root would otherwise restart the node under test.
+  server = await startServer({ args: ['--restart-mode', 'off'] });
   root = clientFor(server, server.apiKey);
   const admin = generateApiKey();
   const user = generateApiKey();

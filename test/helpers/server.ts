@@ -17,8 +17,17 @@ import { randomBytes } from 'node:crypto';
  * killed, so that a failure never hangs the test run.
  */
 const live = new Set<ChildProcess>();
+/** Processes that took over a server after a restart (`=> Restarted as process N`): not our children. */
+const livePids = new Set<number>();
 after(() => {
   for (const child of live) child.kill('SIGKILL');
+  for (const pid of livePids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
 });
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -40,7 +49,12 @@ export interface TestServer {
   readonly hsmKey: string;
   /** The configuration file the server was started with, if any. */
   readonly configFile: string | undefined;
+  /** The process started first (after a restart in `exec` mode it has exited: see {@link TestServer.pid}). */
   readonly process: ChildProcess;
+  /** The process serving now: the first one, or the one that took over after a restart. */
+  pid(): number;
+  /** How many times the server restarted itself (re-exec). */
+  restarts(): number;
   /** Everything the process wrote so far (stdout + stderr). */
   output(): string;
   /** Graceful stop (SIGTERM) and wait for exit. */
@@ -111,9 +125,26 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
   live.add(child);
   child.once('exit', () => live.delete(child));
   let out = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  // A restart in `exec` mode starts a new process that inherits our pipes and announces itself.
+  const successors: number[] = [];
+  const RESTARTED = /=> Restarted as process (\d+)/g;
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    const from = Math.max(0, out.length - 64);
+    out += d;
+    RESTARTED.lastIndex = from;
+    for (let m = RESTARTED.exec(out); m; m = RESTARTED.exec(out)) {
+      const pid = Number(m[1]);
+      if (!successors.includes(pid)) {
+        successors.push(pid);
+        livePids.add(pid);
+      }
+    }
+  });
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
   const exited = new Promise<void>((res) => child.once('exit', () => res()));
+  // Every holder of the pipes is gone: the first process and any that took over after it.
+  const closed = new Promise<void>((res) => child.once('close', () => res()));
+  closed.then(() => successors.forEach((p) => livePids.delete(p)));
 
   const timeoutMs = opts.timeoutMs ?? 20_000;
   const deadline = Date.now() + timeoutMs;
@@ -139,9 +170,19 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
   } catch {
     // A server configured with its own TLS files: the test knows its CA.
   }
+  const current = () => successors.at(-1) ?? child.pid!;
   const wait = async (signal: NodeJS.Signals) => {
-    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-    await exited;
+    if (successors.length === 0) {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await exited;
+      return;
+    }
+    try {
+      process.kill(current(), signal);
+    } catch {
+      // already gone
+    }
+    await closed;
   };
   return {
     url,
@@ -154,6 +195,8 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
     hsmKey: hsmKey ?? '',
     configFile,
     process: child,
+    pid: current,
+    restarts: () => successors.length,
     output: () => out,
     stop: () => wait('SIGTERM'),
     kill: () => wait('SIGKILL'),

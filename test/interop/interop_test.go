@@ -57,18 +57,24 @@ type config struct {
 
 func loadConfig(t *testing.T) config {
 	t.Helper()
+	return loadConfigFrom(t, "MINKMS_")
+}
+
+// loadConfigFrom reads PREFIX+ENDPOINTS, PREFIX+API_KEY and PREFIX+CA_FILE.
+func loadConfigFrom(t *testing.T, prefix string) config {
+	t.Helper()
 	var missing []string
-	endpoints := strings.TrimSpace(os.Getenv("MINKMS_ENDPOINTS"))
-	apiKey := strings.TrimSpace(os.Getenv("MINKMS_API_KEY"))
-	caFile := strings.TrimSpace(os.Getenv("MINKMS_CA_FILE"))
+	endpoints := strings.TrimSpace(os.Getenv(prefix + "ENDPOINTS"))
+	apiKey := strings.TrimSpace(os.Getenv(prefix + "API_KEY"))
+	caFile := strings.TrimSpace(os.Getenv(prefix + "CA_FILE"))
 	if endpoints == "" {
-		missing = append(missing, "MINKMS_ENDPOINTS (comma-separated 127.0.0.1:PORT list)")
+		missing = append(missing, prefix+"ENDPOINTS (comma-separated 127.0.0.1:PORT list)")
 	}
 	if apiKey == "" {
-		missing = append(missing, "MINKMS_API_KEY (root k1: API key)")
+		missing = append(missing, prefix+"API_KEY (root k1: API key)")
 	}
 	if caFile == "" {
-		missing = append(missing, "MINKMS_CA_FILE (PEM of the server certificate)")
+		missing = append(missing, prefix+"CA_FILE (PEM of the server certificate)")
 	}
 	if len(missing) > 0 {
 		t.Fatalf("interop test is not configured; missing environment variable(s):\n  %s", strings.Join(missing, "\n  "))
@@ -81,20 +87,20 @@ func loadConfig(t *testing.T) config {
 		}
 	}
 	if len(cfg.endpoints) == 0 {
-		t.Fatalf("MINKMS_ENDPOINTS=%q contains no endpoint", endpoints)
+		t.Fatalf("%sENDPOINTS=%q contains no endpoint", prefix, endpoints)
 	}
 	key, err := mtls.ParsePrivateKey(apiKey)
 	if err != nil {
-		t.Fatalf("MINKMS_API_KEY is not a valid API key: %v", err)
+		t.Fatalf("%sAPI_KEY is not a valid API key: %v", prefix, err)
 	}
 	cfg.rootKey = key
 	pem, err := os.ReadFile(caFile)
 	if err != nil {
-		t.Fatalf("MINKMS_CA_FILE: %v", err)
+		t.Fatalf("%sCA_FILE: %v", prefix, err)
 	}
 	cfg.roots = x509.NewCertPool()
 	if !cfg.roots.AppendCertsFromPEM(pem) {
-		t.Fatalf("MINKMS_CA_FILE %s contains no PEM certificate", caFile)
+		t.Fatalf("%sCA_FILE %s contains no PEM certificate", prefix, caFile)
 	}
 	return cfg
 }
