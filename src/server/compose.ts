@@ -25,6 +25,7 @@ import { clip, type ServerLogger } from './log.js';
 import { KmsNode, newRootNote } from './node.js';
 import { Observability } from './observability.js';
 import { apiRoutes } from './routes.js';
+import { kesRoutes } from '../kes/routes.js';
 import type { NodeState } from './state.js';
 import { loadTlsMaterial, warnExpiring, watchTls } from './tls.js';
 
@@ -170,7 +171,8 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
     cert: tls.cert,
     key: tls.key,
     ca: tls.ca,
-    routes: apiRoutes({ node, observability, pool }),
+    // The KES API (docs/kes.md) shares the listener; `/version` answers both clients.
+    routes: [...apiRoutes({ node, observability, pool }), ...(config.kes.enabled ? kesRoutes({ node, observability }) : [])],
     limits: config.limits,
     log,
     observer: observability.http,
@@ -203,6 +205,7 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
   p(`TLS         ${tls.source}${tls.generated ? ' (generated self-signed certificate for localhost)' : ''}`);
   p(`Endpoint    ${endpoint}`);
   if (config.admin.identity) p(`Admin       ${config.admin.identity}`);
+  if (config.kes.enabled) p(`KES API     on, in enclave '${config.kes.enclave}'`);
   p(`Docs        minkms help · docs/kms-chain.md · docs/security.md · docs/clustering.md`);
   node.onStateChange((state, previous) => announce(p, state, previous));
   node.start();
