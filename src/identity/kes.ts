@@ -10,6 +10,7 @@
  * A KES API key therefore is a `k1:` key in other clothes: both derive the same Ed25519 key pair,
  * so both authenticate as the same identity.
  */
+import type { KeyObject } from 'node:crypto';
 import { IDENTITY_PREFIX, isIdentity } from './identity.js';
 import { decodeBase64UrlStrict } from './base64url.js';
 
@@ -74,4 +75,20 @@ export function kesApiKeySeed(text: string): Buffer {
 /** Whether `s` looks like a KES API key (a secret: never print it). */
 export function isKesApiKeyText(s: string): boolean {
   return s.startsWith(KES_API_KEY_PREFIX);
+}
+
+/**
+ * The KES spelling of an Ed25519 API key (`k1:` or `kes:v1:`), given its private key; undefined
+ * for ECDSA (`k2:`) keys, which KES cannot spell. Secret, like the key.
+ */
+export function kesApiKeyOf(privateKey: KeyObject): string | undefined {
+  if (privateKey.asymmetricKeyType !== 'ed25519') return undefined;
+  const seed = Buffer.from(privateKey.export({ format: 'jwk' }).d ?? '', 'base64url');
+  const raw = Buffer.concat([Buffer.from([KES_ED25519]), seed]);
+  try {
+    return KES_API_KEY_PREFIX + raw.toString('base64');
+  } finally {
+    seed.fill(0);
+    raw.fill(0);
+  }
 }
