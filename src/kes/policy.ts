@@ -117,6 +117,11 @@ export function fromKesPolicy(allow: readonly string[], deny: readonly string[])
         const ours = ourPattern(a, name);
         if (ours !== undefined) {
           add(out[side], a.command!, ours);
+          // One command may stand for several KES APIs (KEY:CREATE for create and import).
+          const also = GRANTABLE.filter((b) => b !== a && b.command === a.command && b.served && namePatternFor(pattern, b) === undefined);
+          if (side === 'allow' && also.length > 0) {
+            notes.push(`allow ${pattern}: here ${a.command} also allows ${also.map((b) => b.path).join(', ')} on the same names`);
+          }
           if (!a.served)
             notes.push(`${side} ${pattern}: ${a.path} is not served by the KES API here; mapped to ${a.command} for the minkms API`);
         } else if (side === 'deny') {
