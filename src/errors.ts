@@ -19,6 +19,13 @@ export const ERRORS = {
   ERR_IDENTITY_NOT_FOUND: [404, 'identity does not exist'],
   ERR_DECRYPT: [400, 'invalid ciphertext'],
 
+  // The KES API (kes/errors.ts): KES's spelling where it differs from the block above
+  // (github.com/minio/kms-go/kes compares status and message), and KES's "not implemented".
+  ERR_KES_NOT_ALLOWED: [403, 'not authorized: insufficient permissions'],
+  ERR_KES_KEY_EXISTS: [400, 'key already exists'],
+  ERR_KES_DECRYPT: [400, 'decryption failed: ciphertext is not authentic'],
+  ERR_KES_NOT_IMPLEMENTED: [501, 'not implemented'],
+
   // Ours.
   ERR_BAD_REQUEST: [400, 'invalid request'],
   ERR_MALFORMED_FRAME: [400, 'malformed request: invalid command frame'],

@@ -22,6 +22,7 @@ import { ConfigError, parseDuration } from '../config/config.js';
 import { KmsError } from '../errors.js';
 import { parseApiKey } from '../identity/api-key.js';
 import { isIdentity } from '../identity/identity.js';
+import { normalizeIdentity } from '../identity/kes.js';
 
 // ------------------------------------------------------------------------------ errors
 
@@ -304,16 +305,24 @@ export function parseVersionArg(value: string): number {
   return Number(value);
 }
 
-/** Checks an identity argument (`h1:…`); usage error otherwise, never echoing a secret. */
+/**
+ * Checks an identity argument — `h1:…`, or the same identity in KES's spelling (64 hex
+ * characters) — and returns it as `h1:`; usage error otherwise, never echoing a secret.
+ */
 export function requireIdentity(s: string): string {
   if (isIdentity(s)) return s;
-  if (/^(k[12]|hsm):/i.test(s)) {
+  const kes = normalizeIdentity(s);
+  if (kes !== undefined) return kes;
+  if (/^(k[12]|hsm|kes):/i.test(s)) {
     throw usageError(
       'expected an identity, got an API or HSM key',
       "never share keys; 'minkms identity KEY' prints the identity (h1:…) of a key",
     );
   }
-  throw usageError(`'${(s as string).slice(0, 64)}' is not an identity`, "identities look like 'h1:' followed by 43 base64url characters");
+  throw usageError(
+    `'${(s as string).slice(0, 64)}' is not an identity`,
+    "identities look like 'h1:' followed by 43 base64url characters (or, spelled as KES does, 64 hex characters)",
+  );
 }
 
 /** Collects a repeatable option into an array. */
@@ -469,7 +478,7 @@ export function createClient(opts: CommonOptions): KmsClient {
   try {
     parsed = parseApiKey(apiKey.trim());
   } catch {
-    throw usageError('invalid API key', "an API key looks like 'k1:…' or 'k2:…'; 'minkms identity' creates one");
+    throw usageError('invalid API key', "an API key looks like 'k1:…', 'k2:…' or 'kes:v1:…'; 'minkms identity' creates one");
   }
   // Each server gets the transport's per-attempt bounds (connect 5 s, response 10 s, both
   // shortened to what is left of --timeout); all of them together get --timeout.
@@ -559,7 +568,7 @@ export interface ClientCommandSpec {
  */
 export function clientCommand(parent: Command, name: string, spec: ClientCommandSpec): Command {
   const cmd = parent.command(name).description(spec.description);
-  cmd.addOption(new Option('-a, --api-key <KEY>', 'API key (k1:… / k2:…) to authenticate with').env('MINIO_KMS_API_KEY'));
+  cmd.addOption(new Option('-a, --api-key <KEY>', 'API key (k1:… / k2:…, or KES kes:v1:…) to authenticate with').env('MINIO_KMS_API_KEY'));
   cmd.addOption(new Option('-k, --insecure', 'do not verify the server certificate'));
   cmd.addOption(new Option('--ca <FILE|DIR>', 'also trust the CA certificates (PEM) in FILE or DIR'));
   if (spec.enclave) cmd.addOption(new Option('-e, --enclave <NAME>', 'enclave to operate in').env('MINIO_KMS_ENCLAVE'));

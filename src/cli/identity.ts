@@ -7,7 +7,8 @@ import { closeSync, fchmodSync, openSync, readFileSync, renameSync, rmSync, writ
 import { X509Certificate } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import { certificateForApiKey } from '../identity/client-cert.js';
-import { generateApiKey, parseApiKey } from '../identity/api-key.js';
+import { apiKeyFromSeed, generateApiKey, parseApiKey, type ApiKey } from '../identity/api-key.js';
+import { kesApiKeyOf, kesIdentityOf, normalizeIdentity } from '../identity/kes.js';
 import { identityOfCertificate } from '../identity/identity.js';
 import { SoftHsm, generateSoftHsmKey } from '../hsm/soft.js';
 import { deriveRootApiKey } from '../hsm/root-key.js';
@@ -36,36 +37,72 @@ export function softHsmKey(): string {
   return `${generateSoftHsmKey()}\n`;
 }
 
-/** API key + identity for: nothing (new key), an HSM key, an API key, or a certificate file. */
-export async function describeIdentity(input: string | undefined): Promise<{ apiKey?: string; identity: string }> {
+/** What `minkms identity` shows: an API key (if the input has one) and the identity, each in both spellings. */
+export interface DescribedIdentity {
+  apiKey?: string;
+  /** The KES spelling of the API key (Ed25519 keys only). Secret. */
+  kesApiKey?: string;
+  identity: string;
+  kesIdentity: string;
+}
+
+function described(identity: string, key?: ApiKey): DescribedIdentity {
+  const kesApiKey = key ? kesApiKeyOf(key.privateKey) : undefined;
+  return {
+    ...(key ? { apiKey: key.text } : {}),
+    ...(kesApiKey ? { kesApiKey } : {}),
+    identity,
+    kesIdentity: kesIdentityOf(identity),
+  };
+}
+
+/**
+ * API key + identity for: nothing (new key), an HSM key, an API key (`k1:`, `k2:`, KES's
+ * `kes:v1:`), an identity in either spelling (`h1:…`, KES's 64 hex characters), or a
+ * certificate file.
+ */
+export async function describeIdentity(input: string | undefined): Promise<DescribedIdentity> {
   if (input === undefined) {
     const key = generateApiKey('k1');
-    return { apiKey: key.text, identity: key.identity };
+    return described(key.identity, key);
   }
   if (input.startsWith('hsm:')) {
     const hsm = new SoftHsm(input);
     const key = await deriveRootApiKey(hsm);
     await hsm.close();
-    return { apiKey: key.text, identity: key.identity };
+    return described(key.identity, key);
   }
-  if (/^k[12]:/.test(input)) {
+  if (/^(k[12]:|kes:)/.test(input)) {
     const key = parseApiKey(input);
-    return { apiKey: key.text, identity: key.identity };
+    // The canonical k1: spelling of a KES key, so that both spellings are shown.
+    return described(key.identity, key.kind === 'kes' ? apiKeyOfKes(key) : key);
   }
+  const identity = normalizeIdentity(input);
+  if (identity !== undefined) return described(identity);
   let pem: string;
   try {
     pem = readFileSync(input, 'utf8');
   } catch {
     throw new CliError(
-      `'${input.slice(0, 64)}' is neither an API key, an HSM key, nor a readable certificate file`,
-      'give a k1:/k2: API key, an hsm:aes256:… key or a PEM certificate file',
+      `'${input.slice(0, 64)}' is neither an API key, an HSM key, an identity, nor a readable certificate file`,
+      'give a k1:/k2:/kes:v1: API key, an hsm:aes256:… key, an identity (h1:… or 64 hex characters) or a PEM certificate file',
       2,
     );
   }
   try {
-    return { identity: identityOfCertificate(new X509Certificate(pem)) };
+    return described(identityOfCertificate(new X509Certificate(pem)));
   } catch (err) {
     throw new CliError(`'${input}' is not a PEM certificate: ${(err as Error).message}`, 'give a PEM-encoded X.509 certificate');
+  }
+}
+
+/** The k1: key of a KES API key (the same Ed25519 seed). */
+function apiKeyOfKes(key: ApiKey): ApiKey {
+  const seed = Buffer.from(key.privateKey.export({ format: 'jwk' }).d ?? '', 'base64url');
+  try {
+    return apiKeyFromSeed(seed);
+  } finally {
+    seed.fill(0);
   }
 }
 
@@ -109,7 +146,7 @@ function certificateInput(input: string | undefined, opts: IdentityOptions): str
     throw new CliError('--cert and --key go together', "give both files: 'minkms identity --cert client.crt --key client.key k1:…'", 2);
   }
   const key = input ?? process.env.MINIO_KMS_API_KEY?.trim();
-  if (key === undefined || key === '' || !/^(k[12]|hsm):/.test(key)) {
+  if (key === undefined || key === '' || !/^(k[12]:|hsm:|kes:v1:)/.test(key)) {
     throw new CliError(
       '--cert/--key need an API key',
       "give the k1:/k2: API key (argument or MINIO_KMS_API_KEY), or hsm:aes256:… for the root API key; 'minkms identity' creates a key",
@@ -122,15 +159,20 @@ function certificateInput(input: string | undefined, opts: IdentityOptions): str
 export function identityCommand(program: Command): void {
   const cmd = program
     .command('identity')
-    .description('print a new API key, or the identity of a key or certificate; write the client certificate of a key (offline)')
-    .argument('[KEY|FILE]', 'hsm:aes256:… (root API key), k1:/k2: API key, or a PEM certificate file')
+    .description(
+      'print a new API key, or the identity of a key or certificate, in minkms and KES spelling; write the client certificate of a key (offline)',
+    )
+    .argument(
+      '[KEY|FILE]',
+      'hsm:aes256:… (root API key), k1:/k2:/kes:v1: API key, an identity (h1:… or KES hex), or a PEM certificate file',
+    )
     .option('--cert <FILE>', "write the API key's client certificate (PEM) to FILE (with --key)")
     .option('--key <FILE>', "write the API key's private key (PKCS#8 PEM, mode 0600) to FILE (with --cert)")
     .option('--json', 'print JSON')
     .action(async (input: string | undefined, opts: IdentityOptions) => {
       const writing = opts.cert !== undefined || opts.key !== undefined;
       if (writing) input = certificateInput(input, opts);
-      let res: { apiKey?: string; identity: string };
+      let res: DescribedIdentity;
       try {
         res = await describeIdentity(input);
       } catch (err) {
@@ -157,7 +199,12 @@ export function identityCommand(program: Command): void {
         // The API key is not repeated when writing files: the caller has it already.
         const out = writing
           ? { identity: res.identity, cert: opts.cert, key: opts.key, not_after: notAfter }
-          : { ...(res.apiKey ? { api_key: res.apiKey } : {}), identity: res.identity };
+          : {
+              ...(res.apiKey ? { api_key: res.apiKey } : {}),
+              ...(res.kesApiKey ? { kes_api_key: res.kesApiKey } : {}),
+              identity: res.identity,
+              kes_identity: res.kesIdentity,
+            };
         process.stdout.write(JSON.stringify(out) + '\n');
         return;
       }
@@ -167,14 +214,18 @@ export function identityCommand(program: Command): void {
         );
         return;
       }
-      if (res.apiKey) process.stdout.write(`API Key   ${res.apiKey}\n`);
-      process.stdout.write(`Identity  ${res.identity}\n`);
+      // Both spellings: minkms (k1:, h1:) and KES (kes:v1:, hex) name the same key pair.
+      if (res.apiKey) process.stdout.write(`API Key       ${res.apiKey}\n`);
+      if (res.kesApiKey) process.stdout.write(`KES API Key   ${res.kesApiKey}\n`);
+      process.stdout.write(`Identity      ${res.identity}\nKES Identity  ${res.kesIdentity}\n`);
     });
   addExamples(cmd, [
     'minkms identity                      # new API key and its identity',
     'minkms identity k1:…                 # identity of an API key',
     'minkms identity "$MINIO_KMS_HSM_KEY"  # root API key and identity of a soft-HSM key',
     'minkms identity client.crt           # identity of a certificate',
+    'minkms identity kes:v1:…             # a KES API key: its k1: spelling and identity (h1: and hex)',
+    'minkms identity 3ecfcdf38fcbe1…      # the h1: spelling of a KES identity',
     'minkms identity --cert prometheus.crt --key prometheus.key k1:…   # client certificate + key for a scraper or curl',
   ]);
 }
@@ -234,13 +285,13 @@ export function enclaveIdentityCommands(program: Command): void {
         'minkms add-identity -e my-enclave h1:… --service            # a service account of the caller',
       ],
     })
-      .argument('[IDENTITY...]', 'identities (h1:…) to register; none = generate a new API key')
+      .argument('[IDENTITY...]', 'identities (h1:…, or KES hex) to register; none = generate a new API key')
       .addOption(new Option('--admin', 'enclave admin: may do everything inside the enclave'))
       .addOption(new Option('--service', "service account: inherits the caller's permissions"))
       .addOption(new Option('--tag <KEY=VALUE>', 'label the identity (repeatable)').argParser(parseTag)),
-    async (ctx, identities: string[]) => {
+    async (ctx, given: string[]) => {
       const o = ctx.opts as { admin?: boolean; service?: boolean; tag?: Record<string, string> };
-      identities.forEach(requireIdentity);
+      const identities = given.map(requireIdentity);
       const enclave = ctx.enclave;
       const privilege = o.admin ? 'Admin' : 'User';
       const tags = o.tag ?? {};
@@ -287,9 +338,9 @@ export function enclaveIdentityCommands(program: Command): void {
       description: 'delete identities and their service accounts',
       enclave: true,
       examples: ['minkms rm-identity -e my-enclave h1:…'],
-    }).argument('<IDENTITY...>', 'identities (h1:…) to delete'),
-    async (ctx, identities: string[]) => {
-      identities.forEach(requireIdentity);
+    }).argument('<IDENTITY...>', 'identities (h1:…, or KES hex) to delete'),
+    async (ctx, given: string[]) => {
+      const identities = given.map(requireIdentity);
       const enclave = ctx.enclave;
       ctx.need('IDENTITY:DELETE', identities, enclave);
       const client = ctx.client;
@@ -339,9 +390,9 @@ export function enclaveIdentityCommands(program: Command): void {
       description: 'show identities (default: your own)',
       enclave: true,
       examples: ['minkms get-identity -e my-enclave', 'minkms get-identity -e my-enclave h1:… --json'],
-    }).argument('[IDENTITY...]', 'identities (h1:…); none = the identity of your API key'),
-    async (ctx, identities: string[]) => {
-      identities.forEach(requireIdentity);
+    }).argument('[IDENTITY...]', 'identities (h1:…, or KES hex); none = the identity of your API key'),
+    async (ctx, given: string[]) => {
+      const identities = given.map(requireIdentity);
       const enclave = ctx.enclave;
       const ask = identities.length > 0 ? identities : [''];
       ctx.need('IDENTITY:STATUS', identities, enclave);

@@ -115,7 +115,7 @@ function streamingClient(opts: CommonOptions, host: string | undefined): { clien
   try {
     parsed = parseApiKey(apiKey.trim());
   } catch {
-    throw usageError('invalid API key', "an API key looks like 'k1:…' or 'k2:…'; 'minkms identity' creates one");
+    throw usageError('invalid API key', "an API key looks like 'k1:…', 'k2:…' or 'kes:v1:…'; 'minkms identity' creates one");
   }
   const endpoints = host ? [host] : serverEndpoints();
   // The timeout bounds reaching the node and its first answer; the stream itself runs until

@@ -18,6 +18,7 @@ import { debugCommands } from './debug.js';
 import { envCommand } from './env.js';
 import { completionCommand } from './completion.js';
 import { hsmCommands } from './hsm.js';
+import { kesCommands } from './kes.js';
 import { CliError, addExamples } from './common.js';
 
 /** `minkms add-key` for a (sub)command. */
@@ -81,6 +82,7 @@ export function buildProgram(): Command {
 
   program.commandsGroup('Keys:');
   keyCommands(program);
+  kesCommands(program);
 
   program.commandsGroup('Policies:');
   policyCommands(program);

@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { isCommandName } from '../protocol/commands.js';
+import { fromKesPolicy, toKesPolicy } from '../kes/policy.js';
 import type { PolicyResponse, PolicyStatusResponse, RuleSet } from '../protocol/messages.js';
 import {
   CliError,
@@ -46,10 +47,51 @@ export function policyStatusJson(p: PolicyStatusResponse) {
   return { name: p.name, created_at: rfc3339(p.createdAt), created_by: p.createdBy };
 }
 
-/** Parses the text of a policy file into the request's allow/deny maps; throws CliError. */
-export function parsePolicyDocument(text: string, file: string): { allow: Record<string, RuleSet>; deny: Record<string, RuleSet> } {
+/** `{CMD: [patterns]}` → `{CMD: RuleSet}`. */
+function ruleSets(rules: Record<string, string[]>): Record<string, RuleSet> {
+  return Object.fromEntries(
+    Object.entries(rules).map(([cmd, patterns]) => [cmd, { rules: Object.fromEntries(patterns.map((p) => [p, {}])) }]),
+  );
+}
+
+/**
+ * A KES policy — `{"allow": [PATH…], "deny": [PATH…]}`, KES API path patterns such as
+ * `/v1/key/generate/minio-*` — as command rules (kes/policy.ts); what does not map is reported
+ * to `notes`.
+ */
+function fromKesDocument(doc: Record<string, unknown>, bad: (what: string) => CliError, notes: string[]) {
+  const list = (field: 'allow' | 'deny'): string[] => {
+    const v = doc[field];
+    if (v === undefined || v === null) return [];
+    if (!Array.isArray(v) || !v.every((p) => typeof p === 'string')) throw bad(`"${field}" of a KES policy must be a list of API paths`);
+    return v as string[];
+  };
+  for (const field of Object.keys(doc)) {
+    if (!['allow', 'deny', 'name', 'created_at', 'created_by', 'identities'].includes(field)) throw bad(`unknown field '${field}'`);
+  }
+  const mapped = fromKesPolicy(list('allow'), list('deny'));
+  notes.push(...mapped.notes);
+  if (Array.isArray(doc.identities) && doc.identities.length > 0) {
+    notes.push("identities: add-policy assigns none; run 'minkms set-policy' for each (KES hex identities are accepted)");
+  }
+  return { allow: ruleSets(mapped.allow), deny: ruleSets(mapped.deny) };
+}
+
+/**
+ * Parses the text of a policy file into the request's allow/deny maps; throws CliError. A KES
+ * policy (lists of API paths) is mapped onto commands; what it cannot carry over is added to
+ * `notes`.
+ */
+export function parsePolicyDocument(
+  text: string,
+  file: string,
+  notes: string[] = [],
+): { allow: Record<string, RuleSet>; deny: Record<string, RuleSet> } {
   const bad = (what: string) =>
-    new CliError(`invalid policy file '${file}': ${what}`, 'a policy looks like {"allow": {"KEY:STATUS": "*"}, "deny": {}}');
+    new CliError(
+      `invalid policy file '${file}': ${what}`,
+      'a policy looks like {"allow": {"KEY:STATUS": "*"}, "deny": {}}, or as in KES {"allow": ["/v1/key/describe/*"]}',
+    );
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -58,6 +100,8 @@ export function parsePolicyDocument(text: string, file: string): { allow: Record
   }
   if (Array.isArray(doc) && doc.length === 1) doc = doc[0]; // `get-policy NAME --json` output
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw bad('expected a JSON object');
+  const d = doc as Record<string, unknown>;
+  if (Array.isArray(d.allow) || Array.isArray(d.deny)) return fromKesDocument(d, bad, notes);
   const out = { allow: {} as Record<string, RuleSet>, deny: {} as Record<string, RuleSet> };
   for (const [field, value] of Object.entries(doc)) {
     if (field === 'name' || field === 'created_at' || field === 'created_by') continue;
@@ -95,10 +139,14 @@ export function policyCommands(program: Command): void {
       examples: [
         'minkms add-policy -e my-enclave readonly readonly.json',
         `echo '{"allow": {"KEY:GENERATE": "minio-*", "KEY:DECRYPT": ["minio-*"]}, "deny": {}}' | minkms add-policy -e my-enclave minio -`,
+        `echo '{"allow": ["/v1/key/generate/minio-*", "/v1/key/decrypt/minio-*"]}' | minkms add-policy -e my-enclave minio -   # a KES policy`,
       ],
     })
       .argument('<NAME>', 'policy name')
-      .argument('<FILE>', 'JSON policy file: {"allow": {CMD: PATTERN | [PATTERN...] | {PATTERN: {}}}, "deny": {…}}'),
+      .argument(
+        '<FILE>',
+        'JSON policy file: {"allow": {CMD: PATTERN | [PATTERN...] | {PATTERN: {}}}, "deny": {…}}, or a KES policy {"allow": [PATH...], "deny": [PATH...]}',
+      ),
     async (ctx, name: string, file: string) => {
       const enclave = ctx.enclave;
       let text: string;
@@ -110,7 +158,10 @@ export function policyCommands(program: Command): void {
           'give the path of a JSON policy file',
         );
       }
-      const rules = parsePolicyDocument(text, file);
+      const notes: string[] = [];
+      const rules = parsePolicyDocument(text, file, notes);
+      // A KES policy: say what did not map, before anything is created.
+      for (const n of notes) process.stderr.write(`${style.yellow('note:')} ${n}\n`);
       ctx.need('POLICY:CREATE', [name], enclave);
       await ctx.client.createPolicy(enclave, { name, ...rules });
       if (ctx.json) printJson({ name, enclave });
@@ -122,12 +173,35 @@ export function policyCommands(program: Command): void {
     clientCommand(program, 'get-policy', {
       description: 'print policies: allow and deny rules, creation time, creator',
       enclave: true,
-      examples: ['minkms get-policy -e my-enclave readonly', 'minkms get-policy -e my-enclave readonly --json'],
-    }).argument('<NAME...>', 'policy names'),
+      examples: [
+        'minkms get-policy -e my-enclave readonly',
+        'minkms get-policy -e my-enclave readonly --json',
+        'minkms get-policy -e my-enclave readonly --kes   # as KES API paths, as the KES API shows it',
+      ],
+    })
+      .argument('<NAME...>', 'policy names')
+      .option('--kes', 'show the rules as KES API path patterns (what GET /v1/policy/read answers)'),
     async (ctx, names: string[]) => {
       const enclave = ctx.enclave;
       ctx.need('POLICY:GET', names, enclave);
       const all = (await ctx.client.getPolicy(enclave, names)).map(policyJson);
+      if (ctx.opts.kes === true) {
+        const kes = all.map((p) => ({ name: p.name, ...toKesPolicy(p.allow, p.deny), created_at: p.created_at, created_by: p.created_by }));
+        if (ctx.json) return printJson(kes);
+        kes.forEach((p, i) => {
+          if (i > 0) print();
+          printFields([
+            ['Name', p.name],
+            ['Created', p.created_at ?? '-'],
+            ['Created by', p.created_by || '-'],
+          ]);
+          print(style.dim('Allow'));
+          print(p.allow.length > 0 ? p.allow.map((x) => '  ' + x).join('\n') : '  -');
+          print(style.dim('Deny'));
+          print(p.deny.length > 0 ? p.deny.map((x) => '  ' + x).join('\n') : '  -');
+        });
+        return;
+      }
       if (ctx.json) return printJson(all);
       all.forEach((p, i) => {
         if (i > 0) print();
@@ -171,9 +245,9 @@ export function policyCommands(program: Command): void {
       examples: ['minkms set-policy -e my-enclave readonly h1:…'],
     })
       .argument('<POLICY>', 'policy name')
-      .argument('<IDENTITY>', 'identity (h1:…) of a User in the same enclave'),
-    async (ctx, policy: string, identity: string) => {
-      requireIdentity(identity);
+      .argument('<IDENTITY>', 'identity (h1:…, or KES hex) of a User in the same enclave'),
+    async (ctx, policy: string, given: string) => {
+      const identity = requireIdentity(given);
       const enclave = ctx.enclave;
       ctx.need('POLICY:ASSIGN', [policy], enclave);
       await ctx.client.assignPolicy(enclave, identity, policy);

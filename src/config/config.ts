@@ -90,6 +90,8 @@ export interface Config {
   metrics: { auth: boolean; identities: string[] };
   limits: Limits;
   store: StoreConfig;
+  /** The KES HTTP API on the same listener (docs/kes.md): off by default; its requests act in `enclave`. */
+  kes: { enabled: boolean; enclave: string };
 }
 
 export interface EtcdConfig {
@@ -160,6 +162,7 @@ export const EMPTY_CONFIG: Config = {
   metrics: { auth: true, identities: [] },
   limits: DEFAULT_LIMITS,
   store: { backend: 'sqlite' },
+  kes: { enabled: false, enclave: '' },
 };
 
 type Obj = Record<string, unknown>;
@@ -234,7 +237,7 @@ export function parseDuration(v: unknown, path: string): number {
 
 /** Validates a parsed YAML document. Relative file paths are resolved against `baseDir`. */
 export function validateConfig(doc: unknown, baseDir: string): Config {
-  const root = object(doc, '', ['version', 'admin', 'tls', 'heartbeat', 'hsm', 'log', 'audit', 'metrics', 'limits', 'store']);
+  const root = object(doc, '', ['version', 'admin', 'tls', 'heartbeat', 'hsm', 'log', 'audit', 'metrics', 'limits', 'store', 'kes']);
   if (root.version !== 'v1') fail('version', `must be 'v1'`);
   const file = (p: string | undefined) => (p === undefined ? undefined : isAbsolute(p) ? p : resolve(baseDir, p));
 
@@ -392,6 +395,14 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     fail('store.etcd', "only used with 'backend: etcd'");
   }
 
+  const kes = object(root.kes, 'kes', ['enabled', 'enclave']);
+  if (kes.enabled !== undefined && typeof kes.enabled !== 'boolean') fail('kes.enabled', 'must be true or false');
+  const kesEnclave = str(kes.enclave, 'kes.enclave') ?? '';
+  if (kes.enabled === true && kesEnclave === '') fail('kes.enclave', 'is required with kes.enabled: the enclave KES requests act in');
+  if (kesEnclave !== '' && !/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/.test(kesEnclave)) {
+    fail('kes.enclave', 'must be an enclave name (1-128 characters of A-Z a-z 0-9 . _ : -, starting with a letter or digit)');
+  }
+
   return {
     version: 'v1',
     admin: identity ? { identity } : {},
@@ -407,6 +418,7 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     metrics: { auth: metrics.auth !== false, identities: [...new Set(scrapers)] },
     limits: limitValues,
     store: storeConfig,
+    kes: { enabled: kes.enabled === true, enclave: kesEnclave },
   };
 }
 

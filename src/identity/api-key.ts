@@ -16,6 +16,7 @@
 import { createECDH, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { decodeBase64UrlStrict, encodeBase64Url } from './base64url.js';
 import { identityOfPublicKey } from './identity.js';
+import { KES_API_KEY_PREFIX, kesApiKeySeed } from './kes.js';
 
 /** The curves an API key can use. */
 export type ApiKeyCurve = 'Ed25519' | 'P-256' | 'P-384' | 'P-521';
@@ -25,9 +26,10 @@ export type EcdsaCurve = Exclude<ApiKeyCurve, 'Ed25519'>;
 
 /** A parsed API key. Treat as a secret: `text` and `privateKey` are the private key. */
 export interface ApiKey {
-  /** The canonical text form (`k1:…` / `k2:…`). Secret. */
+  /** The canonical text form (`k1:…` / `k2:…`, or a KES `kes:v1:…` key as given). Secret. */
   readonly text: string;
-  readonly kind: 'k1' | 'k2';
+  /** `kes`: a KES API key, the same Ed25519 key pair as the `k1:` key of its seed (identity/kes.ts). */
+  readonly kind: 'k1' | 'k2' | 'kes';
   readonly curve: ApiKeyCurve;
   readonly privateKey: KeyObject;
   readonly publicKey: KeyObject;
@@ -82,13 +84,13 @@ function ecdsaFromScalar(info: CurveInfo, d: Buffer): KeyObject {
   });
 }
 
-function makeApiKey(text: string, kind: 'k1' | 'k2', curve: ApiKeyCurve, privateKey: KeyObject): ApiKey {
+function makeApiKey(text: string, kind: ApiKey['kind'], curve: ApiKeyCurve, privateKey: KeyObject): ApiKey {
   const publicKey = createPublicKey(privateKey);
   return Object.freeze({ text, kind, curve, privateKey, publicKey, identity: identityOfPublicKey(publicKey) });
 }
 
 /**
- * Parses an API key (`k1:` Ed25519 seed or `k2:` ECDSA scalar), strictly: exact prefix, canonical
+ * Parses an API key (`k1:` Ed25519 seed, `k2:` ECDSA scalar, or a KES `kes:v1:` key), strictly: exact prefix, canonical
  * unpadded base64url, exact payload length (32 for `k1:`; 32, 48 or 66 for `k2:`), and for `k2:` a
  * scalar in range for its curve.
  *
@@ -96,8 +98,16 @@ function makeApiKey(text: string, kind: 'k1' | 'k2', curve: ApiKeyCurve, private
  */
 export function parseApiKey(text: string): ApiKey {
   if (typeof text !== 'string') throw new TypeError('invalid API key: not a string');
+  if (text.startsWith(KES_API_KEY_PREFIX)) {
+    const seed = kesApiKeySeed(text);
+    try {
+      return makeApiKey(text, 'kes', 'Ed25519', ed25519FromSeed(seed));
+    } finally {
+      seed.fill(0);
+    }
+  }
   const kind = text.startsWith('k1:') ? 'k1' : text.startsWith('k2:') ? 'k2' : undefined;
-  if (kind === undefined) throw new TypeError("invalid API key: must start with 'k1:' or 'k2:'");
+  if (kind === undefined) throw new TypeError("invalid API key: must start with 'k1:', 'k2:' or 'kes:v1:'");
   const payload = decodeBase64UrlStrict(text.slice(3));
   if (payload === undefined) {
     throw new TypeError('invalid API key: payload is not canonical unpadded base64url');

@@ -8,7 +8,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { randomBytesPooled } from '../crypto/random.js';
-import { KEY_TYPES, PreparedKey, openWithKey, sealWithKey, type KeyType } from '../crypto/ciphertext.js';
+import { KEY_TYPES, PreparedKey, decryptWithKey, openWithKey, sealWithKey, type KeyType } from '../crypto/ciphertext.js';
+import { openKesJson, parseKesJsonCiphertext, type KesJsonCiphertext } from '../crypto/kes-json.js';
 import { hmacSha256 } from '../crypto/hmac.js';
 import { hkdfSha256 } from '../crypto/hkdf.js';
 import { isIdentity } from '../identity/identity.js';
@@ -540,15 +541,13 @@ export class Kms {
    * version), with each version from the newest down until one authenticates.
    */
   decrypt(enclave: string, name: string, version: number, ciphertext: Uint8Array, ad: Uint8Array): Buffer {
-    if (version !== 0) {
-      const v = this.keyVersion(enclave, name, version);
-      return openWithKey(prepared(v), ciphertext, ad);
-    }
+    // Data keys sealed by older KES releases come in their JSON format (crypto/kes-json.ts).
+    const json = parseKesJsonCiphertext(ciphertext);
+    if (version !== 0) return openVersion(this.keyVersion(enclave, name, version), ciphertext, ad, json);
     const ring = this.#ring(this.enclave(enclave), name);
     for (let i = ring.versions.length - 1; i >= 0; i--) {
-      const v = ring.versions[i]!;
       try {
-        return openWithKey(prepared(v), ciphertext, ad);
+        return openVersion(ring.versions[i]!, ciphertext, ad, json);
       } catch {
         // try the next older version
       }
@@ -938,6 +937,22 @@ function childMap(e: Enclave, kind: string): SortedMap<{ rev: number }> | undefi
   if (kind === 'policy') return e.policies;
   if (kind === 'identity') return e.identities;
   return undefined;
+}
+
+/**
+ * Opens a ciphertext with one key version. An imported key also opens ciphertexts of the other
+ * algorithm: KES keys had no type once, and sealed with AES or ChaCha20 depending on the CPU;
+ * MinIO turns those JSON ciphertexts into the binary format before sending them, dropping the
+ * algorithm (docs/kes.md). Both are authenticated, so trying the second costs only time.
+ */
+function openVersion(v: KeyVersion, ciphertext: Uint8Array, ad: Uint8Array, json: KesJsonCiphertext | undefined): Buffer {
+  if (json) return openKesJson(json, v.key, ad);
+  if (!v.imported) return openWithKey(prepared(v), ciphertext, ad);
+  try {
+    return openWithKey(prepared(v), ciphertext, ad);
+  } catch {
+    return decryptWithKey(v.type === 'AES256' ? 'ChaCha20' : 'AES256', v.key, ciphertext, ad);
+  }
 }
 
 /** The key version made ready for the data path (prepared once, on first use). */

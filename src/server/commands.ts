@@ -16,6 +16,7 @@ import { dekLength, type Enclave, type IdentityInfo, type KeyVersionInfo, type K
 import type { KeyVersion, Policy } from '../kms/records.js';
 import type { Rules } from '../kms/policy.js';
 import type { CryptoPool, PoolResult } from '../crypto/pool.js';
+import { mayBeKesJson } from '../crypto/kes-json.js';
 
 /** Cluster-level operations the node provides (status, membership, HSM entries). */
 export interface ClusterOps {
@@ -321,8 +322,13 @@ export const COMMAND_TABLE: ReadonlyMap<number, Entry> = new Map(
       access: object('KEY:DECRYPT'),
       run: (c, r) => ({ plaintext: c.kms.decrypt(c.enclave, r.name, r.version, r.ciphertext, r.associatedData) }),
       pool: {
-        // Version 0 tries every version of the key: that is this thread's job.
-        version: (c, r) => (r.version === 0 ? undefined : dataKey(c, r)),
+        // Version 0 tries every version of the key, an imported key both algorithms, and a
+        // KES JSON ciphertext names its own: that is this thread's job (kms.decrypt).
+        version: (c, r) => {
+          if (r.version === 0 || mayBeKesJson(r.ciphertext)) return undefined;
+          const key = dataKey(c, r);
+          return key.imported ? undefined : key;
+        },
         run: (p, reqs, keys) => p.decrypt(reqs.map((r, i) => ({ key: keys[i]!, data: r.ciphertext, ad: r.associatedData }))),
         answer: (_r, _key, plaintext) => ({ plaintext: plaintext as Buffer }),
       },

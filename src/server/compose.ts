@@ -28,6 +28,7 @@ import { Observability } from './observability.js';
 import { Profiler } from './profiler.js';
 import { RestartService, type SelfRestart } from './restart.js';
 import { apiRoutes } from './routes.js';
+import { kesRoutes } from '../kes/routes.js';
 import type { NodeState } from './state.js';
 import { loadTlsMaterial, warnExpiring, watchTls } from './tls.js';
 
@@ -207,7 +208,8 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
     cert: tls.cert,
     key: tls.key,
     ca: tls.ca,
-    routes: apiRoutes({ node, observability, pool, profiler, restart }),
+    // The KES API (docs/kes.md) shares the listener; `/version` answers both clients.
+    routes: [...apiRoutes({ node, observability, pool, profiler, restart }), ...(config.kes.enabled ? kesRoutes({ node, observability }) : [])],
     limits: config.limits,
     log,
     observer: observability.http,
@@ -244,6 +246,7 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
   p(`TLS         ${tls.source}${tls.generated ? ' (generated self-signed certificate for localhost)' : ''}`);
   p(`Endpoint    ${endpoint}`);
   if (config.admin.identity) p(`Admin       ${config.admin.identity}`);
+  if (config.kes.enabled) p(`KES API     on, in enclave '${config.kes.enclave}'`);
   p(`Docs        ${DOCS} (troubleshooting.md, deploy.md, upgrade.md, kms-chain.md, security.md)`);
   node.onStateChange((state, previous) => announce(p, state, previous));
   node.start();

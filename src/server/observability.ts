@@ -67,8 +67,24 @@ interface RequestState {
    * Set for audited requests: SysAdmin endpoints, and requests of the command channel until
    * their commands run (which audits them in detail): one refused before its body is one line.
    */
-  audit: { identity: string; command: string; enclave: string } | undefined;
+  audit: { identity: string; command: string; enclave: string; object: string } | undefined;
+  /** The caller's identity ('' without a client certificate), once routed. */
+  identity: string;
+  /** The client's address, kept only while someone listens for finished requests. */
+  ip: string;
   error: unknown;
+}
+
+/** One finished request, as {@link Observability.onFinished} listeners see it. */
+export interface FinishedRequest {
+  /** When it arrived, ms since the epoch. */
+  readonly time: number;
+  /** Its URL path (client text: clipped). */
+  readonly path: string;
+  readonly identity: string;
+  readonly ip: string;
+  readonly status: number;
+  readonly seconds: number;
 }
 
 /** An API or HSM key where a name should be: never write it anywhere. */
@@ -207,6 +223,7 @@ export class Observability {
   readonly http: HttpObserver;
   #node: NodeView | undefined;
   readonly #streams = new Set<Response>();
+  readonly #finished = new Set<(r: FinishedRequest) => void>();
   readonly #started = performance.now();
 
   constructor(opts: ObservabilityOptions) {
@@ -250,7 +267,16 @@ export class Observability {
   // ------------------------------------------------------------------ HTTP observer
 
   #request(req: Request, res: Response): void {
-    const st: RequestState = { t0: performance.now(), wall: Date.now(), label: UNMATCHED, audit: undefined, error: undefined };
+    const st: RequestState = {
+      t0: performance.now(),
+      wall: Date.now(),
+      label: UNMATCHED,
+      audit: undefined,
+      identity: '',
+      ip: '',
+      error: undefined,
+    };
+    if (this.#finished.size > 0) st.ip = req.socket.remoteAddress ?? '';
     (req as Observed)[STATE] = st;
     this.metrics.inflight++;
     res.on('close', () => this.#finish(req, res, st));
@@ -261,9 +287,33 @@ export class Observability {
     if (!st) return;
     // A prefix route's path is the label, never the client's rest of the URL.
     st.label = route.path;
+    st.identity = identity;
     if (identity === '' || !this.audit) return;
-    if (route.path.startsWith('/v1/kms')) st.audit = { identity, command: 'POST /v1/kms', enclave: clip(param) };
-    else if (isAuditedRoute(route.path)) st.audit = { identity, command: `${req.method} ${route.path}`, enclave: '' };
+    if (route.path.startsWith('/v1/kms')) st.audit = { identity, command: 'POST /v1/kms', enclave: clip(param), object: '' };
+    else if (isAuditedRoute(route.path)) st.audit = { identity, command: `${req.method} ${route.path}`, enclave: '', object: '' };
+  }
+
+  /**
+   * Names what an audited request outside the command channel is about — its command, enclave
+   * and object — for its audit line (the KES API names the command its path stands for).
+   */
+  describe(req: Request, what: { command: string; enclave: string; object: string }): void {
+    const st = (req as Observed)[STATE];
+    if (!st?.audit) return;
+    const object = SECRET_LOOKING.test(what.object) ? '[REDACTED]' : clip(what.object);
+    st.audit = { identity: st.audit.identity, command: what.command, enclave: clip(what.enclave), object };
+  }
+
+  /** Calls `fn` for every request that finishes (the KES audit stream and metrics); returns the unsubscribe. */
+  onFinished(fn: (r: FinishedRequest) => void): () => void {
+    this.#finished.add(fn);
+    return () => this.#finished.delete(fn);
+  }
+
+  /** Counts a streaming response among the open log streams, ended by {@link endStreams}. */
+  trackStream(res: Response): void {
+    this.#streams.add(res);
+    res.once('close', () => this.#streams.delete(res));
   }
 
   #finish(req: Request, res: Response, st: RequestState): void {
@@ -278,6 +328,17 @@ export class Observability {
     const resLength = res.getHeader('content-length');
     if (resLength !== undefined) m.responseSize.observe('', Number(resLength));
     if (!res.writableEnded) m.canceled.inc(st.label);
+    if (this.#finished.size > 0) {
+      const r: FinishedRequest = {
+        time: st.wall,
+        path: clip((req.url ?? '').split('?')[0]!),
+        identity: st.identity,
+        ip: st.ip,
+        status,
+        seconds,
+      };
+      for (const fn of this.#finished) fn(r);
+    }
     if (st.audit) {
       const err = st.error;
       const outcome =
@@ -287,7 +348,7 @@ export class Observability {
         identity: st.audit.identity,
         enclave: st.audit.enclave,
         command: st.audit.command,
-        object: '',
+        object: st.audit.object,
         outcome,
         status,
         latency_ms: seconds * 1000,

@@ -9,57 +9,17 @@
  */
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startEtcdCluster } from '../helpers/etcd.js';
 import { REPO_ROOT, freePort, removeDir, startServer, tempDir } from '../helpers/server.js';
+import { requireGo, runGoTest } from '../helpers/go.js';
 
 const INTEROP_DIR = join(REPO_ROOT, 'test', 'interop');
 const GO_TIMEOUT_MS = 240_000;
 
-interface GoResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  output: string;
-  timedOut: boolean;
-}
-
-function runGoTest(env: NodeJS.ProcessEnv): Promise<GoResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('go', ['test', '-count=1', '-v', '-run', '^(TestInterop|TestSDKMethods|TestWireV06)$', './...'], {
-      cwd: INTEROP_DIR,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, GO_TIMEOUT_MS);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, output, timedOut });
-    });
-  });
-}
-
 test('official Go SDK (kms-go) conformance', { timeout: GO_TIMEOUT_MS + 60_000 }, async (t) => {
-  const probe = spawnSync('go', ['version'], { encoding: 'utf8' });
-  if (probe.error || probe.status !== 0) {
-    assert.fail(
-      'the Go toolchain (`go`, version >= 1.24) is required for the kms-go interop test but is not ' +
-        `usable on PATH (${probe.error?.message ?? probe.stderr.trim()}); install Go or fix PATH`,
-    );
-  }
-  t.diagnostic(probe.stdout.trim());
+  t.diagnostic(requireGo());
 
   const server = await startServer();
   const etcd = await startEtcdCluster({ size: 1 });
@@ -84,16 +44,21 @@ store:
     assert.match(server.apiKey, /^k1:/, `server printed no root API key:\n${server.output()}`);
     assert.ok(server.caPem, `no server certificate at ${server.caFile}`);
 
-    const result = await runGoTest({
-      ...process.env, // PATH, HOME, GOPATH, GOMODCACHE, GOFLAGS, GOPROXY, GOTOOLCHAIN, ...
-      MINKMS_ENDPOINTS: server.host,
-      MINKMS_API_KEY: server.apiKey,
-      MINKMS_CA_FILE: server.caFile,
-      MINKMS_CLUSTER_ENDPOINTS: clustered.host,
-      MINKMS_CLUSTER_API_KEY: clustered.apiKey,
-      MINKMS_CLUSTER_CA_FILE: clustered.caFile,
-      MINKMS_SDK_REPORT: report,
-    });
+    const result = await runGoTest(
+      INTEROP_DIR,
+      '^(TestInterop|TestSDKMethods|TestWireV06)$',
+      {
+        ...process.env, // PATH, HOME, GOPATH, GOMODCACHE, GOFLAGS, GOPROXY, GOTOOLCHAIN, ...
+        MINKMS_ENDPOINTS: server.host,
+        MINKMS_API_KEY: server.apiKey,
+        MINKMS_CA_FILE: server.caFile,
+        MINKMS_CLUSTER_ENDPOINTS: clustered.host,
+        MINKMS_CLUSTER_API_KEY: clustered.apiKey,
+        MINKMS_CLUSTER_CA_FILE: clustered.caFile,
+        MINKMS_SDK_REPORT: report,
+      },
+      GO_TIMEOUT_MS,
+    );
     const passed = result.output.match(/^\s*--- PASS: /gm)?.length ?? 0;
     const skipped = result.output.match(/^\s*--- SKIP: .*$/gm) ?? [];
     t.diagnostic(`go test: ${passed} passed, ${skipped.length} skipped`);

@@ -149,6 +149,7 @@ describe('usage', () => {
       'keygen',
       'encrypt',
       'decrypt',
+      'import-kes',
       'add-policy',
       'get-policy',
       'stat-policy',
@@ -199,7 +200,8 @@ describe('usage', () => {
     assert.match(v, /^\d+\.\d+\.\d+/);
     assert.equal(short, v);
     assert.match(hsm, /^hsm:aes256:[A-Za-z0-9+/=]{44}\n$/);
-    assert.match(id, /^API Key\s+k1:\S+\nIdentity\s+h1:\S+\n$/);
+    // Both spellings of the key and of the identity: minkms's and KES's.
+    assert.match(id, /^API Key\s+k1:\S+\nKES API Key\s+kes:v1:\S+\nIdentity\s+h1:\S+\nKES Identity\s+[0-9a-f]{64}\n$/);
     assert.equal(idJson.api_key, server.apiKey);
     assert.match(idJson.identity, /^h1:/);
   });

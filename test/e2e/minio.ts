@@ -101,11 +101,37 @@ export interface MinioOptions {
   dataDir: string;
   /** MinIO's `--certs-dir`: `<dir>/CAs/` holds the KMS's CA certificate. */
   certsDir: string;
-  /** MINIO_KMS_SERVER, MINIO_KMS_ENCLAVE, MINIO_KMS_SSE_KEY, MINIO_KMS_API_KEY. */
-  kms: { server: string; enclave: string; sseKey: string; apiKey: string };
+  /**
+   * MINIO_KMS_SERVER, MINIO_KMS_ENCLAVE, MINIO_KMS_SSE_KEY, MINIO_KMS_API_KEY — or, with `kes`,
+   * only MinIO's KES variables (MINIO_KMS_KES_*): an API key, or a client certificate and key file.
+   */
+  kms: { server: string; enclave: string; sseKey: string; apiKey: string } | { kes: KesEnv };
   /** A temporary HOME (MinIO may write `~/.minio`). */
   home: string;
   timeoutMs?: number;
+}
+
+/** MinIO's KES configuration (MINIO_KMS_KES_ENDPOINT, _KEY_NAME, _API_KEY or _CERT_FILE/_KEY_FILE, _CAPATH). */
+export interface KesEnv {
+  endpoint: string;
+  keyName: string;
+  apiKey?: string;
+  certFile?: string;
+  keyFile?: string;
+  caPath?: string;
+}
+
+function kmsEnv(kms: MinioOptions['kms']): Record<string, string> {
+  if (!('kes' in kms)) {
+    return { MINIO_KMS_SERVER: kms.server, MINIO_KMS_ENCLAVE: kms.enclave, MINIO_KMS_SSE_KEY: kms.sseKey, MINIO_KMS_API_KEY: kms.apiKey };
+  }
+  const k = kms.kes;
+  const env: Record<string, string> = { MINIO_KMS_KES_ENDPOINT: k.endpoint, MINIO_KMS_KES_KEY_NAME: k.keyName };
+  if (k.apiKey) env.MINIO_KMS_KES_API_KEY = k.apiKey;
+  if (k.certFile) env.MINIO_KMS_KES_CERT_FILE = k.certFile;
+  if (k.keyFile) env.MINIO_KMS_KES_KEY_FILE = k.keyFile;
+  if (k.caPath) env.MINIO_KMS_KES_CAPATH = k.caPath;
+  return env;
 }
 
 export interface MinioServer {
@@ -138,10 +164,7 @@ export async function startMinio(o: MinioOptions): Promise<MinioServer> {
     HOME: o.home,
     MINIO_ROOT_USER: ROOT_USER,
     MINIO_ROOT_PASSWORD: ROOT_PASSWORD,
-    MINIO_KMS_SERVER: o.kms.server,
-    MINIO_KMS_ENCLAVE: o.kms.enclave,
-    MINIO_KMS_SSE_KEY: o.kms.sseKey,
-    MINIO_KMS_API_KEY: o.kms.apiKey,
+    ...kmsEnv(o.kms),
     MINIO_BROWSER: 'off',
     MINIO_UPDATE: 'off',
   };

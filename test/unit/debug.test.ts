@@ -42,7 +42,7 @@ describe('tar', () => {
     );
     for (const f of files) assert.deepEqual(back.get(f.name), f.data);
     const broken = Buffer.from(tar);
-    broken[10] ^= 1;
+    broken[10] = broken[10]! ^ 1;
     assert.throws(() => readTar(broken), /checksum/);
     assert.throws(() => writeTar([{ name: '../up', data: Buffer.alloc(1) }]), /unsafe/);
     assert.throws(() => writeTar([{ name: 'y'.repeat(101), data: Buffer.alloc(1) }]), /1 to 100 bytes/);

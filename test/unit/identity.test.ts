@@ -123,6 +123,14 @@ describe('parseApiKey', () => {
     });
   });
 
+  it('parses legacy kes:v1 keys as the same Ed25519 key (one identity, two spellings: identity/kes.ts)', () => {
+    apiKeyVectors.kes.cases.forEach((v, i) => {
+      const key = parseApiKey(v.text);
+      assert.equal(key.kind, 'kes', `case ${i} (${v.name})`);
+      assert.equal(kesIdentity(key.publicKey), v.kesIdentity, `case ${i} (${v.name})`);
+    });
+  });
+
   it('rejects every invalid key text with a TypeError that does not reveal the key', () => {
     apiKeyVectors.invalid.forEach((v, i) => {
       let err: unknown;
