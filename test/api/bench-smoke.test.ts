@@ -13,6 +13,8 @@ import { execFile, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../helpers/server.js';
 
+const GO_DIR = join(REPO_ROOT, 'bench', 'go');
+
 const BENCH = join(REPO_ROOT, 'dist/bench/run.js');
 
 function bench(args: string[]): Promise<{ json: Record<string, unknown>; table: string }> {
@@ -41,6 +43,19 @@ describe('npm run bench (smoke)', { timeout: 1_500_000 }, () => {
           `but \`${go} version\` failed (${probe.error?.message ?? probe.stderr.trim()}); install Go or set MINKMS_BENCH_GO`,
       );
     }
+  });
+
+  it("passes the Go tools' own tests (HTTP/1.1 and HTTP/2 client, wire messages, ciphertext vector, histogram)", async () => {
+    const go = process.env.MINKMS_BENCH_GO ?? 'go';
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(
+        go,
+        ['test', '-count=1', './...'],
+        { cwd: GO_DIR, timeout: 600_000, env: { ...process.env, GOTOOLCHAIN: 'local', GOWORK: 'off', GOFLAGS: '' } },
+        (err, stdout, stderr) => (err ? reject(new Error(`go test failed: ${err.message}\n${stdout}${stderr}`)) : resolve(stdout)),
+      ),
+    );
+    assert.match(out, /ok\s+minkms\.bench\/internal\/rawclient/);
   });
 
   it('measures the quick matrix against the ceiling and the Go reference, with CPU per request', async () => {

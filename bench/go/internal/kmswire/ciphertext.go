@@ -68,6 +68,11 @@ func (m *MasterKey) aead(iv []byte) (cipher.AEAD, error) {
 func (m *MasterKey) Seal(dst, plaintext, associatedData []byte) ([]byte, error) {
 	var ivNonce [IVLen + NonceLen]byte
 	rand.Read(ivNonce[:]) // never fails (crypto/rand, Go ≥ 1.24)
+	return m.sealWith(ivNonce, dst, plaintext, associatedData)
+}
+
+// sealWith seals with a given iv and nonce (the test vectors).
+func (m *MasterKey) sealWith(ivNonce [IVLen + NonceLen]byte, dst, plaintext, associatedData []byte) ([]byte, error) {
 	aead, err := m.aead(ivNonce[:IVLen])
 	if err != nil {
 		return nil, err
