@@ -6,10 +6,12 @@
  *   node dist/bench/crypto-cost.js seal 5000          # one run: 20 000 warm-up seals, then 5000 more
  *
  * With `--count`, every operation runs under `valgrind --tool=callgrind` twice, with 0 and with
- * 20 000 iterations after the same 20 000 warm-up iterations; the difference ÷ 20 000 is the
+ * N iterations (CRYPTO_COST_N, default 50 000) after the same 20 000 warm-up iterations; the
+ * difference ÷ N is the
  * cost of one operation, with start-up, warm-up and JIT compilation (finished during the long
  * warm-up) cancelled out. Garbage collection of what an operation allocates is included, as it
- * should be. Run-to-run noise is a few hundred instructions per operation (the `empty` row).
+ * should be. Run-to-run noise is about ±1 000 instructions per operation with N = 50 000 (where
+ * a garbage collection lands); compare repeated runs before trusting a smaller difference.
  * Callgrind counts all threads and cannot execute SHA-NI, so SHA-256 runs OpenSSL's AVX2 code.
  */
 import { spawnSync } from 'node:child_process';
@@ -107,7 +109,7 @@ const args = process.argv.slice(2);
 if (args[0] === '--count') {
   const ops = args.length > 1 ? args.slice(1) : ['empty', 'seal', 'open', 'msgkey', 'gcm'];
   const n1 = 0;
-  const n2 = 20_000;
+  const n2 = Number(process.env.CRYPTO_COST_N ?? 50_000);
   for (const op of ops) {
     const a = irOf(op, n1);
     const b = irOf(op, n2);

@@ -29,6 +29,8 @@
  *                     connections; the Go SDK multiplexes a MinIO node's requests on one)
  *   --gen-procs N     GOMAXPROCS of the load generator (default 1: one core at most)
  *   --ref-procs N     GOMAXPROCS of the Go reference server (default 1, like one Node thread)
+ *   --gen-cpus LIST   run the generator under `taskset -c LIST` (e.g. keep it off the cores of a
+ *                     multi-process server)
  *   --client C        the generator's HTTP client: raw (default: one write per request, about a
  *                     tenth of the CPU of net/http) or nethttp (Go's net/http, as the kms-go SDK)
  *   --json            print JSON on stdout (the table goes to stderr)
@@ -45,25 +47,29 @@
  * (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`), BENCH_CEILING_NODE_ARGS the same for the
  * ceiling; MINKMS_BENCH_GO and MINKMS_BENCH_CACHE: see bench/go-tools.ts.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { randomBytes } from 'node:crypto';
-import { KmsClient } from '../src/client/client.js';
-import { generateApiKey } from '../src/identity/api-key.js';
-import { certificateForApiKey } from '../src/identity/client-cert.js';
 import { goTools, type GoTools } from './go-tools.js';
-import { minioContext } from './workload.js';
+import {
+  DEFAULT_MINKMS,
+  ENCLAVE,
+  KEY,
+  runLoadgen,
+  setup,
+  startCeiling,
+  startGoReference,
+  startServer,
+  stop,
+  type Context,
+  type GenInterval,
+  type Measured,
+  type Peer,
+  type Server,
+} from './harness.js';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const ROOT = resolve(HERE, '..', '..');
-let MINKMS = join(ROOT, 'dist/src/cli/main.js');
-const CEILING = join(HERE, 'ceiling.js');
-const ENCLAVE = 'bench';
-const KEY = 'minio-default-key';
+let MINKMS = DEFAULT_MINKMS;
 
 type TargetName = 'minkms' | 'ceiling' | 'go';
 const TARGETS: readonly TargetName[] = ['minkms', 'ceiling', 'go'];
@@ -82,6 +88,8 @@ interface Options {
   h2Streams: number;
   genProcs: number;
   refProcs: number;
+  /** `taskset -c` CPU list for the generator (e.g. to keep it off the server's cores). */
+  genCpus: string | undefined;
   client: 'raw' | 'nethttp';
   json: boolean;
   out: string | undefined;
@@ -104,6 +112,7 @@ function parseOptions(argv: string[]): Options {
     h2Streams: 8,
     genProcs: 1,
     refProcs: 1,
+    genCpus: undefined,
     client: 'raw',
     json: false,
     out: undefined,
@@ -168,6 +177,10 @@ function parseOptions(argv: string[]): Options {
         break;
       case '--ref-procs':
         o.refProcs = count();
+        break;
+      case '--gen-cpus':
+        o.genCpus = value();
+        if (!/^[0-9][0-9,-]*$/.test(o.genCpus)) throw new Error('--gen-cpus takes a CPU list such as 1 or 2-3');
         break;
       case '--client': {
         const c = value();
@@ -274,276 +287,6 @@ function label(s: Scenario): string {
   return `${s.kind}${s.batch > 1 ? ` ×${s.batch}` : ''} ${s.proto} ${shape}`;
 }
 
-// ------------------------------------------------------------------------------- processes
-
-interface Server {
-  proc: ChildProcess;
-  port: number;
-  apiKey: string;
-  dir: string;
-  caPem: string;
-  certFile: string;
-  keyFile: string;
-}
-
-async function waitFor(proc: ChildProcess, pattern: RegExp, what: string, timeoutMs = 30_000): Promise<string> {
-  let out = '';
-  return new Promise((resolvePromise, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${what} did not start within ${timeoutMs} ms:\n${out}`)), timeoutMs);
-    const onData = (d: Buffer) => {
-      out += d.toString('utf8');
-      if (pattern.test(out)) {
-        clearTimeout(timer);
-        resolvePromise(out);
-      }
-    };
-    proc.stdout!.on('data', onData);
-    proc.stderr!.on('data', (d: Buffer) => (out += d.toString('utf8')));
-    proc.once('error', (err) => {
-      clearTimeout(timer);
-      reject(new Error(`${what}: ${err.message}`));
-    });
-    proc.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${what} exited (${code}):\n${out}`));
-    });
-  });
-}
-
-async function startServer(serverArgs: string[]): Promise<Server> {
-  if (!existsSync(MINKMS)) throw new Error(`${MINKMS} is missing: run 'npm run build' first`);
-  const dir = join(mkdtempSync(join(os.tmpdir(), 'minkms-bench-')), 'data');
-  const env = { ...process.env, MINIO_KMS_HSM_KEY: 'hsm:aes256:' + randomBytes(32).toString('base64') };
-  const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
-  const proc = spawn(process.execPath, [...nodeArgs, MINKMS, 'server', dir, '--address', '127.0.0.1:0', ...serverArgs], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const out = await waitFor(proc, /Server is up and running/, 'minkms server');
-  // Keep draining the server's log (INFO lines for KEY:CREATE) so that it never blocks.
-  proc.stdout!.resume();
-  proc.stderr!.resume();
-  const url = /Endpoint\s+(https:\/\/\S+)/.exec(out)![1]!;
-  const apiKey = /API Key\s+(k[12]:\S+)/.exec(out)![1]!;
-  const certFile = join(dir, 'certs', 'public.crt');
-  return {
-    proc,
-    port: Number(new URL(url).port),
-    apiKey,
-    dir,
-    caPem: readFileSync(certFile, 'utf8'),
-    certFile,
-    keyFile: join(dir, 'certs', 'private.key'),
-  };
-}
-
-interface Peer {
-  proc: ChildProcess;
-  port: number;
-}
-
-async function startCeiling(server: Server): Promise<Peer> {
-  const nodeArgs = (process.env.BENCH_CEILING_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
-  const proc = spawn(process.execPath, [...nodeArgs, CEILING, server.certFile, server.keyFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const out = await waitFor(proc, /PORT \d+/, 'ceiling server');
-  proc.stdout!.resume();
-  proc.stderr!.resume();
-  return { proc, port: Number(/PORT (\d+)/.exec(out)![1]) };
-}
-
-async function startGoReference(tools: GoTools, server: Server, identity: string, procs: number): Promise<Peer> {
-  const proc = spawn(
-    tools.refserver,
-    ['-cert', server.certFile, '-key', server.keyFile, '-identity', identity, '-enclave', ENCLAVE, '-keyname', KEY],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, GOMAXPROCS: String(procs) } },
-  );
-  const out = await waitFor(proc, /PORT \d+/, 'Go reference server');
-  proc.stdout!.resume();
-  proc.stderr!.resume();
-  return { proc, port: Number(/PORT (\d+)/.exec(out)![1]) };
-}
-
-async function stop(proc: ChildProcess): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = new Promise((r) => proc.once('exit', r));
-  proc.kill('SIGTERM');
-  const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(t);
-}
-
-// ------------------------------------------------------------------------------- /proc sampling
-
-const USER_HZ = 100; // the unit of /proc/<pid>/stat and /proc/stat times on Linux
-
-/** The process and its descendants (cluster workers). */
-function processTree(pid: number): number[] {
-  const out = [pid];
-  for (let i = 0; i < out.length; i++) {
-    try {
-      for (const task of readdirSync(`/proc/${out[i]}/task`)) {
-        const children = readFileSync(`/proc/${out[i]}/task/${task}/children`, 'utf8').trim();
-        if (children) for (const c of children.split(/\s+/)) out.push(Number(c));
-      }
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-
-function rssBytes(pids: number[]): number {
-  let sum = 0;
-  for (const pid of pids) {
-    try {
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-      if (m) sum += Number(m[1]) * 1024;
-    } catch {
-      // gone
-    }
-  }
-  return sum;
-}
-
-/** CPU time (ms) used so far by the processes: utime + stime of /proc/<pid>/stat (all threads). */
-function cpuMs(pids: number[]): number {
-  let sum = 0;
-  for (const pid of pids) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      sum += ((Number(fields[11]) + Number(fields[12])) * 1000) / USER_HZ;
-    } catch {
-      // gone
-    }
-  }
-  return sum;
-}
-
-/** CPU time (ms) the whole machine has been busy (all cores, /proc/stat). */
-function systemBusyMs(): number {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
-  const f = line.trim().split(/\s+/).slice(1).map(Number);
-  // user nice system idle iowait irq softirq steal
-  return ((f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!) * 1000) / USER_HZ;
-}
-
-// ------------------------------------------------------------------------------- one measurement
-
-/** What bench/go/cmd/loadgen prints at the end (see its main.go). */
-interface GenResult {
-  type: 'result';
-  protoMajor: number;
-  dials: number;
-  gomaxprocs: number;
-  elapsedS: number;
-  requests: number;
-  ops: number;
-  errors: number;
-  errorSamples: string[] | null;
-  reqPerS: number;
-  opsPerS: number;
-  p50Ms: number;
-  p99Ms: number;
-  maxMs: number;
-  cpuS: number;
-  cpuCores: number;
-  cpuUsPerReq: number;
-  requestBytes: number;
-  responseBytes: number;
-}
-
-interface GenInterval {
-  type: 'interval';
-  atS: number;
-  spanS: number;
-  requests: number;
-  ops: number;
-  errors: number;
-  p50Ms: number;
-  p99Ms: number;
-  maxMs: number;
-}
-
-interface Measured {
-  gen: GenResult;
-  /** Cores the server used over the window. */
-  serverCores: number;
-  /** Cores the whole machine used over the window. */
-  systemCores: number;
-  peakRss: number;
-}
-
-/**
- * Runs the load generator once against the server `pid` listens as, and samples the server's
- * CPU when the generator says its window starts and ends.
- */
-async function runLoadgen(
-  tools: GoTools,
-  args: string[],
-  genProcs: number,
-  pid: number,
-  onInterval?: (r: GenInterval, rss: number) => void,
-): Promise<Measured> {
-  const child = spawn(tools.loadgen, args, {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, GOMAXPROCS: String(genProcs) },
-  });
-  let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
-  let peakRss = 0;
-  const sample = () => {
-    const rss = rssBytes(processTree(pid));
-    if (rss > peakRss) peakRss = rss;
-    return rss;
-  };
-  const sampler = setInterval(sample, 100);
-  let cpu0 = 0;
-  let sys0 = 0;
-  let t0 = 0;
-  let cpu1 = 0;
-  let sys1 = 0;
-  let t1 = 0;
-  let gen: GenResult | undefined;
-  const exited = new Promise<number | null>((r, reject) => {
-    child.once('error', (err) => reject(new Error(`load generator: ${err.message}`)));
-    child.once('exit', (code) => r(code));
-  });
-  try {
-    for await (const line of createInterface({ input: child.stdout! })) {
-      let msg: { type: string };
-      try {
-        msg = JSON.parse(line) as { type: string };
-      } catch {
-        continue;
-      }
-      if (msg.type === 'start') {
-        cpu0 = cpuMs(processTree(pid));
-        sys0 = systemBusyMs();
-        t0 = performance.now();
-      } else if (msg.type === 'end') {
-        cpu1 = cpuMs(processTree(pid));
-        sys1 = systemBusyMs();
-        t1 = performance.now();
-      } else if (msg.type === 'interval') {
-        onInterval?.(msg as GenInterval, sample());
-      } else if (msg.type === 'result') {
-        gen = msg as GenResult;
-      }
-    }
-    const code = await exited;
-    if (code !== 0 || gen === undefined || t1 <= t0) {
-      throw new Error(`load generator failed (exit ${code}) for ${args.join(' ')}:\n${stderr}`);
-    }
-    sample();
-    const wallMs = t1 - t0;
-    return { gen, serverCores: (cpu1 - cpu0) / wallMs, systemCores: (sys1 - sys0) / wallMs, peakRss };
-  } finally {
-    clearInterval(sampler);
-    if (child.exitCode === null) child.kill();
-  }
-}
-
 export interface Row {
   name: string;
   label: string;
@@ -585,6 +328,7 @@ export interface Row {
   /** minkms rows: server µs/request ÷ the ceiling's, p99 ÷ the ceiling's. */
   cpuRatioCeiling?: number;
   p99RatioCeiling?: number;
+  /** Every round of the row (with --repeat); the row itself is the median round by req/s. */
   runs?: Array<{ reqPerS: number; p99Ms: number; serverUsPerReq: number; otherCores: number }>;
 }
 
@@ -654,6 +398,7 @@ function machine(goVersion: string, o: Options): Record<string, unknown> {
     loadAverage: os.loadavg().map((x) => round(x)),
     genProcs: o.genProcs,
     refProcs: o.refProcs,
+    genCpus: o.genCpus ?? null,
     client: o.client,
   };
 }
@@ -793,66 +538,9 @@ function goalsText(gs: Goal[]): string {
     .map((g) => {
       const verdict = g.met === undefined ? 'undecided' : g.met ? 'met' : 'NOT met';
       const invalid = g.invalid.length > 0 ? ` [not counted, flagged: ${g.invalid.join(', ')}]` : '';
-      return `- ${g.goal}: ${verdict} — ${g.measured}${invalid}`;
+      return `- ${g.goal}: ${verdict}${g.measured === '-' ? '' : ` — ${g.measured}`}${invalid}`;
     })
     .join('\n');
-}
-
-// ------------------------------------------------------------------------------- set-up
-
-interface Context {
-  work: string;
-  caFile: string;
-  certFile: string;
-  keyFile: string;
-  ciphertextsFile: string;
-  identity: string;
-}
-
-/**
- * A MinIO-like deployment on minkms: an enclave, one master key, and a User whose policy allows
- * the data-key commands (authorization is part of the measured path). Writes the User's client
- * certificate and key, and ciphertexts of data keys (for the ceiling's KEY:DECRYPT requests,
- * which it never opens), as files for the Go tools.
- */
-async function setup(server: Server): Promise<Context> {
-  const root = new KmsClient({ endpoints: [`127.0.0.1:${server.port}`], apiKey: server.apiKey, ca: server.caPem });
-  const user = generateApiKey();
-  try {
-    await root.createEnclave(ENCLAVE);
-    await root.createKey(ENCLAVE, { name: KEY });
-    const any = { rules: { '*': {} } };
-    await root.createPolicy(ENCLAVE, {
-      name: 'minio',
-      allow: { 'KEY:GENERATE': any, 'KEY:DECRYPT': any, 'KEY:CREATE': any, 'KEY:DELETE': any, 'KEY:STATUS': any },
-    });
-    await root.createIdentity(ENCLAVE, { identity: user.identity, privilege: 'User' });
-    await root.assignPolicy(ENCLAVE, user.identity, 'minio');
-  } finally {
-    root.close();
-  }
-  const client = new KmsClient({ endpoints: [`127.0.0.1:${server.port}`], apiKey: user, ca: server.caPem });
-  const ciphertexts: string[] = [];
-  try {
-    const deks = await client.generateKey(ENCLAVE, new Array(64).fill({ name: KEY, associatedData: minioContext(0), length: 32 }));
-    for (const d of deks) ciphertexts.push(Buffer.from(d.ciphertext).toString('base64'));
-  } finally {
-    client.close();
-  }
-  const work = dirname(server.dir);
-  const { cert, key } = certificateForApiKey(user);
-  const ctx: Context = {
-    work,
-    caFile: server.certFile,
-    certFile: join(work, 'client.crt'),
-    keyFile: join(work, 'client.key'),
-    ciphertextsFile: join(work, 'ciphertexts.txt'),
-    identity: user.identity,
-  };
-  writeFileSync(ctx.certFile, cert);
-  writeFileSync(ctx.keyFile, key, { mode: 0o600 });
-  writeFileSync(ctx.ciphertextsFile, ciphertexts.join('\n') + '\n');
-  return ctx;
 }
 
 // ------------------------------------------------------------------------------- the matrix
@@ -922,7 +610,7 @@ async function runMatrix(
         if (s.kind === 'handshake') args.push('-handshake');
         // The ceiling cannot make data keys: it gets minkms's ciphertexts (it never opens them).
         if (t === 'ceiling' && cmd === 'decrypt') args.push('-ciphertexts', ctx.ciphertextsFile);
-        const m = await runLoadgen(tools, args, o.genProcs, peer.proc.pid!);
+        const m = await runLoadgen(tools, args, o, peer.proc.pid!);
         const wantMajor = s.proto === 'h2' ? 2 : 1;
         if (m.gen.protoMajor !== 0 && m.gen.protoMajor !== wantMajor) {
           throw new Error(`${s.name} ${t}: asked for ${s.proto}, the connection spoke HTTP/${m.gen.protoMajor}`);
@@ -945,10 +633,16 @@ async function runMatrix(
     for (const t of ['minkms', 'ceiling', 'go'] as const) {
       if (runs[t].length === 0) continue;
       const row = { ...median(runs[t], (r) => r.reqPerS) };
-      // A flag raised in any round stays: the median row alone could hide a disturbed round.
-      row.flags = [...new Set(runs[t].flatMap((r) => r.flags))];
-      if (runs[t].length > 1)
-        row.runs = runs[t].map((r) => ({ reqPerS: r.reqPerS, p99Ms: r.p99Ms, serverUsPerReq: r.serverUsPerReq, otherCores: r.otherCores }));
+      // A generator-bound or failing round flags the row whatever the median is (it says the
+      // setup cannot measure this row); `busy` only if most rounds were disturbed, since the
+      // median is there to step over a disturbed round.
+      const rounds = runs[t];
+      row.flags = ['gen>srv', 'gen-sat', 'busy', 'errors'].filter((f) => {
+        const n = rounds.filter((r) => r.flags.includes(f)).length;
+        return f === 'busy' ? n * 2 > rounds.length : n > 0;
+      });
+      if (rounds.length > 1)
+        row.runs = rounds.map((r) => ({ reqPerS: r.reqPerS, p99Ms: r.p99Ms, serverUsPerReq: r.serverUsPerReq, otherCores: r.otherCores }));
       if (t === 'minkms') {
         const med = (xs: number[]) => (xs.length > 0 ? round(median(xs, (x) => x)) : undefined);
         row.ratioCeiling = med(ratios.ceiling);
@@ -1018,7 +712,7 @@ async function runSoak(o: Options, tools: GoTools, ctx: Context, server: Server,
     '-client',
     o.client,
   ];
-  const m = await runLoadgen(tools, args, o.genProcs, server.proc.pid!, (r, rss) => {
+  const m = await runLoadgen(tools, args, o, server.proc.pid!, (r, rss) => {
     intervals.push({ ...r, rssMiB: round(rss / 1048576, 1) });
     log(
       `  t=${r.atS.toFixed(0).padStart(4)} s  ${String(Math.round(r.requests / r.spanS)).padStart(6)} req/s  p99 ${r.p99Ms.toFixed(2)} ms  max ${r.maxMs.toFixed(1)} ms  errors ${r.errors}  server RSS ${(rss / 1048576).toFixed(1)} MiB`,
@@ -1060,7 +754,7 @@ async function main(): Promise<void> {
   log(
     `machine: ${info.cpu}, ${info.cores} cores, load average ${(info.loadAverage as number[]).join(' ')}; node ${info.node}, OpenSSL ${info.openssl}, ${info.go}; generator GOMAXPROCS=${o.genProcs} (${o.client} client), Go reference GOMAXPROCS=${o.refProcs}`,
   );
-  const server = await startServer(o.serverArgs);
+  const server = await startServer({ minkms: MINKMS, serverArgs: o.serverArgs });
   const peers: Record<TargetName, Peer | undefined> = {
     minkms: { proc: server.proc, port: server.port },
     ceiling: undefined,
