@@ -118,7 +118,7 @@ async function once(
       const server = await startServer({ wrapper, timeoutMs });
       proc = server.proc;
       port = server.port;
-      files = await setup(server);
+      files = await setup(server, timeoutMs);
     } else {
       // The ceiling checks no certificate and opens no ciphertext: any will do.
       const tls = createSelfSignedServerCertificate({ hosts: ['localhost', '127.0.0.1'], days: 1 });
