@@ -1,6 +1,10 @@
 /**
- * The load generator: a child process of the bench (`bench/run.ts` forks it once per
- * measurement), so that it never shares an event loop with a server. It receives one
+ * The Node load generator. **`npm run bench` no longer uses it** (bench/go/cmd/loadgen does): a
+ * Node client spends about 55 µs of CPU per HTTP/1.1 request and saturates its core before a
+ * Node server does, so what it measures is bounded by the client. Kept for bench/two-servers.ts.
+ *
+ * A child process of its caller (forked once per measurement), so that it never shares an
+ * event loop with a server. It receives one
  * {@link LoadSpec} over IPC, runs it and answers with a {@link LoadResult}.
  *
  * - `h1`: `https.request` through one `https.Agent({ keepAlive: true })` with `conns` sockets,

@@ -5,6 +5,10 @@
  * `node:cluster` workers), splits CONNS connections between them, one load generator per
  * server, and prints the total. Compare N=1 with N=2 (docs/performance.md, "Using both cores
  * for single operations").
+ *
+ * It still drives the load with the Node load generator (bench/loadgen.ts), which saturates
+ * its core: its figures are bounded by the client. With the Go generator, run `npm run bench`
+ * with `--server-arg` (e.g. a worker count) and `--gen-cpus` instead.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';

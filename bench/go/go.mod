@@ -1,0 +1,3 @@
+module minkms.bench
+
+go 1.24
