@@ -76,7 +76,7 @@ async function uptimeOf(client: KmsClient, host: string): Promise<number> {
 
 /** Waits until `host` runs a process started after `since` (ms) and is ready. */
 async function waitRestarted(client: KmsClient, host: string, since: number, deadline: number): Promise<number> {
-  let last = '';
+  let last: string;
   for (;;) {
     try {
       const up = await uptimeOf(client, host);

@@ -123,7 +123,7 @@ export function readKesKeystore(path: string): KesKeystore {
   try {
     doc = JSON.parse(readFileSync(path, 'utf8'));
   } catch (err) {
-    throw new Error(`${path} is neither a KES keystore directory nor a JSON file: ${(err as Error).message}`);
+    throw new Error(`${path} is neither a KES keystore directory nor a JSON file: ${(err as Error).message}`, { cause: err });
   }
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc))
     throw new Error(`${path}: expected a JSON object {"NAME": "BASE64 KEY", …}`);

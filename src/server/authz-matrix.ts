@@ -319,7 +319,13 @@ function modelRoutes(): Route[] {
     stale: () => false,
   };
   const unused = new Proxy({}, { get: () => () => undefined });
-  return apiRoutes({ node: node as never, observability: unused as never, pool: unused as never, profiler: unused as never, restart: unused as never });
+  return apiRoutes({
+    node: node as never,
+    observability: unused as never,
+    pool: unused as never,
+    profiler: unused as never,
+    restart: unused as never,
+  });
 }
 
 /** Runs a route's pre-body check for `identity` and `param`: undefined if it passes. */

@@ -209,7 +209,10 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
     key: tls.key,
     ca: tls.ca,
     // The KES API (docs/kes.md) shares the listener; `/version` answers both clients.
-    routes: [...apiRoutes({ node, observability, pool, profiler, restart }), ...(config.kes.enabled ? kesRoutes({ node, observability }) : [])],
+    routes: [
+      ...apiRoutes({ node, observability, pool, profiler, restart }),
+      ...(config.kes.enabled ? kesRoutes({ node, observability }) : []),
+    ],
     limits: config.limits,
     log,
     observer: observability.http,

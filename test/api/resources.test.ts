@@ -411,7 +411,7 @@ describe('connections', () => {
     const idleRss = memoryOf(pid).rss;
     const baseline = openSockets(pid);
     let open: tls.TLSSocket[] = [];
-    let conns: (tls.TLSSocket | undefined)[] = [];
+    const conns: (tls.TLSSocket | undefined)[] = [];
     let maxServerSockets = 0;
     let newcomerRefused = false;
     try {
