@@ -12,7 +12,7 @@ import { KmsError } from '../errors.js';
 import { clip } from '../server/log.js';
 import type { Observability } from '../server/observability.js';
 import type { KmsNode } from '../server/node.js';
-import { accessRules } from '../server/routes.js';
+import { accessRules } from '../server/access.js';
 import { send, type Access, type Route } from '../server/http.js';
 import { authorizeKes, kesCaller, objectOf } from './access.js';
 import { KES_APIS, type KesApi } from './apis.js';

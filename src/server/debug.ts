@@ -12,7 +12,7 @@ import { send, type Request, type Route } from './http.js';
 import type { Logger } from './log.js';
 import { parseProfileQuery, type Profiler } from './profiler.js';
 import type { RestartService } from './restart.js';
-import type { accessRules } from './routes.js';
+import type { accessRules } from './access.js';
 import type { KmsNode } from './node.js';
 
 const OCTET = 'application/octet-stream';

@@ -19,14 +19,14 @@ import { encodeMessage, toJSON } from '../protocol/schema.js';
 import { VersionResponseSchema } from '../protocol/messages.js';
 import type { CryptoPool } from '../crypto/pool.js';
 import { VERSION, COMMIT } from '../version.js';
-import { admitted, dispatch } from './dispatch.js';
+import { accessRules } from './access.js';
+import { dispatch } from './dispatch.js';
 import { debugRoutes } from './debug.js';
-import { send, type Access, type Request, type Route } from './http.js';
+import { send, type Request, type Route } from './http.js';
 import type { KmsNode } from './node.js';
 import type { Observability } from './observability.js';
 import type { Profiler } from './profiler.js';
 import type { RestartService } from './restart.js';
-import type { NodeState } from './state.js';
 
 const OCTET = 'application/octet-stream';
 /** Largest backup `PUT /v1/db` accepts (one restore at a time). */
@@ -38,50 +38,6 @@ const MAX_SMALL_BODY = 64 << 10;
 function wantsProtobuf(req: Request): boolean {
   const accept = req.headers.accept ?? '';
   return accept.includes(OCTET) || (accept.includes('application/*') && !accept.includes('application/json'));
-}
-
-/** `access denied`, or — for the API key of a root identity that was replaced — why it no longer works. */
-function denied(state: NodeState, identity: string): KmsError {
-  if (state.kind === 'unsealed') {
-    const old = state.rootIdentity.retired.find((r) => r.identity === identity);
-    if (old) {
-      return new KmsError(
-        'ERR_ROOT_KEY_RETIRED',
-        `the HSM it was derived from (${old.hsm}) was removed; use the new root API key (the node printed it; \`minkms stat\` shows the root identity) or set admin.identity`,
-      );
-    }
-  }
-  return new KmsError('ERR_NOT_ALLOWED');
-}
-
-/** Pre-body checks, from the node's state at the moment the request arrives. */
-export function accessRules(node: KmsNode) {
-  const sysAdmin =
-    (opts: { whileSealed?: boolean } = {}): Access =>
-    ({ identity }) => {
-      if (identity === '') throw new KmsError('ERR_NOT_ALLOWED');
-      const state = node.state;
-      if (state.kind === 'sealed') {
-        // Sealed, no identity but the configured admin can be recognized.
-        if (opts.whileSealed && identity === node.config.admin.identity) return;
-        throw new KmsError('ERR_SEALED');
-      }
-      if (!state.kms.isSysAdmin(identity)) throw denied(state, identity);
-    };
-  const commands: Access = ({ identity, param }) => {
-    if (identity === '') throw new KmsError('ERR_NOT_ALLOWED');
-    const state = node.state;
-    if (state.kind === 'sealed') throw new KmsError('ERR_SEALED');
-    if (!admitted(state.kms, identity, param)) throw denied(state, identity);
-    // Never from a copy that may lag the cluster by more than the bound (store/etcd.ts, Freshness).
-    if (node.stale()) throw new KmsError('ERR_STORE_STALE');
-  };
-  const metrics: Access = (ctx) => {
-    if (!node.config.metrics.auth) return;
-    if (ctx.identity !== '' && node.config.metrics.identities.includes(ctx.identity)) return;
-    sysAdmin({ whileSealed: true })(ctx);
-  };
-  return { sysAdmin, commands, metrics };
 }
 
 export interface RouteDeps {
