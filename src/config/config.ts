@@ -205,7 +205,7 @@ function strList(v: unknown, path: string): string[] {
 export const MAX_DURATION_MS = 2 ** 31 - 1;
 
 function bounded(ms: number, v: unknown, path: string): number {
-  if (!(ms <= MAX_DURATION_MS)) fail(path, `duration '${String(v)}' is too long (at most 2^31-1 ms, about 24 days)`);
+  if (!(ms <= MAX_DURATION_MS)) fail(path, `duration '${String(v)}' is too long (at most 2^31-1 ms, about 24.8 days)`);
   return ms;
 }
 
@@ -379,6 +379,8 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
     const maxStaleness = e.max_staleness === undefined ? 1000 : parseDuration(e.max_staleness, 'store.etcd.max_staleness');
     // Probed five times per bound: below 50 ms that is more load on etcd than it is worth.
     if (maxStaleness < 50) fail('store.etcd.max_staleness', 'must be at least 50ms');
+    const timeout = e.timeout === undefined ? 5000 : parseDuration(e.timeout, 'store.etcd.timeout');
+    if (timeout === 0) fail('store.etcd.timeout', 'must be more than 0');
     storeConfig = {
       backend: 'etcd',
       etcd: {
@@ -387,7 +389,7 @@ export function validateConfig(doc: unknown, baseDir: string): Config {
         username,
         password,
         tls: etcdTls,
-        timeout: e.timeout === undefined ? 5000 : parseDuration(e.timeout, 'store.etcd.timeout'),
+        timeout,
         maxStaleness,
       },
     };

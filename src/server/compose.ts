@@ -87,7 +87,8 @@ const RESTART_DRAIN_MS = 10_000;
 const CONFIG_POLL_MS = 2_000;
 
 export function parseAddress(address: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d+))?$/.exec(address) ?? /^([^[\]]*:[^[\]]*)$/.exec(address);
+  // `IP:PORT`, `[IPv6]:PORT`, `IP`, or a bare IPv6 address (two colons or more, no brackets).
+  const m = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d+))?$/.exec(address) ?? /^([0-9A-Fa-f]*:[0-9A-Fa-f]*:[0-9A-Fa-f:.]*)$/.exec(address);
   if (!m) throw new StartupConfigError(`invalid --address '${address}': expected IP:PORT`);
   const host = m[1] ?? m[2] ?? '';
   const port = m[3] === undefined ? DEFAULT_PORT : Number(m[3]);
@@ -338,13 +339,21 @@ function watchFile(file: string, changed: () => void): () => void {
 }
 
 function createEtcdStore(c: EtcdConfig, log: ServerLogger): EtcdStore {
-  const read = (f: string | undefined) => (f === undefined ? undefined : readFileSync(f));
+  const read = (f: string | undefined, key: string) => {
+    if (f === undefined) return undefined;
+    try {
+      return readFileSync(f);
+    } catch (err) {
+      // A configuration that cannot work: exit 2, which the systemd unit does not restart.
+      throw new StartupConfigError(`store.etcd.tls.${key}: cannot read ${f}: ${(err as Error).message}`);
+    }
+  };
   return new EtcdStore({
     endpoints: c.endpoints,
     prefix: c.prefix,
     username: c.username,
     password: c.password,
-    tls: c.tls && { ca: read(c.tls.ca), cert: read(c.tls.cert), key: read(c.tls.key) },
+    tls: c.tls && { ca: read(c.tls.ca, 'ca'), cert: read(c.tls.cert, 'cert'), key: read(c.tls.key, 'key') },
     timeoutMs: c.timeout,
     maxStalenessMs: c.maxStaleness,
     report: (err) => log.warn('etcd store', { err: clip(err.message) }),

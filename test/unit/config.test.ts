@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { ConfigError, DEFAULT_LIMITS, parseDuration, validateConfig } from '../../src/config/config.js';
+import { parseAddress, StartupConfigError } from '../../src/server/compose.js';
 import { REPO_ROOT } from '../helpers/server.js';
 
 test('examples/config.yaml documents a valid configuration with every section', () => {
@@ -44,6 +45,11 @@ const BAD: Array<[string, unknown, RegExp]> = [
     { version: 'v1', store: { backend: 'etcd', etcd: { endpoints: ['http://e:2379'], max_staleness: '10ms' } } },
     /^store\.etcd\.max_staleness: must be at least 50ms/,
   ],
+  [
+    'etcd timeout of zero',
+    { version: 'v1', store: { backend: 'etcd', etcd: { endpoints: ['http://e:2379'], timeout: '0s' } } },
+    /^store\.etcd\.timeout: must be more than 0/,
+  ],
 ];
 
 test('store.etcd.max_staleness: 1s by default, a duration with a unit', () => {
@@ -80,4 +86,18 @@ test('durations', () => {
   ];
   assert.equal(parseDuration(0, 'x'), 0);
   for (const [text, ms] of cases) assert.equal(parseDuration(text, 'x'), ms, text);
+});
+
+test('--address: IP:PORT, [IPv6]:PORT, IP, bare IPv6; anything else is refused before listening', () => {
+  assert.deepEqual(parseAddress('127.0.0.1:7000'), { host: '127.0.0.1', port: 7000 });
+  assert.deepEqual(parseAddress('localhost:7000'), { host: 'localhost', port: 7000 });
+  assert.deepEqual(parseAddress('[::1]:7000'), { host: '::1', port: 7000 });
+  assert.deepEqual(parseAddress('::1'), { host: '::1', port: 7373 });
+  assert.deepEqual(parseAddress(':7000'), { host: '0.0.0.0', port: 7000 });
+  assert.deepEqual(parseAddress('10.0.0.1'), { host: '10.0.0.1', port: 7373 });
+  for (const bad of ['localhost:abc', 'host:7000:1', '1.2.3.4:99999', '[::1]:x'])
+    assert.throws(
+      () => parseAddress(bad),
+      (err: unknown) => err instanceof StartupConfigError && err.message.startsWith(`invalid --address '${bad}'`),
+    );
 });
