@@ -31,6 +31,11 @@ import { clip, type Logger } from './log.js';
 export const DEFAULT_NODE_TIMEOUT_MS = 120_000;
 /** How often the coordinator looks at the membership while it waits. */
 const POLL_MS = 200;
+/**
+ * How long a member that is up but not serving yet (it just unsealed, its store probe has not
+ * answered yet) is waited for before a restart is refused: it publishes its state every heartbeat.
+ */
+const SETTLE_MS = 10_000;
 /** The lock's lease: it outlives a coordinator that dies by at most this long. */
 const LOCK_TTL_S = 10;
 /** Bound of one etcd call of the coordinator (the client has no deadline of its own). */
@@ -216,19 +221,24 @@ export class RestartService {
   /** Throws unless every member is up and serving and etcd takes writes (`target` is about to go down). */
   async #checkWhole(target: number): Promise<void> {
     const cluster = this.#node.cluster!;
-    const view = await withDeadline(cluster.membership!.view(), 'reading the membership');
-    if (view.down.size > 0) {
-      const hosts = [...view.down.values()].join(', ');
-      throw new KmsError(
-        'ERR_RESTART_UNSAFE',
-        clip(`node(s) ${hosts} down: restarting another one would leave the cluster short; start them or remove them (minkms rm) first`),
-      );
-    }
-    if (!view.up.has(target)) throw new KmsError('ERR_RESTART_UNSAFE', `node ${target} left the cluster`);
-    const notServing = [...view.up.values()].filter((n) => !serving(n));
-    if (notServing.length > 0) {
-      const list = notServing.map((n) => `${n.host} (${n.sealed ? 'sealed' : `store ${n.store?.state ?? 'unknown'}`})`).join(', ');
-      throw new KmsError('ERR_RESTART_UNSAFE', clip(`node(s) ${list} not serving: wait until they are, or fix them first`));
+    const settleBy = Date.now() + SETTLE_MS;
+    for (;;) {
+      const view = await withDeadline(cluster.membership!.view(), 'reading the membership');
+      if (view.down.size > 0) {
+        const hosts = [...view.down.values()].join(', ');
+        throw new KmsError(
+          'ERR_RESTART_UNSAFE',
+          clip(`node(s) ${hosts} down: restarting another one would leave the cluster short; start them or remove them (minkms rm) first`),
+        );
+      }
+      if (!view.up.has(target)) throw new KmsError('ERR_RESTART_UNSAFE', `node ${target} left the cluster`);
+      const notServing = [...view.up.values()].filter((n) => !serving(n));
+      if (notServing.length === 0) break;
+      if (Date.now() >= settleBy || this.#closed) {
+        const list = notServing.map((n) => `${n.host} (${n.sealed ? 'sealed' : `store ${n.store?.state ?? 'unknown'}`})`).join(', ');
+        throw new KmsError('ERR_RESTART_UNSAFE', clip(`node(s) ${list} not serving: wait until they are, or fix them first`));
+      }
+      await new Promise((r) => setTimeout(r, POLL_MS));
     }
     if (!(await cluster.writable())) throw new KmsError('ERR_RESTART_UNSAFE', 'the etcd cluster has no write quorum');
   }
