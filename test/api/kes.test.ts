@@ -166,6 +166,33 @@ describe('requests', () => {
     );
   });
 
+  test('a KES API key where a name should be never reaches the audit log', async () => {
+    const secret = kesApiKeyOf(parseApiKey(user.text).privateKey)!;
+    const path = (api: string) => `/v1/key/${api}/${encodeURIComponent(secret)}`;
+    const audited = () =>
+      readFileSync(auditFile, 'utf8')
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const before = audited().length;
+    assert.equal((await kesRequest(server, user.text, 'POST', path('generate'), '{}')).status, 403);
+    assert.equal((await kesRequest(server, server.apiKey, 'GET', path('describe'))).status, 404);
+    const lines = await waitFor('the audit lines', () => {
+      const mine = audited()
+        .slice(before)
+        .filter((l) => l.command === 'KEY:GENERATE' || l.command === 'KEY:STATUS');
+      return mine.length >= 2 ? mine : undefined;
+    });
+    assert.deepEqual(
+      lines.map((l) => [l.command, l.outcome, l.object]),
+      [
+        ['KEY:GENERATE', 'ERR_KES_NOT_ALLOWED', '[REDACTED]'],
+        ['KEY:STATUS', 'ERR_KEY_NOT_FOUND', '[REDACTED]'],
+      ],
+    );
+    assert.ok(!readFileSync(auditFile, 'utf8').includes(secret.slice('kes:v1:'.length)), 'the key is in no audit line');
+  });
+
   test('KES metrics follow metrics.identities; an identity of the enclave reads the status', async () => {
     const m = await kesRequest(server, scraper.text, 'GET', '/v1/metrics');
     assert.equal(m.status, 200);
