@@ -115,8 +115,14 @@ export function kesRoutes({ node, observability: obs }: KesRouteDeps): Route[] {
       default: {
         const run = HANDLERS[api.path];
         if (!run) throw new Error(`no handler for the served KES API ${api.path}`);
-        // The state may have changed while the body arrived: the caller is resolved again.
-        handler = (ctx) => kes(() => run(ctx, kesCaller(node, ctx.identity)));
+        // The state may have changed while the body arrived: the caller is resolved and
+        // authorized again (its policy may no longer allow what it did before the body).
+        handler = (ctx) =>
+          kes(() => {
+            const c = kesCaller(node, ctx.identity);
+            authorizeKes(c, api, objectOf(api, ctx.param));
+            return run(ctx, c);
+          });
       }
     }
     const route: Route = {

@@ -87,8 +87,8 @@ export interface FinishedRequest {
   readonly seconds: number;
 }
 
-/** An API or HSM key where a name should be: never write it anywhere. */
-const SECRET_LOOKING = /^(?:k[12]|hsm):/i;
+/** An API key (k1:, k2:, KES's kes:v1:) or HSM key where a name should be: never write it anywhere. */
+const SECRET_LOOKING = /^(?:k[12]|hsm|kes):/i;
 /** Routes audited per request (the command channel is audited per frame). */
 const isAuditedRoute = (path: string) => path.startsWith('/v1/') && !path.startsWith('/v1/kms') && !path.startsWith('/v1/health/');
 

@@ -349,8 +349,7 @@ export class Profiler {
     }
     if (o.os) {
       const report = process.report.getReport() as unknown as Record<string, unknown>;
-      // The environment holds MINIO_KMS_HSM_KEY: never hand it out.
-      delete report.environmentVariables;
+      withoutEnvironment(report);
       add('report.json', JSON.stringify(report, null, 1));
     }
     const stopped = new Date();
@@ -390,6 +389,19 @@ export class Profiler {
     this.#state = finished;
     this.#log.info('profiling stopped', { durationMs: Math.round(performance.now() - st.t0), bytes: archive.length });
     return finished;
+  }
+}
+
+/**
+ * Removes the environment from a diagnostic report: it holds MINIO_KMS_HSM_KEY, never to be
+ * handed out. Each worker thread (the crypto pool's) has a whole report of its own, with a copy
+ * of the environment, under `workers`.
+ */
+export function withoutEnvironment(report: Record<string, unknown>): void {
+  delete report.environmentVariables;
+  const workers = report.workers;
+  if (Array.isArray(workers)) {
+    for (const w of workers) if (w !== null && typeof w === 'object') withoutEnvironment(w as Record<string, unknown>);
   }
 }
 

@@ -112,6 +112,21 @@ describe('profiling', () => {
     await rejectsWith(admin.stopProfiling(), 'ERR_PROFILE_NOT_STARTED', 'a second stop');
   });
 
+  test("the diagnostic report holds no environment, not even a crypto thread's", async () => {
+    await admin.startProfiling({ thread: 'os' });
+    // A batch large enough for the crypto pool: its thread is alive when the report is made.
+    await admin.generateKey(
+      ENCLAVE,
+      Array.from({ length: 64 }, () => ({ name: 'k' })),
+    );
+    const files = readTar(gunzipSync(await admin.stopProfiling()));
+    const text = files.get('report.json')!.toString();
+    const report = JSON.parse(text) as { workers?: unknown[] };
+    assert.ok((report.workers ?? []).length > 0, 'the report covers a crypto thread');
+    assert.ok(!text.includes(server.hsmKey), 'the HSM key (environment) never leaves the node');
+    assert.ok(!text.includes('environmentVariables'), 'no environment at all');
+  });
+
   test('minkms profile writes a .tar.gz whose CPU profile has samples', () => {
     const work = tempDir('minkms-profile-');
     dirs.push(work);

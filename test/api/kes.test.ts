@@ -13,6 +13,7 @@ import { removeDir, startServer, tempDir, type TestServer } from '../helpers/ser
 import { clientFor } from '../helpers/clients.js';
 import { waitFor } from '../helpers/wait.js';
 import { jsonToBinary, kesJson, kesRequest } from '../helpers/kes.js';
+import { h2Session } from '../helpers/security.js';
 import { generateApiKey, parseApiKey } from '../../src/identity/api-key.js';
 import { kesApiKeyOf, kesIdentityOf } from '../../src/identity/kes.js';
 import { decodeMessage } from '../../src/protocol/schema.js';
@@ -67,6 +68,39 @@ describe('before the body', () => {
     assert.equal(r.status, 403);
     r = await kesRequest(server, user.text, 'POST', '/v1/key/generate/app-1', big);
     assert.equal(r.status, 413);
+  });
+
+  test('the check before the body is made again after it: a policy changed while the body arrived decides', async () => {
+    const late = generateApiKey();
+    await root.createIdentity(ENCLAVE, { identity: late.identity, privilege: 'User' });
+    await root.assignPolicy(ENCLAVE, late.identity, 'gen');
+    await root.createPolicy(ENCLAVE, { name: 'status-only', allow: { 'KEY:STATUS': { rules: { 'app-*': {} } } }, deny: {} });
+    const session = h2Session(server, late.text);
+    try {
+      // Allowed when its headers arrive; half of its body is sent, the rest waits.
+      const stream = session.request({ ':method': 'POST', ':path': '/v1/key/generate/app-1', 'content-length': 2 }, { endStream: false });
+      stream.write('{');
+      const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+        let status = 0;
+        const chunks: Buffer[] = [];
+        stream.on('response', (h) => (status = Number(h[':status'])));
+        stream.on('data', (c: Buffer) => chunks.push(c));
+        stream.on('end', () => resolve({ status, body: Buffer.concat(chunks).toString() }));
+        stream.on('error', reject);
+      });
+      // In flight: this scrape and the generation, past its check (made when its headers came).
+      await waitFor('the generation in flight', async () => {
+        const m = await kesRequest(server, scraper.text, 'GET', '/v1/metrics');
+        return Number(/^kes_http_request_active (\d+)$/m.exec(m.body.toString())?.[1]) >= 2 || undefined;
+      });
+      await root.assignPolicy(ENCLAVE, late.identity, 'status-only');
+      stream.end('}');
+      const r = await answer;
+      assert.equal(r.status, 403, r.body);
+      assert.doesNotMatch(r.body, /plaintext/);
+    } finally {
+      session.close();
+    }
   });
 
   test("what minkms does not serve answers KES's 501 before any body, with or without a certificate", async () => {
@@ -130,6 +164,33 @@ describe('requests', () => {
         [ENCLAVE, 'KEY:GENERATE', 'audit-denied', 'ERR_KES_NOT_ALLOWED', 403],
       ],
     );
+  });
+
+  test('a KES API key where a name should be never reaches the audit log', async () => {
+    const secret = kesApiKeyOf(parseApiKey(user.text).privateKey)!;
+    const path = (api: string) => `/v1/key/${api}/${encodeURIComponent(secret)}`;
+    const audited = () =>
+      readFileSync(auditFile, 'utf8')
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const before = audited().length;
+    assert.equal((await kesRequest(server, user.text, 'POST', path('generate'), '{}')).status, 403);
+    assert.equal((await kesRequest(server, server.apiKey, 'GET', path('describe'))).status, 404);
+    const lines = await waitFor('the audit lines', () => {
+      const mine = audited()
+        .slice(before)
+        .filter((l) => l.command === 'KEY:GENERATE' || l.command === 'KEY:STATUS');
+      return mine.length >= 2 ? mine : undefined;
+    });
+    assert.deepEqual(
+      lines.map((l) => [l.command, l.outcome, l.object]),
+      [
+        ['KEY:GENERATE', 'ERR_KES_NOT_ALLOWED', '[REDACTED]'],
+        ['KEY:STATUS', 'ERR_KEY_NOT_FOUND', '[REDACTED]'],
+      ],
+    );
+    assert.ok(!readFileSync(auditFile, 'utf8').includes(secret.slice('kes:v1:'.length)), 'the key is in no audit line');
   });
 
   test('KES metrics follow metrics.identities; an identity of the enclave reads the status', async () => {
