@@ -9,7 +9,11 @@
  *   through the server's own `authorize`, with the caller's policy evaluated by the real policy
  *   matcher (kms/policy.ts), and its `restriction`, if any, is applied;
  * - the **command catalogue** (protocol/commands.ts): a command's scope decides which enclave it
- *   runs in (dispatch.ts: cluster commands ignore the URL's enclave; enclave commands need one).
+ *   runs in (dispatch.ts: cluster commands ignore the URL's enclave; enclave commands need one);
+ * - the **KES API** (kes/routes.ts, with `kes.enabled` and `kes.enclave` = this enclave): each
+ *   route's pre-body check — KES's caller in the KES enclave and the command permission of the
+ *   API on the name in the URL (kes/access.ts) — is run like the routes above. The KES API has
+ *   no URL enclave (every request acts in `kes.enclave`), so its rows have no enclave columns.
  *
  * What a command answers once the caller passes every check depends on the command, not on the
  * caller (a single-node server answers CLUSTER:ADDNODE with 501, say): each {@link Probe} says
@@ -28,6 +32,8 @@ import type { Principal } from '../kms/kms.js';
 import { COMMAND_TABLE, authorize, type Entry } from './commands.js';
 import { apiRoutes } from './routes.js';
 import type { Route } from './http.js';
+import { kesRoutes } from '../kes/routes.js';
+import { kesApiOf, type KesApi } from '../kes/apis.js';
 
 // ------------------------------------------------------------------------------ the callers
 
@@ -149,6 +155,8 @@ const EXISTING = new Set(['E', 'F']);
 /** Objects of the probes: names match {@link DENIED_NAMES}, identities {@link DENIED_IDENTITIES}. */
 export const PROBE_NAME = 'mx-probe-obj';
 export const PROBE_IDENTITY = 'h1:probe-identity';
+/** The identity in the URL of a KES identity API (KES spells identities in hex; any `h1:` matches {@link DENIED_IDENTITIES}). */
+export const PROBE_KES_IDENTITY = 'a1'.repeat(32);
 /** What the "allow+deny" policy denies, for every command: the probes' objects. */
 export const DENIED_NAMES = 'mx-*-obj';
 export const DENIED_IDENTITIES = 'h1:*';
@@ -187,7 +195,16 @@ export interface Probe {
   /** Row name: the command's name, with the variant in brackets, or `METHOD /path`. */
   readonly id: string;
   readonly command?: Command;
-  readonly route?: { readonly method: string; readonly path: string };
+  readonly route?: {
+    readonly method: string;
+    readonly path: string;
+    /** The query the probe sends (without `?`), if any. */
+    readonly query?: string;
+    /** A route of the KES API (kes/routes.ts). */
+    readonly kes?: boolean;
+    /** The KES API the route serves (kes/apis.ts). */
+    readonly api?: KesApi;
+  };
   /** The frame's object: a name or an identity (both matched by the "allow+deny" policy's deny), the caller itself, or none. */
   readonly object: 'name' | 'identity' | 'self' | 'none';
   /** For commands with a restriction: whether the request stays inside it. */
@@ -259,7 +276,7 @@ export function commandProbes(): Probe[] {
 }
 
 /** The HTTP routes other than the command channel: what each probe sends and what a permitted caller gets. */
-const ROUTE_PROBES: Readonly<Record<string, { request: string; permitted: Outcome }>> = {
+const ROUTE_PROBES: Readonly<Record<string, { request: string; permitted: Outcome; query?: string }>> = {
   'GET /version': { request: 'the version', permitted: 'ok' },
   'GET /v1/health/live': { request: 'liveness', permitted: 'ok' },
   'GET /v1/health/ready': { request: 'readiness', permitted: 'ok' },
@@ -268,7 +285,41 @@ const ROUTE_PROBES: Readonly<Record<string, { request: string; permitted: Outcom
   'GET /v1/db': { request: 'a backup', permitted: 'ok' },
   'PUT /v1/db': { request: 'a restore, with a body that is no backup', permitted: 'ERR_INVALID_BACKUP' },
   'POST /v1/debug/log': { request: 'the log stream (its headers)', permitted: 'ok' },
+  // Profiling and restarts (server/debug.ts): the probes leave nothing running. A session of
+  // event-loop delay only (no V8 profiler) is started and stopped again by the test around
+  // each cell; a restart probe names an option that does not exist, so that a permitted caller
+  // is answered after its access check but before anything restarts.
+  'POST /v1/debug/pprof': {
+    request: 'start profiling (`?block=1000000`: event-loop delay; the test stops it again)',
+    query: 'block=1000000',
+    permitted: 'ok',
+  },
+  'GET /v1/debug/pprof': { request: 'profiling status', permitted: 'ok' },
+  'DELETE /v1/debug/pprof': { request: 'stop profiling and download the results (the test starts a session first)', permitted: 'ok' },
+  'POST /v1/debug/restart': {
+    request: 'restart with an unknown option (`?now`): refused before anything restarts',
+    query: 'now',
+    permitted: 'ERR_BAD_REQUEST',
+  },
 };
+
+/** What a KES probe asks, for people (kes/apis.ts: the API's access or command permission). */
+function kesRequest(api: KesApi): string {
+  if (!api.served) return "not served: KES's 501 before any body";
+  const what =
+    api.resource === undefined
+      ? ''
+      : api.list
+        ? ` (every ${api.resource}, filtered by the policy)`
+        : api.resource === 'identity'
+          ? ' (another identity)'
+          : api.command === 'KEY:CREATE'
+            ? ' (a new key)'
+            : ` (an existing ${api.resource})`;
+  if (api.command) return `\`${api.command}\`${what}`;
+  const access = { public: 'anyone', member: 'identities of the KES enclave', metrics: 'like `/v1/health/metrics`', sysadmin: 'SysAdmins' };
+  return `${api.stream ? 'a stream (its headers)' : 'no command'}: ${access[api.access ?? 'member']}`;
+}
 
 /** Paths of the command channel (rows come from the command table). */
 const COMMAND_PATHS = new Set(['/v1/kms', '/v1/kms/']);
@@ -310,22 +361,32 @@ function modelKms() {
   };
 }
 
-/** The routes as the server builds them, with their pre-body checks bound to the model. */
-function modelRoutes(): Route[] {
+/** The enclave of the KES API in the model (and the test's `kes.enclave`): this enclave. */
+export const KES_ENCLAVE = 'E';
+
+/** The routes as the server builds them (the KES API enabled), with their pre-body checks bound to the model. */
+function modelRoutes(): { api: Route[]; kes: Route[] } {
   const kms = modelKms();
   const node = {
     state: { kind: 'unsealed', kms, rootIdentity: { identity: identityOf(CALLERS.find((c) => c.sysAdmin)!), retired: [] } },
-    config: { admin: {}, metrics: { auth: true, identities: [] }, limits: { maxFrames: 1 } },
+    config: {
+      admin: {},
+      metrics: { auth: true, identities: [] },
+      limits: { maxFrames: 1 },
+      kes: { enabled: true, enclave: KES_ENCLAVE },
+    },
     stale: () => false,
   };
-  const unused = new Proxy({}, { get: () => () => undefined });
-  return apiRoutes({
-    node: node as never,
-    observability: unused as never,
-    pool: unused as never,
-    profiler: unused as never,
-    restart: unused as never,
+  // What the pre-body checks do not consult (handlers, logs, metrics): calls that do nothing.
+  const unused: object = new Proxy(function () {}, {
+    get: (_t, k) => (k === 'then' ? undefined : unused),
+    apply: () => undefined,
   });
+  const deps = { node: node as never, observability: unused as never };
+  return {
+    api: apiRoutes({ ...deps, pool: unused as never, profiler: unused as never, restart: unused as never }),
+    kes: kesRoutes(deps),
+  };
 }
 
 /** Runs a route's pre-body check for `identity` and `param`: undefined if it passes. */
@@ -384,12 +445,20 @@ export interface Cell {
 export interface Matrix {
   readonly commands: readonly Probe[];
   readonly routes: readonly Probe[];
+  /** The routes of the KES API (`kes.enabled`, `kes.enclave` = this enclave). */
+  readonly kes: readonly Probe[];
   readonly cells: readonly Cell[];
 }
 
-/** Every cell: every command probe × caller × URL enclave, every other route × caller. */
+/** The name a KES probe puts in the URL after a prefix route (the model's object). */
+function kesParam(route: Route, api: KesApi): string {
+  if (!route.prefix || !api.served || api.list || api.resource === undefined) return '';
+  return api.resource === 'identity' ? PROBE_KES_IDENTITY : PROBE_NAME;
+}
+
+/** Every cell: every command probe × caller × URL enclave, every other route × caller, every KES route × caller. */
 export function authorizationMatrix(): Matrix {
-  const routes = modelRoutes();
+  const { api: routes, kes } = modelRoutes();
   const route = (method: string, path: string) => {
     const r = routes.find((x) => x.method === method && x.path === path);
     if (!r) throw new Error(`no route ${method} ${path}`);
@@ -404,7 +473,22 @@ export function authorizationMatrix(): Matrix {
     const key = `${r.method} ${r.path}`;
     const p = ROUTE_PROBES[key];
     if (!p) throw new Error(`route ${key} has no probe in server/authz-matrix.ts (ROUTE_PROBES): add one, and its row to docs/security.md`);
-    routeProbes.push({ id: key, route: { method: r.method, path: r.path }, object: 'none', ...p });
+    const { query, ...rest } = p;
+    routeProbes.push({ id: key, route: { method: r.method, path: r.path, ...(query ? { query } : {}) }, object: 'none', ...rest });
+  }
+  const kesProbes: Probe[] = [];
+  for (const r of kes) {
+    const api = kesApiOf(r.path);
+    if (!api || api.method !== r.method) throw new Error(`KES route ${r.method} ${r.path} has no API in kes/apis.ts`);
+    const placeholder = api.list ? '{prefix}' : api.resource === 'identity' ? '{id}' : '{name}';
+    const id = `${r.method} ${r.path}${r.prefix ? placeholder : ''}`;
+    kesProbes.push({
+      id,
+      route: { method: r.method, path: r.path, kes: true, api },
+      object: api.resource === undefined || api.list || !r.prefix ? 'none' : api.resource === 'identity' ? 'identity' : 'name',
+      request: kesRequest(api),
+      permitted: api.served ? 'ok' : 'ERR_KES_NOT_IMPLEMENTED',
+    });
   }
   const cells: Cell[] = [];
   for (const probe of commands) {
@@ -422,7 +506,13 @@ export function authorizationMatrix(): Matrix {
     for (const caller of CALLERS)
       cells.push({ probe, caller, column: undefined, outcome: preBody(r, identityOf(caller), '') ?? probe.permitted });
   }
-  return { commands, routes: routeProbes, cells };
+  for (const probe of kesProbes) {
+    const r = kes.find((x) => x.method === probe.route!.method && x.path === probe.route!.path)!;
+    const param = kesParam(r, probe.route!.api!);
+    for (const caller of CALLERS)
+      cells.push({ probe, caller, column: undefined, outcome: preBody(r, identityOf(caller), param) ?? probe.permitted });
+  }
+  return { commands, routes: routeProbes, kes: kesProbes, cells };
 }
 
 // ------------------------------------------------------------------------------ the document
@@ -442,10 +532,12 @@ function labels(cells: readonly Cell[]): Map<Outcome, string> {
     byStatus.set(status, codes);
   }
   const out = new Map<Outcome, string>([['ok', '✓']]);
-  for (const [status, codes] of byStatus) {
-    codes.sort();
-    // ERR_NOT_ALLOWED is the plain 403; every status shared by several errors gets letters.
-    codes.forEach((code, i) => out.set(code, codes.length === 1 ? `${status}` : `${status}${String.fromCharCode(97 + i)}`));
+  for (const [status, all] of byStatus) {
+    // ERR_NOT_ALLOWED is the plain 403; the other errors of a status shared by several get letters.
+    if (all.includes('ERR_NOT_ALLOWED')) out.set('ERR_NOT_ALLOWED', `${status}`);
+    const codes = all.filter((c) => c !== 'ERR_NOT_ALLOWED').sort();
+    const lettered = all.length > 1;
+    codes.forEach((code, i) => out.set(code, lettered ? `${status}${String.fromCharCode(97 + i)}` : `${status}`));
   }
   return out;
 }
@@ -480,14 +572,14 @@ export function renderMatrix(m: Matrix = authorizationMatrix()): string {
   const byKey = new Map<string, Cell>();
   for (const c of m.cells) byKey.set(`${c.probe.id}|${c.caller.id}|${c.column?.id ?? ''}`, c);
   const cellsOf = (column: Column | '') => (p: Probe) => CALLERS.map((c) => byKey.get(`${p.id}|${c.id}|${column}`)!);
-  const permitted = m.commands
+  const permitted = [...m.commands, ...m.routes]
     .filter((p) => p.permitted !== 'ok')
     .map((p) => `\`${p.id}\` → ${label.get(p.permitted)}`)
     .join(', ');
   const parts = [
     MATRIX_BEGIN,
     '',
-    `${m.cells.length} cells: ${m.commands.length} command probes × ${CALLERS.length} callers × ${COLUMNS.length} URL enclaves, and ${m.routes.length} other routes × ${CALLERS.length} callers. Every cell is run against a real server by \`test/api/authz-matrix.test.ts\`.`,
+    `${m.cells.length} cells: ${m.commands.length} command probes × ${CALLERS.length} callers × ${COLUMNS.length} URL enclaves, ${m.routes.length} other routes × ${CALLERS.length} callers, and ${m.kes.length} routes of the KES API × ${CALLERS.length} callers. Every cell is run against a real server (\`kes.enabled: true\`, \`kes.enclave\`: this enclave) by \`test/api/authz-matrix.test.ts\`.`,
     '',
     'Callers:',
     '',
@@ -499,13 +591,22 @@ export function renderMatrix(m: Matrix = authorizationMatrix()): string {
     '',
     legend,
     '',
-    `A permitted caller gets the command's own answer where it is not ✓: ${permitted} (a single-node server with one HSM).`,
+    `A permitted caller gets the request's own answer where it is not ✓: ${permitted} (a single-node server with one HSM).`,
     '',
   ];
   for (const col of COLUMNS) {
     parts.push(`#### URL enclave: ${col.title}`, '', table(m.commands, cellsOf(col.id), label, true), '');
   }
-  parts.push('#### Other routes (no enclave)', '', table(m.routes, cellsOf(''), label, false), '', MATRIX_END);
+  parts.push('#### Other routes (no enclave)', '', table(m.routes, cellsOf(''), label, false), '');
+  parts.push(
+    '#### The KES API (every request acts in `kes.enclave`: this enclave)',
+    '',
+    `\`{name}\` is a key or policy name (the row says whether it exists; the test's names match \`${DENIED_NAMES}\`, as the model's \`${PROBE_NAME}\` does), \`{id}\` another identity of the enclave in hex, \`{prefix}\` a list prefix; what is not served answers 501 before any check.`,
+    '',
+    table(m.kes, cellsOf(''), label, false),
+    '',
+    MATRIX_END,
+  );
   return parts.join('\n');
 }
 

@@ -5,6 +5,10 @@
  * derived from the command table and the route rules; here real identities, policies and
  * service accounts send real requests over mutual TLS, and every answer must match in status
  * and exact message. docs/security.md shows the same matrix (test/unit/authz-matrix-doc.test.ts).
+ *
+ * The server has the KES API on (`kes.enclave` is this enclave), so that its routes are run too.
+ * The debug probes leave nothing behind: a profiling session is started before and stopped after
+ * each profiling cell, and the restart probe is one the node answers without restarting.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,6 +18,7 @@ import { startServer, type TestServer } from '../helpers/server.js';
 import { clientFor } from '../helpers/clients.js';
 import { closeSession, h2Request, h2Session, type RawAnswer } from '../helpers/security.js';
 import { generateApiKey } from '../../src/identity/api-key.js';
+import { kesIdentityOf } from '../../src/identity/kes.js';
 import { ERRORS } from '../../src/errors.js';
 import { encodeFrames } from '../../src/protocol/frames.js';
 import { encodeMessage } from '../../src/protocol/schema.js';
@@ -25,6 +30,7 @@ import {
   DENIED_NAMES,
   POLICY_RULES,
   PROBE_IDENTITY,
+  PROBE_KES_IDENTITY,
   PROBE_NAME,
   authorizationMatrix,
   type CallerId,
@@ -57,14 +63,16 @@ const fresh = () => `mx-${(counter++).toString(36)}-obj`;
 const freshIdentity = () => generateApiKey().identity;
 
 before(async () => {
-  server = await startServer();
+  server = await startServer({ config: `version: v1\nkes:\n  enabled: true\n  enclave: ${ENCLAVE.E}\n` });
   root = clientFor(server, server.apiKey);
   // The objects the test uses are matched by the policies exactly as the model's are.
   const deny = normalizePolicy(POLICY_RULES['allow+deny'].allow, POLICY_RULES['allow+deny'].deny, () => true);
   for (const [real, model] of [
     ['mx-key-obj', PROBE_NAME],
+    ['mx-pol-obj', PROBE_NAME],
     [fresh(), PROBE_NAME],
     [freshIdentity(), PROBE_IDENTITY],
+    [freshIdentity(), `h1:${Buffer.from(PROBE_KES_IDENTITY, 'hex').toString('base64url')}`],
   ]) {
     assert.equal(isAllowed(deny, 'KEY:STATUS', real!), isAllowed(deny, 'KEY:STATUS', model!), `${real} vs ${model}`);
   }
@@ -214,10 +222,95 @@ async function commandMessage(cell: Cell, outcomes: Map<string, Outcome>): Promi
   throw new Error(`no request for probe ${id}: add one to test/api/authz-matrix.test.ts`);
 }
 
-/** Sends the cell's request as its caller. */
+const JSON_TYPE = { 'content-type': 'application/json' };
+const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64');
+
+/** The path and body of a KES probe, after preparing what it needs (as root). */
+async function kesMessage(cell: Cell): Promise<{ path: string; body?: Buffer }> {
+  const { method, path } = cell.probe.route!;
+  const json = (v: unknown) => Buffer.from(JSON.stringify(v));
+  const fx = fixtures.E;
+  if (!cell.probe.route!.api!.served) return { path: path.endsWith('/') ? `${path}mx-x-obj` : path };
+  switch (`${method} ${path}`) {
+    case 'GET /v1/ready':
+    case 'GET /v1/status':
+    case 'GET /v1/api':
+    case 'GET /v1/metrics':
+    case 'GET /v1/identity/self/describe':
+    case 'GET /v1/log/error':
+    case 'GET /v1/log/audit':
+    case 'GET /v1/key/list':
+    case 'GET /v1/policy/list':
+    case 'GET /v1/identity/list':
+      return { path };
+    case 'GET /v1/key/list/':
+    case 'GET /v1/policy/list/':
+    case 'GET /v1/identity/list/':
+      return { path: `${path}mx-` };
+    case 'POST /v1/key/create/':
+      return { path: path + fresh() };
+    case 'POST /v1/key/import/':
+      return { path: path + fresh(), body: json({ key: b64(randomBytes(32)), cipher: 'AES256' }) };
+    case 'DELETE /v1/key/delete/': {
+      const name = fresh();
+      await root.createKey(ENCLAVE.E, { name });
+      return { path: path + name };
+    }
+    case 'GET /v1/key/describe/':
+      return { path: `${path}mx-key-obj` };
+    case 'POST /v1/key/generate/':
+      return { path: `${path}mx-key-obj`, body: json({}) };
+    case 'POST /v1/key/encrypt/':
+      return { path: `${path}mx-key-obj`, body: json({ plaintext: b64(Buffer.from('p')) }) };
+    case 'POST /v1/key/decrypt/':
+      return { path: `${path}mx-key-obj`, body: json({ ciphertext: b64(fx.ciphertext) }) };
+    case 'POST /v1/key/bulk/decrypt/':
+      return { path: `${path}mx-key-obj`, body: json([{ ciphertext: b64(fx.ciphertext) }]) };
+    case 'PUT /v1/key/hmac/':
+      return { path: `${path}mx-key-obj`, body: json({ message: b64(Buffer.from('m')) }) };
+    case 'GET /v1/policy/describe/':
+    case 'GET /v1/policy/read/':
+      return { path: `${path}mx-pol-obj` };
+    case 'GET /v1/identity/describe/':
+      return { path: path + kesIdentityOf(fx.peer) };
+  }
+  throw new Error(`no request for KES probe ${cell.probe.id}: add one to test/api/authz-matrix.test.ts`);
+}
+
+/** Stops a profiling session, if one runs or waits to be downloaded (as SysAdmin). */
+async function stopProfiling(): Promise<void> {
+  const r = await h2Request(sessions.sysadmin, { method: 'DELETE', path: '/v1/debug/pprof' });
+  if (r.status !== 200 && r.message !== ERRORS.ERR_PROFILE_NOT_STARTED[1])
+    throw new Error(`stopping the profiling: ${r.status} ${r.message}`);
+}
+
+/** Sends the cell's request as its caller (profiling cells: started before, stopped after, as SysAdmin). */
 async function run(cell: Cell, outcomes: Map<string, Outcome>): Promise<RawAnswer> {
+  const pprof = cell.probe.route?.path === '/v1/debug/pprof';
+  if (pprof && cell.probe.route!.method === 'DELETE') {
+    const r = await h2Request(sessions.sysadmin, { method: 'POST', path: '/v1/debug/pprof?block=1000000' });
+    if (r.status !== 200) throw new Error(`starting the profiling: ${r.status} ${r.message}`);
+  }
+  try {
+    return await send(cell, outcomes);
+  } finally {
+    if (pprof) await stopProfiling();
+  }
+}
+
+async function send(cell: Cell, outcomes: Map<string, Outcome>): Promise<RawAnswer> {
   const session = sessions[cell.caller.id];
   const p = cell.probe;
+  if (p.route?.kes) {
+    const { path, body } = await kesMessage(cell);
+    return h2Request(session, {
+      method: p.route.method,
+      path,
+      body,
+      headers: body ? JSON_TYPE : {},
+      headersOnly: p.route.api!.stream === true,
+    });
+  }
   if (p.command) {
     const msg = await commandMessage(cell, outcomes);
     const url = ENCLAVE[modelEnclave(cell)];
@@ -229,7 +322,8 @@ async function run(cell: Cell, outcomes: Map<string, Outcome>): Promise<RawAnswe
       headers: { 'content-type': OCTET, accept: OCTET },
     });
   }
-  const { method, path } = p.route!;
+  const { method, query } = p.route!;
+  const path = query ? `${p.route!.path}?${query}` : p.route!.path;
   if (method === 'PUT') return h2Request(session, { method, path, body: Buffer.from('no backup at all') });
   return h2Request(session, {
     method,
@@ -264,10 +358,15 @@ test('every cell of the authorization matrix, against a real server', { timeout:
     if (!matches(cell.outcome, got)) wrong.push(`${where}: got ${got.status} '${got.message}', want ${show(cell.outcome)}`);
   }
   const seconds = (performance.now() - t0) / 1000;
-  t.diagnostic(`${m.cells.length} cells (${m.commands.length} command probes, ${m.routes.length} routes) in ${seconds.toFixed(1)} s`);
+  t.diagnostic(
+    `${m.cells.length} cells (${m.commands.length} command probes, ${m.routes.length} routes, ${m.kes.length} KES routes) in ${seconds.toFixed(1)} s`,
+  );
   assert.deepEqual(wrong.slice(0, 40), [], `${wrong.length} of ${m.cells.length} cells differ from the matrix`);
 
-  // And the node is unharmed: the fixtures are still there and still decrypt.
+  // And the node is unharmed: nothing is profiled, the fixtures are still there and still decrypt.
+  const status = await h2Request(sessions.sysadmin, { method: 'GET', path: '/v1/debug/pprof', headers: { accept: 'application/json' } });
+  assert.equal(status.status, 200);
+  assert.deepEqual(JSON.parse(status.body.toString()), {}, 'a profiling session was left behind');
   for (const e of ['E', 'F'] as const) {
     const [pt] = await root.decrypt(ENCLAVE[e], [{ name: 'mx-key-obj', version: 1, ciphertext: fixtures[e].ciphertext }]);
     assert.equal(pt!.plaintext.toString(), 'matrix');

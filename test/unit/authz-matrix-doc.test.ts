@@ -2,7 +2,8 @@
  * docs/security.md cannot drift from the code: its authorization matrix section is exactly what
  * src/server/authz-matrix.ts derives from the command table and the route rules
  * (`node scripts/authz-matrix.mjs` rewrites it), and the matrix covers every command of the
- * catalogue, every route of the server, and the callers and URL enclaves issue 11 asks for.
+ * catalogue, every route of the server and of the KES API, and the callers and URL enclaves
+ * issue 11 asks for.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../helpers/server.js';
 import { COMMANDS } from '../../src/protocol/commands.js';
+import { KES_APIS } from '../../src/kes/apis.js';
 import { CALLERS, COLUMNS, MATRIX_BEGIN, MATRIX_END, authorizationMatrix, renderMatrix } from '../../src/server/authz-matrix.js';
 
 const DOC = join(REPO_ROOT, 'docs/security.md');
@@ -26,7 +28,7 @@ test('docs/security.md shows the matrix the code derives', () => {
   );
 });
 
-test('the matrix covers every command, route, kind of caller and URL enclave', () => {
+test('the matrix covers every command, route, KES API, kind of caller and URL enclave', () => {
   const m = authorizationMatrix();
   const probed = new Set(m.commands.map((p) => p.command!.name));
   assert.deepEqual(
@@ -42,11 +44,18 @@ test('the matrix covers every command, route, kind of caller and URL enclave', (
     COLUMNS.map((c) => c.id),
     ['own', 'other', 'none', 'missing'],
   );
-  assert.equal(m.cells.length, m.commands.length * CALLERS.length * COLUMNS.length + m.routes.length * CALLERS.length);
-  // A stranger reaches nothing but /version and health; without a certificate likewise.
+  // Every KES API but /version (one route for both clients, in the routes above) has a row.
+  const kesProbed = new Set(m.kes.map((p) => `${p.route!.api!.method} ${p.route!.api!.path}`));
+  assert.deepEqual(
+    KES_APIS.filter((a) => a.path !== '/version' && !kesProbed.has(`${a.method} ${a.path}`)).map((a) => `${a.method} ${a.path}`),
+    [],
+    'KES APIs without a row',
+  );
+  assert.equal(m.cells.length, m.commands.length * CALLERS.length * COLUMNS.length + (m.routes.length + m.kes.length) * CALLERS.length);
+  // A stranger reaches nothing but /version and health (KES's: /v1/ready); without a certificate likewise.
   for (const c of m.cells) {
     if (c.caller.id !== 'none' && c.caller.id !== 'unknown') continue;
-    const open = c.probe.route && /^GET \/(version|v1\/health\/(live|ready))$/.test(c.probe.id);
+    const open = c.probe.route && /^GET \/(version|v1\/health\/(live|ready)|v1\/ready)$/.test(c.probe.id);
     assert.equal(c.outcome === 'ok', Boolean(open), `${c.probe.id} for ${c.caller.id}: ${c.outcome}`);
   }
 });

@@ -7,7 +7,9 @@ import { afterEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFileSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createLogger, formatMessage, LogRing, parseStack, type LogEntry } from '../../src/server/log.js';
+import { clip, createLogger, formatMessage, LogRing, parseStack, type LogEntry } from '../../src/server/log.js';
+import { COMMANDS } from '../../src/protocol/commands.js';
+import { ERRORS } from '../../src/errors.js';
 import { AuditLog, verifyAuditFile, type AuditEvent } from '../../src/server/audit.js';
 import { encodeLogFrame, MAX_LOG_RECORD, Observability, type NodeView } from '../../src/server/observability.js';
 import { FastHistogram, Metrics } from '../../src/server/metrics.js';
@@ -231,6 +233,40 @@ describe('audit log', () => {
     log.close();
     assert.equal(JSON.parse(readFileSync(file, 'utf8')).object.length, 257);
     assert.deepEqual(verifyAuditFile(file), { ok: true, lines: 1 });
+  });
+
+  test('worst-case line sizes, as docs/security.md states them', () => {
+    const file = join(scratch(), 'audit.log');
+    const log = AuditLog.open(file);
+    const longest = (xs: readonly string[]) => xs.reduce((a, b) => (b.length > a.length ? b : a));
+    // Every field at its longest; a client's text that is no name, cut as server/observability.ts
+    // cuts it, in characters JSON spells as 6-byte \uXXXX escapes.
+    const garbage = clip('\u0001'.repeat(1_000_000));
+    const name = 'a'.repeat(128);
+    const base = {
+      identity: `h1:${'A'.repeat(43)}`,
+      command: longest(COMMANDS.map((c) => c.name)),
+      status: 503,
+      latency_ms: 30000.123,
+      privilege: 'Admin (service account)',
+      request_id: '00000000-0000-4000-8000-000000000000', // a UUID, like the server's
+    };
+    const code = longest(Object.keys(ERRORS));
+    log.append(event(0, { ...base, enclave: 'e', object: 'o' })); // the first line carries the chain id
+    log.append(event(1, { ...base, enclave: name, object: name, outcome: 'ok' }));
+    log.append(event(2, { ...base, enclave: name, object: garbage, outcome: code, frames: 10_000 }));
+    log.append(event(3, { ...base, enclave: garbage, object: garbage, outcome: code, frames: 10_000 }));
+    log.close();
+    const bytes = readFileSync(file, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => Buffer.byteLength(l) + 1);
+    // A frame that ran: about 705 bytes; a failed frame's line: about 2.2 KiB; a request refused before its body: about 3.6 KiB.
+    const [, ran, failed, refused] = bytes as [number, number, number, number];
+    assert.ok(ran > 680 && ran <= 720, `a frame that ran: ${ran} bytes`);
+    assert.ok(failed > 2100 && failed <= 2250, `a failed frame: ${failed} bytes`);
+    assert.ok(refused > 3500 && refused <= 3700, `a refused request: ${refused} bytes`);
+    assert.deepEqual(verifyAuditFile(file), { ok: true, lines: 4 });
   });
 });
 
