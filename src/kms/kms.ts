@@ -380,8 +380,8 @@ export class Kms {
   /** Version `version` of a key (0 = latest). */
   keyVersion(enclave: string, name: string, version: number): KeyVersion {
     const ring = this.#ring(this.enclave(enclave), name);
-    if (version === 0) return ring.versions[ring.versions.length - 1]!;
-    const v = findVersion(ring, version);
+    const v = version === 0 ? ring.versions[ring.versions.length - 1]! : findVersion(ring, version);
+    if (v?.pending) return pendingFallback(ring, version);
     if (!v) throw new KmsError('ERR_KEY_NOT_FOUND');
     return v;
   }
@@ -483,6 +483,12 @@ export class Kms {
         );
       // Adding a version is not idempotent (a retry adds another one): no retry ledger for it.
       const rev = addVersion ? await commit() : await this.#uncertain(path, m.createdBy, v.createdAt.toISOString(), commit);
+      if (this.#repo.staged) {
+        // Until its commit is durable, nothing is sealed with the new version: a crash of the
+        // machine before then would lose it, and with it whatever it had sealed.
+        v.pending = true;
+        this.#repo.afterDurable(() => (v.pending = false));
+      }
       e.keys.set(name, { ...next, rev });
     }, opts);
   }
@@ -546,6 +552,7 @@ export class Kms {
     if (version !== 0) return openVersion(this.keyVersion(enclave, name, version), ciphertext, ad, json);
     const ring = this.#ring(this.enclave(enclave), name);
     for (let i = ring.versions.length - 1; i >= 0; i--) {
+      if (ring.versions[i]!.pending) continue;
       try {
         return openVersion(ring.versions[i]!, ciphertext, ad, json);
       } catch {
@@ -860,7 +867,7 @@ export class Kms {
         await fn();
         this.#commits++;
       },
-      { deadline },
+      { deadline, pipelined: true },
     );
   }
 }
@@ -958,6 +965,18 @@ function openVersion(v: KeyVersion, ciphertext: Uint8Array, ad: Uint8Array, json
 /** The key version made ready for the data path (prepared once, on first use). */
 function prepared(v: KeyVersion): PreparedKey {
   return (v.prepared ??= new PreparedKey(v.type, v.key));
+}
+
+/**
+ * A key version whose creation is not durable yet does not exist for the data path: version 0
+ * is then the newest durable version, and a key with none is not found (its creation has not
+ * been acknowledged, so a request racing with it may see either).
+ */
+function pendingFallback(ring: KeyRing, version: number): KeyVersion {
+  if (version === 0) {
+    for (let i = ring.versions.length - 1; i >= 0; i--) if (!ring.versions[i]!.pending) return ring.versions[i]!;
+  }
+  throw new KmsError('ERR_KEY_NOT_FOUND');
 }
 
 function findVersion(ring: KeyRing, version: number): KeyVersion | undefined {

@@ -110,6 +110,8 @@ export interface KeyVersion {
   macKey?: Buffer;
   /** The key made ready for the data path (crypto/ciphertext.ts), on first use. */
   prepared?: PreparedKey;
+  /** Its creation is staged but not durable yet (kms/repo.ts): not used to seal or open. */
+  pending?: boolean;
 }
 
 export interface KeyRing {

@@ -34,6 +34,15 @@ export interface CommitResult {
   readonly rev: number;
 }
 
+/**
+ * A commit applied in order but not yet durable (`Store.stage`). Later reads and stages see it
+ * at once; `durable` resolves when it would survive a crash of the machine, and rejects with an
+ * ambiguous `StoreUnavailableError` if the store could not make it durable.
+ */
+export interface StagedCommit extends CommitResult {
+  readonly durable: Promise<void>;
+}
+
 export interface CommitOptions {
   /**
    * Absolute time (ms since the epoch) after which the commit must not be sent, nor sent
@@ -69,6 +78,14 @@ export interface Store {
    * A resolved `{ ok: true }` is an acknowledged write that survives a crash.
    */
   commit(conditions: readonly Condition[], mutations: readonly Mutation[], options?: CommitOptions): Promise<CommitResult>;
+  /**
+   * Like `commit`, but returns as soon as the commit is applied, before it is durable (see
+   * `StagedCommit`), so that a writer can prepare the next commit while this one reaches the
+   * disk, and one sync covers every commit staged meanwhile (group commit). Durability is in
+   * order: when a commit is durable, so is every commit staged before it. Absent on backends
+   * whose commits are durable when applied (etcd, memory).
+   */
+  stage?(conditions: readonly Condition[], mutations: readonly Mutation[]): StagedCommit;
   /** See `StoreHealth`; absent on backends that cannot tell (the in-memory store). */
   health?(): StoreHealth;
   close(): Promise<void>;

@@ -1,19 +1,21 @@
 /**
  * Unit tests of src/store/sqlite.ts and src/store/memory.ts: the Store conformance suite
- * (test/helpers/store-suite.ts) against both, plus what only the embedded backend promises: file modes, WAL + synchronous=FULL, the schema
- * version check, a commit surviving the death of its process, and one revision sequence even
- * when two SqliteStore objects open the same directory.
+ * (test/helpers/store-suite.ts) against both, plus what only the embedded backend promises: file modes, WAL + synchronous=NORMAL with its
+ * own group sync of the WAL (stage, durability in order, a failed sync), the schema version
+ * check, a commit surviving the death of its process, and one writer per directory.
  */
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import { chmodSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { SqliteStore, SQLITE_FILE } from '../../src/store/sqlite.js';
 import { MemoryStore } from '../../src/store/memory.js';
-import type { Store } from '../../src/store/store.js';
+import { StoreUnavailableError, type Store } from '../../src/store/store.js';
 import { storeSuite, type StoreFixture } from '../helpers/store-suite.js';
 
 function tempDir(): string {
@@ -103,7 +105,7 @@ describe('SqliteStore (embedded backend)', () => {
       }
     }));
 
-  it('runs its own connection in WAL mode with synchronous=FULL', () =>
+  it('runs its own connection in WAL mode with synchronous=NORMAL (the store syncs the WAL itself)', () =>
     inTemp(async (_root, dir) => {
       // synchronous is a per-connection setting (a second connection shows its own default,
       // which better-sqlite3 builds as NORMAL in WAL mode), so look at the store's connection:
@@ -126,7 +128,7 @@ describe('SqliteStore (embedded backend)', () => {
         const conn = [...seen][0]!;
         const cases: [string, unknown][] = [
           ['journal_mode', 'wal'],
-          ['synchronous', 2], // 2 = FULL
+          ['synchronous', 1], // 1 = NORMAL: the store's own fdatasync makes commits durable
         ];
         for (const [i, [pragma, want]] of cases.entries()) {
           const got = conn.pragma(pragma, { simple: true });
@@ -219,4 +221,82 @@ describe('SqliteStore (embedded backend)', () => {
       assert.equal((await b.get('k'))?.value.toString(), 'still mine');
       await b.close();
     }));
+
+  it('group commit: staged commits are visible at once, durable in order, and share syncs', () =>
+    inTemp(async (_root, dir) => {
+      const store = new SqliteStore(dir);
+      let syncs = 0;
+      const restore = patchFdatasync((fd, cb, real) => {
+        syncs++;
+        real(fd, cb);
+      });
+      try {
+        const order: number[] = [];
+        const staged = Array.from({ length: 50 }, (_, i) =>
+          store.stage([{ key: `k${i}`, rev: 0 }], [{ key: `k${i}`, value: Buffer.from(`v${i}`) }]),
+        );
+        for (const [i, s] of staged.entries()) {
+          assert.ok(s.ok, `case ${i}: staged commit refused`);
+          void s.durable.then(() => order.push(i));
+        }
+        // Applied before durable: a read (and a conditional stage) sees it.
+        assert.equal((await store.get('k49'))?.value.toString(), 'v49');
+        assert.equal(store.stage([{ key: 'k0', rev: 0 }], []).ok, false, 'a stage conditional on k0 not existing: got ok, want refused');
+        await Promise.all(staged.map((s) => s.durable));
+        assert.deepEqual(
+          order,
+          [...order].sort((a, b) => a - b),
+          `durable out of order: ${order.join(',')}`,
+        );
+        assert.ok(syncs >= 1 && syncs < 50, `50 commits staged together: got ${syncs} syncs, want fewer than 50`);
+        const revs = staged.map((s) => s.rev);
+        assert.deepEqual(
+          revs,
+          [...revs].sort((a, b) => a - b),
+          'revisions in staging order',
+        );
+      } finally {
+        restore();
+        await store.close();
+      }
+    }));
+
+  it('a failed sync fails the commits it covered as ambiguous, and the store refuses writes from then on', () =>
+    inTemp(async (_root, dir) => {
+      const store = new SqliteStore(dir);
+      const restore = patchFdatasync((_fd, cb) =>
+        setImmediate(() => cb(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }))),
+      );
+      try {
+        const staged = store.stage([], [{ key: 'k', value: Buffer.from('v') }]);
+        await assert.rejects(
+          staged.durable,
+          (err: unknown) => err instanceof StoreUnavailableError && err.ambiguous && /EIO/.test(err.message),
+        );
+        await assert.rejects(
+          store.commit([], [{ key: 'k2', value: Buffer.from('v') }]),
+          (err: unknown) => err instanceof StoreUnavailableError && !err.ambiguous,
+        );
+        const h = store.health();
+        assert.equal(h.write, 'unavailable', `health after a failed sync: got ${h.write}, want unavailable`);
+        assert.match(h.detail, /restart the server/);
+      } finally {
+        restore();
+        await store.close();
+      }
+    }));
 });
+
+type SyncCb = (err: NodeJS.ErrnoException | null) => void;
+
+/** Replaces fs.fdatasync (as the store imports it) until the returned function is called. */
+function patchFdatasync(fn: (fd: number, cb: SyncCb, real: typeof fs.fdatasync) => void): () => void {
+  const real = fs.fdatasync;
+  const mod = fs as unknown as { default: { fdatasync: typeof fs.fdatasync } };
+  mod.default.fdatasync = ((fd: number, cb: SyncCb) => fn(fd, cb, real)) as typeof fs.fdatasync;
+  syncBuiltinESMExports();
+  return () => {
+    mod.default.fdatasync = real;
+    syncBuiltinESMExports();
+  };
+}
