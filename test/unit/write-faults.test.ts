@@ -32,6 +32,7 @@ import { openRootKey, CLUSTER_KEY } from '../../src/hsm/root-key.js';
 import { SoftHsm, generateSoftHsmKey } from '../../src/hsm/soft.js';
 import { writeFileAtomic } from '../../src/store/atomic-file.js';
 import { loadLocalSoftHsmKey } from '../../src/hsm/local-key.js';
+import { rejectsWith } from '../helpers/clients.js';
 
 const ROOT = generateApiKey('k1').identity;
 const ALICE = generateApiKey('k1').identity;
@@ -80,14 +81,6 @@ class FaultyStore implements Store {
   }
 }
 
-async function expectCode(p: Promise<unknown>, code: ErrorCode, label: string): Promise<void> {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(err instanceof KmsError, `${label}: got ${String(err)}, want KmsError ${code}`);
-    assert.equal(err.code, code, `${label}: got ${err.code} (${err.message}), want ${code}`);
-    return true;
-  });
-}
-
 /** Two "nodes" (Kms instances) over one shared store, each through its own faulty wrapper. */
 async function twoNodes(
   timeoutMs?: number,
@@ -124,7 +117,7 @@ describe('store failures on the write path', () => {
     for (const [i, c] of cases.entries()) {
       const { a, kmsA, shared } = await twoNodes();
       a.faults.push(c.fault);
-      await expectCode(kmsA.createKey(ALICE, 'e', 'k', '', false), c.code, `case ${i} (${c.fault})`);
+      await rejectsWith(kmsA.createKey(ALICE, 'e', 'k', '', false), c.code, `case ${i} (${c.fault})`);
       const stored = (await shared.range('key/')).length;
       assert.equal(stored, c.applied ? 1 : 0, `case ${i} (${c.fault}): ${stored} key records in the store`);
       // The node's memory only follows acknowledged writes (the feed brings the rest).
@@ -146,7 +139,7 @@ describe('a retry after an unknown outcome', () => {
   it('KEY:CREATE by the same requester with the same parameters succeeds on the same node and on another one', async () => {
     const { a, kmsA, shared, reloadB } = await twoNodes();
     a.faults.push('ambiguous-applied');
-    await expectCode(kmsA.createKey(ALICE, 'e', 'k', 'AES256', false), 'ERR_STORE_OUTCOME_UNKNOWN', 'first attempt');
+    await rejectsWith(kmsA.createKey(ALICE, 'e', 'k', 'AES256', false), 'ERR_STORE_OUTCOME_UNKNOWN', 'first attempt');
     // Node A's change feed brings the record it could not confirm.
     const rec = (await shared.get('key/e/k'))!;
     kmsA.followChanges();
@@ -168,24 +161,24 @@ describe('a retry after an unknown outcome', () => {
   it('only such a retry: other requesters, other parameters, later versions and plain duplicates get 409', async () => {
     const { a, kmsA, shared, reloadB } = await twoNodes();
     a.faults.push('ambiguous-applied');
-    await expectCode(kmsA.createKey(ALICE, 'e', 'k', 'AES256', false), 'ERR_STORE_OUTCOME_UNKNOWN', 'first attempt');
+    await rejectsWith(kmsA.createKey(ALICE, 'e', 'k', 'AES256', false), 'ERR_STORE_OUTCOME_UNKNOWN', 'first attempt');
     await until('the attempt is published', async () => (await shared.get(retryPath('key/e/k'))) !== undefined);
     const kmsB = await reloadB();
-    await expectCode(kmsB.createKey(BOB, 'e', 'k', 'AES256', false), 'ERR_KEY_EXISTS', 'another requester');
-    await expectCode(kmsB.createKey(ALICE, 'e', 'k', 'ChaCha20', false), 'ERR_KEY_EXISTS', 'another key type');
-    await expectCode(kmsB.importKey(ALICE, 'e', 'k', 'AES256', randomBytes(32)), 'ERR_KEY_EXISTS', 'an import over it');
+    await rejectsWith(kmsB.createKey(BOB, 'e', 'k', 'AES256', false), 'ERR_KEY_EXISTS', 'another requester');
+    await rejectsWith(kmsB.createKey(ALICE, 'e', 'k', 'ChaCha20', false), 'ERR_KEY_EXISTS', 'another key type');
+    await rejectsWith(kmsB.importKey(ALICE, 'e', 'k', 'AES256', randomBytes(32)), 'ERR_KEY_EXISTS', 'an import over it');
     // A plain duplicate (the first create was acknowledged) keeps the wire contract's 409.
     await kmsB.createKey(ALICE, 'e', 'plain', 'AES256', false);
-    await expectCode(kmsB.createKey(ALICE, 'e', 'plain', 'AES256', false), 'ERR_KEY_EXISTS', 'plain duplicate');
+    await rejectsWith(kmsB.createKey(ALICE, 'e', 'plain', 'AES256', false), 'ERR_KEY_EXISTS', 'plain duplicate');
     // Once the key has a second version, a create is no retry of the first one.
     await kmsB.createKey(ALICE, 'e', 'k', '', true);
-    await expectCode(kmsB.createKey(ALICE, 'e', 'k', 'AES256', false), 'ERR_KEY_EXISTS', 'after a new version');
+    await rejectsWith(kmsB.createKey(ALICE, 'e', 'k', 'AES256', false), 'ERR_KEY_EXISTS', 'after a new version');
   });
 
   it('a lost attempt is simply created by the retry; an expired note is no longer a retry', async () => {
     const { a, kmsA, shared } = await twoNodes();
     a.faults.push('ambiguous-lost');
-    await expectCode(kmsA.createKey(ALICE, 'e', 'k', '', false), 'ERR_STORE_OUTCOME_UNKNOWN', 'first attempt');
+    await rejectsWith(kmsA.createKey(ALICE, 'e', 'k', '', false), 'ERR_STORE_OUTCOME_UNKNOWN', 'first attempt');
     await kmsA.createKey(ALICE, 'e', 'k', '', false);
     assert.equal((await shared.range('key/')).length, 1);
     // Give the ledger the time to look: nothing to publish for a lost attempt.
@@ -197,16 +190,16 @@ describe('a retry after an unknown outcome', () => {
   it('ENCLAVE:CREATE and KEY:IMPORT retries succeed too', async () => {
     const { a, kmsA, shared, reloadB } = await twoNodes();
     a.faults.push('ambiguous-applied');
-    await expectCode(kmsA.createEnclave(ALICE, 'tenant'), 'ERR_STORE_OUTCOME_UNKNOWN', 'enclave');
+    await rejectsWith(kmsA.createEnclave(ALICE, 'tenant'), 'ERR_STORE_OUTCOME_UNKNOWN', 'enclave');
     const material = randomBytes(32);
     a.faults.push('ambiguous-applied');
-    await expectCode(kmsA.importKey(ALICE, 'e', 'imp', 'AES256', material), 'ERR_STORE_OUTCOME_UNKNOWN', 'import');
+    await rejectsWith(kmsA.importKey(ALICE, 'e', 'imp', 'AES256', material), 'ERR_STORE_OUTCOME_UNKNOWN', 'import');
     await until('both attempts are published', async () => (await shared.range('retry/')).length === 2);
     const kmsB = await reloadB();
     await kmsB.createEnclave(ALICE, 'tenant');
-    await expectCode(kmsB.createEnclave(BOB, 'tenant'), 'ERR_ENCLAVE_EXISTS', 'enclave, another requester');
+    await rejectsWith(kmsB.createEnclave(BOB, 'tenant'), 'ERR_ENCLAVE_EXISTS', 'enclave, another requester');
     await kmsB.importKey(ALICE, 'e', 'imp', 'AES256', material);
-    await expectCode(kmsB.importKey(ALICE, 'e', 'imp', 'AES256', randomBytes(32)), 'ERR_KEY_EXISTS', 'import of other material');
+    await rejectsWith(kmsB.importKey(ALICE, 'e', 'imp', 'AES256', randomBytes(32)), 'ERR_KEY_EXISTS', 'import of other material');
   });
 });
 
@@ -222,7 +215,7 @@ describe('write deadlines', () => {
     a.gate = undefined;
     release();
     await slow;
-    await expectCode(queued, 'ERR_STORE_TIMEOUT', 'queued past its deadline');
+    await rejectsWith(queued, 'ERR_STORE_TIMEOUT', 'queued past its deadline');
     assert.equal(a.commits.length - sentBefore, 1, 'only the first write reached the store');
     const deadline = a.commits.at(-1)!.options?.deadline;
     assert.ok(deadline !== undefined && deadline > Date.now(), `the commit carried the write's deadline, got ${deadline}`);
@@ -247,7 +240,7 @@ describe('write deadlines', () => {
     a.gate = undefined;
     release();
     await first;
-    await expectCode(second, 'ERR_STORE_TIMEOUT', 'the second write waited longer than the store timeout');
+    await rejectsWith(second, 'ERR_STORE_TIMEOUT', 'the second write waited longer than the store timeout');
     assert.equal(a.commits.length, sent + 1, 'the second write was never sent');
   });
 });
