@@ -13,7 +13,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { newHsmKey, removeDir, startServer, tempDir, freePort, type TestServer } from '../helpers/server.js';
-import { waitFor } from '../helpers/wait.js';
+import { eventually, waitFor } from '../helpers/wait.js';
 import { clientFor, newUser, rejectsWith } from '../helpers/clients.js';
 import { SKIP_PKCS11, SOFTHSM_MODULE, SoftHsmToken, secretTemplate } from '../helpers/softhsm.js';
 import { SQLITE_FILE } from '../../src/store/sqlite.js';
@@ -101,16 +101,7 @@ function tokenEnv(t: SoftHsmToken): Record<string, string> {
 }
 
 async function waitReady(c: KmsClient, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await c.ready();
-      return;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
+  await eventually('readiness', () => c.ready(), timeoutMs, 200);
 }
 
 async function assertSealed(s: TestServer, label: string): Promise<void> {

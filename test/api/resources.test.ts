@@ -67,6 +67,7 @@ class Bystander {
         }
         this.worstMs = Math.max(this.worstMs, performance.now() - t0);
         i++;
+        // The pace of the load, not a wait for something: a slower machine sends less.
         await new Promise((r) => setTimeout(r, 20));
       }
     })();

@@ -1,9 +1,11 @@
 /** Clients and assertions shared by the API tests. */
 import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
 import { generateApiKey } from '../../src/identity/api-key.js';
 import { KmsClient, HttpError } from '../../src/client/client.js';
 import { ERRORS, KmsError, type ErrorCode } from '../../src/errors.js';
 import type { TestServer } from './server.js';
+import { waitFor } from './wait.js';
 
 /** A client of `server` authenticating with `apiKey` (none = no client certificate). */
 export function clientFor(server: TestServer, apiKey?: string): KmsClient {
@@ -61,4 +63,43 @@ export async function assertSealed(server: TestServer, reason: RegExp): Promise<
   } finally {
     c.close();
   }
+}
+
+/** The lines of an audit log file (none if there is no file yet). */
+export function auditFileLines(file: string): string[] {
+  return existsSync(file)
+    ? readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => l !== '')
+    : [];
+}
+
+/**
+ * The lines of the audit log `file` of the server `c` talks to, once everything it audited so far
+ * is in the file: the log is written behind (up to 100 ms), so this polls until the file holds
+ * `base` + minkms_audit_records_total lines. `base`: the lines the file had before this server
+ * started (a restarted server appends to its predecessor's log and counts from 0). `c` must be
+ * allowed to read the metrics (a SysAdmin).
+ */
+export async function settledAuditLines(c: KmsClient, file: string, base = 0, timeoutMs = 20_000): Promise<string[]> {
+  return waitFor(
+    `the audit log ${file} to hold every audited record`,
+    async () => {
+      const res = await c.transport.request({ method: 'GET', path: '/v1/health/metrics' });
+      assert.equal(res.status, 200, `metrics: HTTP ${res.status}`);
+      const m = /^minkms_audit_records_total (\d+)$/m.exec(res.body.toString('utf8'));
+      assert.ok(m, 'minkms_audit_records_total is not among the metrics');
+      const lines = auditFileLines(file);
+      return lines.length >= base + Number(m[1]) && lines;
+    },
+    timeoutMs,
+  );
+}
+
+/** Requests the server of `c` is serving (minkms_http_requests_inflight), not counting the one that asks. */
+export async function inflightRequests(c: KmsClient): Promise<number> {
+  const res = await c.transport.request({ method: 'GET', path: '/v1/health/metrics' });
+  const m = /^minkms_http_requests_inflight (\d+)$/m.exec(res.body.toString('utf8'));
+  assert.ok(m, `no minkms_http_requests_inflight in the metrics (HTTP ${res.status})`);
+  return Number(m[1]) - 1;
 }

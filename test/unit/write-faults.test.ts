@@ -32,6 +32,7 @@ import { openRootKey, CLUSTER_KEY } from '../../src/hsm/root-key.js';
 import { SoftHsm, generateSoftHsmKey } from '../../src/hsm/soft.js';
 import { writeFileAtomic } from '../../src/store/atomic-file.js';
 import { loadLocalSoftHsmKey } from '../../src/hsm/local-key.js';
+import { waitFor } from '../helpers/wait.js';
 import { rejectsWith } from '../helpers/clients.js';
 
 const ROOT = generateApiKey('k1').identity;
@@ -59,8 +60,13 @@ class FaultyStore implements Store {
     if (timeoutMs !== undefined) this.timeoutMs = timeoutMs;
   }
 
-  get(key: string): Promise<StoreEntry | undefined> {
-    return this.inner.get(key);
+  /** The keys read, in order, each once its read was answered. */
+  readonly gets: string[] = [];
+
+  async get(key: string): Promise<StoreEntry | undefined> {
+    const entry = await this.inner.get(key);
+    this.gets.push(key);
+    return entry;
   }
   range(prefix: string): Promise<StoreEntry[]> {
     return this.inner.range(prefix);
@@ -95,15 +101,6 @@ async function twoNodes(
   // Node B loads what is in the store now (as a node following the change feed would see it).
   const reloadB = () => Kms.load(b, new Barrier(Buffer.from(rek), clusterId), { rootIdentity: ROOT });
   return { shared, a, b, kmsA, reloadB };
-}
-
-/** Polls until `cond` holds (the retry ledger publishes in the background). */
-async function until(what: string, cond: () => Promise<boolean>, ms = 5_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 describe('store failures on the write path', () => {
@@ -148,7 +145,7 @@ describe('a retry after an unknown outcome', () => {
     // Node A recognizes the retry at once (it remembers the attempt).
     await kmsA.createKey(ALICE, 'e', 'k', 'AES256', false);
     // Node B recognizes it once node A has published the attempt.
-    await until('the attempt is published', async () => (await shared.get(retryPath('key/e/k'))) !== undefined);
+    await waitFor('the attempt is published', async () => (await shared.get(retryPath('key/e/k'))) !== undefined);
     const kmsB = await reloadB();
     await kmsB.createKey(ALICE, 'e', 'k', 'AES256', false);
     await kmsB.createKey(ALICE, 'e', 'k', '', false); // '' = the default type, AES256: the same request
@@ -162,7 +159,7 @@ describe('a retry after an unknown outcome', () => {
     const { a, kmsA, shared, reloadB } = await twoNodes();
     a.faults.push('ambiguous-applied');
     await rejectsWith(kmsA.createKey(ALICE, 'e', 'k', 'AES256', false), 'ERR_STORE_OUTCOME_UNKNOWN', 'first attempt');
-    await until('the attempt is published', async () => (await shared.get(retryPath('key/e/k'))) !== undefined);
+    await waitFor('the attempt is published', async () => (await shared.get(retryPath('key/e/k'))) !== undefined);
     const kmsB = await reloadB();
     await rejectsWith(kmsB.createKey(BOB, 'e', 'k', 'AES256', false), 'ERR_KEY_EXISTS', 'another requester');
     await rejectsWith(kmsB.createKey(ALICE, 'e', 'k', 'ChaCha20', false), 'ERR_KEY_EXISTS', 'another key type');
@@ -181,8 +178,11 @@ describe('a retry after an unknown outcome', () => {
     await rejectsWith(kmsA.createKey(ALICE, 'e', 'k', '', false), 'ERR_STORE_OUTCOME_UNKNOWN', 'first attempt');
     await kmsA.createKey(ALICE, 'e', 'k', '', false);
     assert.equal((await shared.range('key/')).length, 1);
-    // Give the ledger the time to look: nothing to publish for a lost attempt.
-    await new Promise((r) => setTimeout(r, 300));
+    // The ledger (in the background) reads the key to decide; a publication would follow that
+    // read without a timer, so once it was answered and the pending callbacks ran, it is decided.
+    await waitFor('the ledger to read the key', () => a.gets.includes('key/e/k'), 5_000, 10);
+    await new Promise((r) => setImmediate(r));
+    assert.ok(!a.gets.includes(retryPath('key/e/k')), 'the ledger went on to publish the lost attempt');
     assert.equal(await shared.get(retryPath('key/e/k')), undefined, 'a lost attempt is not published');
     assert.equal(RETRY_WINDOW_MS, 300_000, 'the documented window');
   });
@@ -194,7 +194,7 @@ describe('a retry after an unknown outcome', () => {
     const material = randomBytes(32);
     a.faults.push('ambiguous-applied');
     await rejectsWith(kmsA.importKey(ALICE, 'e', 'imp', 'AES256', material), 'ERR_STORE_OUTCOME_UNKNOWN', 'import');
-    await until('both attempts are published', async () => (await shared.range('retry/')).length === 2);
+    await waitFor('both attempts are published', async () => (await shared.range('retry/')).length === 2);
     const kmsB = await reloadB();
     await kmsB.createEnclave(ALICE, 'tenant');
     await rejectsWith(kmsB.createEnclave(BOB, 'tenant'), 'ERR_ENCLAVE_EXISTS', 'enclave, another requester');
@@ -210,8 +210,9 @@ describe('write deadlines', () => {
     a.gate = new Promise<void>((r) => (release = r));
     const sentBefore = a.commits.length;
     const slow = kmsA.createKey(ALICE, 'e', 'slow', '', false, { deadline: Date.now() + 60_000 });
-    const queued = kmsA.createKey(ALICE, 'e', 'queued', '', false, { deadline: Date.now() + 100 });
-    await new Promise((r) => setTimeout(r, 200));
+    const queuedDeadline = Date.now() + 100;
+    const queued = kmsA.createKey(ALICE, 'e', 'queued', '', false, { deadline: queuedDeadline });
+    await waitFor("the queued write's deadline to pass", () => Date.now() > queuedDeadline, 5_000, 10);
     a.gate = undefined;
     release();
     await slow;
@@ -230,13 +231,15 @@ describe('write deadlines', () => {
     const t0 = Date.now();
     const first = kmsA.createKey(ALICE, 'e', 'first', '', false);
     const second = kmsA.createKey(ALICE, 'e', 'second', '', false);
-    await until('the first commit is sent', async () => a.commits.length > sent);
+    await waitFor('the first commit is sent', async () => a.commits.length > sent);
+    // Both deadlines were set between t0 and now (t1): the store timeout after that.
+    const t1 = Date.now();
     const d = a.commits.at(-1)!.options?.deadline;
     assert.ok(
-      d !== undefined && d - t0 >= 100 && d - t0 <= 250,
-      `the first commit's deadline is the 150 ms store timeout: ${d === undefined ? d : d - t0}`,
+      d !== undefined && d >= t0 + 150 && d <= t1 + 150,
+      `the first commit's deadline is the 150 ms store timeout: ${d === undefined ? d : `t0 + ${d - t0} ms, t1 + ${d - t1} ms`}`,
     );
-    await new Promise((r) => setTimeout(r, 250));
+    await waitFor("the second write's deadline to pass", () => Date.now() > t1 + 150, 5_000, 10);
     a.gate = undefined;
     release();
     await first;
