@@ -57,7 +57,8 @@ function sample(text: string, series: string): number {
 
 /** Waits until the server has `n` open log streams (the CLI is subscribed). */
 async function waitForStreams(n: number): Promise<void> {
-  await waitFor(`${n} log streams`, async () => sample((await scrape(root)).text, 'minkms_log_streams') === n, 10_000);
+  // Generous: the CLI is a new process, slow to start on a loaded machine.
+  await waitFor(`${n} log streams`, async () => sample((await scrape(root)).text, 'minkms_log_streams') === n, 60_000);
 }
 
 const unique = (p: string) => `${p}-${Math.random().toString(36).slice(2, 8)}`;

@@ -53,11 +53,11 @@ test('certificates are reloaded when their files change; a broken change keeps t
 
   const second = install(365);
   const want = new X509Certificate(second.cert).serialNumber;
-  await waitFor('the new certificate to be served', async () => (await servedSerial(s.port, ca.cert)) === want, 20_000, 200);
+  await waitFor('the new certificate to be served', async () => (await servedSerial(s.port, ca.cert)) === want, 60_000, 200);
   assert.match(s.output(), /TLS certificates reloaded/);
 
   writeFileSync(keyFile, 'not a key');
-  await waitFor('the broken change to be reported', () => /cannot be loaded; keeping the old ones/.test(s.output()));
+  await waitFor('the broken change to be reported', () => /cannot be loaded; keeping the old ones/.test(s.output()), 60_000);
   assert.equal(await servedSerial(s.port, ca.cert), want);
   await s.stop();
 });
