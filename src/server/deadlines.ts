@@ -10,16 +10,19 @@ export interface Deadline {
 
 export class Deadlines {
   readonly #tick: number;
+  readonly #now: () => number;
   readonly #pending = new Set<Deadline>();
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(tickMs = 100) {
+  /** @param now the clock (a monotonic one by default; tests pass one they control) */
+  constructor(tickMs = 100, now: () => number = () => performance.now()) {
     this.#tick = tickMs;
+    this.#now = now;
   }
 
   /** Calls `fire` once, about `ms` from now, unless {@link remove}d first. */
   add(ms: number, fire: () => void): Deadline {
-    const d: Deadline = { due: performance.now() + ms, fire };
+    const d: Deadline = { due: this.#now() + ms, fire };
     this.#pending.add(d);
     this.#timer ??= setInterval(() => this.#check(), this.#tick).unref();
     return d;
@@ -34,7 +37,7 @@ export class Deadlines {
   }
 
   #check(): void {
-    const now = performance.now();
+    const now = this.#now();
     for (const d of this.#pending) {
       if (d.due > now) continue;
       this.#pending.delete(d);

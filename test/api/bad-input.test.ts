@@ -16,7 +16,8 @@ import * as https from 'node:https';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ClientHttp2Session } from 'node:http2';
 import { dirname } from 'node:path';
 import { startServer, removeDir, type TestServer } from '../helpers/server.js';
-import { clientFor } from '../helpers/clients.js';
+import { clientFor, inflightRequests } from '../helpers/clients.js';
+import { waitFor } from '../helpers/wait.js';
 import { certificateForApiKey, generateApiKey, parseApiKey, type PemCertificate } from '../../src/identity/index.js';
 import { ERRORS, type ErrorCode } from '../../src/errors.js';
 import { encodeFrame, parseFrames } from '../../src/protocol/frames.js';
@@ -665,31 +666,33 @@ describe('bad input over real mTLS', { timeout: 60_000 }, () => {
       const stream = s.request({ ':method': 'POST', ':path': kmsPath(ENCLAVE), 'content-length': create.length }, { endStream: false });
       stream.on('error', () => {});
       stream.write(create.subarray(0, 8));
-      await new Promise((r) => setTimeout(r, 50));
+      await waitFor(`${how}: the server serving the half-sent request`, async () => (await inflightRequests(root)) >= 1);
       if (how === 'rst') stream.close(http2.constants.NGHTTP2_CANCEL);
       else s.destroy();
-      await new Promise((r) => setTimeout(r, 50));
+      await waitFor(`${how}: the server letting go of it`, async () => (await inflightRequests(root)) === 0);
       s.destroy();
     }
     // HTTP/1.1 connection closed mid-body.
-    await new Promise<void>((resolve) => {
-      const req = https.request({
-        host: '127.0.0.1',
-        port: server.port,
-        method: 'POST',
-        path: kmsPath(ENCLAVE),
-        ca: server.caPem,
-        cert: rootCert.cert,
-        key: rootCert.key,
-        agent: false,
-        headers: { 'content-length': create.length },
-      });
+    const req = https.request({
+      host: '127.0.0.1',
+      port: server.port,
+      method: 'POST',
+      path: kmsPath(ENCLAVE),
+      ca: server.caPem,
+      cert: rootCert.cert,
+      key: rootCert.key,
+      agent: false,
+      headers: { 'content-length': create.length },
+    });
+    const gone = new Promise<void>((resolve) => {
       req.on('error', () => resolve());
       req.on('close', () => resolve());
-      req.write(create.subarray(0, 8));
-      setTimeout(() => req.destroy(), 50);
     });
-    await new Promise((r) => setTimeout(r, 100));
+    req.write(create.subarray(0, 8));
+    await waitFor('HTTP/1.1: the server serving the half-sent request', async () => (await inflightRequests(root)) >= 1);
+    req.destroy();
+    await gone;
+    await waitFor('HTTP/1.1: the server letting go of it', async () => (await inflightRequests(root)) === 0);
     await rejectsNotFound('never-abort');
     await assertAlive('after aborted requests');
   });

@@ -5,6 +5,13 @@
  * rows, ratios, latencies, CPU per request of server and generator, flags, the goals — never
  * that some number was reached: CI machines are busy and differ too much for that.
  *
+ * Nothing here can fail because the machine is busy: no rate, no latency, no minimum number of
+ * answers in a window (a 0.3 s window on a loaded machine may see none; the load generator has
+ * already checked that every connection is answered before its window starts, and fails the run
+ * if not). Errors in a row are allowed as long as they are what load causes — transport errors
+ * (timeouts, resets) and 408/429/503 answers; an answer no load explains (another 4xx, a 500,
+ * one that cannot be decoded) fails the test at any rate: the benchmark or the server is broken.
+ *
  * The Go toolchain is required (CI always has it): without it this test fails and says so.
  */
 import { before, describe, it } from 'node:test';
@@ -32,6 +39,28 @@ function bench(args: string[]): Promise<{ json: Record<string, unknown>; table: 
 }
 
 const finite = (x: unknown) => typeof x === 'number' && Number.isFinite(x);
+const count = (x: unknown) => Number.isSafeInteger(x) && (x as number) >= 0;
+
+/**
+ * Error samples of the load generator (`HTTP <status>: <message>`, or a transport error) that load
+ * cannot explain: any answer but 408, 429 and 503, or one that was not decoded.
+ */
+function notLoad(samples: unknown): string[] {
+  assert.ok(Array.isArray(samples), 'errorSamples');
+  return (samples as string[]).filter((e) => {
+    if (/^HTTP status not 200 \(not decoded\)/.test(e)) return true;
+    const status = /^HTTP (\d{3}):/.exec(e)?.[1];
+    return status !== undefined && !['408', '429', '503'].includes(status);
+  });
+}
+
+/** Requests and errors of a row or a soak: well-formed counts, and no error load cannot explain. */
+function checkErrors(what: string, requests: unknown, errors: unknown, samples: unknown): void {
+  assert.ok(count(requests), `${what}: requests ${String(requests)}`);
+  assert.ok(count(errors) && (errors as number) <= (requests as number), `${what}: errors ${String(errors)} of ${String(requests)}`);
+  assert.deepEqual(notLoad(samples), [], `${what}: errors that load does not explain`);
+  if ((errors as number) > 0) assert.ok((samples as string[]).length > 0, `${what}: ${String(errors)} errors without a sample`);
+}
 
 describe('npm run bench (smoke)', { timeout: 1_500_000 }, () => {
   before(() => {
@@ -87,9 +116,14 @@ describe('npm run bench (smoke)', { timeout: 1_500_000 }, () => {
           of(t).some((x) => x.name === r.name),
           `${r.name}: ${t} row`,
         );
-      assert.ok(finite(r.ratioCeiling), `${r.name}: ratio to the ceiling`);
-      assert.ok(finite(r.ratioGo), `${r.name}: ratio to the Go reference`);
-      assert.ok(finite(r.cpuRatioCeiling), `${r.name}: CPU ratio to the ceiling`);
+      // A ratio needs the other target to have answered in its window (on a busy machine it may
+      // not have): then it is a number, else absent.
+      const ceiling = of('ceiling').find((x) => x.name === r.name)!;
+      const go = of('go').find((x) => x.name === r.name)!;
+      assert.equal(finite(r.ratioCeiling), (ceiling.reqPerS as number) > 0, `${r.name}: ratio to the ceiling ${String(r.ratioCeiling)}`);
+      assert.equal(finite(r.ratioGo), (go.reqPerS as number) > 0, `${r.name}: ratio to the Go reference ${String(r.ratioGo)}`);
+      for (const f of ['cpuRatioCeiling', 'p99RatioCeiling'])
+        assert.ok(r[f] === undefined || finite(r[f]), `${r.name}: ${f} ${String(r[f])}`);
     }
     for (const r of rows) {
       for (const f of [
@@ -106,9 +140,9 @@ describe('npm run bench (smoke)', { timeout: 1_500_000 }, () => {
         'otherCores',
       ])
         assert.ok(finite(r[f]), `${r.name} ${r.target} ${f}`);
-      assert.ok((r.requests as number) > 0, `${r.name} ${r.target}: no request was answered`);
-      assert.equal(r.errors, 0, `${r.name} ${r.target}: ${(r.errorSamples as string[]).join('; ')}`);
+      checkErrors(`${r.name} ${r.target}`, r.requests, r.errors, r.errorSamples);
       assert.ok(Array.isArray(r.flags), `${r.name} ${r.target}: flags`);
+      assert.equal((r.flags as string[]).includes('errors'), (r.errors as number) > 0, `${r.name} ${r.target}: the errors flag`);
       assert.ok((r.peakRssMiB as number) > 0, `${r.name} ${r.target}: server memory`);
       assert.ok((r.connections as number) >= 1, `${r.name} ${r.target}: connections`);
     }
@@ -126,10 +160,10 @@ describe('npm run bench (smoke)', { timeout: 1_500_000 }, () => {
     const { json } = await bench(['--soak', '1.5', '--rate', '200', '--conns', '4', '--warmup', '0.2']);
     const soak = json.soak as Record<string, unknown>;
     const intervals = soak.intervals as Array<Record<string, unknown>>;
-    assert.ok(intervals.length >= 2, 'periodic reports');
+    // Reports come every 0.25 s of a 1.5 s soak; a generator starved of CPU may skip some.
+    assert.ok(intervals.length >= 1, 'periodic reports');
     for (const i of intervals) assert.ok(finite(i.rssMiB) && (i.rssMiB as number) > 0);
-    assert.ok((soak.totalRequests as number) > 0);
-    assert.equal(soak.errors, 0, (soak.errorSamples as string[]).join('; '));
+    checkErrors('soak', soak.totalRequests, soak.errors, soak.errorSamples);
     for (const f of ['rssStartMiB', 'rssEndMiB', 'rssPeakMiB', 'p99Ms', 'serverUsPerReq', 'genUsPerReq']) assert.ok(finite(soak[f]), f);
   });
 });

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { newHsmKey, removeDir, startServer, tempDir, type TestServer, freePort } from '../helpers/server.js';
 import { assertSealed, clientFor, newUser, rejectsWith } from '../helpers/clients.js';
-import { waitFor } from '../helpers/wait.js';
+import { eventually, waitFor } from '../helpers/wait.js';
 import { SQLITE_FILE } from '../../src/store/sqlite.js';
 import type { KmsClient } from '../../src/client/client.js';
 
@@ -80,16 +80,7 @@ async function provision(
 }
 
 async function waitReady(c: KmsClient, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await c.ready();
-      return;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
+  await eventually('readiness', () => c.ready(), timeoutMs, 200);
 }
 
 function sealedEntries(dir: string): Array<{ hsm: string; version: number }> {

@@ -7,10 +7,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MINKMS_BIN, removeDir, startServer, tempDir, type TestServer } from '../helpers/server.js';
-import { clientFor, newUser, rejectsWith } from '../helpers/clients.js';
+import { clientFor, newUser, rejectsWith, settledAuditLines } from '../helpers/clients.js';
+import { waitFor } from '../helpers/wait.js';
 import { generateApiKey } from '../../src/identity/api-key.js';
 import type { KmsClient } from '../../src/client/client.js';
 
@@ -56,12 +57,8 @@ function sample(text: string, series: string): number {
 
 /** Waits until the server has `n` open log streams (the CLI is subscribed). */
 async function waitForStreams(n: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    if (sample((await scrape(root)).text, 'minkms_log_streams') === n) return;
-    if (Date.now() > deadline) assert.fail(`no ${n} log streams within 10 s`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  // Generous: the CLI is a new process, slow to start on a loaded machine.
+  await waitFor(`${n} log streams`, async () => sample((await scrape(root)).text, 'minkms_log_streams') === n, 60_000);
 }
 
 const unique = (p: string) => `${p}-${Math.random().toString(36).slice(2, 8)}`;
@@ -223,9 +220,7 @@ describe('observability', () => {
     } finally {
       user.client.close();
     }
-    await new Promise((r) => setTimeout(r, 300)); // flushed at least every 100 ms
-
-    const lines = readFileSync(auditFile, 'utf8').trimEnd().split('\n');
+    const lines = await settledAuditLines(root, auditFile);
     const recs = lines.map((l) => JSON.parse(l));
     const mine = recs.filter((r) => r.enclave === 'audited').map((r) => [r.command, r.object, r.outcome, r.status, r.frames]);
     // One line per frame that ran; the failed frame's line carries the request's frame count;
@@ -346,7 +341,7 @@ describe('observability', () => {
         '-q',
       ]);
       assert.equal(replay.code, 0, show(replay));
-      await new Promise((r) => setTimeout(r, 300));
+      await waitFor('the session in the server log', () => server.output().includes('"msg":"KEY:IMPORT"'));
       const streamed = replay.stdout;
       const logLines = server
         .output()
@@ -356,7 +351,7 @@ describe('observability', () => {
         logLines.some((l) => l.includes('"msg":"KEY:IMPORT"')),
         'the session was logged (debug level)',
       );
-      const audit = readFileSync(auditFile, 'utf8');
+      const audit = (await settledAuditLines(root, auditFile)).join('\n');
       assert.ok(audit.includes('"command":"KEY:DECRYPT"'));
       for (const s of secrets) {
         assert.ok(!logLines.some((l) => l.includes(s)), `server log contains a secret: ${s.slice(0, 12)}…`);

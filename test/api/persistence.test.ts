@@ -11,6 +11,7 @@ import Database from 'better-sqlite3';
 import { newHsmKey, removeDir, startServer, tempDir } from '../helpers/server.js';
 import { assertSealed, clientFor, newUser } from '../helpers/clients.js';
 import { SQLITE_FILE } from '../../src/store/sqlite.js';
+import { waitFor } from '../helpers/wait.js';
 
 const dirs: string[] = [];
 after(() => dirs.forEach(removeDir));
@@ -77,7 +78,7 @@ test('kill -9 during writes: every acknowledged write survives', async () => {
     }
   };
   const writers = [0, 1, 2, 3, 4, 5, 6, 7].map(writer);
-  while (acknowledged.length < 200) await new Promise((r) => setTimeout(r, 5));
+  await waitFor('200 acknowledged writes', () => acknowledged.length >= 200, 60_000, 5);
   await s.kill();
   stop = true;
   await Promise.all(writers);

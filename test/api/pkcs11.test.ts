@@ -13,8 +13,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { newHsmKey, removeDir, startServer, tempDir, freePort, type TestServer } from '../helpers/server.js';
-import { waitFor } from '../helpers/wait.js';
-import { clientFor, newUser, rejectsWith, rejectsWithStatus } from '../helpers/clients.js';
+import { eventually, waitFor } from '../helpers/wait.js';
+import { clientFor, newUser, rejectsWith } from '../helpers/clients.js';
 import { SKIP_PKCS11, SOFTHSM_MODULE, SoftHsmToken, secretTemplate } from '../helpers/softhsm.js';
 import { SQLITE_FILE } from '../../src/store/sqlite.js';
 import { unsealEntry, CLUSTER_KEY, REK_PREFIX } from '../../src/hsm/root-key.js';
@@ -101,16 +101,7 @@ function tokenEnv(t: SoftHsmToken): Record<string, string> {
 }
 
 async function waitReady(c: KmsClient, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await c.ready();
-      return;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
+  await eventually('readiness', () => c.ready(), timeoutMs, 200);
 }
 
 async function assertSealed(s: TestServer, label: string): Promise<void> {
@@ -268,7 +259,7 @@ describe('PKCS#11 HSM (SoftHSM2) end to end', { skip: SKIP_PKCS11 }, () => {
     token.takeAway();
     const more = await makeDeks(root, 'token-away');
     await assertDeks(root, [...deks, ...more], 'token away, running');
-    await rejectsWithStatus(root.addHsm(NAME, true), 502, 'the hsm failed to seal the root encryption key', 'reseal with the token away');
+    await rejectsWith(root.addHsm(NAME, true), 'ERR_HSM_FAILED', 'reseal with the token away');
     token.bringBack();
     await root.addHsm(NAME, true); // the lost session is re-opened by the running node
     root.close();

@@ -24,7 +24,7 @@ import * as tls from 'node:tls';
 import { join } from 'node:path';
 import type { ClientHttp2Session } from 'node:http2';
 import { MINKMS_BIN, removeDir, startServer, tempDir, type TestServer } from '../helpers/server.js';
-import { clientFor, newUser, rejectsWith } from '../helpers/clients.js';
+import { clientFor, inflightRequests, newUser, rejectsWith, settledAuditLines } from '../helpers/clients.js';
 import { waitFor } from '../helpers/wait.js';
 import { MiB, closeSession, h2Request, h2Session, memoryOf, mib, openSockets, resetPeak } from '../helpers/security.js';
 import { generateApiKey } from '../../src/identity/api-key.js';
@@ -178,11 +178,15 @@ describe('1. bodies are read only after the caller is checked', () => {
         s.request({ ':method': 'POST', ':path': `/v1/kms/${E}`, 'content-length': 16 * MiB, 'content-type': OCTET }),
       ),
     );
-    for (const st of streams) st.on('error', () => {});
+    let answered = 0;
+    for (const st of streams) {
+      st.on('error', () => {});
+      st.once('response', () => answered++);
+    }
     try {
       await waitFor('the streams to be open', () => streams.every((st) => st.id !== undefined));
-      // Let the node see them all.
-      await new Promise((r) => setTimeout(r, 300));
+      // The node has seen all 16: each is either refused (answered) or waiting for its body.
+      await waitFor('the node to see all 16 streams', async () => answered + (await inflightRequests(root)) >= 16);
       const [dek] = await root.generateKey(E, [{ name: 'k' }]);
       assert.equal(dek!.plaintext.length, 32);
     } finally {
@@ -235,7 +239,8 @@ describe('2. attacker text in logs is bounded', () => {
 
 describe('3. no audit amplification', () => {
   test('a 10,000-frame request refused as a whole is one audit line, with the frame count', async () => {
-    const before = auditLines().length;
+    // Counted once what earlier tests audited is in the file (it is written behind).
+    const before = (await settledAuditLines(root, auditFile)).length;
     const body = kmsBody(
       CMD.KeyStatus,
       Array.from({ length: 10_000 }, () => ({ name: 'k' })),
@@ -262,7 +267,7 @@ describe('3. no audit amplification', () => {
 
   test('the enclave from the URL is cut in audit lines (a SysAdmin’s request and a stranger’s)', async () => {
     const long = 'e'.repeat(8000);
-    const before = auditLines().length;
+    const before = (await settledAuditLines(root, auditFile)).length;
     const body = kmsBody(CMD.KeyStatus, [{ name: 'k' }]);
     const asRoot = await root.transport.request({ method: 'POST', path: `/v1/kms/${long}`, body, headers: { 'content-type': OCTET } });
     assert.equal(asRoot.status, 404);
@@ -410,41 +415,42 @@ describe('5. policies are bounded and matched in bounded time', () => {
     );
   });
 
-  test('a policy at the limits, 10,000 frames by its User: fast, and the node answers others meanwhile', async (t) => {
+  test('a policy at the limits costs its User about what a one-pattern policy costs (10,000 frames)', async (t) => {
+    const rules = (ps: string[]) => ({ 'KEY:STATUS': { rules: Object.fromEntries(ps.map((p) => [p, {}])) } });
     const allow = [...Array.from({ length: 64 }, (_, i) => `app-*-${i}`), ...Array.from({ length: 436 }, (_, i) => `app-${i}-*`)];
     const deny = [...Array.from({ length: 500 }, (_, i) => `app-${i}-secret`)];
-    const rules = (ps: string[]) => ({ 'KEY:STATUS': { rules: Object.fromEntries(ps.map((p) => [p, {}])) } });
     await root.createPolicy(E, { name: 'limits', allow: rules(allow), deny: rules(deny) });
+    await root.createPolicy(E, { name: 'one', allow: rules(['app-1-*']) });
     await root.createKey(E, { name: 'app-1-key' });
-    const u = newUser(server);
-    await root.createIdentity(E, { identity: u.identity });
-    await root.assignPolicy(E, u.identity, 'limits');
-    let worst = 0;
-    let stop = false;
-    const other = clientFor(server);
-    await other.version();
-    const watcher = (async () => {
-      while (!stop) {
-        const t0 = performance.now();
-        await other.version();
-        worst = Math.max(worst, performance.now() - t0);
+    /** Milliseconds for 10,000 KEY:STATUS frames by a User holding `policy` (the best of three). */
+    const cost = async (policy: string): Promise<number> => {
+      const u = newUser(server);
+      await root.createIdentity(E, { identity: u.identity });
+      await root.assignPolicy(E, u.identity, policy);
+      let best = Infinity;
+      try {
+        for (let i = 0; i < 3; i++) {
+          const t0 = performance.now();
+          const res = await u.client.keyStatus(
+            E,
+            Array.from({ length: 10_000 }, () => ({ name: 'app-1-key' })),
+          );
+          best = Math.min(best, performance.now() - t0);
+          assert.equal(res.length, 10_000);
+        }
+      } finally {
+        u.client.close();
       }
-    })();
-    const t0 = performance.now();
-    const res = await u.client.keyStatus(
-      E,
-      Array.from({ length: 10_000 }, () => ({ name: 'app-1-key' })),
-    );
-    const ms = performance.now() - t0;
-    stop = true;
-    await watcher;
-    other.close();
-    u.client.close();
-    assert.equal(res.length, 10_000);
-    t.diagnostic(`10,000 frames in ${ms.toFixed(0)} ms; slowest GET /version meanwhile ${worst.toFixed(0)} ms`);
-    // Before: one 1,000-frame request with a 100k-pattern policy blocked the node ~9 s.
-    assert.ok(ms < 10_000, `10,000 frames took ${ms.toFixed(0)} ms`);
-    assert.ok(worst < 5_000, `GET /version waited ${worst.toFixed(0)} ms`);
+      return best;
+    };
+    const one = await cost('one');
+    const limits = await cost('limits');
+    t.diagnostic(`10,000 frames: ${one.toFixed(0)} ms with a one-pattern policy, ${limits.toFixed(0)} ms with 1,000 patterns`);
+    // Compiled once per policy version, matching does not go linear in the policy per frame.
+    // Before: one 1,000-frame request with a 100k-pattern policy blocked the node ~9 s, and a
+    // 1,000-pattern policy cost many times a one-pattern one. A ratio measured in the
+    // same run, with a wide margin, so that a busy machine cannot fail it.
+    assert.ok(limits < 10 * one + 1_000, `1,000 patterns: ${limits.toFixed(0)} ms, one pattern: ${one.toFixed(0)} ms`);
   });
 });
 

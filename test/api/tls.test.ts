@@ -11,6 +11,7 @@ import { writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { createCertificateAuthority, issueCertificate } from '../../src/identity/client-cert.js';
 import { removeDir, startServer, tempDir } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
 
 const dirs: string[] = [];
 after(() => dirs.forEach(removeDir));
@@ -52,16 +53,11 @@ test('certificates are reloaded when their files change; a broken change keeps t
 
   const second = install(365);
   const want = new X509Certificate(second.cert).serialNumber;
-  const deadline = Date.now() + 10_000;
-  while ((await servedSerial(s.port, ca.cert)) !== want) {
-    assert.ok(Date.now() < deadline, 'the new certificate was not served within 10 s');
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  await waitFor('the new certificate to be served', async () => (await servedSerial(s.port, ca.cert)) === want, 60_000, 200);
   assert.match(s.output(), /TLS certificates reloaded/);
 
   writeFileSync(keyFile, 'not a key');
-  await new Promise((r) => setTimeout(r, 3000));
-  assert.match(s.output(), /cannot be loaded; keeping the old ones/);
+  await waitFor('the broken change to be reported', () => /cannot be loaded; keeping the old ones/.test(s.output()), 60_000);
   assert.equal(await servedSerial(s.port, ca.cert), want);
   await s.stop();
 });

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { startEtcdCluster, type EtcdCluster } from '../helpers/etcd.js';
 import { newHsmKey, removeDir, startServer, tempDir, REPO_ROOT, type TestServer, freePort } from '../helpers/server.js';
 import { rejectsWith } from '../helpers/clients.js';
+import { eventually } from '../helpers/wait.js';
 import { KmsClient } from '../../src/client/client.js';
 import { KmsError } from '../../src/errors.js';
 
@@ -58,18 +59,6 @@ async function startNode(i: number): Promise<TestServer> {
 function client(i?: number): KmsClient {
   const endpoints = i === undefined ? ports.map((p) => `127.0.0.1:${p}`) : [`127.0.0.1:${ports[i]}`];
   return new KmsClient({ endpoints, apiKey, ca, timeoutMs: 10_000 });
-}
-
-async function eventually<T>(what: string, fn: () => Promise<T>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms: ${(err as Error).message}`, { cause: err });
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
 }
 
 async function create(c: KmsClient, name: string): Promise<void> {

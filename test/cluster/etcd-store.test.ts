@@ -16,6 +16,7 @@ import { StoreFullError, StoreUnavailableError, type Store } from '../../src/sto
 import { startEtcdCluster, type EtcdCluster } from '../helpers/etcd.js';
 import { createCertificateAuthority, issueCertificate } from '../../src/identity/client-cert.js';
 import { storeSuite, type StoreFixture } from '../helpers/store-suite.js';
+import { waitFor } from '../helpers/wait.js';
 
 let cluster: EtcdCluster;
 /** A raw client for set-up and clean-up, independent of the code under test. */
@@ -68,15 +69,6 @@ storeSuite('etcd (3 members)', async (): Promise<StoreFixture> => {
     },
   };
 });
-
-/** Resolves once `cond()` holds, polling; fails with `what` after `ms`. */
-async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 /** A watch that records every event, for exact comparisons. */
 function record(
@@ -280,15 +272,23 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
     await s.commit([], [{ key: 'key/never-existed' }]); // writes only the commit token: no event
     const r5 = (await s.commit([{ key: 'key/b', rev: r2 }], [put('key/b', 'B2')])).rev;
     const want = [[`key/a=A1@${r1}`], [`key/a deleted@${r2}`, `key/b=B1@${r2}`, `key/c=@${r2}`], [`key/b=B2@${r5}`]];
-    await waitFor('three batches', () => w.batches.length >= 3, 5_000);
-    await sleep(200); // nothing else may arrive
-    const got = w.batches.map((b) => b.map(show));
+    // Nothing else may arrive: a watch delivers in revision order, so once a later commit (the
+    // fence) has arrived, every batch before it is there.
+    const fence = (await s.commit([], [put('key/fence', '')])).rev;
+    await waitFor('the fence', () => w.events.some((e) => e.rev === fence), 5_000);
+    const got = w.batches.slice(0, -1).map((b) => b.map(show));
     assert.deepEqual(got, want, `got batches ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
+    assert.deepEqual(w.batches.at(-1)!.map(show), [`key/fence=@${fence}`]);
     assert.ok(w.events.every((e) => e.value === undefined || Buffer.isBuffer(e.value)));
+    // After close: a second watch of the same store, open before the write, receives it; by
+    // then the closed one would have too.
+    const witness = record(s, 'key/');
+    await witness.ready;
     await w.close();
-    await s.commit([], [put('key/after-close', 'z')]);
-    await sleep(200);
-    assert.equal(w.batches.length, 3, 'an event arrived after close');
+    const late = (await s.commit([], [put('key/after-close', 'z')])).rev;
+    await waitFor('the write after close on the other watch', () => witness.events.some((e) => e.rev === late), 5_000);
+    assert.equal(w.batches.length, 4, 'an event arrived after close');
+    await witness.close();
     assert.deepEqual(w.errors, []);
     await wipe(prefix);
   });
@@ -326,7 +326,8 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
         assert.equal((await s.get(`k/${i}`))?.value.toString(), `v${i}`, `case ${i}: read back`);
       }
       assert.equal((await s.range('k/')).length, 30);
-      assert.ok(Date.now() - t0 < 15_000, `30 commits with one member down took ${Date.now() - t0} ms`);
+      // A commit that waited for the dead member would take the 5 s timeout: 30 of them 150 s.
+      assert.ok(Date.now() - t0 < 60_000, `30 commits with one member down took ${Date.now() - t0} ms`);
     } finally {
       await cluster.restart(0);
       await cluster.waitHealthy();
@@ -359,13 +360,15 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
       await cluster.waitHealthy();
       await write(5, `up${m}-`);
     }
-    const total = acked.length;
+    // A last write (the fence): once a watch delivered it, it delivered everything before it,
+    // and a repeated event would be among them.
+    const fence = (await writer.commit([], [put('key/fence', '')])).rev;
+    acked.push(fence);
     for (const [name, w] of [
       ['pinned to member 1', w1],
       ['all members', w2],
     ] as const) {
-      await waitFor(`${total} events on the watch ${name} (got ${w.events.length})`, () => w.events.length >= total, 20_000);
-      await sleep(100);
+      await waitFor(`the fence on the watch ${name}`, () => w.events.some((e) => e.rev === fence), 20_000);
       const revs = w.events.map((e) => e.rev);
       assert.deepEqual(
         revs,
@@ -415,8 +418,10 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
     assert.ok(atKill < acked.length, `the whole backlog (${atKill} events) arrived in one batch: the test did not interrupt a catch-up`);
     await cluster.restart(2);
     await cluster.waitHealthy();
-    await waitFor(`${acked.length} events (got ${events.length})`, () => events.length >= acked.length, 20_000);
-    await sleep(100);
+    // A last write (the fence): once delivered, everything before it was, repeats included.
+    const fence = (await writer.commit([], [put('key/fence', '')])).rev;
+    acked.push(fence);
+    await waitFor(`the fence (got ${events.length} events)`, () => events.some((e) => e.rev === fence), 20_000);
     const revs = events.map((e) => e.rev);
     assert.equal(revs.length, acked.length, `got ${revs.length} events, want ${acked.length}`);
     assert.deepEqual(revs, acked, 'the revisions delivered differ from the acknowledged ones');
@@ -461,6 +466,8 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
           const key = `k/${i}`;
           await writer.commit([], [put(key, `v${i}`)]);
           acks.push({ key, value: `v${i}`, at: Date.now() });
+          // The shape of the load (writes spread over about a second, longer than the bound), not
+          // a wait for something: a slower machine spreads them further.
           await sleep(25);
         }
         writing = false;
@@ -477,6 +484,7 @@ describe('EtcdStore on a 3-member etcd cluster', () => {
               violations.push(`${a.key} acknowledged ${f.lastFreshAt - a.at} ms before lastFreshAt, not applied`);
         }
         if (Date.now() - paused > 30_000) throw new Error('the watch did not catch up within 30 s');
+        // The sampling interval of a poll with the deadline above.
         await sleep(5);
       }
       await load;

@@ -119,6 +119,7 @@ describe('rolling restart', () => {
           }
         });
         maxDown = Math.max(maxDown, ready.filter((ok) => !ok).length);
+        // The sampling interval of the monitor, not a wait for something.
         await new Promise((r) => setTimeout(r, 100));
       }
     })();

@@ -23,7 +23,7 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   CompleteMultipartUploadCommand,
@@ -36,6 +36,7 @@ import {
   UploadPartCommand,
   type ServerSideEncryption,
 } from '@aws-sdk/client-s3';
+import { auditFileLines, clientFor, settledAuditLines } from '../helpers/clients.js';
 import { MINKMS_BIN, freePort, removeDir, startServer, tempDir, type TestServer } from '../helpers/server.js';
 import { MINIO_VERSION, ROOT_PASSWORD, ROOT_USER, minioBinary, readyStatus, startMinio, stopAllMinio, type MinioServer } from './minio.js';
 import type { AuditEvent } from '../../src/server/audit.js';
@@ -93,6 +94,8 @@ let kmsPort: number;
 let hsmKey: string | undefined;
 let configFile: string;
 let auditFile: string;
+/** Lines of the audit log before the running minkms started (it appends to its predecessor's). */
+let auditBase = 0;
 let home: string;
 let caFile: string;
 let minioData: string;
@@ -121,6 +124,7 @@ function minkms(args: readonly string[], input = ''): Promise<string> {
 }
 
 async function startKms(port = 0): Promise<void> {
+  auditBase = auditFileLines(auditFile).length;
   kms = await startServer({
     dir: kmsDir,
     hsmKey,
@@ -143,13 +147,14 @@ function minio(kmsEnv: { kesApiKey: string } | { certFile: string; keyFile: stri
   return startMinio({ bin, dataDir: minioData, certsDir: join(work, 'minio-certs'), home, kms: kmsConfig });
 }
 
+/** The audit log so far, once the server wrote out everything it audited (it writes behind). */
 async function audit(): Promise<AuditLine[]> {
-  // The audit log is written behind by 100 ms.
-  await new Promise((r) => setTimeout(r, 300));
-  return readFileSync(auditFile, 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as AuditLine);
+  const root = clientFor(kms, kms.apiKey);
+  try {
+    return (await settledAuditLines(root, auditFile, auditBase)).map((l) => JSON.parse(l) as AuditLine);
+  } finally {
+    root.close();
+  }
 }
 
 function summary(lines: readonly AuditLine[], identity: string): Record<string, number> {

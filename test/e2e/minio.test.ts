@@ -20,7 +20,7 @@ import { after, before, describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   CompleteMultipartUploadCommand,
@@ -36,7 +36,7 @@ import {
   type ServerSideEncryption,
 } from '@aws-sdk/client-s3';
 import { MINKMS_BIN, removeDir, startServer, tempDir, type TestServer } from '../helpers/server.js';
-import { clientFor } from '../helpers/clients.js';
+import { auditFileLines, clientFor, settledAuditLines } from '../helpers/clients.js';
 import type { KmsClient } from '../../src/client/client.js';
 import { MINIO_VERSION, ROOT_PASSWORD, ROOT_USER, minioBinary, readyStatus, startMinio, stopAllMinio, type MinioServer } from './minio.js';
 import type { AuditEvent } from '../../src/server/audit.js';
@@ -75,6 +75,8 @@ let kmsDir: string;
 let kmsPort: number;
 let hsmKey: string | undefined;
 let auditFile: string;
+/** Lines of the audit log before the running minkms started (it appends to its predecessor's). */
+let auditBase = 0;
 let root: KmsClient;
 let home: string;
 let certsDir: string;
@@ -116,6 +118,7 @@ async function provision(enclave: string, policy: object, keys: readonly string[
 
 /** Starts minkms; again: with the same data directory, HSM key, port and audit log. */
 async function startKms(port = 0): Promise<void> {
+  auditBase = auditFileLines(auditFile).length;
   kms = await startServer({ dir: kmsDir, hsmKey, port, args: ['--audit-file', auditFile] });
   kmsPort = kms.port;
   hsmKey = kms.hsmKey;
@@ -132,13 +135,9 @@ function minio(enclave: string, apiKey: string, dataDir: string): Promise<MinioS
   });
 }
 
-/** The audit log so far (waits for the 100 ms write-behind first). */
+/** The audit log so far, once the server wrote out everything it audited (it writes behind). */
 async function audit(): Promise<AuditLine[]> {
-  await new Promise((r) => setTimeout(r, 300));
-  return readFileSync(auditFile, 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .map((l) => JSON.parse(l) as AuditLine);
+  return (await settledAuditLines(root, auditFile, auditBase)).map((l) => JSON.parse(l) as AuditLine);
 }
 
 function count(lines: readonly AuditLine[], identity: string, command: string, object?: string, outcome = 'ok'): number {
@@ -628,7 +627,7 @@ describe(`MinIO object store (${MINIO_VERSION}) with minkms as its KMS`, { skip:
         child.on('close', (code) => (code === 0 ? resolve(s) : reject(new Error(s))));
       });
       assert.match(out, /^\d+ lines verified$/m);
-      const lines = await audit();
+      const lines = auditFileLines(auditFile).map((l) => JSON.parse(l) as AuditLine); // the server is stopped: all written
       // Through start, writes, reads, rotation and restarts MinIO sent nothing but these two.
       assert.deepEqual([...new Set(lines.filter((l) => l.identity === id.identity).map((l) => l.command))].sort(), [
         'KEY:DECRYPT',

@@ -18,7 +18,8 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, rmSync, statSy
 import { join } from 'node:path';
 import { startServer, tempDir, removeDir, type TestServer } from '../helpers/server.js';
 import { clientFor, rejectsWith } from '../helpers/clients.js';
-import { Ledger, eventually } from '../helpers/invariants.js';
+import { Ledger } from '../helpers/invariants.js';
+import { eventually } from '../helpers/wait.js';
 import { KmsError } from '../../src/errors.js';
 
 let root: string;

@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import type { KmsClient } from '../../src/client/client.js';
 import { startKmsCluster, type KmsCluster } from '../helpers/kms-cluster.js';
 import { Ledger } from '../helpers/invariants.js';
+import { waitFor } from '../helpers/wait.js';
 
 const ENCLAVE = 'faults';
 let cluster: KmsCluster;
@@ -27,16 +28,19 @@ after(async () => {
 });
 
 /** Creates keys through `c` every ~20 ms until stopped: write load, recorded in the ledger. */
-function writeLoad(c: KmsClient, tag: string): { stop(): Promise<number> } {
+function writeLoad(c: KmsClient, tag: string): { acknowledged(): number; stop(): Promise<number> } {
   let stopped = false;
   let n = 0;
+  let ok = 0;
   const done = (async () => {
     while (!stopped) {
-      await ledger.create(c, `${tag}-${n++}`);
+      if ((await ledger.create(c, `${tag}-${n++}`)) === undefined) ok++;
+      // The pace of the load, not a wait for something: a slower machine writes less often.
       await new Promise((r) => setTimeout(r, 20));
     }
   })();
   return {
+    acknowledged: () => ok,
     stop: async () => {
       stopped = true;
       await done;
@@ -51,7 +55,9 @@ describe('fault suite: paused and killed processes', () => {
     const load = writeLoad(a, 'node-faults');
     for (let i = 0; i < 5; i++) await ledger.generate(b, 'base-0');
     cluster.pauseNode(2);
-    await new Promise((r) => setTimeout(r, 1_500));
+    // Node 2 misses writes while it is paused: as many as it takes, not a time.
+    const beforePause = load.acknowledged();
+    await waitFor('20 writes while node 2 is paused', () => load.acknowledged() >= beforePause + 20, 60_000);
     for (let i = 0; i < 5; i++) await ledger.generate(b, 'base-0');
     cluster.resumeNode(2);
     // The paused node catches up when it runs again.
@@ -59,7 +65,8 @@ describe('fault suite: paused and killed processes', () => {
     await ledger.check([c], 'after the pause of node 2');
     await cluster.nodes[2]!.kill();
     const killedAt = Date.now();
-    await new Promise((r) => setTimeout(r, 500));
+    const beforeKill = load.acknowledged();
+    await waitFor('10 writes while node 2 is down', () => load.acknowledged() >= beforeKill + 10, 60_000);
     await cluster.startNode(2);
     t.diagnostic(`node 2 restarted and serving ${Date.now() - killedAt} ms after SIGKILL`);
     const n = await load.stop();
@@ -74,7 +81,10 @@ describe('fault suite: paused and killed processes', () => {
     const load = writeLoad(b, 'etcd-kill');
     const leader = await cluster.etcd.leader();
     await cluster.etcd.kill(leader);
-    await new Promise((r) => setTimeout(r, 1_000));
+    // The load goes on through another leader before the old one comes back.
+    await waitFor('a new etcd leader', async () => (await cluster.etcd.leader().catch(() => leader)) !== leader, 60_000, 100);
+    const beforeRestart = load.acknowledged();
+    await waitFor('5 writes under the new leader', () => load.acknowledged() >= beforeRestart + 5, 60_000);
     await cluster.etcd.restart(leader);
     await cluster.etcd.waitHealthy();
     await load.stop();

@@ -24,8 +24,8 @@ import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { startEtcdCluster, type EtcdCluster } from '../helpers/etcd.js';
 import { newHsmKey, removeDir, startServer, tempDir, type TestServer } from '../helpers/server.js';
-import { Ledger, eventually } from '../helpers/invariants.js';
-import { waitFor } from '../helpers/wait.js';
+import { Ledger } from '../helpers/invariants.js';
+import { eventually, waitFor } from '../helpers/wait.js';
 import {
   SOFT,
   cliHome,

@@ -11,7 +11,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startKmsCluster, type KmsCluster } from '../helpers/kms-cluster.js';
-import { Ledger, eventually } from '../helpers/invariants.js';
+import { Ledger } from '../helpers/invariants.js';
+import { eventually } from '../helpers/wait.js';
 
 const ENCLAVE = 'quorum';
 const TIMEOUT_MS = 5_000;

@@ -20,7 +20,8 @@ import assert from 'node:assert/strict';
 import { KmsError } from '../../src/errors.js';
 import type { KmsClient } from '../../src/client/client.js';
 import { startKmsCluster, type KmsCluster } from '../helpers/kms-cluster.js';
-import { Ledger, eventually } from '../helpers/invariants.js';
+import { Ledger } from '../helpers/invariants.js';
+import { eventually, waitFor } from '../helpers/wait.js';
 
 const ENCLAVE = 'faults';
 const BOUND_MS = 1_000;
@@ -51,6 +52,7 @@ function writeLoad(c: KmsClient, tag: string): { stop(): Promise<number> } {
   const done = (async () => {
     while (!stopped) {
       await ledger.create(c, `${tag}-${n++}`);
+      // The pace of the load, not a wait for something: a slower machine writes less often.
       await new Promise((r) => setTimeout(r, 20));
     }
   })();
@@ -116,6 +118,7 @@ describe('fault suite: stale reads behind a hung etcd member', () => {
             return;
           }
           if (sent - paused > 60_000) throw new Error(`B never served the new ${name}`);
+          // The interval of a poll with the deadline above.
           await new Promise((r) => setTimeout(r, 5));
         }
       })();
@@ -123,7 +126,8 @@ describe('fault suite: stale reads behind a hung etcd member', () => {
         await a.deleteKey(ENCLAVE, { name });
         const deleteAck = Date.now();
         ledger.keys.delete(name);
-        await new Promise((r) => setTimeout(r, 2));
+        // The new key is created in a later millisecond than the delete was acknowledged.
+        await waitFor('the clock to pass the delete', () => Date.now() >= deleteAck + 2, 1_000, 1);
         await ledger.create(a, name);
         await poll;
         const n = await load.stop();

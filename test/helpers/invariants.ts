@@ -97,16 +97,3 @@ export class Ledger {
     return undefined;
   }
 }
-
-/** Polls `fn` until it resolves, or fails with its last error after `timeoutMs`. */
-export async function eventually<T>(what: string, fn: () => Promise<T>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms: ${(err as Error).message}`, { cause: err });
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}

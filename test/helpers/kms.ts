@@ -2,7 +2,6 @@
  * The domain (src/kms) without HTTP, for unit tests: a Kms over a SqliteStore + Barrier in a
  * temporary directory, and an assertion for catalogued errors.
  */
-import * as assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -11,7 +10,6 @@ import { Kms, type Principal } from '../../src/kms/kms.js';
 import { Barrier } from '../../src/store/barrier.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
 import { generateApiKey } from '../../src/identity/api-key.js';
-import { ERRORS, KmsError, type ErrorCode } from '../../src/errors.js';
 
 export const newIdentity = (): string => generateApiKey('k1').identity;
 
@@ -44,23 +42,6 @@ export async function withKms(fn: (ctx: KmsContext) => Promise<void>): Promise<v
     await ctx.store.close();
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-/** Runs `run` and asserts a KmsError with `code` (and its catalogue message). */
-export async function expectCode(run: () => unknown, code: ErrorCode, label: string): Promise<KmsError> {
-  let thrown: unknown;
-  let ok = false;
-  try {
-    await run();
-    ok = true;
-  } catch (err) {
-    thrown = err;
-  }
-  if (ok) assert.fail(`${label}: got success, want KmsError ${code}`);
-  if (!(thrown instanceof KmsError)) assert.fail(`${label}: got ${String(thrown)}, want KmsError ${code}`);
-  assert.equal(thrown.code, code, `${label}: got code ${thrown.code} (${thrown.message}), want ${code}`);
-  assert.ok(thrown.message.startsWith(ERRORS[code][1]), `${label}: got message ${JSON.stringify(thrown.message)}`);
-  return thrown;
 }
 
 export function createId(

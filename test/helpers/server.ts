@@ -146,7 +146,9 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
   const closed = new Promise<void>((res) => child.once('close', () => res()));
   closed.then(() => successors.forEach((p) => livePids.delete(p)));
 
-  const timeoutMs = opts.timeoutMs ?? 20_000;
+  // Generous: a start takes well under a second, but a loaded machine (2 cores shared by many
+  // test runs) has taken more than 20 s; the deadline only decides when a broken start is reported.
+  const timeoutMs = opts.timeoutMs ?? 90_000;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const up = /Server is up and running/.test(out);

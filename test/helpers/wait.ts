@@ -28,3 +28,13 @@ export async function waitFor<T>(
     await sleep(intervalMs);
   }
 }
+
+/**
+ * Calls `fn` until it resolves (an operation that fails until the system has caught up: a write
+ * after a failover, a read of a replicated key) and returns what it resolved to; fails after
+ * `timeoutMs` with its last error.
+ */
+export async function eventually<T>(label: string, fn: () => Promise<T>, timeoutMs = 15_000, intervalMs = 50): Promise<T> {
+  const done = await waitFor(label, async () => ({ value: await fn() }), timeoutMs, intervalMs);
+  return done.value;
+}

@@ -18,7 +18,8 @@ import { Barrier } from '../../src/store/barrier.js';
 import { SqliteStore } from '../../src/store/sqlite.js';
 import { generateApiKey } from '../../src/identity/api-key.js';
 import { isSdkCommandName } from '../../src/protocol/commands.js';
-import { ERRORS, KmsError, type ErrorCode } from '../../src/errors.js';
+import { KmsError, type ErrorCode } from '../../src/errors.js';
+import { rejectsWith } from '../helpers/clients.js';
 import { CIPHERTEXT_OVERHEAD, decryptWithKey, encryptWithKey, hkdfSha256, hmacSha256 } from '../../src/crypto/index.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -58,26 +59,6 @@ async function withKms(fn: (ctx: Ctx) => Promise<void>): Promise<void> {
     await ctx.store.close();
     rmSync(root, { recursive: true, force: true });
   }
-}
-
-/** Runs `run` (sync throw or rejected promise) and asserts a KmsError with `code` (and its catalogue message). */
-async function expectCode(run: () => unknown, code: ErrorCode, label: string): Promise<KmsError> {
-  let thrown: unknown;
-  let ok = false;
-  try {
-    await run();
-    ok = true;
-  } catch (err) {
-    thrown = err;
-  }
-  if (ok) assert.fail(`${label}: got success, want KmsError ${code}`);
-  if (!(thrown instanceof KmsError)) assert.fail(`${label}: got ${String(thrown)}, want KmsError ${code}`);
-  assert.equal(thrown.code, code, `${label}: got code ${thrown.code} (${thrown.message}), want ${code}`);
-  assert.ok(
-    thrown.message.startsWith(ERRORS[code][1]),
-    `${label}: got message ${JSON.stringify(thrown.message)}, want it to start with ${JSON.stringify(ERRORS[code][1])}`,
-  );
-  return thrown;
 }
 
 const versionsOf = (kms: Kms, e: string, k: string): number[] => kms.listKeyVersions(e, k, 0, 0).items.map((v) => v.version);
@@ -135,10 +116,10 @@ describe('Kms enclaves', () => {
       await kms.createEnclave(ROOT, 'tenant-1');
       assert.equal(kms.hasEnclave('tenant-1'), true, 'got hasEnclave=false after create');
       assert.equal(kms.enclave('tenant-1').createdBy, ROOT, 'got another createdBy');
-      await expectCode(() => kms.createEnclave(ROOT, 'tenant-1'), 'ERR_ENCLAVE_EXISTS', 'duplicate');
-      await expectCode(() => kms.enclave('nope'), 'ERR_ENCLAVE_NOT_FOUND', 'missing enclave');
+      await rejectsWith(() => kms.createEnclave(ROOT, 'tenant-1'), 'ERR_ENCLAVE_EXISTS', 'duplicate');
+      await rejectsWith(() => kms.enclave('nope'), 'ERR_ENCLAVE_NOT_FOUND', 'missing enclave');
       for (const [i, name] of INVALID_NAMES.entries()) {
-        await expectCode(() => kms.createEnclave(ROOT, name), 'ERR_INVALID_NAME', `case ${i} (${JSON.stringify(name)})`);
+        await rejectsWith(() => kms.createEnclave(ROOT, name), 'ERR_INVALID_NAME', `case ${i} (${JSON.stringify(name)})`);
       }
       for (const [i, name] of VALID_NAMES.entries()) {
         await kms.createEnclave(ROOT, name);
@@ -155,11 +136,11 @@ describe('Kms key rings', () => {
     withKms(async ({ kms }) => {
       await kms.createEnclave(ROOT, 'e');
       await kms.createKey('creator', 'e', 'k', '', false);
-      await expectCode(() => kms.createKey(ROOT, 'e', 'k', '', false), 'ERR_KEY_EXISTS', 'create existing');
-      await expectCode(() => kms.createKey(ROOT, 'e', 'missing', '', true), 'ERR_KEY_NOT_FOUND', 'add version to missing key');
-      await expectCode(() => kms.createKey(ROOT, 'nope', 'k', '', false), 'ERR_ENCLAVE_NOT_FOUND', 'missing enclave');
-      await expectCode(() => kms.createKey(ROOT, 'e', 'x', 'AES128', false), 'ERR_INVALID_KEY_TYPE', 'bad type');
-      await expectCode(() => kms.createKey(ROOT, 'e', 'a/b', '', false), 'ERR_INVALID_NAME', 'bad name');
+      await rejectsWith(() => kms.createKey(ROOT, 'e', 'k', '', false), 'ERR_KEY_EXISTS', 'create existing');
+      await rejectsWith(() => kms.createKey(ROOT, 'e', 'missing', '', true), 'ERR_KEY_NOT_FOUND', 'add version to missing key');
+      await rejectsWith(() => kms.createKey(ROOT, 'nope', 'k', '', false), 'ERR_ENCLAVE_NOT_FOUND', 'missing enclave');
+      await rejectsWith(() => kms.createKey(ROOT, 'e', 'x', 'AES128', false), 'ERR_INVALID_KEY_TYPE', 'bad type');
+      await rejectsWith(() => kms.createKey(ROOT, 'e', 'a/b', '', false), 'ERR_INVALID_NAME', 'bad name');
 
       const steps: [string, string, number, string][] = [
         // [step, type argument, want version, want type]
@@ -200,16 +181,16 @@ describe('Kms key rings', () => {
         const got = versionsOf(kms, 'e', 'k');
         assert.deepEqual(got, s.want, `case ${i} (${s.name}): got versions ${JSON.stringify(got)}, want ${JSON.stringify(s.want)}`);
       }
-      await expectCode(() => kms.deleteKey('e', 'k', 2, false), 'ERR_KEY_NOT_FOUND', 'delete a deleted version');
-      await expectCode(() => kms.deleteKey('e', 'k', 99, false), 'ERR_KEY_NOT_FOUND', 'delete a version never created');
-      await expectCode(() => kms.keyVersion('e', 'k', 2), 'ERR_KEY_NOT_FOUND', 'status of a deleted version');
-      await expectCode(() => kms.deleteKey('e', 'k', 3, true), 'ERR_BAD_REQUEST', 'all_versions with a version');
+      await rejectsWith(() => kms.deleteKey('e', 'k', 2, false), 'ERR_KEY_NOT_FOUND', 'delete a deleted version');
+      await rejectsWith(() => kms.deleteKey('e', 'k', 99, false), 'ERR_KEY_NOT_FOUND', 'delete a version never created');
+      await rejectsWith(() => kms.keyVersion('e', 'k', 2), 'ERR_KEY_NOT_FOUND', 'status of a deleted version');
+      await rejectsWith(() => kms.deleteKey('e', 'k', 3, true), 'ERR_BAD_REQUEST', 'all_versions with a version');
       assert.equal(kms.keyStatus('e', 'k', 0).version, 7, 'latest after deletes: got another version');
 
       await kms.deleteKey('e', 'k', 0, true);
-      await expectCode(() => kms.keyStatus('e', 'k', 0), 'ERR_KEY_NOT_FOUND', 'status after delete all');
+      await rejectsWith(() => kms.keyStatus('e', 'k', 0), 'ERR_KEY_NOT_FOUND', 'status after delete all');
       assert.deepEqual(await storeKeys(store, 'key/e/'), [], 'delete all: the record is still stored');
-      await expectCode(() => kms.deleteKey('e', 'k', 0, true), 'ERR_KEY_NOT_FOUND', 'delete all twice');
+      await rejectsWith(() => kms.deleteKey('e', 'k', 0, true), 'ERR_KEY_NOT_FOUND', 'delete all twice');
     }));
 
   it('deleting the last remaining version deletes the key', () =>
@@ -241,7 +222,7 @@ describe('Kms key rings', () => {
         await kms.createKey(ROOT, 'e', name, '', false);
         for (let n = 0; n < c.extra; n++) await kms.createKey(ROOT, 'e', name, '', true);
         for (const [v, all] of c.deletes) await kms.deleteKey('e', name, v, all);
-        await expectCode(() => kms.keyStatus('e', name, 0), 'ERR_KEY_NOT_FOUND', `case ${i} (${c.name})`);
+        await rejectsWith(() => kms.keyStatus('e', name, 0), 'ERR_KEY_NOT_FOUND', `case ${i} (${c.name})`);
         assert.equal(await store.get(`key/e/${name}`), undefined, `case ${i} (${c.name}): the record is still stored`);
         // The name is free again.
         await kms.createKey(ROOT, 'e', name, '', false);
@@ -265,22 +246,26 @@ describe('Kms key rings', () => {
         const gotV = kms.decrypt('e', 'k', i + 1, ct.ciphertext, ad).toString();
         assert.equal(gotV, `pt of v${i + 1}`, `case ${i} (version ${i + 1}): got ${JSON.stringify(gotV)}`);
         for (const other of [1, 2, 3].filter((v) => v !== i + 1)) {
-          await expectCode(
+          await rejectsWith(
             () => kms.decrypt('e', 'k', other, ct.ciphertext, ad),
             'ERR_DECRYPT',
             `case ${i} (v${i + 1} ciphertext with version ${other})`,
           );
         }
-        await expectCode(() => kms.decrypt('e', 'k', 0, ct.ciphertext, utf8('other')), 'ERR_DECRYPT', `case ${i} (wrong associated data)`);
+        await rejectsWith(() => kms.decrypt('e', 'k', 0, ct.ciphertext, utf8('other')), 'ERR_DECRYPT', `case ${i} (wrong associated data)`);
       }
       assert.equal(kms.decrypt('e', 'k', 0, latest.ciphertext, ad).toString(), 'pt of latest');
-      await expectCode(() => kms.decrypt('e', 'k', 0, Buffer.alloc(64), ad), 'ERR_DECRYPT', 'garbage, version 0');
-      await expectCode(() => kms.decrypt('e', 'k', 9, cts[0]!.ciphertext, ad), 'ERR_KEY_NOT_FOUND', 'unknown version');
-      await expectCode(() => kms.decrypt('e', 'nope', 0, cts[0]!.ciphertext, ad), 'ERR_KEY_NOT_FOUND', 'unknown key');
+      await rejectsWith(() => kms.decrypt('e', 'k', 0, Buffer.alloc(64), ad), 'ERR_DECRYPT', 'garbage, version 0');
+      await rejectsWith(() => kms.decrypt('e', 'k', 9, cts[0]!.ciphertext, ad), 'ERR_KEY_NOT_FOUND', 'unknown version');
+      await rejectsWith(() => kms.decrypt('e', 'nope', 0, cts[0]!.ciphertext, ad), 'ERR_KEY_NOT_FOUND', 'unknown key');
 
       await kms.deleteKey('e', 'k', 1, false);
-      await expectCode(() => kms.decrypt('e', 'k', 0, cts[0]!.ciphertext, ad), 'ERR_DECRYPT', 'ciphertext of a deleted version, version 0');
-      await expectCode(
+      await rejectsWith(
+        () => kms.decrypt('e', 'k', 0, cts[0]!.ciphertext, ad),
+        'ERR_DECRYPT',
+        'ciphertext of a deleted version, version 0',
+      );
+      await rejectsWith(
         () => kms.decrypt('e', 'k', 1, cts[0]!.ciphertext, ad),
         'ERR_KEY_NOT_FOUND',
         'ciphertext of a deleted version, version 1',
@@ -346,7 +331,7 @@ describe('Kms key rings', () => {
           assert.ok(back.equals(dek.plaintext), `case ${i} (${key}, length ${length}): decrypt gave other bytes`);
         }
         for (const [i, length] of [MAX_DEK_LENGTH + 1, 4096, -1].entries()) {
-          await expectCode(() => kms.generate('e', key, 0, ad, length), 'ERR_INVALID_DEK_LENGTH', `case ${i} (${key}, length ${length})`);
+          await rejectsWith(() => kms.generate('e', key, 0, ad, length), 'ERR_INVALID_DEK_LENGTH', `case ${i} (${key}, length ${length})`);
         }
       }
       const a = kms.generate('e', 'k', 0, ad, 32);
@@ -390,8 +375,8 @@ describe('Kms key rings', () => {
         ['bad name', () => kms.importKey(ROOT, 'e', '-x', '', randomBytes(32)), 'ERR_INVALID_NAME'],
         ['missing enclave', () => kms.importKey(ROOT, 'nope', 'x', '', randomBytes(32)), 'ERR_ENCLAVE_NOT_FOUND'],
       ];
-      for (const [i, [name, run, code]] of bad.entries()) await expectCode(run, code, `case ${i} (${name})`);
-      await expectCode(() => kms.keyStatus('e', 'x', 0), 'ERR_KEY_NOT_FOUND', 'a refused import created the key');
+      for (const [i, [name, run, code]] of bad.entries()) await rejectsWith(run, code, `case ${i} (${name})`);
+      await rejectsWith(() => kms.keyStatus('e', 'x', 0), 'ERR_KEY_NOT_FOUND', 'a refused import created the key');
     }));
 
   it('serializes concurrent writes: one creator wins, added versions are distinct', () =>
@@ -523,7 +508,7 @@ describe('SortedMap.page (kms-wire.md §2.5)', () => {
       );
       assert.equal(next.continueAt, '', 'listKeys page 2: got a continueAt');
       assert.equal(kms.listKeys('e', 'a', 'b', 0).items.length, 0, 'listKeys: continueAt outside the prefix gave items');
-      await expectCode(() => kms.listKeys('nope', '', '', 0), 'ERR_ENCLAVE_NOT_FOUND', 'listKeys of a missing enclave');
+      await rejectsWith(() => kms.listKeys('nope', '', '', 0), 'ERR_ENCLAVE_NOT_FOUND', 'listKeys of a missing enclave');
 
       for (let i = 0; i < 3; i++) await kms.createKey(ROOT, 'e', 'b', '', true); // b: 1..4
       await kms.deleteKey('e', 'b', 2, false);
@@ -634,13 +619,13 @@ describe('policies', () => {
         ['missing enclave', () => kms.createPolicy(ROOT, 'nope', 'q', {}, {}, isSdkCommandName), 'ERR_ENCLAVE_NOT_FOUND', /./],
       ];
       for (const [i, [name, run, code, message]] of bad.entries()) {
-        const err = await expectCode(run, code, `case ${i} (${name})`);
+        const err = await rejectsWith(run, code, `case ${i} (${name})`);
         assert.match(err.message, message, `case ${i} (${name}): got message ${JSON.stringify(err.message)}`);
       }
-      await expectCode(() => kms.policy('e', 'q'), 'ERR_POLICY_NOT_FOUND', 'a refused policy was created');
+      await rejectsWith(() => kms.policy('e', 'q'), 'ERR_POLICY_NOT_FOUND', 'a refused policy was created');
       await kms.deletePolicy('e', 'p');
-      await expectCode(() => kms.policy('e', 'p'), 'ERR_POLICY_NOT_FOUND', 'deleted policy');
-      await expectCode(() => kms.deletePolicy('e', 'p'), 'ERR_POLICY_NOT_FOUND', 'delete twice');
+      await rejectsWith(() => kms.policy('e', 'p'), 'ERR_POLICY_NOT_FOUND', 'deleted policy');
+      await rejectsWith(() => kms.deletePolicy('e', 'p'), 'ERR_POLICY_NOT_FOUND', 'delete twice');
     }));
 
   it('a User acts under its assigned policy, and its service accounts under the same one', () =>
@@ -693,11 +678,11 @@ describe('policies', () => {
         ['invalid identity', 'h1:nope', 'app', 'ERR_INVALID_IDENTITY'],
       ];
       for (const [i, [name, id, pol, code]] of assign.entries())
-        await expectCode(() => kms.assignPolicy(root, 'e', id, pol), code, `case ${i} (${name})`);
+        await rejectsWith(() => kms.assignPolicy(root, 'e', id, pol), code, `case ${i} (${name})`);
       const admin = newIdentity();
       await createId(kms, root, 'e', admin, 'Admin');
-      await expectCode(() => kms.assignPolicy(root, 'e', admin, 'app'), 'ERR_POLICY_NOT_ASSIGNABLE', 'to an Admin');
-      await expectCode(() => kms.assignPolicy(kms.principal(user, 'e'), 'e', user, 'app'), 'ERR_NOT_ALLOWED', 'a User assigning');
+      await rejectsWith(() => kms.assignPolicy(root, 'e', admin, 'app'), 'ERR_POLICY_NOT_ASSIGNABLE', 'to an Admin');
+      await rejectsWith(() => kms.assignPolicy(kms.principal(user, 'e'), 'e', user, 'app'), 'ERR_NOT_ALLOWED', 'a User assigning');
     }));
 });
 
@@ -779,7 +764,7 @@ describe('Kms identities', () => {
         const before = dump(kms);
         const run = (): Promise<void> => createId(kms, c.caller, 'e', c.identity, c.privilege, c.sa);
         if (c.want) {
-          await expectCode(run, c.want, `case ${i} (${c.name})`);
+          await rejectsWith(run, c.want, `case ${i} (${c.name})`);
           assert.deepEqual(dump(kms), before, `case ${i} (${c.name}): the state changed`);
           continue;
         }
@@ -788,7 +773,7 @@ describe('Kms identities', () => {
         assert.equal(info.isServiceAccount, c.sa, `case ${i} (${c.name}): got isServiceAccount=${info.isServiceAccount}`);
         assert.equal(info.createdBy, c.caller.identity, `case ${i} (${c.name}): got createdBy ${info.createdBy}`);
       }
-      await expectCode(() => createId(kms, root, 'nope', newIdentity(), 'User'), 'ERR_ENCLAVE_NOT_FOUND', 'missing enclave');
+      await rejectsWith(() => createId(kms, root, 'nope', newIdentity(), 'User'), 'ERR_ENCLAVE_NOT_FOUND', 'missing enclave');
     }));
 
   it('the root identity cannot be deleted; nobody deletes itself', () =>
@@ -805,7 +790,7 @@ describe('Kms identities', () => {
         ['missing identity', root, newIdentity(), 'ERR_IDENTITY_NOT_FOUND'],
       ];
       for (const [i, [name, caller, id, code]] of cases.entries())
-        await expectCode(() => kms.deleteIdentity(caller, 'e', id), code, `case ${i} (${name})`);
+        await rejectsWith(() => kms.deleteIdentity(caller, 'e', id), code, `case ${i} (${name})`);
       const info = kms.identityInfo('e', ROOT);
       assert.equal(info.privilege, PRIVILEGE.SysAdmin, `root identityInfo: got privilege ${info.privilege}, want SysAdmin`);
       assert.equal(kms.isSysAdmin(ROOT), true, 'root is not SysAdmin');
@@ -839,13 +824,13 @@ describe('Kms identities', () => {
       assert.equal(kms.principal(userSa, 'e').admin, false, 'a service account of a User acts as Admin');
 
       // A User manages its own service accounts only.
-      await expectCode(
+      await rejectsWith(
         () => kms.deleteIdentity(kms.principal(other, 'e'), 'e', userSa),
         'ERR_NOT_ALLOWED',
         'User deletes a foreign service account',
       );
-      await expectCode(() => kms.deleteIdentity(kms.principal(user, 'e'), 'e', other), 'ERR_NOT_ALLOWED', 'User deletes a User');
-      await expectCode(
+      await rejectsWith(() => kms.deleteIdentity(kms.principal(user, 'e'), 'e', other), 'ERR_NOT_ALLOWED', 'User deletes a User');
+      await rejectsWith(
         () => kms.deleteIdentity(kms.principal(userSa, 'e'), 'e', user),
         'ERR_NOT_ALLOWED',
         'service account deletes its parent',
@@ -948,7 +933,7 @@ describe('Kms identities', () => {
         const id = newIdentity();
         const run = (): Promise<void> => createId(kms, root, 'e', id, 'User', false, tags);
         if (!ok) {
-          await expectCode(run, 'ERR_INVALID_TAG', `case ${i} (${name})`);
+          await rejectsWith(run, 'ERR_INVALID_TAG', `case ${i} (${name})`);
           continue;
         }
         await run();
@@ -1009,8 +994,8 @@ describe('Kms state across deletion and restart', () => {
       const fBefore = (dump(kms) as { name: string }[]).filter((x) => x.name !== 'e');
 
       await kms.deleteEnclave('e');
-      await expectCode(() => kms.enclave('e'), 'ERR_ENCLAVE_NOT_FOUND', 'deleted enclave');
-      await expectCode(() => kms.deleteEnclave('e'), 'ERR_ENCLAVE_NOT_FOUND', 'delete twice');
+      await rejectsWith(() => kms.enclave('e'), 'ERR_ENCLAVE_NOT_FOUND', 'deleted enclave');
+      await rejectsWith(() => kms.deleteEnclave('e'), 'ERR_ENCLAVE_NOT_FOUND', 'delete twice');
       for (const prefix of ['enclave/e', 'key/e/', 'policy/e/', 'identity/e/']) {
         const left = (await storeKeys(store, prefix)).filter((k) => k === 'enclave/e' || !k.startsWith('enclave/'));
         assert.deepEqual(left, [], `${prefix}: got leftover records ${JSON.stringify(left)}`);

@@ -22,7 +22,8 @@ import {
 } from '../../src/kms/policy.js';
 import { PRIVILEGE } from '../../src/kms/records.js';
 import { isSdkCommandName } from '../../src/protocol/commands.js';
-import { createId, expectCode, newIdentity, withKms } from '../helpers/kms.js';
+import { createId, newIdentity, withKms } from '../helpers/kms.js';
+import { rejectsWith } from '../helpers/clients.js';
 
 /** The meaning of a pattern, written the obvious way (backtracking is fine on short names). */
 function reference(pattern: string, name: string): boolean {
@@ -270,11 +271,11 @@ describe('policy limits', () => {
           await run();
           continue;
         }
-        const err = await expectCode(run, 'ERR_INVALID_POLICY', `case ${i} (${c.name})`);
+        const err = await rejectsWith(run, 'ERR_INVALID_POLICY', `case ${i} (${c.name})`);
         assert.equal(err.status, 400);
         assert.match(err.message, c.error, `case ${i} (${c.name}): got ${JSON.stringify(err.message)}`);
         assert.ok(err.message.length <= 200, `case ${i} (${c.name}): a detail of ${err.message.length} characters`);
-        await expectCode(() => kms.policy('e', `p${i}`), 'ERR_POLICY_NOT_FOUND', `case ${i} (${c.name}): stored anyway`);
+        await rejectsWith(() => kms.policy('e', `p${i}`), 'ERR_POLICY_NOT_FOUND', `case ${i} (${c.name}): stored anyway`);
       }
     }));
 

@@ -32,6 +32,8 @@ import { openRootKey, CLUSTER_KEY } from '../../src/hsm/root-key.js';
 import { SoftHsm, generateSoftHsmKey } from '../../src/hsm/soft.js';
 import { writeFileAtomic } from '../../src/store/atomic-file.js';
 import { loadLocalSoftHsmKey } from '../../src/hsm/local-key.js';
+import { waitFor } from '../helpers/wait.js';
+import { rejectsWith } from '../helpers/clients.js';
 
 const ROOT = generateApiKey('k1').identity;
 const ALICE = generateApiKey('k1').identity;
@@ -58,8 +60,13 @@ class FaultyStore implements Store {
     if (timeoutMs !== undefined) this.timeoutMs = timeoutMs;
   }
 
-  get(key: string): Promise<StoreEntry | undefined> {
-    return this.inner.get(key);
+  /** The keys read, in order, each once its read was answered. */
+  readonly gets: string[] = [];
+
+  async get(key: string): Promise<StoreEntry | undefined> {
+    const entry = await this.inner.get(key);
+    this.gets.push(key);
+    return entry;
   }
   range(prefix: string): Promise<StoreEntry[]> {
     return this.inner.range(prefix);
@@ -80,14 +87,6 @@ class FaultyStore implements Store {
   }
 }
 
-async function expectCode(p: Promise<unknown>, code: ErrorCode, label: string): Promise<void> {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(err instanceof KmsError, `${label}: got ${String(err)}, want KmsError ${code}`);
-    assert.equal(err.code, code, `${label}: got ${err.code} (${err.message}), want ${code}`);
-    return true;
-  });
-}
-
 /** Two "nodes" (Kms instances) over one shared store, each through its own faulty wrapper. */
 async function twoNodes(
   timeoutMs?: number,
@@ -104,15 +103,6 @@ async function twoNodes(
   return { shared, a, b, kmsA, reloadB };
 }
 
-/** Polls until `cond` holds (the retry ledger publishes in the background). */
-async function until(what: string, cond: () => Promise<boolean>, ms = 5_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 describe('store failures on the write path', () => {
   it('each failure is a distinct catalogued error, and nothing is half-applied', async () => {
     const cases: Array<{ fault: Fault; code: ErrorCode; applied: boolean }> = [
@@ -124,7 +114,7 @@ describe('store failures on the write path', () => {
     for (const [i, c] of cases.entries()) {
       const { a, kmsA, shared } = await twoNodes();
       a.faults.push(c.fault);
-      await expectCode(kmsA.createKey(ALICE, 'e', 'k', '', false), c.code, `case ${i} (${c.fault})`);
+      await rejectsWith(kmsA.createKey(ALICE, 'e', 'k', '', false), c.code, `case ${i} (${c.fault})`);
       const stored = (await shared.range('key/')).length;
       assert.equal(stored, c.applied ? 1 : 0, `case ${i} (${c.fault}): ${stored} key records in the store`);
       // The node's memory only follows acknowledged writes (the feed brings the rest).
@@ -146,7 +136,7 @@ describe('a retry after an unknown outcome', () => {
   it('KEY:CREATE by the same requester with the same parameters succeeds on the same node and on another one', async () => {
     const { a, kmsA, shared, reloadB } = await twoNodes();
     a.faults.push('ambiguous-applied');
-    await expectCode(kmsA.createKey(ALICE, 'e', 'k', 'AES256', false), 'ERR_STORE_OUTCOME_UNKNOWN', 'first attempt');
+    await rejectsWith(kmsA.createKey(ALICE, 'e', 'k', 'AES256', false), 'ERR_STORE_OUTCOME_UNKNOWN', 'first attempt');
     // Node A's change feed brings the record it could not confirm.
     const rec = (await shared.get('key/e/k'))!;
     kmsA.followChanges();
@@ -155,7 +145,7 @@ describe('a retry after an unknown outcome', () => {
     // Node A recognizes the retry at once (it remembers the attempt).
     await kmsA.createKey(ALICE, 'e', 'k', 'AES256', false);
     // Node B recognizes it once node A has published the attempt.
-    await until('the attempt is published', async () => (await shared.get(retryPath('key/e/k'))) !== undefined);
+    await waitFor('the attempt is published', async () => (await shared.get(retryPath('key/e/k'))) !== undefined);
     const kmsB = await reloadB();
     await kmsB.createKey(ALICE, 'e', 'k', 'AES256', false);
     await kmsB.createKey(ALICE, 'e', 'k', '', false); // '' = the default type, AES256: the same request
@@ -168,28 +158,31 @@ describe('a retry after an unknown outcome', () => {
   it('only such a retry: other requesters, other parameters, later versions and plain duplicates get 409', async () => {
     const { a, kmsA, shared, reloadB } = await twoNodes();
     a.faults.push('ambiguous-applied');
-    await expectCode(kmsA.createKey(ALICE, 'e', 'k', 'AES256', false), 'ERR_STORE_OUTCOME_UNKNOWN', 'first attempt');
-    await until('the attempt is published', async () => (await shared.get(retryPath('key/e/k'))) !== undefined);
+    await rejectsWith(kmsA.createKey(ALICE, 'e', 'k', 'AES256', false), 'ERR_STORE_OUTCOME_UNKNOWN', 'first attempt');
+    await waitFor('the attempt is published', async () => (await shared.get(retryPath('key/e/k'))) !== undefined);
     const kmsB = await reloadB();
-    await expectCode(kmsB.createKey(BOB, 'e', 'k', 'AES256', false), 'ERR_KEY_EXISTS', 'another requester');
-    await expectCode(kmsB.createKey(ALICE, 'e', 'k', 'ChaCha20', false), 'ERR_KEY_EXISTS', 'another key type');
-    await expectCode(kmsB.importKey(ALICE, 'e', 'k', 'AES256', randomBytes(32)), 'ERR_KEY_EXISTS', 'an import over it');
+    await rejectsWith(kmsB.createKey(BOB, 'e', 'k', 'AES256', false), 'ERR_KEY_EXISTS', 'another requester');
+    await rejectsWith(kmsB.createKey(ALICE, 'e', 'k', 'ChaCha20', false), 'ERR_KEY_EXISTS', 'another key type');
+    await rejectsWith(kmsB.importKey(ALICE, 'e', 'k', 'AES256', randomBytes(32)), 'ERR_KEY_EXISTS', 'an import over it');
     // A plain duplicate (the first create was acknowledged) keeps the wire contract's 409.
     await kmsB.createKey(ALICE, 'e', 'plain', 'AES256', false);
-    await expectCode(kmsB.createKey(ALICE, 'e', 'plain', 'AES256', false), 'ERR_KEY_EXISTS', 'plain duplicate');
+    await rejectsWith(kmsB.createKey(ALICE, 'e', 'plain', 'AES256', false), 'ERR_KEY_EXISTS', 'plain duplicate');
     // Once the key has a second version, a create is no retry of the first one.
     await kmsB.createKey(ALICE, 'e', 'k', '', true);
-    await expectCode(kmsB.createKey(ALICE, 'e', 'k', 'AES256', false), 'ERR_KEY_EXISTS', 'after a new version');
+    await rejectsWith(kmsB.createKey(ALICE, 'e', 'k', 'AES256', false), 'ERR_KEY_EXISTS', 'after a new version');
   });
 
   it('a lost attempt is simply created by the retry; an expired note is no longer a retry', async () => {
     const { a, kmsA, shared } = await twoNodes();
     a.faults.push('ambiguous-lost');
-    await expectCode(kmsA.createKey(ALICE, 'e', 'k', '', false), 'ERR_STORE_OUTCOME_UNKNOWN', 'first attempt');
+    await rejectsWith(kmsA.createKey(ALICE, 'e', 'k', '', false), 'ERR_STORE_OUTCOME_UNKNOWN', 'first attempt');
     await kmsA.createKey(ALICE, 'e', 'k', '', false);
     assert.equal((await shared.range('key/')).length, 1);
-    // Give the ledger the time to look: nothing to publish for a lost attempt.
-    await new Promise((r) => setTimeout(r, 300));
+    // The ledger (in the background) reads the key to decide; a publication would follow that
+    // read without a timer, so once it was answered and the pending callbacks ran, it is decided.
+    await waitFor('the ledger to read the key', () => a.gets.includes('key/e/k'), 5_000, 10);
+    await new Promise((r) => setImmediate(r));
+    assert.ok(!a.gets.includes(retryPath('key/e/k')), 'the ledger went on to publish the lost attempt');
     assert.equal(await shared.get(retryPath('key/e/k')), undefined, 'a lost attempt is not published');
     assert.equal(RETRY_WINDOW_MS, 300_000, 'the documented window');
   });
@@ -197,16 +190,16 @@ describe('a retry after an unknown outcome', () => {
   it('ENCLAVE:CREATE and KEY:IMPORT retries succeed too', async () => {
     const { a, kmsA, shared, reloadB } = await twoNodes();
     a.faults.push('ambiguous-applied');
-    await expectCode(kmsA.createEnclave(ALICE, 'tenant'), 'ERR_STORE_OUTCOME_UNKNOWN', 'enclave');
+    await rejectsWith(kmsA.createEnclave(ALICE, 'tenant'), 'ERR_STORE_OUTCOME_UNKNOWN', 'enclave');
     const material = randomBytes(32);
     a.faults.push('ambiguous-applied');
-    await expectCode(kmsA.importKey(ALICE, 'e', 'imp', 'AES256', material), 'ERR_STORE_OUTCOME_UNKNOWN', 'import');
-    await until('both attempts are published', async () => (await shared.range('retry/')).length === 2);
+    await rejectsWith(kmsA.importKey(ALICE, 'e', 'imp', 'AES256', material), 'ERR_STORE_OUTCOME_UNKNOWN', 'import');
+    await waitFor('both attempts are published', async () => (await shared.range('retry/')).length === 2);
     const kmsB = await reloadB();
     await kmsB.createEnclave(ALICE, 'tenant');
-    await expectCode(kmsB.createEnclave(BOB, 'tenant'), 'ERR_ENCLAVE_EXISTS', 'enclave, another requester');
+    await rejectsWith(kmsB.createEnclave(BOB, 'tenant'), 'ERR_ENCLAVE_EXISTS', 'enclave, another requester');
     await kmsB.importKey(ALICE, 'e', 'imp', 'AES256', material);
-    await expectCode(kmsB.importKey(ALICE, 'e', 'imp', 'AES256', randomBytes(32)), 'ERR_KEY_EXISTS', 'import of other material');
+    await rejectsWith(kmsB.importKey(ALICE, 'e', 'imp', 'AES256', randomBytes(32)), 'ERR_KEY_EXISTS', 'import of other material');
   });
 });
 
@@ -217,12 +210,13 @@ describe('write deadlines', () => {
     a.gate = new Promise<void>((r) => (release = r));
     const sentBefore = a.commits.length;
     const slow = kmsA.createKey(ALICE, 'e', 'slow', '', false, { deadline: Date.now() + 60_000 });
-    const queued = kmsA.createKey(ALICE, 'e', 'queued', '', false, { deadline: Date.now() + 100 });
-    await new Promise((r) => setTimeout(r, 200));
+    const queuedDeadline = Date.now() + 100;
+    const queued = kmsA.createKey(ALICE, 'e', 'queued', '', false, { deadline: queuedDeadline });
+    await waitFor("the queued write's deadline to pass", () => Date.now() > queuedDeadline, 5_000, 10);
     a.gate = undefined;
     release();
     await slow;
-    await expectCode(queued, 'ERR_STORE_TIMEOUT', 'queued past its deadline');
+    await rejectsWith(queued, 'ERR_STORE_TIMEOUT', 'queued past its deadline');
     assert.equal(a.commits.length - sentBefore, 1, 'only the first write reached the store');
     const deadline = a.commits.at(-1)!.options?.deadline;
     assert.ok(deadline !== undefined && deadline > Date.now(), `the commit carried the write's deadline, got ${deadline}`);
@@ -237,17 +231,19 @@ describe('write deadlines', () => {
     const t0 = Date.now();
     const first = kmsA.createKey(ALICE, 'e', 'first', '', false);
     const second = kmsA.createKey(ALICE, 'e', 'second', '', false);
-    await until('the first commit is sent', async () => a.commits.length > sent);
+    await waitFor('the first commit is sent', async () => a.commits.length > sent);
+    // Both deadlines were set between t0 and now (t1): the store timeout after that.
+    const t1 = Date.now();
     const d = a.commits.at(-1)!.options?.deadline;
     assert.ok(
-      d !== undefined && d - t0 >= 100 && d - t0 <= 250,
-      `the first commit's deadline is the 150 ms store timeout: ${d === undefined ? d : d - t0}`,
+      d !== undefined && d >= t0 + 150 && d <= t1 + 150,
+      `the first commit's deadline is the 150 ms store timeout: ${d === undefined ? d : `t0 + ${d - t0} ms, t1 + ${d - t1} ms`}`,
     );
-    await new Promise((r) => setTimeout(r, 250));
+    await waitFor("the second write's deadline to pass", () => Date.now() > t1 + 150, 5_000, 10);
     a.gate = undefined;
     release();
     await first;
-    await expectCode(second, 'ERR_STORE_TIMEOUT', 'the second write waited longer than the store timeout');
+    await rejectsWith(second, 'ERR_STORE_TIMEOUT', 'the second write waited longer than the store timeout');
     assert.equal(a.commits.length, sent + 1, 'the second write was never sent');
   });
 });
