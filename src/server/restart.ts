@@ -120,7 +120,9 @@ export class RestartService {
 
   /** In a cluster: follows the restart requests recorded for this node (until `close`). */
   start(): void {
-    if (!this.#node.cluster || this.#closed) return;
+    // A process that cannot restart itself (`--restart-mode off`, embedded) has nothing to follow:
+    // a coordinator that asks it times out (504), naming it.
+    if (!this.#node.cluster || this.#closed || !this.#self.supported) return;
     const client = this.#node.cluster.store.client;
     client
       .watch()
@@ -161,10 +163,6 @@ export class RestartService {
       req = JSON.parse(value) as RestartRequest;
     } catch {
       this.#log.warn('ignoring a malformed restart request', { key: clip(key) });
-      return;
-    }
-    if (!this.#self.supported) {
-      this.#log.error('a cluster restart asked this node to restart, but this process cannot restart itself', { by: req.by });
       return;
     }
     this.#log.info('restarting: requested by the rolling restart of the cluster', { coordinator: req.by, token: req.token });

@@ -19,6 +19,8 @@ export interface KmsClusterOptions {
   etcd?: EtcdClusterOptions;
   /** The etcd endpoints node `i` is configured with; all of them by default. */
   nodeEndpoints?: (i: number, all: readonly string[]) => string[];
+  /** More command-line arguments of every node (after `--host`). */
+  args?: string[];
 }
 
 export interface KmsCluster {
@@ -68,7 +70,7 @@ store:
       hsmKey,
       config: config(i),
       port: ports[i],
-      args: ['--host', `127.0.0.1:${ports[i]}`],
+      args: ['--host', `127.0.0.1:${ports[i]}`, ...(opts.args ?? [])],
     });
     nodes[i] = s;
     return s;
