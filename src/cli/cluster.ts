@@ -1,7 +1,7 @@
 /** Cluster commands (SysAdmin): `stat`, `ls`, `add`, `rm`, `edit`, `add-hsm`, `rm-hsm`. */
 import { Option, type Command } from 'commander';
 import type { ClusterStatusResponse, ServerStatusResponse } from '../protocol/messages.js';
-import { formatDuration } from '../protocol/schema.js';
+import { formatDuration } from '../protocol/json.js';
 import { clientCommand, usageError, done, humanBytes, humanDuration, print, printFields, printJson, runs, style, table } from './common.js';
 
 /** One node, up or down, in node-id order. */

@@ -11,7 +11,7 @@ import { parseApiKey, type ApiKey } from '../identity/api-key.js';
 import { certificateForApiKey } from '../identity/client-cert.js';
 import { KmsError, errorFromWire } from '../errors.js';
 import { encodeFrames, parseFrames } from '../protocol/frames.js';
-import { decodeMessage, encodeMessage, fromJSON, type MessageInit, type MessageSchema } from '../protocol/schema.js';
+import { decodeMessage, encodeMessage, type MessageInit, type MessageSchema } from '../protocol/schema.js';
 import * as M from '../protocol/messages.js';
 import { CommandCode as C, commandByCode } from '../protocol/commands.js';
 import { Transport, type TlsOptions, type HttpResponse, type TransportOptions } from './transport.js';
@@ -53,7 +53,11 @@ export function responseError(res: HttpResponse, host = ''): Error {
   let message = body.toString('utf8');
   try {
     if (type === OCTET) message = decodeMessage(M.ErrResponseSchema, body).message;
-    else if (type === 'application/json') message = fromJSON(M.ErrResponseSchema, JSON.parse(message)).message;
+    else if (type === 'application/json') {
+      // ErrResponse as protobuf-JSON: `{"message": "…"}` (the server's own form, see `sendError`).
+      const json = JSON.parse(message) as { message?: unknown } | null;
+      if (typeof json?.message === 'string') message = json.message;
+    }
   } catch {
     // keep the raw text
   }

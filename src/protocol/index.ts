@@ -6,6 +6,7 @@
 export * from '../errors.js';
 export * from './pb.js';
 export * from './schema.js';
+export * from './json.js';
 export * from './messages.js';
 export * from './frames.js';
 export * from './commands.js';

@@ -1,7 +1,16 @@
 /**
- * A table-driven proto3 codec. A message is described once, as data (field number, name, type,
- * optional `repeated`/`map`), and {@link encodeMessage}/{@link decodeMessage}/{@link toJSON}/
- * {@link fromJSON} interpret that table. No code generation, no dependencies.
+ * A table-driven proto3 codec. A message is declared once, as data — field name → field number
+ * and type — and {@link encodeMessage}/{@link decodeMessage} interpret that table. The message's
+ * TypeScript type is derived from the same table ({@link MessageType}), so the two cannot drift.
+ * No code generation, no dependencies.
+ *
+ * ```ts
+ * export const KeyStatusRequestSchema = defineMessage('KeyStatusRequest', {
+ *   name: { no: 1, type: 'string' },
+ *   version: { no: 2, type: 'uint32' },
+ * });
+ * export type KeyStatusRequest = MessageType<typeof KeyStatusRequestSchema>; // { name: string; version: number }
+ * ```
  *
  * Wire rules (https://protobuf.dev/programming-guides/encoding/, proto3 semantics as Go's
  * `google.golang.org/protobuf` implements them):
@@ -17,7 +26,8 @@
  *   `KmsError('ERR_MALFORMED_MESSAGE')`. (Go would keep a known field with a wrong wire type as
  *   an unknown field; we refuse it.)
  *
- * JS representation (decode output; encode accepts the same shapes, all fields optional):
+ * JS representation (decode output; encode accepts the same shapes, all fields optional), as
+ * {@link SCALARS} reads them:
  * | proto type | JS |
  * |---|---|
  * | string | `string` |
@@ -31,34 +41,182 @@
  * | repeated T | `T[]` |
  * | map<string, V> | `Record<string, V>` (plain object; a `__proto__` key is stored as an own property) |
  * | map<integer, V> | `Map<number, V>` |
+ *
+ * There is no general protobuf-JSON mapping (names, 64-bit strings, base64, RFC 3339, durations):
+ * the product writes JSON for three fixed outputs only, which `json.ts` builds from explicit
+ * field lists.
  */
 
-import { KmsError } from '../errors.js';
 import { EMPTY_BUFFER, Reader, WIRE_LEN, WIRE_VARINT, Writer, malformed } from './pb.js';
 
+// ---------------------------------------------------------------------------------------------
+// The types: one table
+
+/**
+ * How one proto type is encoded, decoded and defaulted. Members are methods, so that the codec of
+ * any one type is a `Codec<unknown>` (method parameters are checked bivariantly).
+ */
+interface Codec<V> {
+  /** Wire type of one value. */
+  readonly wire: number;
+  /** The value of an absent field (`newMessage`, and the JS type of a singular field). */
+  readonly zero: V | undefined;
+  /** True if a present value is the default, which encoding omits. */
+  isDefault(v: V): boolean;
+  /** The value of an element written without content (a map entry without value). */
+  empty(): V;
+  /** Writes one value, without its key. */
+  write(w: Writer, v: V): void;
+  /** Reads one value (after its key). `prev` is the field's current value (messages, Timestamp and Duration merge into it). */
+  read(r: Reader, prev: V | undefined): V;
+}
+
+const isZero = (v: number) => v === 0 || v !== v; // 0, -0, NaN
+const never = () => false;
+
+/**
+ * Every scalar and well-known type. The JS type of a field is what its `read` returns (and, for
+ * a singular field, its `zero`): {@link MessageType} derives message types from this table.
+ */
+const SCALARS = {
+  string: {
+    wire: WIRE_LEN,
+    zero: '',
+    isDefault: (v: string) => v === '',
+    empty: () => '',
+    write: (w: Writer, v: string) => w.string(v ?? ''),
+    read: (r: Reader): string => r.string(),
+  },
+  bytes: {
+    wire: WIRE_LEN,
+    zero: EMPTY_BUFFER,
+    isDefault: (v: Uint8Array) => v.length === 0,
+    empty: () => EMPTY_BUFFER,
+    write: (w: Writer, v: Uint8Array) => w.bytes(v ?? EMPTY_BUFFER),
+    read: (r: Reader): Buffer => r.bytes(),
+  },
+  bool: {
+    wire: WIRE_VARINT,
+    zero: false,
+    isDefault: (v: boolean) => v === false,
+    empty: () => false,
+    write: (w: Writer, v: boolean) => w.bool(v === true),
+    read: (r: Reader): boolean => r.bool(),
+  },
+  uint32: varint(
+    (w, v) => w.uint32(v >>> 0),
+    (r) => r.uint32(),
+  ),
+  int32: varint(
+    (w, v) => w.int32(v | 0),
+    (r) => r.int32(),
+  ),
+  sint32: varint(
+    (w, v) => w.sint32(v | 0),
+    (r) => r.sint32(),
+  ),
+  uint64: varint(
+    (w, v) => w.int64(checkInt64(v)),
+    (r) => r.uint64(),
+  ),
+  int64: varint(
+    (w, v) => w.int64(checkInt64(v)),
+    (r) => r.int64(),
+  ),
+  sint64: varint(
+    (w, v) => w.sint64(checkInt64(v)),
+    (r) => r.sint64(),
+  ),
+  timestamp: {
+    wire: WIRE_LEN,
+    zero: undefined,
+    isDefault: never, // presence: only undefined is absent
+    empty: () => new Date(0),
+    write: (w: Writer, v: Date | undefined) => {
+      const start = w.fork();
+      if (v !== undefined && v !== null) writeTimestampFields(w, v);
+      w.ldelim(start);
+    },
+    read: readTimestamp,
+  },
+  duration: {
+    wire: WIRE_LEN,
+    zero: 0,
+    isDefault: isZero,
+    empty: () => 0,
+    write: (w: Writer, v: number) => {
+      const start = w.fork();
+      writeDurationFields(w, v ?? 0);
+      w.ldelim(start);
+    },
+    read: (r: Reader, prev: number | undefined) => readDuration(r, prev ?? 0),
+  },
+} satisfies Record<string, Codec<unknown>>;
+
+function varint(write: (w: Writer, v: number) => void, read: (r: Reader) => number) {
+  return { wire: WIRE_VARINT, zero: 0, isDefault: isZero, empty: () => 0, write, read };
+}
+
 /** Scalar and well-known field types. */
-export type ScalarType =
-  'string' | 'bytes' | 'bool' | 'uint32' | 'int32' | 'sint32' | 'uint64' | 'int64' | 'sint64' | 'timestamp' | 'duration';
+export type ScalarType = keyof typeof SCALARS;
 
 /** Types a map key may have. String keys give a `Record`, integer keys a `Map<number, V>`. */
 export type MapKeyType = 'string' | 'uint32' | 'int32' | 'sint32' | 'uint64' | 'int64' | 'sint64';
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type FieldType = ScalarType | MessageSchema<any>;
+/** The type of a field (of a map's values): a scalar or well-known type, or a message schema. */
+export type FieldType = ScalarType | MessageSchema<unknown>;
 
-/** One row of a message table. Exactly one of `type` and `map` is given. */
-export interface FieldSpec {
-  /** Field number, 1 … 2^29-1. */
-  readonly no: number;
-  /** JS property name (camelCase). */
+/** One row of a message table: a singular or repeated field, or a map. */
+export type Field =
+  | {
+      /** Field number, 1 … 2^29-1. */
+      readonly no: number;
+      readonly type: FieldType;
+      readonly repeated?: boolean;
+      readonly map?: never;
+    }
+  | {
+      readonly no: number;
+      /** `[keyType, valueType]` for a `map<K, V>` field. */
+      readonly map: readonly [MapKeyType, FieldType];
+      readonly type?: never;
+      readonly repeated?: never;
+    };
+
+/** A message table: JS property name (camelCase) → field. */
+export type Fields = { readonly [name: string]: Field };
+
+/** A field with its name, as {@link MessageSchema.fields} lists them. */
+export type FieldSpec = {
   readonly name: string;
-  /** protobuf-JSON name (`json_name`); defaults to `name`. */
-  readonly json?: string;
+  readonly no: number;
   readonly type?: FieldType;
   readonly repeated?: boolean;
-  /** `[keyType, valueType]` for a `map<K, V>` field. */
   readonly map?: readonly [MapKeyType, FieldType];
-}
+};
+
+// ---------------------------------------------------------------------------------------------
+// Types derived from a table
+
+/** The JS type of a message schema: `MessageType<typeof KeyStatusRequestSchema>`. */
+export type MessageType<S> = S extends MessageSchema<infer T> ? T : never;
+
+/** The decoded JS shape of a message table (every field present). */
+export type MessageOf<F extends Fields> = [keyof F] extends [never] ? Record<string, never> : FieldsOf<F>;
+// Homomorphic, so each property keeps the doc comment of its table row.
+type FieldsOf<F extends Fields> = { -readonly [K in keyof F]: FieldValue<F[K]> };
+
+type FieldValue<F> = F extends { readonly map: readonly [infer K, infer V] }
+  ? K extends 'string'
+    ? Record<string, ElementOf<V>>
+    : Map<number, ElementOf<V>>
+  : F extends { readonly type: infer T; readonly repeated: true }
+    ? ElementOf<T>[]
+    : F extends { readonly type: infer T }
+      ? ElementOf<T> | (T extends ScalarType ? (typeof SCALARS)[T]['zero'] : undefined)
+      : never;
+
+type ElementOf<T> = T extends ScalarType ? ReturnType<(typeof SCALARS)[T]['read']> : T extends MessageSchema<infer M> ? M : never;
 
 /** Deep-optional form of a message type, accepted by the encoders. */
 export type MessageInit<T> = { [K in keyof T]?: InitValue<T[K]> };
@@ -74,33 +232,8 @@ type InitValue<V> = V extends Uint8Array
           ? MessageInit<V>
           : V;
 
-// Type codes (compiled form of FieldType).
-const T_STRING = 1;
-const T_BYTES = 2;
-const T_BOOL = 3;
-const T_UINT32 = 4;
-const T_INT32 = 5;
-const T_SINT32 = 6;
-const T_UINT64 = 7;
-const T_INT64 = 8;
-const T_SINT64 = 9;
-const T_TIMESTAMP = 10;
-const T_DURATION = 11;
-const T_MESSAGE = 12;
-
-const TYPE_CODES: Record<ScalarType, number> = {
-  string: T_STRING,
-  bytes: T_BYTES,
-  bool: T_BOOL,
-  uint32: T_UINT32,
-  int32: T_INT32,
-  sint32: T_SINT32,
-  uint64: T_UINT64,
-  int64: T_INT64,
-  sint64: T_SINT64,
-  timestamp: T_TIMESTAMP,
-  duration: T_DURATION,
-};
+// ---------------------------------------------------------------------------------------------
+// Schemas
 
 const K_SINGLE = 0;
 const K_REPEATED = 1;
@@ -109,26 +242,17 @@ const K_MAP = 2;
 interface CompiledField {
   readonly no: number;
   readonly name: string;
-  readonly json: string;
   readonly kind: number;
-  /** Value type (element type for repeated, value type for maps). */
-  readonly type: number;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  readonly msg: MessageSchema<any> | undefined;
+  /** Value codec (element type for repeated, value type for maps). */
+  readonly codec: Codec<unknown>;
   /** Wire type of one value. */
   readonly wire: number;
-  /** Precomputed key of one value: (no << 3) | wire. */
+  /** Precomputed key of one value (of one map entry for maps): (no << 3) | wire. */
   readonly key: number;
-  /** Map key type code (maps only). */
-  readonly keyType: number;
+  /** Map key codec (maps only). */
+  readonly keyCodec: Codec<unknown> | undefined;
   /** True if the map has string keys (→ Record), false for integer keys (→ Map). */
   readonly stringKeys: boolean;
-}
-
-function wireOf(type: number): number {
-  return type === T_STRING || type === T_BYTES || type === T_TIMESTAMP || type === T_DURATION || type === T_MESSAGE
-    ? WIRE_LEN
-    : WIRE_VARINT;
 }
 
 /**
@@ -139,31 +263,48 @@ export class MessageSchema<T> {
   /** Phantom: the JS type of this message (never set at runtime). */
   declare readonly _type: T;
   readonly name: string;
+  /** The rows of the table, as declared. */
   readonly fields: readonly FieldSpec[];
+  /** @internal How a field of this message type is written and read. */
+  readonly codec: Codec<unknown>;
   /** Compiled fields in field-number order. */
   private compiledFields: CompiledField[] | undefined;
   /** Compiled fields indexed by field number (sparse). */
   private byNumber: (CompiledField | undefined)[] | undefined;
-  private byJson: Map<string, CompiledField> | undefined;
 
-  constructor(name: string, fields: readonly FieldSpec[]) {
+  constructor(name: string, fields: Fields) {
     this.name = name;
-    this.fields = fields;
+    this.fields = Object.entries(fields).map(([n, f]) => ({ name: n, ...f }));
     const nos = new Set<number>();
-    const names = new Set<string>();
-    for (const f of fields) {
+    for (const f of this.fields) {
       if (!Number.isInteger(f.no) || f.no < 1 || f.no > 0x1fffffff || (f.no >= 19000 && f.no <= 19999)) {
         throw new Error(`${name}.${f.name}: invalid field number ${f.no}`);
       }
       if (nos.has(f.no)) throw new Error(`${name}: duplicate field number ${f.no}`);
-      if (names.has(f.name)) throw new Error(`${name}: duplicate field name ${f.name}`);
       if ((f.type === undefined) === (f.map === undefined)) {
         throw new Error(`${name}.${f.name}: exactly one of type and map must be set`);
       }
-      if (f.map && f.repeated) throw new Error(`${name}.${f.name}: a map cannot be repeated`);
       nos.add(f.no);
-      names.add(f.name);
     }
+    const schema = this as MessageSchema<unknown>;
+    this.codec = {
+      wire: WIRE_LEN,
+      zero: undefined,
+      isDefault: never, // presence: only undefined is absent
+      empty: () => newMessage(schema),
+      write: (w, v) => {
+        const start = w.fork();
+        if (v !== undefined && v !== null) writeFields(w, schema, v as Record<string, unknown>);
+        w.ldelim(start);
+      },
+      read: (r, prev) => {
+        const saved = r.push(r.len());
+        const obj = prev ?? newMessage(schema);
+        readFields(r, schema, obj as Record<string, unknown>);
+        r.pop(saved);
+        return obj;
+      },
+    };
   }
 
   /** @internal Fields in field-number order (compiled on first use). */
@@ -177,52 +318,45 @@ export class MessageSchema<T> {
     return this.byNumber!;
   }
 
-  /** @internal Field by JSON name or JS name. */
-  get jsonNames(): Map<string, CompiledField> {
-    if (this.byJson === undefined) this.compile();
-    return this.byJson!;
-  }
-
   private compile(): CompiledField[] {
     const out: CompiledField[] = [];
     for (const f of [...this.fields].sort((a, b) => a.no - b.no)) {
-      const valueType = f.map ? f.map[1] : f.type!;
-      const type = typeof valueType === 'string' ? TYPE_CODES[valueType] : T_MESSAGE;
-      if (type === undefined) throw new Error(`${this.name}.${f.name}: unknown type ${String(valueType)}`);
+      const codec = codecOf(f.map ? f.map[1] : f.type!, `${this.name}.${f.name}`);
       const kind = f.map ? K_MAP : f.repeated ? K_REPEATED : K_SINGLE;
-      const wire = kind === K_MAP ? WIRE_LEN : wireOf(type);
-      const keyType = f.map ? TYPE_CODES[f.map[0]] : 0;
+      const wire = kind === K_MAP ? WIRE_LEN : codec.wire;
       out.push({
         no: f.no,
         name: f.name,
-        json: f.json ?? f.name,
         kind,
-        type,
-        msg: typeof valueType === 'string' ? undefined : valueType,
+        codec,
         wire,
         key: f.no * 8 + wire,
-        keyType,
-        stringKeys: keyType === T_STRING,
+        keyCodec: f.map ? codecOf(f.map[0], `${this.name}.${f.name}`) : undefined,
+        stringKeys: f.map?.[0] === 'string',
       });
     }
     const byNumber: (CompiledField | undefined)[] = [];
-    const byJson = new Map<string, CompiledField>();
-    for (const f of out) {
-      if (f.no < 4096) byNumber[f.no] = f;
-      byJson.set(f.json, f);
-      byJson.set(f.name, f);
-    }
     // Sparse high numbers are handled by a linear search fallback (see fieldByNumber).
+    for (const f of out) if (f.no < 4096) byNumber[f.no] = f;
     this.byNumber = byNumber;
-    this.byJson = byJson;
     this.compiledFields = out;
     return out;
   }
 }
 
-/** Declares a message: `defineMessage<KeyStatusRequest>('KeyStatusRequest', [{ no: 1, name: 'name', type: 'string' }, …])`. */
-export function defineMessage<T>(name: string, fields: readonly FieldSpec[]): MessageSchema<T> {
-  return new MessageSchema<T>(name, fields);
+function codecOf(type: FieldType, where: string): Codec<unknown> {
+  if (type instanceof MessageSchema) return type.codec;
+  const codec = (SCALARS as Record<string, Codec<unknown>>)[type];
+  if (codec === undefined || !Object.hasOwn(SCALARS, type)) throw new Error(`${where}: unknown type ${String(type)}`);
+  return codec as Codec<unknown>;
+}
+
+/**
+ * Declares a message from its table; the message's JS type is {@link MessageType} of the result.
+ * See the module doc for an example, and `messages.ts` for every message of the protocol.
+ */
+export function defineMessage<const F extends Fields>(name: string, fields: F): MessageSchema<MessageOf<F>> {
+  return new MessageSchema<MessageOf<F>>(name, fields);
 }
 
 function fieldByNumber(s: MessageSchema<unknown>, no: number): CompiledField | undefined {
@@ -264,10 +398,11 @@ function writeFields(w: Writer, schema: MessageSchema<unknown>, obj: Record<stri
     const f = fields[i]!;
     const v = obj[f.name];
     if (v === undefined || v === null) continue;
+    const codec = f.codec;
     if (f.kind === K_SINGLE) {
-      if (!isDefault(f.type, v)) {
+      if (!codec.isDefault(v)) {
         w.uint32(f.key);
-        writeValue(w, f, f.type, v);
+        codec.write(w, v);
       }
     } else if (f.kind === K_REPEATED) {
       const arr = v as ArrayLike<unknown>;
@@ -277,80 +412,16 @@ function writeFields(w: Writer, schema: MessageSchema<unknown>, obj: Record<stri
         // Packed.
         w.tag(f.no, WIRE_LEN);
         const start = w.fork();
-        for (let j = 0; j < n; j++) writeValue(w, f, f.type, arr[j]);
+        for (let j = 0; j < n; j++) codec.write(w, arr[j]);
         w.ldelim(start);
       } else {
         for (let j = 0; j < n; j++) {
           w.uint32(f.key);
-          writeValue(w, f, f.type, arr[j]);
+          codec.write(w, arr[j]);
         }
       }
     } else {
       writeMap(w, f, v);
-    }
-  }
-}
-
-function isDefault(type: number, v: unknown): boolean {
-  switch (type) {
-    case T_STRING:
-      return v === '';
-    case T_BYTES:
-      return (v as Uint8Array).length === 0;
-    case T_BOOL:
-      return v === false;
-    case T_TIMESTAMP:
-    case T_MESSAGE:
-      return false; // presence: undefined/null were filtered out
-    default:
-      return v === 0 || v !== v; // 0, -0, NaN
-  }
-}
-
-/** Writes one value (no key) of the given type. */
-function writeValue(w: Writer, f: CompiledField, type: number, v: unknown): void {
-  switch (type) {
-    case T_STRING:
-      w.string((v as string) ?? '');
-      return;
-    case T_BYTES:
-      w.bytes((v as Uint8Array) ?? EMPTY_BUFFER);
-      return;
-    case T_BOOL:
-      w.bool(v === true);
-      return;
-    case T_UINT32:
-      w.uint32((v as number) >>> 0);
-      return;
-    case T_INT32:
-      w.int32((v as number) | 0);
-      return;
-    case T_SINT32:
-      w.sint32((v as number) | 0);
-      return;
-    case T_UINT64:
-    case T_INT64:
-      w.int64(checkInt64(v as number));
-      return;
-    case T_SINT64:
-      w.sint64(checkInt64(v as number));
-      return;
-    case T_TIMESTAMP: {
-      const start = w.fork();
-      if (v !== undefined && v !== null) writeTimestampFields(w, v as Date);
-      w.ldelim(start);
-      return;
-    }
-    case T_DURATION: {
-      const start = w.fork();
-      writeDurationFields(w, (v as number) ?? 0);
-      w.ldelim(start);
-      return;
-    }
-    default: {
-      const start = w.fork();
-      if (v !== undefined && v !== null) writeFields(w, f.msg!, v as Record<string, unknown>);
-      w.ldelim(start);
     }
   }
 }
@@ -367,19 +438,11 @@ function writeTimestampFields(w: Writer, d: Date): void {
   const ms = d.getTime();
   if (ms !== ms) throw new TypeError('invalid Date');
   const seconds = Math.floor(ms / 1000);
-  const nanos = (ms - seconds * 1000) * 1_000_000;
-  if (seconds !== 0) {
-    w.tag(1, WIRE_VARINT);
-    w.int64(seconds);
-  }
-  if (nanos !== 0) {
-    w.tag(2, WIRE_VARINT);
-    w.int32(nanos);
-  }
+  writeSecondsNanos(w, seconds, (ms - seconds * 1000) * 1_000_000);
 }
 
-/** Splits milliseconds into protobuf Duration seconds + nanos (same sign). */
-function splitDuration(ms: number): [number, number] {
+/** @internal Splits milliseconds into protobuf Duration seconds + nanos (same sign). */
+export function splitDuration(ms: number): [number, number] {
   if (!Number.isFinite(ms)) throw new TypeError(`invalid duration ${ms}`);
   let seconds = Math.trunc(ms / 1000);
   let nanos = Math.round((ms - seconds * 1000) * 1_000_000);
@@ -394,8 +457,11 @@ function splitDuration(ms: number): [number, number] {
 }
 
 function writeDurationFields(w: Writer, ms: number): void {
-  if (ms === 0) return;
-  const [seconds, nanos] = splitDuration(ms);
+  if (ms !== 0) writeSecondsNanos(w, ...splitDuration(ms));
+}
+
+/** The body of a Timestamp or Duration: 1 int64 seconds, 2 int32 nanos. */
+function writeSecondsNanos(w: Writer, seconds: number, nanos: number): void {
   if (seconds !== 0) {
     w.tag(1, WIRE_VARINT);
     w.int64(seconds);
@@ -407,35 +473,22 @@ function writeDurationFields(w: Writer, ms: number): void {
 }
 
 function writeMap(w: Writer, f: CompiledField, v: unknown): void {
-  const keyWire = (1 << 3) | wireOf(f.keyType);
-  const valKey = (2 << 3) | wireOf(f.type);
-  if (f.stringKeys) {
-    const rec = v as Record<string, unknown>;
-    const keys = Object.keys(rec);
-    if (keys.length === 0) return;
-    keys.sort();
-    for (const k of keys) {
-      w.uint32(f.key);
-      const start = w.fork();
-      w.uint32(keyWire);
-      w.string(k);
-      w.uint32(valKey);
-      writeValue(w, f, f.type, rec[k]);
-      w.ldelim(start);
-    }
-  } else {
-    const map = v as ReadonlyMap<number, unknown>;
-    if (map.size === 0) return;
-    const keys = [...map.keys()].sort((a, b) => a - b);
-    for (const k of keys) {
-      w.uint32(f.key);
-      const start = w.fork();
-      w.uint32(keyWire);
-      writeValue(w, f, f.keyType, k);
-      w.uint32(valKey);
-      writeValue(w, f, f.type, map.get(k));
-      w.ldelim(start);
-    }
+  const keyCodec = f.keyCodec!;
+  const keyWire = (1 << 3) | keyCodec.wire;
+  const valKey = (2 << 3) | f.codec.wire;
+  const entries: [unknown, unknown][] = f.stringKeys
+    ? Object.keys(v as Record<string, unknown>)
+        .sort()
+        .map((k) => [k, (v as Record<string, unknown>)[k]])
+    : [...(v as ReadonlyMap<number, unknown>)].sort(([a], [b]) => (a as number) - (b as number));
+  for (const [k, val] of entries) {
+    w.uint32(f.key);
+    const start = w.fork();
+    w.uint32(keyWire);
+    keyCodec.write(w, k);
+    w.uint32(valKey);
+    f.codec.write(w, val);
+    w.ldelim(start);
   }
 }
 
@@ -454,38 +507,15 @@ export function decodeMessage<T>(schema: MessageSchema<T>, bytes: Uint8Array): T
   return obj;
 }
 
-/** Decodes from a reader positioned at a message body ending at `r.end`. */
-export function decodeMessageFrom<T>(r: Reader, schema: MessageSchema<T>): T {
-  const obj = newMessage(schema);
-  readFields(r, schema, obj as Record<string, unknown>);
-  return obj;
-}
-
 /** A message object with every field set to its default. */
 export function newMessage<T>(schema: MessageSchema<T>): T {
   const obj: Record<string, unknown> = {};
   const fields = schema.compiled;
   for (let i = 0; i < fields.length; i++) {
     const f = fields[i]!;
-    obj[f.name] = f.kind === K_REPEATED ? [] : f.kind === K_MAP ? (f.stringKeys ? {} : new Map()) : defaultValue(f.type);
+    obj[f.name] = f.kind === K_REPEATED ? [] : f.kind === K_MAP ? (f.stringKeys ? {} : new Map()) : f.codec.zero;
   }
   return obj as T;
-}
-
-function defaultValue(type: number): unknown {
-  switch (type) {
-    case T_STRING:
-      return '';
-    case T_BYTES:
-      return EMPTY_BUFFER;
-    case T_BOOL:
-      return false;
-    case T_TIMESTAMP:
-    case T_MESSAGE:
-      return undefined;
-    default:
-      return 0;
-  }
 }
 
 function readFields(r: Reader, schema: MessageSchema<unknown>, obj: Record<string, unknown>): void {
@@ -501,16 +531,15 @@ function readFields(r: Reader, schema: MessageSchema<unknown>, obj: Record<strin
     }
     if (f.kind === K_SINGLE) {
       if (wt !== f.wire) malformed(`wrong wire type for ${schema.name}.${f.name}`);
-      obj[f.name] = readValue(r, f, f.type, obj[f.name]);
+      obj[f.name] = f.codec.read(r, obj[f.name]);
     } else if (f.kind === K_REPEATED) {
       const arr = obj[f.name] as unknown[];
       if (wt === f.wire) {
-        arr.push(readValue(r, f, f.type, undefined));
+        arr.push(f.codec.read(r, undefined));
       } else if (wt === WIRE_LEN && f.wire === WIRE_VARINT) {
         // Packed.
-        const n = r.len();
-        const saved = r.push(n);
-        while (r.pos < r.end) arr.push(readValue(r, f, f.type, undefined));
+        const saved = r.push(r.len());
+        while (r.pos < r.end) arr.push(f.codec.read(r, undefined));
         r.pop(saved);
       } else {
         malformed(`wrong wire type for ${schema.name}.${f.name}`);
@@ -518,42 +547,6 @@ function readFields(r: Reader, schema: MessageSchema<unknown>, obj: Record<strin
     } else {
       if (wt !== WIRE_LEN) malformed(`wrong wire type for ${schema.name}.${f.name}`);
       readMapEntry(r, f, obj[f.name]);
-    }
-  }
-}
-
-/** Reads one value (after its key). `prev` is the current value (merged into for messages). */
-function readValue(r: Reader, f: CompiledField, type: number, prev: unknown): unknown {
-  switch (type) {
-    case T_STRING:
-      return r.string();
-    case T_BYTES:
-      return r.bytes();
-    case T_BOOL:
-      return r.bool();
-    case T_UINT32:
-      return r.uint32();
-    case T_INT32:
-      return r.int32();
-    case T_SINT32:
-      return r.sint32();
-    case T_UINT64:
-      return r.uint64();
-    case T_INT64:
-      return r.int64();
-    case T_SINT64:
-      return r.sint64();
-    case T_TIMESTAMP:
-      return readTimestamp(r, prev as Date | undefined);
-    case T_DURATION:
-      return readDuration(r, (prev as number | undefined) ?? 0);
-    default: {
-      const n = r.len();
-      const saved = r.push(n);
-      const obj = (prev as Record<string, unknown> | undefined) ?? newMessage(f.msg!);
-      readFields(r, f.msg!, obj as Record<string, unknown>);
-      r.pop(saved);
-      return obj;
     }
   }
 }
@@ -570,8 +563,7 @@ const MAX_DURATION_SECONDS = 315576000000;
  * message, a repeated singular Timestamp/Duration merges field by field.
  */
 function readSecondsNanos(r: Reader, seconds: number, nanos: number): [number, number] {
-  const n = r.len();
-  const saved = r.push(n);
+  const saved = r.push(r.len());
   while (r.pos < r.end) {
     const t = r.tag();
     const no = t >>> 3;
@@ -614,11 +606,9 @@ function readDuration(r: Reader, prev: number): number {
 }
 
 function readMapEntry(r: Reader, f: CompiledField, target: unknown): void {
-  const n = r.len();
-  const saved = r.push(n);
-  const keyWire = wireOf(f.keyType);
-  const valWire = wireOf(f.type);
-  let key: unknown = f.stringKeys ? '' : 0;
+  const saved = r.push(r.len());
+  const keyCodec = f.keyCodec!;
+  let key = keyCodec.zero;
   let val: unknown = undefined;
   let haveVal = false;
   while (r.pos < r.end) {
@@ -626,20 +616,18 @@ function readMapEntry(r: Reader, f: CompiledField, target: unknown): void {
     const no = t >>> 3;
     const wt = t & 7;
     if (no === 1) {
-      if (wt !== keyWire) malformed('wrong wire type for map key');
-      key = readValue(r, f, f.keyType, undefined);
+      if (wt !== keyCodec.wire) malformed('wrong wire type for map key');
+      key = keyCodec.read(r, undefined);
     } else if (no === 2) {
-      if (wt !== valWire) malformed('wrong wire type for map value');
-      val = readValue(r, f, f.type, haveVal ? val : undefined);
+      if (wt !== f.codec.wire) malformed('wrong wire type for map value');
+      val = f.codec.read(r, haveVal ? val : undefined);
       haveVal = true;
     } else {
       r.skip(wt);
     }
   }
   r.pop(saved);
-  if (!haveVal) {
-    val = f.type === T_MESSAGE ? newMessage(f.msg!) : f.type === T_TIMESTAMP ? new Date(0) : defaultValue(f.type);
-  }
+  if (!haveVal) val = f.codec.empty();
   if (f.stringKeys) setOwn(target as Record<string, unknown>, key as string, val);
   else (target as Map<number, unknown>).set(key as number, val);
 }
@@ -651,234 +639,4 @@ function setOwn(obj: Record<string, unknown>, key: string, val: unknown): void {
   } else {
     obj[key] = val;
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// protobuf-JSON (https://protobuf.dev/programming-guides/json/), as Go's protojson writes it:
-// json names, default values omitted, 64-bit integers as strings, bytes as padded standard
-// base64, Timestamp as RFC 3339 in UTC with 0/3/6/9 fraction digits, Duration as "<s>[.fff]s".
-
-/** A JSON value as produced by {@link toJSON}. */
-export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
-
-/** Converts a message to its protobuf-JSON object (pass the result to `JSON.stringify`). */
-export function toJSON<T>(schema: MessageSchema<T>, obj: MessageInit<T>): { [key: string]: JsonValue } {
-  const out: { [key: string]: JsonValue } = {};
-  const rec = obj as Record<string, unknown>;
-  for (const f of schema.compiled) {
-    const v = rec[f.name];
-    if (v === undefined || v === null) continue;
-    if (f.kind === K_SINGLE) {
-      if (isDefault(f.type, v)) continue;
-      out[f.json] = valueToJSON(f, f.type, v);
-    } else if (f.kind === K_REPEATED) {
-      const arr = v as ArrayLike<unknown>;
-      if (arr.length === 0) continue;
-      out[f.json] = Array.from(arr, (e) => valueToJSON(f, f.type, e));
-    } else {
-      const m: { [key: string]: JsonValue } = {};
-      let any = false;
-      if (f.stringKeys) {
-        const src = v as Record<string, unknown>;
-        for (const k of Object.keys(src).sort()) {
-          setOwn(m, k, valueToJSON(f, f.type, src[k]));
-          any = true;
-        }
-      } else {
-        const src = v as ReadonlyMap<number, unknown>;
-        for (const k of [...src.keys()].sort((a, b) => a - b)) {
-          m[String(k)] = valueToJSON(f, f.type, src.get(k));
-          any = true;
-        }
-      }
-      if (any) out[f.json] = m;
-    }
-  }
-  return out;
-}
-
-function valueToJSON(f: CompiledField, type: number, v: unknown): JsonValue {
-  switch (type) {
-    case T_STRING:
-      return (v as string) ?? '';
-    case T_BYTES:
-      return Buffer.from((v as Uint8Array).buffer, (v as Uint8Array).byteOffset, (v as Uint8Array).byteLength).toString('base64');
-    case T_BOOL:
-      return v === true;
-    case T_UINT32:
-      return (v as number) >>> 0;
-    case T_INT32:
-    case T_SINT32:
-      return (v as number) | 0;
-    case T_UINT64:
-    case T_INT64:
-    case T_SINT64:
-      return String(checkInt64((v as number) ?? 0));
-    case T_TIMESTAMP:
-      return formatTimestamp((v as Date | undefined) ?? new Date(0));
-    case T_DURATION:
-      return formatDuration((v as number) ?? 0);
-    default:
-      return toJSON(f.msg!, (v ?? {}) as MessageInit<unknown>);
-  }
-}
-
-/** RFC 3339 in UTC, fraction only when non-zero (Go protojson style). */
-export function formatTimestamp(d: Date): string {
-  const ms = d.getTime();
-  if (ms !== ms) throw new TypeError('invalid Date');
-  const iso = d.toISOString(); // YYYY-MM-DDTHH:mm:ss.sssZ
-  return iso.endsWith('.000Z') ? iso.slice(0, -5) + 'Z' : iso;
-}
-
-/** Duration as protobuf-JSON: seconds with 0, 3, 6 or 9 fraction digits and a trailing `s`. */
-export function formatDuration(ms: number): string {
-  const [seconds, nanos] = splitDuration(ms);
-  const neg = seconds < 0 || nanos < 0;
-  let s = `${neg ? '-' : ''}${Math.abs(seconds)}`;
-  if (nanos !== 0) {
-    let frac = String(Math.abs(nanos)).padStart(9, '0');
-    if (frac.endsWith('000')) frac = frac.slice(0, -3);
-    if (frac.endsWith('000')) frac = frac.slice(0, -3);
-    s += '.' + frac;
-  }
-  return s + 's';
-}
-
-/** Options of {@link fromJSON}. */
-export interface FromJsonOptions {
-  /** Ignore unknown fields instead of rejecting them (Go protojson's `DiscardUnknown`). */
-  ignoreUnknown?: boolean;
-}
-
-/**
- * Parses a protobuf-JSON object (already `JSON.parse`d) into a message. Field names may be the
- * json name or the JS name; `null` means default; 64-bit and 32-bit integers may be numbers or
- * decimal strings; bytes may be standard or URL-safe base64, padded or not. Throws
- * `KmsError('ERR_MALFORMED_MESSAGE')` on anything else.
- */
-export function fromJSON<T>(schema: MessageSchema<T>, json: unknown, options: FromJsonOptions = {}): T {
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) malformed(`${schema.name}: expected an object`);
-  const obj = newMessage(schema) as Record<string, unknown>;
-  const names = schema.jsonNames;
-  for (const [k, v] of Object.entries(json as Record<string, unknown>)) {
-    const f = names.get(k);
-    if (f === undefined) {
-      if (options.ignoreUnknown) continue;
-      malformed(`${schema.name}: unknown field ${JSON.stringify(k).slice(0, 80)}`);
-    }
-    if (v === null) continue;
-    if (f.kind === K_SINGLE) {
-      obj[f.name] = valueFromJSON(f, f.type, v, options);
-    } else if (f.kind === K_REPEATED) {
-      if (!Array.isArray(v)) malformed(`${schema.name}.${f.json}: expected an array`);
-      obj[f.name] = v.map((e) => valueFromJSON(f, f.type, e, options));
-    } else {
-      if (typeof v !== 'object' || Array.isArray(v)) malformed(`${schema.name}.${f.json}: expected an object`);
-      const target = obj[f.name];
-      for (const [mk, mv] of Object.entries(v as Record<string, unknown>)) {
-        const val = valueFromJSON(f, f.type, mv, options);
-        if (f.stringKeys) setOwn(target as Record<string, unknown>, mk, val);
-        else (target as Map<number, unknown>).set(integerFromJSON(f.keyType, mk) as number, val);
-      }
-    }
-  }
-  return obj as T;
-}
-
-function valueFromJSON(f: CompiledField, type: number, v: unknown, options: FromJsonOptions): unknown {
-  switch (type) {
-    case T_STRING:
-      if (typeof v !== 'string') malformed(`${f.json}: expected a string`);
-      return v;
-    case T_BYTES:
-      return bytesFromJSON(f, v);
-    case T_BOOL:
-      if (typeof v !== 'boolean') malformed(`${f.json}: expected a boolean`);
-      return v;
-    case T_TIMESTAMP:
-      if (typeof v !== 'string') malformed(`${f.json}: expected an RFC 3339 string`);
-      return parseTimestamp(v);
-    case T_DURATION:
-      if (typeof v !== 'string') malformed(`${f.json}: expected a duration string`);
-      return parseDuration(v);
-    case T_MESSAGE:
-      if (v === null) return newMessage(f.msg!);
-      return fromJSON(f.msg!, v, options);
-    default:
-      return integerFromJSON(type, v);
-  }
-}
-
-const INT_LIMITS: Record<number, [number, number]> = {
-  [T_UINT32]: [0, 0xffffffff],
-  [T_INT32]: [-0x80000000, 0x7fffffff],
-  [T_SINT32]: [-0x80000000, 0x7fffffff],
-  [T_UINT64]: [0, Number.MAX_SAFE_INTEGER],
-  [T_INT64]: [-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
-  [T_SINT64]: [-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
-};
-
-function integerFromJSON(type: number, v: unknown): number {
-  let n: number;
-  if (typeof v === 'number') n = v;
-  else if (typeof v === 'string' && /^-?\d+(\.0*)?([eE]\+?\d+)?$/.test(v)) n = Number(v);
-  else return malformed('expected an integer');
-  const [min, max] = INT_LIMITS[type]!;
-  if (!Number.isInteger(n) || n < min || n > max) malformed('integer out of range');
-  return n === 0 ? 0 : n; // no -0
-}
-
-function bytesFromJSON(f: CompiledField, v: unknown): Buffer {
-  if (typeof v !== 'string' || !/^[A-Za-z0-9+/_-]*={0,2}$/.test(v) || v.replace(/=+$/, '').length % 4 === 1) {
-    malformed(`${f.json}: expected base64`);
-  }
-  return Buffer.from(v.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
-}
-
-const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
-
-/** Parses an RFC 3339 timestamp (as protojson accepts it) to a Date (ms precision). */
-export function parseTimestamp(s: string): Date {
-  const m = RFC3339.exec(s);
-  if (m === null) return malformed('invalid RFC 3339 timestamp');
-  const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map(Number) as [
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-  ];
-  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 59) {
-    malformed('invalid RFC 3339 timestamp');
-  }
-  const ms = m[7] ? Math.floor(Number(m[7].padEnd(9, '0')) / 1_000_000) : 0;
-  let t = Date.UTC(year, month - 1, day, hour, minute, second, ms);
-  const check = new Date(Date.UTC(year, month - 1, day));
-  if (check.getUTCDate() !== day) malformed('invalid RFC 3339 timestamp');
-  if (year < 100) t = new Date(t).setUTCFullYear(year); // Date.UTC maps 0…99 to 1900…1999
-  if (m[9]) {
-    const off = (Number(m[10]) * 60 + Number(m[11])) * 60_000;
-    t += m[9] === '+' ? -off : off;
-  }
-  const sec = Math.floor(t / 1000);
-  if (sec < MIN_TIMESTAMP_SECONDS || sec > MAX_TIMESTAMP_SECONDS) malformed('timestamp out of range');
-  return new Date(t);
-}
-
-/** Parses a protojson Duration (`"1.5s"`, `"-0.001s"`) to milliseconds. */
-export function parseDuration(s: string): number {
-  const m = /^(-)?(\d+)(?:\.(\d{1,9}))?s$/.exec(s);
-  if (m === null) return malformed('invalid duration');
-  const seconds = Number(m[2]);
-  if (seconds > MAX_DURATION_SECONDS) malformed('duration out of range');
-  const nanos = m[3] ? Number(m[3].padEnd(9, '0')) : 0;
-  const ms = seconds * 1000 + nanos / 1_000_000;
-  return m[1] && ms !== 0 ? -ms : ms;
-}
-
-/** True for a `KmsError` raised by this codec (for callers that need to tell). */
-export function isMalformed(err: unknown): boolean {
-  return err instanceof KmsError && err.code === 'ERR_MALFORMED_MESSAGE';
 }

@@ -6,7 +6,8 @@
  * unsealing can still be profiled or restarted). None of them reads a body.
  */
 import { KmsError } from '../errors.js';
-import { encodeMessage, toJSON } from '../protocol/schema.js';
+import { encodeMessage } from '../protocol/schema.js';
+import { protoJson } from '../protocol/json.js';
 import { ProfileStatusResponseSchema } from '../protocol/messages.js';
 import { send, type Request, type Route } from './http.js';
 import type { Logger } from './log.js';
@@ -59,7 +60,12 @@ export function debugRoutes({ node, access, profiler, restart, log }: DebugDeps)
       handler: ({ req, res }) => {
         const status = profiler.status();
         if (wantsProtobuf(req)) send(res, 200, encodeMessage(ProfileStatusResponseSchema, status), OCTET);
-        else send(res, 200, JSON.stringify(toJSON(ProfileStatusResponseSchema, status)), 'application/json');
+        else {
+          // For people and curl: ProfileStatusResponse as protobuf-JSON.
+          const { started, cpu, heap, goroutine, thread, blockRate, mutexFraction } = status;
+          const json = protoJson({ started, cpu, heap, goroutine, thread, block_rate: blockRate, mutex_frac: mutexFraction });
+          send(res, 200, JSON.stringify(json), 'application/json');
+        }
       },
     },
     {

@@ -15,7 +15,8 @@
  * Each command of the command channel is then authorized on its own (server/commands.ts).
  */
 import { KmsError } from '../errors.js';
-import { encodeMessage, toJSON } from '../protocol/schema.js';
+import { encodeMessage } from '../protocol/schema.js';
+import { protoJson } from '../protocol/json.js';
 import { VersionResponseSchema } from '../protocol/messages.js';
 import type { CryptoPool } from '../crypto/pool.js';
 import { VERSION, COMMIT } from '../version.js';
@@ -70,7 +71,11 @@ export function apiRoutes({ node, observability: obs, pool, profiler, restart }:
       handler: ({ req, res }) => {
         const v = { version: VERSION, commit: COMMIT, apiVersion: 'v1', host: node.host, fips140: false };
         if (wantsProtobuf(req)) send(res, 200, encodeMessage(VersionResponseSchema, v), OCTET);
-        else send(res, 200, JSON.stringify(toJSON(VersionResponseSchema, v)), 'application/json');
+        else {
+          // For people and curl: VersionResponse as protobuf-JSON.
+          const json = protoJson({ version: v.version, commit: v.commit, api_version: v.apiVersion, host: v.host, fips140: v.fips140 });
+          send(res, 200, JSON.stringify(json), 'application/json');
+        }
       },
     },
     { method: 'GET', path: '/v1/health/live', access: () => {}, handler: ({ res }) => send(res, 200, '', 'text/plain') },

@@ -49,6 +49,14 @@ function minkms(args: string[], cwd: string): { code: number; stdout: string; st
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** `GET /v1/debug/pprof` as JSON (the body's text). */
+async function statusJson(): Promise<string> {
+  const res = await admin.transport.request({ method: 'GET', path: '/v1/debug/pprof', headers: { accept: 'application/json' } });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers['content-type'], 'application/json');
+  return res.body.toString('utf8');
+}
+
 async function ready(c: KmsClient): Promise<boolean> {
   try {
     await c.ready();
@@ -69,6 +77,7 @@ describe('profiling', () => {
       stranger.client.close();
     }
     assert.equal((await admin.profilingStatus()).started, undefined, 'nothing runs');
+    assert.equal(await statusJson(), '{}', 'nothing runs (JSON)');
     await rejectsWith(admin.startProfiling({ cpu: true, mutexFraction: 5 }), 'ERR_PROFILE_OPTION', 'mutex');
     await rejectsWith(admin.startProfiling({}), 'ERR_PROFILE_OPTION', 'nothing to profile');
 
@@ -77,6 +86,9 @@ describe('profiling', () => {
     const st = await admin.profilingStatus();
     assert.deepEqual([st.cpu, st.heap, st.goroutine, st.thread, st.blockRate, st.mutexFraction], [true, true, true, true, 1_000_000, 0]);
     assert.ok(st.started && Date.now() - st.started.getTime() < 60_000);
+    // For people and curl: protobuf-JSON, byte for byte (JSON names, default values left out).
+    const started = st.started.toISOString().replace(/\.000Z$/, 'Z');
+    assert.equal(await statusJson(), `{"started":"${started}","cpu":true,"heap":true,"goroutine":true,"thread":true,"block_rate":1000000}`);
     for (let i = 0; i < 100; i++) await admin.generateKey(ENCLAVE, [{ name: 'k' }]);
 
     // As the Go SDK asks (its transport adds Accept-Encoding: gzip): a gzip-encoded tar.

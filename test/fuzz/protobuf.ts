@@ -11,27 +11,11 @@
  * - round trip: `decode(encode(x))` equals `x` for every valid message, `encode` is canonical
  *   (`encode(decode(encode(x)))` is byte-identical), unknown fields are skipped, and the
  *   concatenation of two encodings decodes to their protobuf merge (last scalar wins, repeated
- *   fields concatenate, maps merge by key, messages merge field by field);
- * - protobuf-JSON: `fromJSON(toJSON(x))` equals `x` (through `JSON.stringify`/`JSON.parse`),
- *   also with JS field names instead of JSON names; `fromJSON` on any JSON value returns a
- *   message or throws `ERR_MALFORMED_MESSAGE`, and what it returns survives `toJSON` again;
- *   `parseTimestamp`/`parseDuration` on any text return an in-range value or throw
- *   `ERR_MALFORMED_MESSAGE`.
+ *   fields concatenate, maps merge by key, messages merge field by field).
  */
 import fc from 'fast-check';
 import { isDeepStrictEqual } from 'node:util';
-import {
-  decodeMessage,
-  encodeMessage,
-  formatDuration,
-  formatTimestamp,
-  fromJSON,
-  parseDuration,
-  parseTimestamp,
-  toJSON,
-  MessageSchema,
-  type FieldSpec,
-} from '../../src/protocol/schema.js';
+import { decodeMessage, encodeMessage, MessageSchema, type FieldSpec } from '../../src/protocol/schema.js';
 import { attempt, check, expectKmsError, show, target, type FuzzTarget, type Outcomes, type TargetStats } from '../helpers/fuzz.js';
 import { mutate, mutationsArb } from './mutate.js';
 import {
@@ -42,15 +26,10 @@ import {
   recordOf,
   schemaNameArb,
   schemaNamed,
-  stringArb,
   type AnySchema,
 } from './schema-arb.js';
 
 type Msg = Record<string, unknown>;
-
-const MIN_TIMESTAMP_MS = -62135596800000;
-const MAX_TIMESTAMP_MS = 253402300799999;
-const MAX_DURATION_MS = 315576000000 * 1000 + 999.999999;
 
 /** Records which schemas a target reached, and fails the run if one was never reached. */
 function coverage(): { reached: (name: string) => void; finish: (stats: TargetStats) => string | undefined } {
@@ -215,66 +194,10 @@ function unknownFields(schema: AnySchema, seed: number): Buffer {
 }
 
 // ---------------------------------------------------------------------------------------------
-// JSON inputs
-
-function jsonNames(schema: AnySchema): string[] {
-  return schema.fields.flatMap((f) => [f.json ?? f.name, f.name]);
-}
-
-/** JSON objects using a schema's field names with values of every JSON type (mostly wrong ones). */
-function jsonObjectArb(schema: AnySchema): fc.Arbitrary<unknown> {
-  const names = jsonNames(schema);
-  const value = fc.oneof(
-    fc.jsonValue({ maxDepth: 2 }),
-    fc.constantFrom('1', '-1', '1e3', '1.0', '0x10', '18446744073709551615', 'AAAA', '=', '1970-01-01T00:00:00Z', '1.5s', '-0.000000001s'),
-    fc.integer(),
-    fc.double(),
-    fc.dictionary(stringArb, fc.jsonValue({ maxDepth: 1 }), { maxKeys: 3 }),
-  );
-  const key =
-    names.length > 0 ? fc.oneof({ weight: 5, arbitrary: fc.constantFrom(...names) }, { weight: 1, arbitrary: stringArb }) : stringArb;
-  return fc.array(fc.tuple(key, value), { maxLength: 5 }).map((es) => recordOf(es));
-}
-
-const timestampTextArb = fc.oneof(
-  fc.string({ maxLength: 40 }),
-  fc
-    .tuple(
-      fc.integer({ min: 0, max: 10000 }),
-      fc.integer({ min: 0, max: 13 }),
-      fc.integer({ min: 0, max: 32 }),
-      fc.integer({ min: 0, max: 25 }),
-      fc.integer({ min: 0, max: 61 }),
-      fc.integer({ min: 0, max: 61 }),
-      fc.option(fc.stringMatching(/^\d{1,12}$/), { nil: undefined }),
-      fc.constantFrom('Z', 'z', '+00:00', '-23:59', '+99:99', '', 'UTC'),
-      fc.constantFrom('T', 't', ' '),
-    )
-    .map(([y, mo, d, h, mi, s, frac, zone, sep]) => {
-      const p = (n: number, w = 2) => String(n).padStart(w, '0');
-      return `${p(y, 4)}-${p(mo)}-${p(d)}${sep}${p(h)}:${p(mi)}:${p(s)}${frac !== undefined ? '.' + frac : ''}${zone}`;
-    }),
-);
-
-const durationTextArb = fc.oneof(
-  fc.string({ maxLength: 30 }),
-  fc
-    .tuple(
-      fc.boolean(),
-      fc.stringMatching(/^\d{1,14}$/),
-      fc.option(fc.stringMatching(/^\d{0,11}$/), { nil: undefined }),
-      fc.constantFrom('s', '', 'ms', 'S'),
-    )
-    .map(([neg, s, frac, unit]) => `${neg ? '-' : ''}${s}${frac !== undefined ? '.' + frac : ''}${unit}`),
-);
-
-// ---------------------------------------------------------------------------------------------
 
 const decodeBytesCoverage = coverage();
 const decodeMutatedCoverage = coverage();
 const roundtripCoverage = coverage();
-const jsonCoverage = coverage();
-const fromJsonCoverage = coverage();
 
 export const protobufTargets: FuzzTarget[] = [
   target({
@@ -355,98 +278,4 @@ export const protobufTargets: FuzzTarget[] = [
     quickRuns: 1200,
     weight: 10,
   }),
-
-  target({
-    name: 'protobuf.roundtrip.json',
-    arbitrary: fc.record({ m: anyMessageArb, jsNames: fc.boolean() }),
-    run: ({ m: { name, message }, jsNames }, outcomes) => {
-      jsonCoverage.reached(name);
-      const schema = schemaNamed(name);
-      let json = JSON.parse(JSON.stringify(toJSON(schema, message))) as unknown;
-      if (jsNames) json = renameToJs(schema, json);
-      const back = fromJSON(schema, json);
-      check(isDeepStrictEqual(back, message), () => `${name}: fromJSON(toJSON(x)) = ${show(back)}, x = ${show(message)}`);
-      outcomes.add(jsNames ? 'js-names' : 'json-names');
-    },
-    finish: jsonCoverage.finish,
-    quickRuns: 1000,
-    weight: 8,
-  }),
-
-  target({
-    name: 'protobuf.fromJSON.any',
-    arbitrary: schemaNameArb.chain((name) =>
-      fc.record({
-        name: fc.constant(name),
-        json: fc.oneof({ weight: 1, arbitrary: fc.jsonValue({ maxDepth: 3 }) }, { weight: 4, arbitrary: jsonObjectArb(schemaNamed(name)) }),
-        ignoreUnknown: fc.boolean(),
-      }),
-    ),
-    run: ({ name, json, ignoreUnknown }, outcomes) => {
-      fromJsonCoverage.reached(name);
-      const schema = schemaNamed(name);
-      const r = attempt(() => fromJSON(schema, json, { ignoreUnknown }));
-      if (!r.ok) {
-        outcomes.add(expectKmsError(r.error, ['ERR_MALFORMED_MESSAGE']));
-        return;
-      }
-      outcomes.add('ok');
-      // Accepted JSON is a message: it encodes, and its own JSON reads back to it.
-      encodeMessage(schema, r.value as Msg);
-      const again = fromJSON(schema, JSON.parse(JSON.stringify(toJSON(schema, r.value as Msg))));
-      check(sameMessage(again, r.value), () => `${name}: fromJSON(toJSON(fromJSON(j))) = ${show(again)}, fromJSON(j) = ${show(r.value)}`);
-    },
-    finish: fromJsonCoverage.finish,
-    quickRuns: 1200,
-    weight: 10,
-  }),
-
-  target({
-    name: 'protobuf.json.time',
-    arbitrary: fc.oneof(
-      timestampTextArb.map((text) => ({ kind: 'timestamp' as const, text })),
-      durationTextArb.map((text) => ({ kind: 'duration' as const, text })),
-    ),
-    run: ({ kind, text }, outcomes) => {
-      const r = attempt(() => (kind === 'timestamp' ? parseTimestamp(text) : parseDuration(text)));
-      if (!r.ok) {
-        outcomes.add(`${kind}:${expectKmsError(r.error, ['ERR_MALFORMED_MESSAGE'])}`);
-        return;
-      }
-      outcomes.add(`${kind}:ok`);
-      if (kind === 'timestamp') {
-        const ms = (r.value as Date).getTime();
-        check(Number.isFinite(ms) && ms >= MIN_TIMESTAMP_MS && ms <= MAX_TIMESTAMP_MS, () => `${show(text)} → ${ms}, out of range`);
-        check(parseTimestamp(formatTimestamp(r.value as Date)).getTime() === ms, () => `${show(text)}: format/parse changed it`);
-      } else {
-        const ms = r.value as number;
-        check(Number.isFinite(ms) && Math.abs(ms) <= MAX_DURATION_MS, () => `${show(text)} → ${ms}, out of range`);
-        check(Math.abs(parseDuration(formatDuration(ms)) - ms) < 1e-3, () => `${show(text)}: format/parse changed it`);
-      }
-    },
-    quickRuns: 800,
-    weight: 6,
-  }),
 ];
-
-/** Replaces JSON names by JS names (both are accepted), recursively for nested messages. */
-function renameToJs(schema: AnySchema, json: unknown): unknown {
-  if (json === null || typeof json !== 'object') return json;
-  const out: Msg = {};
-  for (const [k, v] of Object.entries(json as Msg)) {
-    const f = schema.fields.find((x) => (x.json ?? x.name) === k);
-    if (!f) {
-      out[k] = v;
-      continue;
-    }
-    const t = f.map ? f.map[1] : f.type;
-    let value = v;
-    if (t instanceof MessageSchema) {
-      if (f.map) value = recordOf(Object.entries(v as Msg).map(([mk, mv]) => [mk, renameToJs(t, mv)]));
-      else if (f.repeated) value = (v as unknown[]).map((e) => renameToJs(t, e));
-      else value = renameToJs(t, v);
-    }
-    out[f.name] = value;
-  }
-  return out;
-}
