@@ -221,10 +221,10 @@ export class SqliteStore implements Store {
 
   /** A sync failed: the commits it covered, and all later ones, may or may not be on the disk. */
   #fail(err: unknown): void {
-    const cause = err instanceof Error ? err : new Error(String(err));
-    this.#broken = new Error(`syncing ${this.#walPath} failed (${cause.message}): restart the server`, { cause });
+    const why = err instanceof Error ? err.message : String(err);
+    this.#broken = new Error(`syncing ${this.#walPath} failed (${why}): restart the server`, { cause: err });
     this.#brokenAt = Date.now();
-    const failed = new StoreUnavailableError(`sqlite commit: ${this.#broken.message}`, { cause, ambiguous: true });
+    const failed = new StoreUnavailableError(`sqlite commit: ${this.#broken.message}`, { cause: err, ambiguous: true });
     for (const w of this.#waiters.splice(0)) w.reject(failed);
     if (this.#idle) this.#idle();
   }
