@@ -495,12 +495,17 @@ export class Kms {
 
   /** Runs a create's commit; if its outcome is unknown, tells the retry ledger before failing. */
   async #uncertain(path: string, requester: string, createdAt: string, commit: () => Promise<number>): Promise<number> {
+    let rev: number;
     try {
-      return await commit();
+      rev = await commit();
     } catch (err) {
       if (err instanceof KmsError && err.code === 'ERR_STORE_OUTCOME_UNKNOWN') this.#retries.note(path, requester, createdAt);
       throw err;
     }
+    // The record is this create's: an earlier attempt with an unknown outcome was lost (its
+    // timestamp may even equal this one's, to the millisecond), so its note is obsolete.
+    this.#retries.created(path);
+    return rev;
   }
 
   /**

@@ -66,6 +66,12 @@ export class RetryLedger {
     this.#schedule(0);
   }
 
+  /** A create of `path` succeeded: a note of an earlier attempt that was not applied is dropped. */
+  created(path: string): void {
+    const note = this.#local.get(path);
+    if (note && !note.published) this.#local.delete(path);
+  }
+
   /**
    * Whether the existing record at `path` (created by `requester` at `createdAt`) was written by
    * an earlier create of the same requester whose outcome was unknown, within the window.
@@ -136,6 +142,8 @@ export class RetryLedger {
           this.#local.delete(note.path); // not applied: a retry creates it normally
           continue;
         }
+        // A create of the path may have succeeded meanwhile (see `created`): then it is not ours.
+        if (this.#local.get(note.path) !== note) continue;
         const path = retryPath(note.path);
         const current = await this.#repo.store.get(path);
         const { published: _p, ...record } = note;
