@@ -22,6 +22,7 @@ import { KES_APIS } from './apis.js';
 import { bytesField, jsonArray, jsonObject, kesId, sendJson, time } from './json.js';
 import { continueToken, pageOf, parseListParam } from './list.js';
 import { toKesPolicy } from './policy.js';
+import { kesKeyType } from './keystore.js';
 import { MAX_PAGE } from '../kms/pagination.js';
 
 /** KES data keys are 256 bits. */
@@ -49,19 +50,9 @@ const b64 = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 
 /** KES's key algorithm names (KeyAlgorithm text), and the spellings older KES wrote. */
 function keyType(v: unknown): string {
-  if (v === undefined || v === null || v === '') return 'AES256';
-  switch (v) {
-    case 'AES256':
-    case 'AES256-GCM_SHA256':
-    case 'AES-256-GCM-HMAC-SHA-256':
-      return 'AES256';
-    case 'ChaCha20':
-    case 'XCHACHA20-POLY1305':
-    case 'ChaCha20Poly1305':
-      return 'ChaCha20';
-    default:
-      throw new KmsError('ERR_INVALID_KEY_TYPE', 'must be AES256 or ChaCha20');
-  }
+  const t = kesKeyType(v === null ? undefined : v);
+  if (!t) throw new KmsError('ERR_INVALID_KEY_TYPE', 'must be AES256 or ChaCha20');
+  return t;
 }
 
 const isAdmin = (i: IdentityInfo) => i.privilege === PRIVILEGE.SysAdmin || i.privilege === PRIVILEGE.Admin;

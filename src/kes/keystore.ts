@@ -1,5 +1,5 @@
 /**
- * Key material a KES deployment can hand over, read for `minkms kes import` (then imported with
+ * Key material a KES deployment can hand over, read for `minkms import-kes` (then imported with
  * KEY:IMPORT, one key each):
  *
  * - **KES's filesystem keystore** (`keystore.fs.path` of a KES config): a directory with one
