@@ -362,6 +362,7 @@ func TestKES(t *testing.T) {
 			deny = append(deny, path)
 		}
 		slices.Sort(allow)
+		slices.Sort(deny)
 		wantAllow := []string{"/v1/key/bulk/decrypt/app-*", "/v1/key/decrypt/app-*", "/v1/key/describe/app-*", "/v1/key/generate/app-*", "/v1/key/list/app-*"}
 		if !slices.Equal(allow, wantAllow) || !slices.Equal(deny, []string{"/v1/key/bulk/decrypt/app-secret", "/v1/key/decrypt/app-secret"}) {
 			t.Errorf("GetPolicy: allow %q deny %q", allow, deny)
