@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { MINKMS_BIN, REPO_ROOT, removeDir, startServer, tempDir, type TestServer } from '../helpers/server.js';
 import { createSelfSignedServerCertificate } from '../../src/identity/client-cert.js';
+import { waitFor } from '../helpers/wait.js';
 
 const dirs: string[] = [];
 const servers: TestServer[] = [];
@@ -57,11 +57,11 @@ test('a node starts on examples/config.yaml as shipped (paths moved), serves the
   });
   assert.equal(r.status, 0, r.stderr);
   const audit = join(root, 'var/log/minkms/audit.log');
-  const deadline = Date.now() + 10_000;
-  while (!(existsSync(audit) && readFileSync(audit, 'utf8').includes('ENCLAVE:CREATE'))) {
-    assert.ok(Date.now() < deadline, `no ENCLAVE:CREATE line in ${audit} within 10 s`);
-    await sleep(50);
-  }
+  await waitFor(
+    `an ENCLAVE:CREATE line in ${audit}`,
+    () => existsSync(audit) && readFileSync(audit, 'utf8').includes('ENCLAVE:CREATE'),
+    10_000,
+  );
 });
 
 test('a missing audit directory stops the start with a message naming the directory and the setting', async () => {

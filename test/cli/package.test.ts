@@ -10,6 +10,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, realpathSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT, newHsmKey, removeDir, tempDir } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
 
 const work = tempDir('minkms-package-');
 after(() => removeDir(work));
@@ -102,12 +103,10 @@ test('npm pack from a clean clone, npm install -g of the tarball, and the instal
   server.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
   const exited = new Promise<number | null>((resolve) => server.once('exit', (code) => resolve(code)));
   try {
-    const deadline = Date.now() + 60_000;
-    while (!/Server is up and running/.test(out)) {
-      assert.equal(server.exitCode, null, `the installed server exited:\n${out}`);
-      assert.ok(Date.now() < deadline, `the installed server did not start within 60 s:\n${out}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitFor('the installed server to start', () => /Server is up and running/.test(out) || server.exitCode !== null, 60_000).catch(
+      () => assert.fail(`the installed server did not start within 60 s:\n${out}`),
+    );
+    assert.equal(server.exitCode, null, `the installed server exited:\n${out}`);
     assert.match(out, new RegExp(`Version\\s+${pkg.version.replace(/\./g, '\\.')}`));
     const clientEnv = {
       ...env,

@@ -16,6 +16,7 @@ import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, readFileSync } fro
 import { join } from 'node:path';
 import { REPO_ROOT, newHsmKey, removeDir, tempDir } from '../helpers/server.js';
 import { pipTool } from '../helpers/tools.js';
+import { waitFor } from '../helpers/wait.js';
 
 const dirs: string[] = [];
 after(() => dirs.forEach(removeDir));
@@ -162,12 +163,10 @@ test(
           });
           c.once('exit', (code) => resolve(code ?? -1));
         });
-      const deadline = Date.now() + 60_000;
-      while (!/Server is up and running/.test(out)) {
-        assert.ok(server.exitCode === null, `the server exited:\n${out}`);
-        assert.ok(Date.now() < deadline, `the server did not start within 60 s:\n${out}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await waitFor('the server to start', () => /Server is up and running/.test(out) || server.exitCode !== null, 60_000).catch(() =>
+        assert.fail(`the server did not start within 60 s:\n${out}`),
+      );
+      assert.ok(server.exitCode === null, `the server exited:\n${out}`);
       assert.equal(await health(), 0, 'health check while live');
       if (asRoot) {
         const st = spawnSync('stat', ['-c', '%u:%g %a', join(data, 'minkms.db')], { encoding: 'utf8' });

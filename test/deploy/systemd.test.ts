@@ -17,6 +17,7 @@ import { chmodSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSyn
 import { join, relative } from 'node:path';
 import { MINKMS_BIN, REPO_ROOT, removeDir, tempDir } from '../helpers/server.js';
 import { debianTool, pipTool } from '../helpers/tools.js';
+import { waitFor } from '../helpers/wait.js';
 
 const UNIT = join(REPO_ROOT, 'deploy/minkms.service');
 const INSTALL = join(REPO_ROOT, 'deploy/install.sh');
@@ -238,12 +239,10 @@ describe('deploy/install.sh', () => {
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     try {
-      const deadline = Date.now() + 30_000;
-      while (!/Server is up and running/.test(out)) {
-        assert.equal(child.exitCode, null, `the node exited:\n${out}`);
-        assert.ok(Date.now() < deadline, `the node did not start within 30 s:\n${out}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await waitFor('the node to start', () => /Server is up and running/.test(out) || child.exitCode !== null, 30_000).catch(() =>
+        assert.fail(`the node did not start within 30 s:\n${out}`),
+      );
+      assert.equal(child.exitCode, null, `the node exited:\n${out}`);
       const endpoint = /Endpoint\s+https:\/\/(\S+)/.exec(out)![1]!;
       const apiKey = /API Key\s+(k1:\S+)/.exec(out)![1]!;
       const ls = spawnSync(process.execPath, [MINKMS_BIN, 'ls', '--ca', join(root, 'etc/minkms/certs/public.crt'), '--json'], {

@@ -18,9 +18,9 @@ import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Etcd3 } from 'etcd3';
 import { cacheDir, executable, lockBuild, onPath, runCommand } from './tools.js';
+import { waitFor } from './wait.js';
 
 export interface EtcdClusterOptions {
   /** Number of members; 3 by default. */
@@ -480,23 +480,20 @@ async function launch(bin: string, root: string, opts: Resolved): Promise<EtcdCl
       } finally {
         client.close();
       }
-      const deadline = Date.now() + 10_000;
-      while ((await cluster.leader().catch(() => -1)) !== target) {
-        if (Date.now() > deadline) throw new Error(`etcd member ${target} did not become the leader`);
-        await sleep(50);
-      }
+      await waitFor(`etcd member ${target} to become the leader`, async () => (await cluster.leader().catch(() => -1)) === target, 10_000);
     },
     waitHealthy: async (i, timeoutMs = opts.timeoutMs) => {
       const targets = i === undefined ? members.filter((m) => m.running && !m.paused) : [member(i)];
       const deadline = Date.now() + timeoutMs;
       for (const m of targets) {
-        for (;;) {
-          if (!m.running) throw new Error(`etcd member ${m.name} is not running; the end of its output:\n${m.tail()}`);
-          if (await m.healthy()) break;
-          if (Date.now() > deadline)
-            throw new Error(`etcd member ${m.name} not healthy within ${timeoutMs} ms; the end of its output:\n${m.tail()}`);
-          await sleep(50);
-        }
+        const state = await waitFor(
+          `etcd member ${m.name} to be healthy`,
+          async () => (!m.running ? 'stopped' : (await m.healthy()) ? 'healthy' : false),
+          Math.max(0, deadline - Date.now()),
+        ).catch(() => 'late');
+        if (state === 'stopped') throw new Error(`etcd member ${m.name} is not running; the end of its output:\n${m.tail()}`);
+        if (state === 'late')
+          throw new Error(`etcd member ${m.name} not healthy within ${timeoutMs} ms; the end of its output:\n${m.tail()}`);
       }
     },
     close: async () => {
