@@ -1,8 +1,14 @@
 /**
  * The inputs of the scaling model of several server processes (docs/performance.md, "Using
  * every core"), measured with the Go load generator: `node dist/bench/workers-model.js
- * [--servers N] [--server-cpus 0,1] [--gen-cpus 1] [--proto h2] [--conns 32] [--cmd generate]
- * [--duration 4] [--warmup 1.5]`.
+ * [--servers N | --node-workers N] [--server-cpus 0,1] [--gen-cpus 1] [--proto h2] [--conns 32]
+ * [--cmd generate] [--duration 4] [--warmup 1.5]`.
+ *
+ * With `--node-workers N` it starts instead ONE node with `minkms server --workers N`
+ * (docs/workers.md), pinned with `taskset` to all of `--server-cpus`, and one generator
+ * against its one port: the real thing, IPC and the primary included (its CPU is counted with
+ * the workers': the server's CPU is its whole process tree). `--node-workers 1` is the same node
+ * without `--workers`, under the same pinning, for the comparison.
  *
  * It starts N independent `minkms server` processes (own data directories, nothing shared:
  * the upper bound of N workers of one node, which would add IPC for writes only), the i-th
@@ -20,7 +26,8 @@ function opt(name: string, def: string): string {
   const i = args.indexOf(`--${name}`);
   return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : def;
 }
-const servers = Number(opt('servers', '1'));
+const nodeWorkers = Number(opt('node-workers', '0'));
+const servers = nodeWorkers > 0 ? 1 : Number(opt('servers', '1'));
 const serverCpus = opt('server-cpus', '0,1').split(',');
 const genCpus = opt('gen-cpus', '1');
 const proto = opt('proto', 'h2');
@@ -34,7 +41,14 @@ const tools = goTools();
 const started: Server[] = [];
 try {
   for (let i = 0; i < servers; i++) {
-    started.push(await startServer({ wrapper: ['taskset', '-c', serverCpus[i % serverCpus.length]!] }));
+    started.push(
+      nodeWorkers > 0
+        ? await startServer({
+            wrapper: ['taskset', '-c', serverCpus.join(',')],
+            serverArgs: nodeWorkers > 1 ? ['--workers', String(nodeWorkers)] : [],
+          })
+        : await startServer({ wrapper: ['taskset', '-c', serverCpus[i % serverCpus.length]!] }),
+    );
   }
   const ctxs = await Promise.all(started.map((s) => setup(s)));
   const inflight = Math.floor(conns / servers);
@@ -87,7 +101,7 @@ try {
     genCores += g.cpuCores;
     const srvUs = g.reqPerS > 0 ? (m.serverCores * 1e6) / g.reqPerS : 0;
     process.stdout.write(
-      `server ${i} (cpu ${serverCpus[i % serverCpus.length]}): ${Math.round(g.reqPerS)} req/s  p50 ${g.p50Ms.toFixed(2)} ms  p99 ${g.p99Ms.toFixed(2)} ms  srv ${Math.round(srvUs)} µs/req (${m.serverCores.toFixed(2)} cores)  gen ${Math.round(g.cpuUsPerReq)} µs/req  errors ${g.errors}\n`,
+      `server ${i} (cpu ${nodeWorkers > 0 ? `${serverCpus.join(',')}, ${nodeWorkers} worker(s)` : serverCpus[i % serverCpus.length]}): ${Math.round(g.reqPerS)} req/s  p50 ${g.p50Ms.toFixed(2)} ms  p99 ${g.p99Ms.toFixed(2)} ms  srv ${Math.round(srvUs)} µs/req (${m.serverCores.toFixed(2)} cores)  gen ${Math.round(g.cpuUsPerReq)} µs/req  errors ${g.errors}\n`,
     );
   }
   process.stdout.write(

@@ -1,12 +1,17 @@
 /**
  * `minkms server DIR [--address IP:PORT] [--config FILE] [--dev] [--log-level LEVEL] [--audit-file FILE]
- * [--crypto-threads N] [--restart-mode exec|exit]`
+ * [--crypto-threads N] [--restart-mode exec|exit|off] [--workers N]`
  */
 import { spawn } from 'node:child_process';
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { EMPTY_CONFIG, loadConfig } from '../config/config.js';
+import { EMPTY_CONFIG, loadConfig, type Config } from '../config/config.js';
 import { startServer, StartupConfigError, type RunningServer } from '../server/compose.js';
-import { createLogger, type Level, type Logger } from '../server/log.js';
+import { createLogger, type Level, type Logger, type ServerLogger } from '../server/log.js';
+import { WorkerLink } from '../server/workers/link.js';
+import { WORKER_ENV, type ToWorker, type WorkerInit } from '../server/workers/messages.js';
+import { startPrimary, WorkerStartError, type RunningPrimary } from '../server/workers/primary.js';
 
 /** How long a graceful shutdown (SIGTERM, SIGINT) may take before the process exits anyway. */
 const SHUTDOWN_DEADLINE_MS = 15_000;
@@ -20,6 +25,7 @@ interface ServerOptions {
   auditFile?: string;
   cryptoThreads?: number;
   restartMode?: RestartMode;
+  workers?: number;
 }
 
 /**
@@ -76,6 +82,15 @@ export function serverCommand(program: Command): void {
         'how a requested restart starts the node again: exec (a new process with the same command line), exit (status 75 for the supervisor) or off (restarts refused); default: exit under systemd and as PID 1, else exec',
       ).choices(['exec', 'exit', 'off']),
     )
+    .option(
+      '--workers <N>',
+      'worker processes that serve the API on the one port, with the embedded store (docs/workers.md; default 1: one process)',
+      (v: string) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 1 || n > 256) throw new InvalidArgumentError('expected a whole number from 1 to 256');
+        return n;
+      },
+    )
     .addHelpText(
       'after',
       `
@@ -96,8 +111,11 @@ Examples:
       }
       const log = createLogger(opts.logLevel ?? config.log.level);
       installLastResortHandlers(log);
-      let stopping = false;
       const restartMode = opts.restartMode ?? defaultRestartMode();
+      const workerInit = cluster.isWorker ? process.env[WORKER_ENV] : undefined;
+      if (workerInit) return runWorker(JSON.parse(workerInit) as WorkerInit, dir ?? '', opts, config, log, restartMode);
+      if ((opts.workers ?? 1) > 1) return runPrimary(dir ?? '', opts, config, log, restartMode);
+      let stopping = false;
       let server: RunningServer;
       try {
         server = await startServer({
@@ -127,27 +145,122 @@ Examples:
         process.stderr.write(`${prefixed((err as Error).message)}\n`);
         process.exit(1);
       }
-      const stop = (signal: string) => {
-        if (stopping) return;
+      onStopSignals(log, () => {
         stopping = true;
-        log.info('shutting down', { signal });
-        // The last resort: a shutdown step that hangs (a store or HSM that does not answer) must not
-        // keep a stopped node around until systemd's SIGKILL.
-        setTimeout(() => {
-          log.error('shutdown did not finish in time; exiting', { afterMs: SHUTDOWN_DEADLINE_MS });
-          log.flush();
-          process.exit(1);
-        }, SHUTDOWN_DEADLINE_MS).unref();
-        server.close().then(
-          () => process.exit(0),
-          () => process.exit(1),
-        );
-      };
-      process.on('SIGTERM', () => stop('SIGTERM'));
-      process.on('SIGINT', () => stop('SIGINT'));
+        return server.close();
+      });
       // SIGHUP: read the configuration file again (a new `hsm` section takes effect at once).
       process.on('SIGHUP', () => void server.reloadConfig());
     });
+}
+
+/**
+ * The primary of a node with worker processes (docs/workers.md): it prepares the data
+ * directory, starts the workers and stops them on SIGTERM/SIGINT; SIGHUP reaches every worker.
+ */
+async function runPrimary(dir: string, opts: ServerOptions, config: Config, log: ServerLogger, restartMode: RestartMode): Promise<void> {
+  let stopping = false;
+  let primary: RunningPrimary;
+  try {
+    primary = await startPrimary({
+      dir,
+      dev: opts.dev === true,
+      config,
+      configFile: opts.config,
+      hsmKey: process.env.MINIO_KMS_HSM_KEY || undefined,
+      auditFile: opts.auditFile,
+      log,
+      print: (line) => process.stdout.write(line + '\n'),
+      workers: opts.workers!,
+      restart:
+        restartMode === 'off'
+          ? undefined
+          : () => {
+              if (stopping) process.exit(0);
+              restartProcess(restartMode, log);
+            },
+    });
+  } catch (err) {
+    log.flush();
+    if (err instanceof StartupConfigError) return exitConfigError(err);
+    // The worker said why on stderr.
+    if (err instanceof WorkerStartError) process.exit(err.status);
+    process.stderr.write(`${prefixed((err as Error).message)}\n`);
+    process.exit(1);
+  }
+  onStopSignals(log, () => {
+    stopping = true;
+    return primary.close();
+  });
+  process.on('SIGHUP', () => primary.reloadConfig());
+}
+
+/**
+ * One worker process of a node: a whole server on the shared port whose store, audit log and
+ * banner are the primary's. It stops when the primary says so (signals go to the primary: a
+ * terminal's or systemd's reach both, and the primary decides).
+ */
+async function runWorker(
+  init: WorkerInit,
+  dir: string,
+  opts: ServerOptions,
+  config: Config,
+  log: ServerLogger,
+  restartMode: RestartMode,
+): Promise<void> {
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => {});
+  // A failed send means the primary is gone; 'disconnect' ends the worker then.
+  const link = new WorkerLink(init.index, init.count, (m) => process.connected && process.send!(m, undefined, {}, () => {}));
+  process.on('message', (m) => link.receive(m as ToWorker));
+  // Without the primary there is no store and no listener: nothing left to serve or drain.
+  process.on('disconnect', () => {
+    log.flush();
+    process.exit(1);
+  });
+  try {
+    await startServer({
+      dir,
+      address: opts.address,
+      host: opts.host,
+      // The cores are shared by the workers.
+      cryptoThreads: opts.cryptoThreads ?? Math.max(1, Math.floor(availableParallelism() / init.count)),
+      config,
+      configFile: opts.config,
+      dev: false,
+      hsmKey: process.env.MINIO_KMS_HSM_KEY || undefined,
+      log,
+      auditFile: opts.auditFile,
+      print: (line) => link.print(line),
+      restart: restartMode === 'off' ? undefined : () => {},
+      worker: { link, init, stopped: () => process.exit(0) },
+    });
+  } catch (err) {
+    log.flush();
+    if (err instanceof StartupConfigError) return exitConfigError(err);
+    process.stderr.write(`${prefixed((err as Error).message)}\n`);
+    process.exit(1);
+  }
+}
+
+/** SIGTERM/SIGINT: `close`, then exit 0 (1 if it failed or took longer than the deadline). */
+function onStopSignals(log: ServerLogger, close: () => Promise<void>): void {
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info('shutting down', { signal });
+    setTimeout(() => {
+      log.error('shutdown did not finish in time; exiting', { afterMs: SHUTDOWN_DEADLINE_MS });
+      log.flush();
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS).unref();
+    close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
 }
 
 /**

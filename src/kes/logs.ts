@@ -51,7 +51,7 @@ export function serveErrorLog(res: Response, obs: Observability): void {
 /** `GET /v1/log/audit`. */
 export function serveAuditLog(res: Response, obs: Observability): void {
   const write = ndjson(res, obs);
-  const stop = obs.onFinished((r: FinishedRequest) =>
+  const stop = obs.streamFinished((r: FinishedRequest) =>
     write({
       time: new Date(r.time).toISOString(),
       request: { path: r.path, identity: kesId(r.identity), ip: r.ip },

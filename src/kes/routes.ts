@@ -45,6 +45,7 @@ function kes<T>(fn: () => T): T {
 export function kesRoutes({ node, observability: obs }: KesRouteDeps): Route[] {
   const rules = accessRules(node);
   const metrics = new KesMetrics(obs, () => node.uptimeMs() / 1000);
+  obs.provideExposition('kes', () => metrics.text());
 
   /** The pre-body check of a served API. */
   const accessOf = (api: KesApi): Access => {
@@ -104,7 +105,7 @@ export function kesRoutes({ node, observability: obs }: KesRouteDeps): Route[] {
         handler = ({ res }) => sendJson(res, apiList(node.config.limits.bodyTimeout));
         break;
       case '/v1/metrics':
-        handler = ({ res }) => send(res, 200, metrics.text(), 'text/plain; version=0.0.4; charset=utf-8');
+        handler = async ({ res }) => send(res, 200, await obs.exposition('kes'), 'text/plain; version=0.0.4; charset=utf-8');
         break;
       case '/v1/log/error':
         handler = ({ res }) => serveErrorLog(res, obs);

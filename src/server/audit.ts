@@ -74,7 +74,18 @@ function auditOpenError(path: string, err: NodeJS.ErrnoException): ConfigError {
 }
 
 /** An audit file opened for appending. */
-export class AuditLog {
+/** Where audit events go: the hash-chained file, or (in a worker) the primary that writes it. */
+export interface AuditSink {
+  append(e: AuditEvent): void;
+  /** Lines appended since opened. */
+  readonly records: number;
+  /** Write failures (the server keeps serving; the count is a metric). */
+  readonly errors: number;
+  flush(): void;
+  close(): void;
+}
+
+export class AuditLog implements AuditSink {
   readonly path: string;
   readonly #fd: number;
   #prev: string;

@@ -30,19 +30,38 @@ function isDomainRecord(key: string): boolean {
   return key.startsWith('enclave/') || key.startsWith('key/') || key.startsWith('policy/') || key.startsWith('identity/');
 }
 
-export class ClusterRuntime {
-  readonly store: EtcdStore;
-  membership: Membership | undefined;
+/**
+ * Where a change feed comes from: the store's current revision, and a watch that delivers every
+ * change after a revision in revision order (etcd; the primary of a node's worker processes).
+ */
+export interface FeedSource {
+  currentRevision(): Promise<number>;
+  watch(
+    prefix: string,
+    onChange: (events: StoreEvent[]) => void | PromiseLike<unknown>,
+    options: { fromRev: number; onError: (err: Error) => void },
+  ): Pick<StoreWatch, 'ready' | 'close'>;
+}
+
+/**
+ * Follows the changes other writers make to the store the node's state was loaded from, and
+ * applies them to that state in revision order.
+ */
+export class ChangeFeed {
   #hooks: ClusterHooks | undefined;
-  readonly #log: Logger;
-  #watch: StoreWatch | undefined;
+  protected readonly log: Logger;
+  readonly #source: FeedSource;
+  #watch: Pick<StoreWatch, 'ready' | 'close'> | undefined;
   #queue: Promise<void> = Promise.resolve();
   /** Last revision applied from the feed. */
   appliedRev = 0;
+  #following!: () => void;
+  /** Resolves once the feed follows the store for the first time. */
+  readonly following = new Promise<void>((resolve) => (this.#following = resolve));
 
-  constructor(store: EtcdStore, log: Logger) {
-    this.store = store;
-    this.#log = log;
+  constructor(source: FeedSource, log: Logger) {
+    this.#source = source;
+    this.log = log;
   }
 
   /** Connects the node whose state the feed updates (before `follow`). */
@@ -51,25 +70,26 @@ export class ClusterRuntime {
   }
 
   /** The store revision to follow from after loading state now: read it before loading. */
-  async currentRevision(): Promise<number> {
-    return (await this.store.rangeWithRevision(CLUSTER_KEY)).rev;
+  currentRevision(): Promise<number> {
+    return this.#source.currentRevision();
   }
 
   /** Follows every change after `rev` (replacing an earlier watch). */
   async follow(rev: number): Promise<void> {
     await this.#watch?.close();
     this.appliedRev = rev;
-    this.#watch = this.store.watch('', (events) => this.#enqueue(events), {
+    this.#watch = this.#source.watch('', (events) => this.#enqueue(events), {
       fromRev: rev + 1,
       onError: (err) => {
-        this.#log.warn('change feed broken; reloading the state', { err: err.message });
+        this.log.warn('change feed broken; reloading the state', { err: err.message });
         this.#queue = this.#queue
           .then(() => this.#hooks?.resync())
-          .catch((e: unknown) => this.#log.error('reload failed', { err: (e as Error).message }));
+          .catch((e: unknown) => this.log.error('reload failed', { err: (e as Error).message }));
       },
     });
     this.#hooks?.kms()?.followChanges();
     await this.#watch.ready;
+    this.#following();
   }
 
   /** Returns when the events are applied: the store counts them for freshness then. */
@@ -80,10 +100,10 @@ export class ClusterRuntime {
     return (this.#queue = this.#queue
       .then(() => this.#apply(events))
       .catch((err: unknown) => {
-        this.#log.error('cannot apply a change from another node; reloading the state', { err: (err as Error).message });
+        this.log.error('cannot apply a change from another node; reloading the state', { err: (err as Error).message });
         return this.#hooks?.resync();
       })
-      .catch((err: unknown) => this.#log.error('reload failed', { err: (err as Error).message })));
+      .catch((err: unknown) => this.log.error('reload failed', { err: (err as Error).message })));
   }
 
   async #apply(events: StoreEvent[]): Promise<void> {
@@ -98,6 +118,26 @@ export class ClusterRuntime {
     hooks.kms()?.caughtUp(this.appliedRev);
   }
 
+  async close(): Promise<void> {
+    await this.#watch?.close();
+  }
+}
+
+export class ClusterRuntime extends ChangeFeed {
+  readonly store: EtcdStore;
+  membership: Membership | undefined;
+
+  constructor(store: EtcdStore, log: Logger) {
+    super(
+      {
+        currentRevision: async () => (await store.rangeWithRevision(CLUSTER_KEY)).rev,
+        watch: (prefix, onChange, options) => store.watch(prefix, onChange, options),
+      },
+      log,
+    );
+    this.store = store;
+  }
+
   /** Whether etcd answers a linearizable read, i.e. a write quorum is reachable. */
   async writable(): Promise<boolean> {
     try {
@@ -109,15 +149,15 @@ export class ClusterRuntime {
   }
 
   async join(host: string, heartbeatMs: number, snapshot: () => Omit<NodeSnapshot, 'id' | 'heartbeatAt'>): Promise<void> {
-    this.membership = await Membership.join(this.store.client, this.store.prefix, host, heartbeatMs, snapshot, this.#log);
+    this.membership = await Membership.join(this.store.client, this.store.prefix, host, heartbeatMs, snapshot, this.log);
   }
 
   async view(): Promise<ClusterView | undefined> {
     return this.membership?.view();
   }
 
-  async close(): Promise<void> {
-    await this.#watch?.close();
+  override async close(): Promise<void> {
+    await super.close();
     await this.membership?.close();
   }
 }

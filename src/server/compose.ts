@@ -20,9 +20,11 @@ import { EtcdStore } from '../store/etcd.js';
 import { SqliteStore, SQLITE_FILE } from '../store/sqlite.js';
 import type { Store } from '../store/store.js';
 import { VERSION } from '../version.js';
-import { ClusterRuntime } from './cluster.js';
+import { ChangeFeed, ClusterRuntime } from './cluster.js';
 import { createHttpServer, destroyConnections, drainConnections } from './http.js';
 import { clip, type ServerLogger } from './log.js';
+import type { WorkerLink } from './workers/link.js';
+import type { WorkerInit } from './workers/messages.js';
 import { KmsNode, newRootNote } from './node.js';
 import { Observability } from './observability.js';
 import { Profiler } from './profiler.js';
@@ -59,6 +61,11 @@ export interface ServerOptions {
    * the process or exits with status 75 for systemd). Without it, restarts are refused (501).
    */
   readonly restart?: () => void;
+  /**
+   * In a worker process of a node (`--workers N`, docs/workers.md): its channel to the primary,
+   * which owns the store, the audit log and the start-up preparation of the data directory.
+   */
+  readonly worker?: { readonly link: WorkerLink; readonly init: WorkerInit; readonly stopped: () => void };
 }
 
 export interface RunningServer {
@@ -126,9 +133,12 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
   const configured = opts.configFile !== undefined;
   const listen = parseAddress(opts.address);
 
-  const devDir = opts.dev ? mkdtempSync(join(tmpdir(), 'minkms-dev-')) : undefined;
+  // A worker finds its data directory prepared by the primary (which deletes a dev one).
+  const worker = opts.worker;
+  const dev = worker ? worker.init.dev : opts.dev;
+  const devDir = opts.dev && !worker ? mkdtempSync(join(tmpdir(), 'minkms-dev-')) : undefined;
   if (devDir) cleanup.push(() => rmSync(devDir, { recursive: true, force: true }));
-  const dir = devDir ?? opts.dir;
+  const dir = worker?.init.dir ?? devDir ?? opts.dir;
   mkdirSync(dir, { recursive: true, mode: 0o700 });
 
   const etcd = config.store.backend === 'etcd' ? config.store.etcd : undefined;
@@ -136,22 +146,40 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
   const fresh = !etcd && !existsSync(join(dir, SQLITE_FILE));
   const hsmSources: HsmSources = {
     config,
-    softKey: opts.hsmKey,
+    softKey: worker?.init.devHsmKey ?? opts.hsmKey,
     dir,
     database: join(dir, SQLITE_FILE),
-    generate: opts.dev || (fresh && !configured),
-    ephemeral: opts.dev,
+    generate: !worker && (opts.dev || (fresh && !configured)),
+    ephemeral: !worker && opts.dev,
     warn: (msg) => log.warn(msg),
   };
   const hsms = asConfigError(() => configuredHsms(hsmSources));
   const tls = asConfigError(() => loadTlsMaterial(config, dir, configured));
 
   const auditFile = opts.auditFile ?? config.audit.file;
-  const observability = asConfigError(() => new Observability({ log, auditFile }));
+  const link = worker?.link;
+  const observability = asConfigError(
+    () =>
+      new Observability({
+        log,
+        auditFile,
+        ...(link && {
+          auditSink: auditFile ? link.audit : undefined,
+          shareFinished: (r) => link.finished(r),
+          finishedStreams: (delta) => link.finishedStreams(delta),
+          scrapeAll: (kind) => link.scrapeAll(kind),
+        }),
+      }),
+  );
   cleanup.push(() => observability.close());
+  if (link) {
+    link.attachLog(log.ring);
+    cleanup.push(() => link.close());
+  }
 
-  const store: Store = etcd ? createEtcdStore(etcd, log) : new SqliteStore(dir);
+  const store: Store = link ? link.store : etcd ? createEtcdStore(etcd, log) : new SqliteStore(dir);
   const cluster = store instanceof EtcdStore ? new ClusterRuntime(store, log) : undefined;
+  const feed = link ? new ChangeFeed(link.feed, log) : undefined;
 
   let endpoint = '';
   const node = new KmsNode({
@@ -161,6 +189,7 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
     hsmSources,
     hsms,
     cluster,
+    feed,
     log,
     print: opts.print,
     audit: (command, object, outcome) =>
@@ -180,6 +209,7 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
   // The node closes the store, the cluster runtime and the HSMs it was given.
   cleanup.push(() => node.close());
   cluster?.attach(node.feed);
+  feed?.attach(node.feed);
   observability.attach(node);
 
   // The other cores seal and open the data keys of large batches (docs/performance.md).
@@ -195,6 +225,13 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
     supported: opts.restart !== undefined,
     request: (reason) => {
       if (restarting || !opts.restart) return;
+      // The whole node restarts: the primary stops every worker first.
+      if (link) {
+        restarting = true;
+        drainMs = RESTART_DRAIN_MS;
+        link.restart(reason);
+        return;
+      }
       restarting = true;
       drainMs = RESTART_DRAIN_MS;
       log.warn('restarting: draining the requests in flight, then starting again', { reason: clip(reason) });
@@ -218,6 +255,20 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
     log,
     observer: observability.http,
   });
+  link?.attach({
+    scrape: (kind) => observability.ownExposition(kind),
+    reload: () => void node.reloadConfig(),
+    stop: () => void closeAll().then(worker!.stopped),
+    finished: (r) => observability.remoteFinished(r),
+  });
+  // A worker started again after an exit joins the listeners only once it follows the store:
+  // the others serve meanwhile, and it never answers from a state that misses a write they
+  // acknowledged while it loaded (docs/workers.md).
+  const lateListen = worker?.init.restarted === true;
+  if (lateListen) {
+    node.start();
+    await feed!.following;
+  }
   await new Promise<void>((resolve, reject) => {
     const failed = (err: NodeJS.ErrnoException) => {
       const why = err.code === 'EADDRINUSE' ? 'the address is in use' : err.message;
@@ -246,14 +297,14 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
   p(`Version     ${VERSION}`);
   p(`HSM         ${hsms.map((c) => c.hsm.name).join(', ')}`);
   p(`Node        ${node.host}`);
-  p(`Data        ${devDir ? `${devDir} (dev mode: deleted on exit)` : dir}${etcd ? ` (store: etcd ${etcd.prefix})` : ''}`);
+  p(`Data        ${dev ? `${dir} (dev mode: deleted on exit)` : dir}${etcd ? ` (store: etcd ${etcd.prefix})` : ''}`);
   p(`TLS         ${tls.source}${tls.generated ? ' (generated self-signed certificate for localhost)' : ''}`);
   p(`Endpoint    ${endpoint}`);
   if (config.admin.identity) p(`Admin       ${config.admin.identity}`);
   if (config.kes.enabled) p(`KES API     on, in enclave '${config.kes.enclave}'`);
   p(`Docs        ${DOCS} (troubleshooting.md, deploy.md, upgrade.md, kms-chain.md, security.md)`);
   node.onStateChange((state, previous) => announce(p, state, previous));
-  node.start();
+  if (!lateListen) node.start();
   restart.start();
 
   return {
@@ -286,7 +337,7 @@ function announce(p: (line: string) => void, state: NodeState, previous: NodeSta
   for (const [name, why] of state.pending) if (before.get(name) !== why) p(`HSM pending ${name}: ${why}`);
 }
 
-function asConfigError<T>(fn: () => T): T {
+export function asConfigError<T>(fn: () => T): T {
   try {
     return fn();
   } catch (err) {

@@ -105,8 +105,15 @@ export class LogRing {
   #size = 0;
   #bytes = 0;
   #subs: Subscriber[] = [];
-  /** Lowest level any subscriber wants (Infinity: none). */
+  /** Lowest level any subscriber wants, here or in another worker of the node (Infinity: none). */
   minSubscriberLevel = Infinity;
+  /** Lowest level this process's own subscribers want. */
+  localLevel = Infinity;
+  #remoteLevel = Infinity;
+  /** In a worker (docs/workers.md): hands this process's records to the other workers. */
+  forward: ((e: LogEntry, store: boolean) => void) | undefined;
+  /** In a worker: `localLevel` changed. */
+  onLocalLevel: (() => void) | undefined;
 
   constructor(capacity = RING_RECORDS, maxBytes = RING_BYTES) {
     this.capacity = capacity;
@@ -134,8 +141,22 @@ export class LogRing {
     return this.#subs.length;
   }
 
-  /** Stores `e` (if `store`) and hands it to every subscriber that wants its level. */
-  publish(e: LogEntry, store: boolean): void {
+  /** Lowest level the streams of the node's other workers want. */
+  get remoteLevel(): number {
+    return this.#remoteLevel;
+  }
+
+  set remoteLevel(level: number) {
+    this.#remoteLevel = level;
+    this.#recompute();
+  }
+
+  /**
+   * Stores `e` (if `store`) and hands it to every subscriber that wants its level; a record of
+   * this process also goes to the other workers (`remote`: it came from one).
+   */
+  publish(e: LogEntry, store: boolean, remote = false): void {
+    if (!remote) this.forward?.(e, store);
     if (store) {
       if (this.#size === this.capacity) this.#drop();
       this.#buf[this.#next] = e;
@@ -177,7 +198,11 @@ export class LogRing {
   }
 
   #recompute(): void {
-    this.minSubscriberLevel = this.#subs.reduce((m, s) => Math.min(m, s.level), Infinity);
+    const local = this.#subs.reduce((m, s) => Math.min(m, s.level), Infinity);
+    this.minSubscriberLevel = Math.min(local, this.#remoteLevel);
+    if (local === this.localLevel) return;
+    this.localLevel = local;
+    this.onLocalLevel?.();
   }
 }
 

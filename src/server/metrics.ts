@@ -242,6 +242,10 @@ export class Metrics {
     collectDefaultMetrics({ register: r });
   }
 
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
   /** The exposition text and its content type. */
   async scrape(): Promise<{ text: string; contentType: string }> {
     return { text: await this.registry.metrics(), contentType: this.registry.contentType };

@@ -36,7 +36,7 @@ import { StoreUnavailableError, type Condition, type Mutation, type Store } from
 import type { MessageInit } from '../protocol/schema.js';
 import type { ClusterStatusResponse, ServerStatusResponse } from '../protocol/messages.js';
 import { VERSION } from '../version.js';
-import type { ClusterRuntime } from './cluster.js';
+import type { ChangeFeed, ClusterRuntime } from './cluster.js';
 import type { ClusterOps } from './commands.js';
 import type { NodeSnapshot } from './membership.js';
 import { clip, type Logger } from './log.js';
@@ -77,6 +77,11 @@ export interface NodeOptions {
   readonly hsmSources: HsmSources;
   readonly hsms: readonly ConfiguredHsm[];
   readonly cluster?: ClusterRuntime;
+  /**
+   * The changes other writers make to the store (a node's other worker processes): like a
+   * cluster's feed, without membership. A cluster's runtime is its feed.
+   */
+  readonly feed?: ChangeFeed;
   readonly log: Logger;
   /** Prints a line of the banner (stdout): the root API key goes here, never to the log. */
   readonly print: (line: string) => void;
@@ -91,6 +96,7 @@ export class KmsNode {
   readonly log: Logger;
   readonly store: Store;
   readonly cluster: ClusterRuntime | undefined;
+  readonly #changes: ChangeFeed | undefined;
   readonly ops: ClusterOps;
   #config: Config;
   readonly #opts: NodeOptions;
@@ -120,6 +126,7 @@ export class KmsNode {
     this.log = opts.log;
     this.store = opts.store;
     this.cluster = opts.cluster;
+    this.#changes = opts.cluster ?? opts.feed;
     this.#hsms = opts.hsms;
     this.#state = {
       kind: 'sealed',
@@ -275,8 +282,9 @@ export class KmsNode {
     // Entries are read first so that a failure can say what exists and what is configured.
     const entries = await sealedEntryNames(store).catch(() => this.#state.entries);
     if (this.#state.kind === 'sealed' && entries !== this.#state.entries) this.#set({ ...this.#state, entries: [...entries] });
-    // In a cluster, follow changes from the revision the state is loaded at.
-    const rev = await this.cluster?.currentRevision();
+    // With other writers (a cluster, worker processes), follow changes from the revision the
+    // state is loaded at.
+    const rev = await this.#changes?.currentRevision();
     const root = await openRootKey(store, hsms, (msg) => this.log.warn(msg));
     const barrier = new Barrier(root.rek, root.clusterId, root.term);
     if (root.next) barrier.addTerm(root.next.rek, root.next.term);
@@ -315,7 +323,7 @@ export class KmsNode {
       rootIdentity,
       pending: new Map(),
     });
-    if (rev !== undefined) await this.cluster!.follow(rev);
+    if (rev !== undefined) await this.#changes!.follow(rev);
     this.log.info('unsealed', { hsm: root.unsealedBy, cluster: root.clusterId });
     void this.#reconcile();
   }
@@ -922,7 +930,7 @@ export class KmsNode {
     // A sealed node's unseal loop sleeps between attempts: its timer is gone now, so wake it.
     for (const wake of [...this.#sleepers]) wake();
     await this.#unsealing?.catch(() => undefined);
-    await this.cluster?.close().catch(() => undefined);
+    await this.#changes?.close().catch(() => undefined);
     await this.store.close().catch(() => undefined);
     for (const c of this.#hsms) await c.hsm.close().catch(() => undefined);
   }

@@ -25,7 +25,8 @@ import { decodeMessage, encodeMessage } from '../protocol/schema.js';
 import { LegacyLogRequestSchema, LogRecordSchema, LogRequestSchema, type LogRecordRequest } from '../protocol/messages.js';
 import { Reader, WIRE_LEN } from '../protocol/pb.js';
 import type { Kms } from '../kms/kms.js';
-import { AuditLog, type AuditEvent } from './audit.js';
+import { AuditLog, type AuditEvent, type AuditSink } from './audit.js';
+import { mergeExpositions } from './metrics-merge.js';
 import type { DispatchTrace } from './commands.js';
 import { send, type HttpObserver, type Request, type RequestContext, type Response, type Route } from './http.js';
 import { LogRing, clip, logEnabled, ringOf, type Level, type LogEntry, type Logger } from './log.js';
@@ -51,7 +52,21 @@ export interface ObservabilityOptions {
   log: Logger;
   /** Audit log file (appended to, hash-chained); none = no audit log. */
   auditFile?: string;
+  /** In a worker (docs/workers.md): the node's audit log, written by the primary (instead of `auditFile`). */
+  auditSink?: AuditSink;
+  /** In a worker: the finished requests of this worker, for the other workers' KES audit streams. */
+  shareFinished?: (r: FinishedRequest) => void;
+  /** In a worker: this worker opened (+1) or closed (-1) a KES audit stream. */
+  finishedStreams?: (delta: number) => void;
+  /** In a worker: every worker's own exposition of `kind`, merged into the node's by a scrape. */
+  scrapeAll?: (kind: MetricsKind) => Promise<string[]>;
 }
+
+/** The two expositions a node serves: its own metrics and the KES API's. */
+export type MetricsKind = 'kms' | 'kes';
+
+/** Gauges that are the node's sum over its workers; the others are one worker's view of the node. */
+const SUMMED_GAUGES: ReadonlySet<string> = new Set(['minkms_http_requests_inflight', 'minkms_log_streams']);
 
 /** Where the observer keeps its per-request state on the request object. */
 const STATE = Symbol('minkms.observability');
@@ -219,24 +234,35 @@ export class Observability {
   readonly log: Logger;
   readonly ring: LogRing;
   readonly metrics: Metrics;
-  readonly audit: AuditLog | undefined;
+  readonly audit: AuditSink | undefined;
   readonly http: HttpObserver;
   #node: NodeView | undefined;
   readonly #streams = new Set<Response>();
   readonly #finished = new Set<(r: FinishedRequest) => void>();
+  /** The KES audit streams: they also see the finished requests of the node's other workers. */
+  readonly #finishedStreamSubs = new Set<(r: FinishedRequest) => void>();
+  readonly #shareFinished: ((r: FinishedRequest) => void) | undefined;
+  readonly #finishedStreams: ((delta: number) => void) | undefined;
+  readonly #scrapeAll: ((kind: MetricsKind) => Promise<string[]>) | undefined;
+  readonly #expositions = new Map<MetricsKind, () => Promise<string>>();
   readonly #started = performance.now();
 
   constructor(opts: ObservabilityOptions) {
     this.log = opts.log;
     this.ring = ringOf(opts.log) ?? new LogRing();
-    this.audit = opts.auditFile ? AuditLog.open(opts.auditFile) : undefined;
-    if (this.audit) {
+    const file = opts.auditSink ? undefined : opts.auditFile ? AuditLog.open(opts.auditFile) : undefined;
+    if (file) {
       let reported = 0;
-      this.audit.onError = (err) => {
+      file.onError = (err) => {
         // One log line per 100 failures: a full disk must not flood the log too.
         if (reported++ % 100 === 0) this.log.error('cannot write the audit log', { file: opts.auditFile, err: err.message });
       };
     }
+    this.audit = opts.auditSink ?? file;
+    this.#shareFinished = opts.shareFinished;
+    this.#finishedStreams = opts.finishedStreams;
+    this.#scrapeAll = opts.scrapeAll;
+    this.#expositions.set('kms', async () => (await this.metrics.scrape()).text);
     this.metrics = new Metrics({
       sealed: () => this.#node?.state.kind !== 'unsealed',
       pendingHsms: () => this.#node?.state.pending?.size ?? 0,
@@ -276,7 +302,7 @@ export class Observability {
       ip: '',
       error: undefined,
     };
-    if (this.#finished.size > 0) st.ip = req.socket.remoteAddress ?? '';
+    if (this.#finished.size > 0 || this.#shareFinished) st.ip = req.socket.remoteAddress ?? '';
     (req as Observed)[STATE] = st;
     this.metrics.inflight++;
     res.on('close', () => this.#finish(req, res, st));
@@ -304,10 +330,30 @@ export class Observability {
     st.audit = { identity: st.audit.identity, command: what.command, enclave: clip(what.enclave), object };
   }
 
-  /** Calls `fn` for every request that finishes (the KES audit stream and metrics); returns the unsubscribe. */
+  /** Calls `fn` for every request this process finishes (the KES metrics); returns the unsubscribe. */
   onFinished(fn: (r: FinishedRequest) => void): () => void {
     this.#finished.add(fn);
     return () => this.#finished.delete(fn);
+  }
+
+  /**
+   * Calls `fn` for every request the node finishes — in every worker process (docs/workers.md)
+   * — for the KES audit stream; returns the unsubscribe.
+   */
+  streamFinished(fn: (r: FinishedRequest) => void): () => void {
+    this.#finishedStreamSubs.add(fn);
+    const stop = this.onFinished(fn);
+    this.#finishedStreams?.(+1);
+    return () => {
+      if (!this.#finishedStreamSubs.delete(fn)) return;
+      stop();
+      this.#finishedStreams?.(-1);
+    };
+  }
+
+  /** A request another worker of the node finished. */
+  remoteFinished(r: FinishedRequest): void {
+    for (const fn of this.#finishedStreamSubs) fn(r);
   }
 
   /** Counts a streaming response among the open log streams, ended by {@link endStreams}. */
@@ -328,7 +374,7 @@ export class Observability {
     const resLength = res.getHeader('content-length');
     if (resLength !== undefined) m.responseSize.observe('', Number(resLength));
     if (!res.writableEnded) m.canceled.inc(st.label);
-    if (this.#finished.size > 0) {
+    if (this.#finished.size > 0 || this.#shareFinished) {
       const r: FinishedRequest = {
         time: st.wall,
         path: clip((req.url ?? '').split('?')[0]!),
@@ -338,6 +384,7 @@ export class Observability {
         seconds,
       };
       for (const fn of this.#finished) fn(r);
+      this.#shareFinished?.(r);
     }
     if (st.audit) {
       const err = st.error;
@@ -460,10 +507,25 @@ export class Observability {
 
   // ------------------------------------------------------------------ endpoints
 
+  /** Serves the exposition of `kind` (the KES API's `/v1/metrics`). */
+  provideExposition(kind: MetricsKind, text: () => string): void {
+    this.#expositions.set(kind, async () => text());
+  }
+
+  /** This process's own exposition of `kind` ('' if none). */
+  async ownExposition(kind: MetricsKind): Promise<string> {
+    return (await this.#expositions.get(kind)?.()) ?? '';
+  }
+
+  /** The node's exposition of `kind`: in a node of several workers, merged over all of them. */
+  async exposition(kind: MetricsKind): Promise<string> {
+    if (!this.#scrapeAll) return this.ownExposition(kind);
+    return mergeExpositions(await this.#scrapeAll(kind), { sumGauges: SUMMED_GAUGES });
+  }
+
   /** `GET /v1/health/metrics` (who may scrape is decided by the route). */
   async serveMetrics({ res }: RequestContext): Promise<void> {
-    const { text, contentType } = await this.metrics.scrape();
-    send(res, 200, text, contentType);
+    send(res, 200, await this.exposition('kms'), this.metrics.contentType);
   }
 
   /**

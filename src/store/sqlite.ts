@@ -54,6 +54,7 @@ export class SqliteStore implements Store {
   readonly #rev: Database.Statement<[string], { rev: number }>;
   readonly #commit: Database.Transaction<(conds: readonly Condition[], muts: readonly Mutation[]) => CommitResult>;
   readonly #touch: Database.Statement<[number]>;
+  readonly #lastRev: Database.Statement<[], { v: number }>;
   #full: { since: number; detail: string } | undefined;
   #fullErrors = 0;
   #fullCheckAt = 0;
@@ -120,6 +121,7 @@ export class SqliteStore implements Store {
     this.#rev = db.prepare(`SELECT rev FROM kv WHERE k = ?`);
     this.#touch = db.prepare(`INSERT INTO meta (k, v) VALUES ('space-check', ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v`);
     const getRev = db.prepare<[], { v: number }>(`SELECT v FROM meta WHERE k = 'rev'`);
+    this.#lastRev = getRev;
     const setRev = db.prepare<[number]>(`UPDATE meta SET v = ? WHERE k = 'rev'`);
     // The revision counter is read inside the write transaction, not cached: another
     // connection to the same file (a second process on the same DIR) may have committed.
@@ -137,6 +139,11 @@ export class SqliteStore implements Store {
       setRev.run(rev);
       return { ok: true, rev };
     });
+  }
+
+  /** The revision of the last commit applied (staged commits included). */
+  revision(): number {
+    return this.#lastRev.get()!.v;
   }
 
   async get(key: string): Promise<StoreEntry | undefined> {

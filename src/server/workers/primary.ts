@@ -1,0 +1,513 @@
+/**
+ * The primary process of a node with several worker processes (`minkms server --workers N`,
+ * docs/workers.md). It serves no HTTP: `node:cluster` hands every connection to a worker. It
+ * owns what must exist once per node: the database (every write of every worker is committed
+ * here, with group commit), the audit log's one hash chain, the fan-in of log records and
+ * finished requests between the workers' streams, merged scrapes, and the workers themselves
+ * (restarted when one dies).
+ *
+ * A write is answered only when it is durable **and** every worker that follows the store has
+ * applied it: a key created through one worker is usable through every other as soon as its
+ * creator has the answer, and a deletion applies everywhere before it is acknowledged. A worker
+ * that does not apply a change within {@link ACK_TIMEOUT_MS} is killed and started again (a
+ * hung worker must not hold every write, nor serve what was deleted).
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Config } from '../../config/config.js';
+import { configuredHsms } from '../../hsm/configured.js';
+import { generateSoftHsmKey } from '../../hsm/soft.js';
+import type { StoreEvent } from '../../store/etcd.js';
+import { SqliteStore, SQLITE_FILE } from '../../store/sqlite.js';
+import { StoreUnavailableError, type CommitResult, type Condition, type Mutation, type StoreHealth } from '../../store/store.js';
+import { AuditLog } from '../audit.js';
+import { clip, type LogEntry, type ServerLogger } from '../log.js';
+import type { MetricsKind } from '../observability.js';
+import { loadTlsMaterial } from '../tls.js';
+import { asConfigError, StartupConfigError } from '../compose.js';
+import { wireError } from './link.js';
+import { WORKER_ENV, type StoreCall, type ToPrimary, type ToWorker, type WorkerInit } from './messages.js';
+
+/** How long the writers wait for a worker to apply a change before it is killed. */
+export const ACK_TIMEOUT_MS = 2_000;
+/** Changes kept for workers that start following (a worker that starts or reloads). */
+const REPLAY_EVENTS = 10_000;
+const REPLAY_BYTES = 32 << 20;
+/** How long a scrape waits for the workers' expositions (a missing one is left out). */
+const SCRAPE_TIMEOUT_MS = 2_000;
+/** How long a stop lets the workers drain before they are killed. */
+const STOP_TIMEOUT_MS = 13_000;
+const RESTART_MIN_MS = 100;
+const RESTART_MAX_MS = 5_000;
+/** A worker that ran this long was healthy: its next restart starts from the shortest delay. */
+const HEALTHY_AFTER_MS = 30_000;
+const HEALTH_POLL_MS = 500;
+
+export interface PrimaryOptions {
+  readonly dir: string;
+  readonly dev: boolean;
+  readonly config: Config;
+  readonly configFile?: string;
+  readonly hsmKey?: string;
+  readonly auditFile?: string;
+  readonly log: ServerLogger;
+  readonly print: (line: string) => void;
+  readonly workers: number;
+  /** Starts the node again once every worker has stopped (see `ServerOptions.restart`). */
+  readonly restart?: () => void;
+}
+
+export interface RunningPrimary {
+  /** SIGHUP: every worker reads the configuration again. */
+  reloadConfig(): void;
+  close(): Promise<void>;
+}
+
+/** One worker process as the primary sees it. */
+interface Slot {
+  readonly index: number;
+  worker: Worker | undefined;
+  /** Follows the store (has a watch), so writes wait for its acknowledgement. */
+  watching: boolean;
+  acked: number;
+  startedAt: number;
+  restartDelay: number;
+  logLevel: number;
+  finished: boolean;
+}
+
+interface AckWait {
+  readonly rev: number;
+  readonly waiting: Set<Slot>;
+  readonly resolve: () => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+interface Scrape {
+  readonly texts: string[];
+  outstanding: number;
+  readonly done: () => void;
+}
+
+/** Prepares the data directory once, then starts the workers. */
+export async function startPrimary(opts: PrimaryOptions): Promise<RunningPrimary> {
+  process.umask(0o077);
+  const { config, log } = opts;
+  if (config.store.backend === 'etcd') {
+    throw new StartupConfigError('kms: --workers needs the embedded store; with etcd, run one node per process (docs/workers.md)');
+  }
+  const devDir = opts.dev ? mkdtempSync(join(tmpdir(), 'minkms-dev-')) : undefined;
+  const dir = devDir ?? opts.dir;
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const configured = opts.configFile !== undefined;
+    // What a first start creates — the soft HSM key, the self-signed certificate — is created
+    // here, once; the workers find it. In dev mode the HSM key stays in memory: the primary
+    // hands the same one to every worker.
+    const devHsmKey = opts.dev ? (opts.hsmKey ?? generateSoftHsmKey()) : undefined;
+    const fresh = !existsSync(join(dir, SQLITE_FILE));
+    const hsms = asConfigError(() =>
+      configuredHsms({
+        config,
+        softKey: devHsmKey ?? opts.hsmKey,
+        dir,
+        database: join(dir, SQLITE_FILE),
+        generate: fresh && !configured,
+        ephemeral: false,
+        warn: (msg) => log.warn(msg),
+      }),
+    );
+    for (const c of hsms) await c.hsm.close().catch(() => undefined);
+    asConfigError(() => loadTlsMaterial(config, dir, configured));
+    const auditFile = opts.auditFile ?? config.audit.file;
+    const audit = auditFile ? asConfigError(() => AuditLog.open(auditFile)) : undefined;
+    const primary = new Primary(opts, new SqliteStore(dir), audit, {
+      index: 0,
+      count: opts.workers,
+      dir,
+      dev: opts.dev,
+      devHsmKey,
+      restarted: false,
+    });
+    await primary.start();
+    return {
+      reloadConfig: () => primary.broadcast({ t: 'reload' }),
+      close: async () => {
+        await primary.close();
+        if (devDir) rmSync(devDir, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    if (devDir) rmSync(devDir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+class Primary {
+  readonly #opts: PrimaryOptions;
+  readonly #log: ServerLogger;
+  readonly #store: SqliteStore;
+  readonly #audit: AuditLog | undefined;
+  readonly #init: WorkerInit;
+  readonly #slots: Slot[];
+  /** The durability of the last commit staged: reads wait for it, so no worker loads what could still be lost. */
+  #lastStaged: Promise<void> = Promise.resolve();
+  /** The changes published lately, oldest first, for workers that start following. */
+  readonly #replay: StoreEvent[] = [];
+  #replayBytes = 0;
+  /** Changes up to this revision are no longer in {@link #replay}. */
+  #forgotten = 0;
+  readonly #acks = new Set<AckWait>();
+  readonly #scrapes = new Map<number, Scrape>();
+  #nextScrape = 1;
+  #stopping = false;
+  #restarting = false;
+  #startFailed: ((err: Error) => void) | undefined;
+  #firstStart = 0;
+  #health: StoreHealth;
+  readonly #healthTimer: NodeJS.Timeout;
+
+  constructor(opts: PrimaryOptions, store: SqliteStore, audit: AuditLog | undefined, init: WorkerInit) {
+    this.#opts = opts;
+    this.#log = opts.log;
+    this.#store = store;
+    this.#audit = audit;
+    this.#init = init;
+    this.#forgotten = store.revision();
+    this.#health = store.health();
+    this.#slots = Array.from({ length: opts.workers }, (_, index) => ({
+      index,
+      worker: undefined,
+      watching: false,
+      acked: 0,
+      startedAt: 0,
+      restartDelay: RESTART_MIN_MS,
+      logLevel: Infinity,
+      finished: false,
+    }));
+    if (audit) {
+      let reported = 0;
+      audit.onError = (err) => {
+        if (reported++ % 100 === 0) this.#log.error('cannot write the audit log', { file: audit.path, err: err.message });
+      };
+    }
+    // The primary's own records reach the workers' streams too.
+    opts.log.ring.forward = (entry, stored) => this.#shareLog(undefined, entry, stored);
+    this.#healthTimer = setInterval(() => this.#checkHealth(), HEALTH_POLL_MS).unref();
+  }
+
+  /**
+   * Forks every worker; resolves once one of them listens. A worker that exits before any
+   * listens (a configuration it cannot use, an address in use) ends the start: it said why on
+   * stderr, and the process exits with its status.
+   */
+  async start(): Promise<void> {
+    cluster.setupPrimary({ serialization: 'advanced' });
+    const listening = new Promise<void>((resolve, reject) => {
+      this.#startFailed = reject;
+      cluster.once('listening', () => {
+        this.#startFailed = undefined;
+        resolve();
+      });
+    });
+    for (const slot of this.#slots) this.#fork(slot);
+    this.#firstStart = this.#slots[0]!.startedAt;
+    this.#opts.print(`Workers     ${this.#slots.length} processes (pids ${this.#slots.map((s) => s.worker?.process.pid).join(', ')})`);
+    try {
+      await listening;
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+  }
+
+  #fork(slot: Slot): void {
+    const init: WorkerInit = { ...this.#init, index: slot.index, restarted: slot.worker !== undefined || slot.startedAt > 0 };
+    const worker = cluster.fork({ [WORKER_ENV]: JSON.stringify(init) });
+    slot.worker = worker;
+    slot.watching = false;
+    slot.acked = 0;
+    slot.startedAt = Date.now();
+    slot.logLevel = Infinity;
+    slot.finished = false;
+    worker.on('message', (m: ToPrimary) => this.#receive(slot, worker, m));
+    // The channel's own errors (a worker gone mid-send) are answered by its exit.
+    worker.on('error', (err) => this.#log.debug('worker channel error', { worker: slot.index, err: err.message }));
+    worker.once('exit', (code, signal) => this.#exited(slot, worker, code, signal));
+    if (init.restarted) {
+      worker.once('listening', () => this.#log.info('worker process serves again', { worker: slot.index, pid: worker.process.pid }));
+    }
+  }
+
+  #exited(slot: Slot, worker: Worker, code: number | null, signal: string | null): void {
+    if (slot.worker !== worker) return;
+    slot.worker = undefined;
+    slot.watching = false;
+    for (const wait of this.#acks) this.#acked(wait, slot);
+    this.#wantsChanged();
+    if (this.#stopping) return;
+    if (this.#startFailed) {
+      this.#startFailed(new WorkerStartError(code ?? 1));
+      return;
+    }
+    const healthy = Date.now() - slot.startedAt > HEALTHY_AFTER_MS;
+    if (healthy) slot.restartDelay = RESTART_MIN_MS;
+    this.#log.error('worker process exited; starting it again', {
+      worker: slot.index,
+      pid: worker.process.pid,
+      code,
+      signal,
+      restartInMs: slot.restartDelay,
+    });
+    const delay = slot.restartDelay;
+    slot.restartDelay = Math.min(RESTART_MAX_MS, slot.restartDelay * 2);
+    setTimeout(() => {
+      if (!this.#stopping && !slot.worker) this.#fork(slot);
+    }, delay).unref();
+  }
+
+  #send(slot: Slot, m: ToWorker): void {
+    const w = slot.worker;
+    if (!w || !w.isConnected()) return;
+    try {
+      w.send(m);
+    } catch {
+      // Gone: its exit is handled.
+    }
+  }
+
+  broadcast(m: ToWorker): void {
+    for (const slot of this.#slots) this.#send(slot, m);
+  }
+
+  #receive(slot: Slot, worker: Worker, m: ToPrimary): void {
+    if (slot.worker !== worker) return;
+    switch (m.t) {
+      case 'call':
+        this.#call(slot, m).then(
+          (value) => this.#send(slot, { t: 'reply', id: m.id, value }),
+          (err: unknown) => this.#send(slot, { t: 'reply', id: m.id, error: wireError(err) }),
+        );
+        return;
+      case 'ack':
+        slot.acked = Math.max(slot.acked, m.rev);
+        for (const wait of this.#acks) if (wait.rev <= m.rev) this.#acked(wait, slot);
+        return;
+      case 'audit':
+        for (const e of m.events) this.#audit?.append(e);
+        return;
+      case 'log':
+        this.#opts.log.ring.publish(m.entry, m.store, true);
+        this.#shareLog(slot, m.entry, m.store);
+        return;
+      case 'finished':
+        for (const s of this.#slots) if (s !== slot && s.finished) this.#send(s, { t: 'finished', request: m.request });
+        return;
+      case 'wants':
+        slot.logLevel = m.logLevel;
+        slot.finished = m.finished;
+        this.#wantsChanged();
+        return;
+      case 'print':
+        // One banner for the node: the first worker's first one.
+        if (slot.index === 0 && slot.startedAt === this.#firstStart) this.#opts.print(m.line);
+        return;
+      case 'scraped': {
+        const scrape = this.#scrapes.get(m.id);
+        if (!scrape) return;
+        scrape.texts.push(m.text);
+        if (--scrape.outstanding === 0) scrape.done();
+        return;
+      }
+      case 'restart':
+        this.#restart(m.reason);
+        return;
+    }
+  }
+
+  async #call(slot: Slot, c: StoreCall): Promise<unknown> {
+    switch (c.op) {
+      case 'get':
+        await this.#lastStaged;
+        return this.#store.get(c.key);
+      case 'range':
+        await this.#lastStaged;
+        return this.#store.range(c.prefix);
+      case 'revision':
+        await this.#lastStaged;
+        return this.#store.revision();
+      case 'commit':
+        return this.#commit(c.conditions, c.mutations);
+      case 'watch':
+        return this.#watch(slot, c.fromRev);
+      case 'scrape':
+        return this.#scrape(c.kind);
+    }
+  }
+
+  async #commit(conditions: readonly Condition[], mutations: readonly Mutation[]): Promise<CommitResult> {
+    if (this.#stopping) throw new StoreUnavailableError('store: the node is stopping');
+    const staged = this.#store.stage(conditions, mutations);
+    if (!staged.ok) return { ok: false, rev: staged.rev };
+    this.#lastStaged = staged.durable.catch(() => undefined);
+    await staged.durable;
+    if (mutations.length === 0) return { ok: true, rev: staged.rev };
+    // Durable commits resolve in the order they were staged: changes go out in revision order.
+    await this.#publish(mutations.map((m) => ({ key: m.key, value: m.value, rev: staged.rev })));
+    return { ok: true, rev: staged.rev };
+  }
+
+  /** Sends the changes of one commit to every following worker; resolves when each applied them. */
+  #publish(events: StoreEvent[]): Promise<void> {
+    const rev = events[0]!.rev;
+    for (const e of events) {
+      this.#replay.push(e);
+      this.#replayBytes += e.key.length + (e.value?.length ?? 0);
+    }
+    while (this.#replay.length > REPLAY_EVENTS || this.#replayBytes > REPLAY_BYTES) {
+      const old = this.#replay.shift()!;
+      this.#replayBytes -= old.key.length + (old.value?.length ?? 0);
+      this.#forgotten = Math.max(this.#forgotten, old.rev);
+    }
+    const waiting = new Set(this.#slots.filter((s) => s.watching && s.worker));
+    for (const s of waiting) this.#send(s, { t: 'events', events });
+    if (waiting.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const wait: AckWait = {
+        rev,
+        waiting,
+        resolve,
+        timer: setTimeout(() => this.#ackTimeout(wait), ACK_TIMEOUT_MS),
+      };
+      this.#acks.add(wait);
+    });
+  }
+
+  #acked(wait: AckWait, slot: Slot): void {
+    if (!wait.waiting.delete(slot) || wait.waiting.size > 0) return;
+    clearTimeout(wait.timer);
+    this.#acks.delete(wait);
+    wait.resolve();
+  }
+
+  /** A worker that does not apply a change in time must not serve what the others no longer do. */
+  #ackTimeout(wait: AckWait): void {
+    for (const slot of [...wait.waiting]) {
+      this.#log.error('worker did not apply a change in time; killing it', { worker: slot.index, rev: wait.rev, afterMs: ACK_TIMEOUT_MS });
+      slot.watching = false;
+      slot.worker?.process.kill('SIGKILL');
+      this.#acked(wait, slot);
+    }
+  }
+
+  /** A worker (re)starts following from `fromRev`: the changes it may have missed first. */
+  async #watch(slot: Slot, fromRev: number): Promise<void> {
+    if (fromRev <= this.#forgotten) {
+      this.#send(slot, { t: 'feed-lost', reason: `revision ${fromRev} is no longer kept; reload` });
+      slot.watching = true;
+      return;
+    }
+    const missed = this.#replay.filter((e) => e.rev >= fromRev);
+    if (missed.length > 0) this.#send(slot, { t: 'events', events: missed });
+    slot.watching = true;
+  }
+
+  #scrape(kind: MetricsKind): Promise<string[]> {
+    const live = this.#slots.filter((s) => s.worker?.isConnected());
+    const id = this.#nextScrape++;
+    return new Promise<string[]>((resolve) => {
+      const texts: string[] = [];
+      const done = () => {
+        clearTimeout(timer);
+        this.#scrapes.delete(id);
+        resolve(texts);
+      };
+      const timer = setTimeout(done, SCRAPE_TIMEOUT_MS);
+      this.#scrapes.set(id, { texts, outstanding: live.length, done });
+      for (const s of live) this.#send(s, { t: 'scrape', id, kind });
+    });
+  }
+
+  /** Hands a log record to the workers whose streams want it (stored ones to all: `since` reads them). */
+  #shareLog(from: Slot | undefined, entry: LogEntry, stored: boolean): void {
+    for (const s of this.#slots) {
+      if (s === from || !s.worker) continue;
+      if (stored || entry.level >= s.logLevel) this.#send(s, { t: 'log', entry, store: stored });
+    }
+  }
+
+  /** Tells every worker the lowest level the others' streams want, and whether they stream finished requests. */
+  #wantsChanged(): void {
+    let all = Infinity;
+    for (const s of this.#slots) {
+      if (!s.worker) continue;
+      all = Math.min(all, s.logLevel);
+      let logLevel = Infinity;
+      let finished = false;
+      for (const o of this.#slots) {
+        if (o === s || !o.worker) continue;
+        logLevel = Math.min(logLevel, o.logLevel);
+        finished ||= o.finished;
+      }
+      this.#send(s, { t: 'wants', logLevel, finished });
+    }
+    this.#opts.log.ring.remoteLevel = all;
+  }
+
+  #checkHealth(): void {
+    const h = this.#store.health();
+    if (h.write === this.#health.write && h.fullErrors === this.#health.fullErrors) return;
+    this.#health = h;
+    this.broadcast({ t: 'health', health: h });
+  }
+
+  /** `POST /v1/debug/restart` on any worker: the whole node drains and starts again. */
+  #restart(reason: string): void {
+    if (this.#restarting || this.#stopping || !this.#opts.restart) return;
+    this.#restarting = true;
+    this.#log.warn('restarting: stopping every worker, then starting again', { reason: clip(reason) });
+    this.#opts.print(`=> Restarting: ${clip(reason)}`);
+    void this.close().then(this.#opts.restart);
+  }
+
+  async close(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    clearInterval(this.#healthTimer);
+    const exits = this.#slots
+      .map((s) => s.worker)
+      .filter((w): w is Worker => w !== undefined)
+      .map((w) => new Promise<void>((resolve) => (w.isDead() ? resolve() : w.once('exit', () => resolve()))));
+    this.broadcast({ t: 'stop' });
+    let timer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      Promise.all(exits).then(() => true),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), STOP_TIMEOUT_MS))),
+    ]);
+    clearTimeout(timer);
+    if (!drained) {
+      this.#log.warn('workers did not stop in time; killing them');
+      for (const s of this.#slots) s.worker?.process.kill('SIGKILL');
+      await Promise.all(exits);
+    }
+    for (const wait of this.#acks) {
+      clearTimeout(wait.timer);
+      wait.resolve();
+    }
+    this.#audit?.close();
+    await this.#store.close();
+  }
+}
+
+/** A worker exited before the node listened; it printed why. */
+export class WorkerStartError extends Error {
+  override readonly name = 'WorkerStartError';
+  readonly status: number;
+
+  constructor(status: number) {
+    super(`a worker process exited with status ${status} while starting`);
+    this.status = status;
+  }
+}
