@@ -97,7 +97,7 @@ export class Repo {
     try {
       const durable = this.#durable;
       if (this.store.stage && durable) {
-        const staged = this.store.stage(conditions, mutations);
+        const staged = await this.store.stage(conditions, mutations);
         durable.push(staged.durable);
         res = staged;
       } else {

@@ -83,9 +83,10 @@ export interface Store {
    * `StagedCommit`), so that a writer can prepare the next commit while this one reaches the
    * disk, and one sync covers every commit staged meanwhile (group commit). Durability is in
    * order: when a commit is durable, so is every commit staged before it. Absent on backends
-   * whose commits are durable when applied (etcd, memory).
+   * whose commits are durable when applied (etcd, memory). Asynchronous where the store is in
+   * another process (a worker's store, docs/workers.md): applied when the promise resolves.
    */
-  stage?(conditions: readonly Condition[], mutations: readonly Mutation[]): StagedCommit;
+  stage?(conditions: readonly Condition[], mutations: readonly Mutation[]): StagedCommit | Promise<StagedCommit>;
   /** See `StoreHealth`; absent on backends that cannot tell (the in-memory store). */
   health?(): StoreHealth;
   close(): Promise<void>;

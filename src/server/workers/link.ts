@@ -13,6 +13,7 @@ import {
   type Mutation,
   type Store,
   type StoreEntry,
+  type StagedCommit,
   type StoreHealth,
 } from '../../store/store.js';
 import type { StoreEvent } from '../../store/etcd.js';
@@ -53,6 +54,8 @@ export class WorkerLink {
   readonly #send: Send;
   #nextId = 1;
   readonly #pending = new Map<number, Pending>();
+  /** Staged commits waiting to be durable and applied by every worker. */
+  readonly #durables = new Map<number, Pending>();
   #hooks: WorkerHooks | undefined;
   #onEvents: ((events: StoreEvent[]) => void | PromiseLike<unknown>) | undefined;
   #onFeedLost: ((err: Error) => void) | undefined;
@@ -83,6 +86,15 @@ export class WorkerLink {
         clearTimeout(p.timer);
         if (m.error) p.reject(reviveError(m.error));
         else p.resolve(m.value);
+        return;
+      }
+      case 'durable': {
+        const p = this.#durables.get(m.id);
+        if (!p) return;
+        this.#durables.delete(m.id);
+        clearTimeout(p.timer);
+        if (m.error) p.reject(reviveError(m.error));
+        else p.resolve(undefined);
         return;
       }
       case 'events': {
@@ -134,9 +146,8 @@ export class WorkerLink {
     }
   }
 
-  #call<T>(c: StoreCall): Promise<T> {
+  #call<T>(c: StoreCall, id = this.#nextId++): Promise<T> {
     if (this.#closed) return Promise.reject(new StoreUnavailableError('store: this worker is stopping'));
-    const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
@@ -155,9 +166,38 @@ export class WorkerLink {
     range: (prefix: string) => this.#call<StoreEntry[]>({ op: 'range', prefix }),
     commit: (conditions: readonly Condition[], mutations: readonly Mutation[]) =>
       this.#call<CommitResult>({ op: 'commit', conditions, mutations }),
+    stage: (conditions: readonly Condition[], mutations: readonly Mutation[]) => this.#stage(conditions, mutations),
     health: () => this.#health,
     close: async () => {},
   };
+
+  async #stage(conditions: readonly Condition[], mutations: readonly Mutation[]): Promise<StagedCommit> {
+    const id = this.#nextId++;
+    const durable = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#durables.delete(id);
+        reject(new StoreUnavailableError('store: the primary did not answer', { ambiguous: true }));
+      }, CALL_TIMEOUT_MS);
+      this.#durables.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
+    });
+    // Marked handled here; whoever awaits it still sees the rejection.
+    durable.catch(() => undefined);
+    const settle = () => {
+      const p = this.#durables.get(id);
+      this.#durables.delete(id);
+      if (p) clearTimeout(p.timer);
+      p?.resolve(undefined);
+    };
+    let res: CommitResult;
+    try {
+      res = await this.#call<CommitResult>({ op: 'stage', conditions, mutations }, id);
+    } catch (err) {
+      settle();
+      throw err;
+    }
+    if (!res.ok) settle();
+    return { ...res, durable };
+  }
 
   /** The other workers' writes, in revision order (server/cluster.ts `ChangeFeed`). */
   readonly feed: FeedSource = {
@@ -245,10 +285,12 @@ export class WorkerLink {
   close(): void {
     this.#flushAudit();
     this.#closed = true;
-    for (const [id, p] of this.#pending) {
-      clearTimeout(p.timer);
-      p.reject(new StoreUnavailableError('store: this worker is stopping', { ambiguous: true }));
-      this.#pending.delete(id);
+    for (const waiting of [this.#pending, this.#durables]) {
+      for (const [id, p] of waiting) {
+        clearTimeout(p.timer);
+        p.reject(new StoreUnavailableError('store: this worker is stopping', { ambiguous: true }));
+        waiting.delete(id);
+      }
     }
   }
 }

@@ -20,6 +20,8 @@ export type StoreCall =
   | { readonly op: 'range'; readonly prefix: string }
   | { readonly op: 'revision' }
   | { readonly op: 'commit'; readonly conditions: readonly Condition[]; readonly mutations: readonly Mutation[] }
+  /** Answered when applied (`{ ok, rev }`); a `durable` message with the same id follows once durable and applied by every worker. */
+  | { readonly op: 'stage'; readonly conditions: readonly Condition[]; readonly mutations: readonly Mutation[] }
   /** Starts (or replaces) the worker's change feed from `fromRev`; answered after the replay. */
   | { readonly op: 'watch'; readonly fromRev: number }
   | { readonly op: 'scrape'; readonly kind: MetricsKind };
@@ -46,6 +48,8 @@ export interface WireError {
 
 export type ToWorker =
   | { readonly t: 'reply'; readonly id: number; readonly value?: unknown; readonly error?: WireError }
+  /** The staged commit `id` is durable and every worker applied it (or it failed). */
+  | { readonly t: 'durable'; readonly id: number; readonly error?: WireError }
   | { readonly t: 'events'; readonly events: readonly StoreEvent[] }
   /** The watch cannot continue (its start is no longer in the primary's replay window). */
   | { readonly t: 'feed-lost'; readonly reason: string }

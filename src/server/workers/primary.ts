@@ -21,7 +21,14 @@ import { configuredHsms } from '../../hsm/configured.js';
 import { generateSoftHsmKey } from '../../hsm/soft.js';
 import type { StoreEvent } from '../../store/etcd.js';
 import { SqliteStore, SQLITE_FILE } from '../../store/sqlite.js';
-import { StoreUnavailableError, type CommitResult, type Condition, type Mutation, type StoreHealth } from '../../store/store.js';
+import {
+  StoreUnavailableError,
+  type CommitResult,
+  type Condition,
+  type Mutation,
+  type StagedCommit,
+  type StoreHealth,
+} from '../../store/store.js';
 import { AuditLog } from '../audit.js';
 import { clip, type LogEntry, type ServerLogger } from '../log.js';
 import type { MetricsKind } from '../observability.js';
@@ -286,6 +293,10 @@ class Primary {
     if (slot.worker !== worker) return;
     switch (m.t) {
       case 'call':
+        if (m.op === 'stage') {
+          this.#stage(slot, m.id, m.conditions, m.mutations);
+          return;
+        }
         this.#call(slot, m).then(
           (value) => this.#send(slot, { t: 'reply', id: m.id, value }),
           (err: unknown) => this.#send(slot, { t: 'reply', id: m.id, error: wireError(err) }),
@@ -340,6 +351,8 @@ class Primary {
         return this.#store.revision();
       case 'commit':
         return this.#commit(c.conditions, c.mutations);
+      case 'stage':
+        throw new Error('stage is answered twice, not here');
       case 'watch':
         return this.#watch(slot, c.fromRev);
       case 'scrape':
@@ -348,15 +361,45 @@ class Primary {
   }
 
   async #commit(conditions: readonly Condition[], mutations: readonly Mutation[]): Promise<CommitResult> {
+    const staged = this.#stageHere(conditions, mutations);
+    if (staged.ok) await this.#settle(staged, mutations);
+    return { ok: staged.ok, rev: staged.rev };
+  }
+
+  /**
+   * A worker's pipelined write (`Store.stage`): answered as soon as it is applied here, so that
+   * the worker's next write can be staged behind it (one sync covers them all), then once
+   * more when it is durable and every worker applied it.
+   */
+  #stage(slot: Slot, id: number, conditions: readonly Condition[], mutations: readonly Mutation[]): void {
+    let staged: StagedCommit;
+    try {
+      staged = this.#stageHere(conditions, mutations);
+    } catch (err) {
+      this.#send(slot, { t: 'reply', id, error: wireError(err) });
+      return;
+    }
+    this.#send(slot, { t: 'reply', id, value: { ok: staged.ok, rev: staged.rev } });
+    if (!staged.ok) return;
+    this.#settle(staged, mutations).then(
+      () => this.#send(slot, { t: 'durable', id }),
+      (err: unknown) => this.#send(slot, { t: 'durable', id, error: wireError(err) }),
+    );
+  }
+
+  #stageHere(conditions: readonly Condition[], mutations: readonly Mutation[]): StagedCommit {
     if (this.#stopping) throw new StoreUnavailableError('store: the node is stopping');
     const staged = this.#store.stage(conditions, mutations);
-    if (!staged.ok) return { ok: false, rev: staged.rev };
-    this.#lastStaged = staged.durable.catch(() => undefined);
+    if (staged.ok) this.#lastStaged = staged.durable.catch(() => undefined);
+    return staged;
+  }
+
+  /** Resolves once `staged` is durable and every following worker applied it. */
+  async #settle(staged: StagedCommit, mutations: readonly Mutation[]): Promise<void> {
     await staged.durable;
-    if (mutations.length === 0) return { ok: true, rev: staged.rev };
+    if (mutations.length === 0) return;
     // Durable commits resolve in the order they were staged: changes go out in revision order.
     await this.#publish(mutations.map((m) => ({ key: m.key, value: m.value, rev: staged.rev })));
-    return { ok: true, rev: staged.rev };
   }
 
   /** Sends the changes of one commit to every following worker; resolves when each applied them. */
