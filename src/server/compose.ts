@@ -258,13 +258,16 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
   link?.attach({
     scrape: (kind) => observability.ownExposition(kind),
     reload: () => void node.reloadConfig(),
-    stop: () => void closeAll().then(worker!.stopped),
+    stop: (ms) => {
+      drainMs = ms;
+      void closeAll().then(worker!.stopped);
+    },
     finished: (r) => observability.remoteFinished(r),
   });
-  // A worker started again after an exit joins the listeners only once it follows the store:
-  // the others serve meanwhile, and it never answers from a state that misses a write they
-  // acknowledged while it loaded (docs/workers.md).
-  const lateListen = worker?.init.restarted === true;
+  // A worker (but the first one's first start) joins the listeners only once it follows the
+  // store: the others serve meanwhile, and it never answers from a state that misses a write
+  // they acknowledged while it loaded (docs/workers.md).
+  const lateListen = worker?.init.listenLate === true;
   if (lateListen) {
     node.start();
     await feed!.following;

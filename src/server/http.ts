@@ -418,14 +418,18 @@ function trackConnections(server: Http2SecureServer): Connections {
   return c;
 }
 
+/** The highest HTTP/2 stream id (2^31 - 1). */
+const MAX_STREAM_ID = 2 ** 31 - 1;
+
 /** How long after its GOAWAY a session is closed by the server if the client keeps it open. */
 const GOAWAY_GRACE_MS = 1_000;
 
 /**
  * Starts a graceful stop of a server's connections (the listener is closed separately): every
- * HTTP/2 session gets a GOAWAY — the streams it covers (every stream whose headers arrived)
- * are served to the end; later ones are refused unprocessed, so clients send them elsewhere —
- * and HTTP/1.1 connections close when idle, or after the answer in flight.
+ * HTTP/2 session gets a GOAWAY — every stream the client sent before it is served to the end;
+ * the client sends later ones elsewhere, and after the grace the final GOAWAY refuses what
+ * still comes, unprocessed — and HTTP/1.1 connections close when idle, or after the answer in
+ * flight.
  *
  * Not `session.close()` right away: it destroys a session without open streams at once, and
  * the GOAWAY it queued may not be sent by then — the client's requests already on the wire are
@@ -437,8 +441,14 @@ export function drainConnections(server: Http2SecureServer): void {
   const c = connections.get(server);
   if (!c || c.draining) return;
   c.draining = true;
+  // The first GOAWAY names the highest stream id there can be (RFC 9113 §6.8): the client opens
+  // no new stream on the connection, and every stream already on the wire is served. A GOAWAY
+  // naming the last stream processed so far would race with the client's streams in flight: a
+  // stream that arrives after it is queued but before it is sent may still be processed while
+  // the client, told it was refused, sends it again elsewhere — a write applied twice.
+  // `session.close()` after the grace sends the final GOAWAY with the last stream processed.
   for (const session of c.sessions) {
-    if (!session.closed && !session.destroyed) session.goaway(http2.constants.NGHTTP2_NO_ERROR);
+    if (!session.closed && !session.destroyed) session.goaway(http2.constants.NGHTTP2_NO_ERROR, MAX_STREAM_ID);
   }
   setTimeout(() => {
     for (const session of c.sessions) session.close();

@@ -195,3 +195,24 @@ function formatValue(v: number): string {
   // JS's shortest round-trip form already prints integers without a point (up to 1e21).
   return String(v);
 }
+
+/**
+ * Only the counter and histogram families of an exposition (as prom-client writes it: each
+ * family's samples follow its `# TYPE` line): what a worker that exited still adds to the node.
+ */
+export function countersOf(text: string): string {
+  const out: string[] = [];
+  let keep = false;
+  for (const line of text.split('\n')) {
+    const type = /^# TYPE \S+ (\S+)/.exec(line);
+    if (type) keep = type[1] === 'counter' || type[1] === 'histogram';
+    else if (line.startsWith('# HELP ')) {
+      // A HELP line comes before its TYPE line: decided by the next line.
+      out.push(line);
+      continue;
+    }
+    if (keep) out.push(line);
+    else if (type && out.at(-1)?.startsWith('# HELP ')) out.pop();
+  }
+  return out.join('\n') + (out.length > 0 ? '\n' : '');
+}

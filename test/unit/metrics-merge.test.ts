@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mergeExpositions } from '../../src/server/metrics-merge.js';
+import { countersOf, mergeExpositions } from '../../src/server/metrics-merge.js';
 
 /** Lines joined, with the final newline an exposition ends with. */
 function text(...lines: string[]): string {
@@ -198,4 +198,42 @@ test('a HELP or TYPE missing from the first worker is taken from a later one', (
   // The first worker's samples already name the family `h` (its type is known from b), so they
   // are not separate untyped families.
   assert.equal(mergeExpositions([a, b]), text('# HELP h Latency.', '# TYPE h histogram', 'h_bucket{le="+Inf"} 3', 'h_count 3'));
+});
+
+test('countersOf keeps the counter and histogram families only, with their HELP and TYPE lines', () => {
+  const text = [
+    '# HELP c_total A counter.',
+    '# TYPE c_total counter',
+    'c_total{a="1"} 3',
+    '# HELP g A gauge.',
+    '# TYPE g gauge',
+    'g 7',
+    '# HELP h A histogram.',
+    '# TYPE h histogram',
+    'h_bucket{le="+Inf"} 2',
+    'h_sum 0.5',
+    'h_count 2',
+    '# TYPE u untyped',
+    'u 1',
+    '',
+  ].join('\n');
+  assert.equal(
+    countersOf(text),
+    [
+      '# HELP c_total A counter.',
+      '# TYPE c_total counter',
+      'c_total{a="1"} 3',
+      '# HELP h A histogram.',
+      '# TYPE h histogram',
+      'h_bucket{le="+Inf"} 2',
+      'h_sum 0.5',
+      'h_count 2',
+      '',
+    ].join('\n'),
+  );
+  // A worker that exited still counts: merged with a live one, counters add up, gauges are the live one's.
+  const merged = mergeExpositions(['# TYPE g gauge\ng 1\n# TYPE c_total counter\nc_total{a="1"} 4\n', countersOf(text)]);
+  assert.match(merged, /^c_total\{a="1"\} 7$/m);
+  assert.match(merged, /^g 1$/m);
+  assert.equal(countersOf(''), '');
 });

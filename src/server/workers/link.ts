@@ -29,7 +29,10 @@ const CALL_TIMEOUT_MS = 30_000;
 /** Audit events are sent in batches: one message per event loop turn, not per line. */
 const AUDIT_BATCH = 512;
 
-type Send = (m: ToPrimary) => void;
+/** Sends a message; false when the channel's backlog is long (or it is closed). */
+type Send = (m: ToPrimary) => boolean;
+/** How long best-effort messages (log records, finished requests) are dropped after a long backlog. */
+const CONGESTED_MS = 100;
 
 interface Pending {
   readonly resolve: (v: unknown) => void;
@@ -42,8 +45,8 @@ export interface WorkerHooks {
   scrape(kind: MetricsKind): Promise<string>;
   /** Read the configuration again (SIGHUP to the node). */
   reload(): void;
-  /** Drain and exit (the node stops or restarts). */
-  stop(): void;
+  /** Drain (at most `drainMs`) and exit: the node stops or restarts. */
+  stop(drainMs: number): void;
   /** A finished request of another worker, for this worker's KES audit streams. */
   finished(r: FinishedRequest): void;
 }
@@ -58,10 +61,11 @@ export class WorkerLink {
   readonly #durables = new Map<number, Pending>();
   #hooks: WorkerHooks | undefined;
   #onEvents: ((events: StoreEvent[]) => void | PromiseLike<unknown>) | undefined;
-  #onFeedLost: ((err: Error) => void) | undefined;
   #ring: LogRing | undefined;
   #auditBatch: AuditEvent[] = [];
   #wantsFinished = false;
+  /** What the others' streams want (kept until the ring is attached). */
+  #remoteLogLevel = Infinity;
   #closed = false;
   #health: StoreHealth = { write: 'ok', since: 0, detail: '', fullErrors: 0 };
 
@@ -105,8 +109,8 @@ export class WorkerLink {
         void Promise.resolve(onEvents([...m.events])).then(() => this.#post({ t: 'ack', rev }));
         return;
       }
-      case 'feed-lost':
-        this.#onFeedLost?.(new Error(`change feed from the primary lost: ${m.reason}`));
+      case 'ping':
+        this.#post({ t: 'pong' });
         return;
       case 'log':
         this.#ring?.publish(m.entry, m.store, true);
@@ -115,6 +119,7 @@ export class WorkerLink {
         this.#hooks?.finished(m.request);
         return;
       case 'wants':
+        this.#remoteLogLevel = m.logLevel;
         if (this.#ring) this.#ring.remoteLevel = m.logLevel;
         this.#wantsFinished = m.finished;
         return;
@@ -127,24 +132,33 @@ export class WorkerLink {
       }
       case 'health':
         this.#health = m.health;
+        (this.audit as { errors: number }).errors = m.auditErrors;
         return;
       case 'reload':
         this.#hooks?.reload();
         return;
       case 'stop':
-        this.#hooks?.stop();
+        this.#hooks?.stop(m.drainMs);
         return;
     }
   }
 
-  #post(m: ToPrimary): void {
+  /**
+   * Sends `m` to the primary. Best-effort messages (records for the others' streams) are
+   * dropped while the channel is backed up: what the store and the audit log need goes first,
+   * and a flood of log records must not grow this process's send queue without bound.
+   */
+  #post(m: ToPrimary, bestEffort = false): void {
     if (this.#closed) return;
+    if (bestEffort && performance.now() < this.#congestedUntil) return;
     try {
-      this.#send(m);
+      if (!this.#send(m)) this.#congestedUntil = performance.now() + CONGESTED_MS;
     } catch {
       // The channel is gone: the primary exited, and so will this worker.
     }
   }
+
+  #congestedUntil = 0;
 
   #call<T>(c: StoreCall, id = this.#nextId++): Promise<T> {
     if (this.#closed) return Promise.reject(new StoreUnavailableError('store: this worker is stopping'));
@@ -152,7 +166,7 @@ export class WorkerLink {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
         // A commit sent may have been applied: the caller must re-read, not assume.
-        reject(new StoreUnavailableError('store: the primary did not answer', { ambiguous: c.op === 'commit' }));
+        reject(new StoreUnavailableError('store: the primary did not answer', { ambiguous: c.op === 'commit' || c.op === 'stage' }));
       }, CALL_TIMEOUT_MS);
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
       this.#post({ t: 'call', id, ...c });
@@ -204,7 +218,6 @@ export class WorkerLink {
     currentRevision: () => this.#call<number>({ op: 'revision' }),
     watch: (_prefix, onChange, options) => {
       this.#onEvents = onChange;
-      this.#onFeedLost = options.onError;
       // The replay of the changes from `fromRev` arrives before the answer and is applied in
       // order (not awaited here: a root key change in it waits for the unsealing that follows).
       return {
@@ -243,15 +256,16 @@ export class WorkerLink {
    */
   attachLog(ring: LogRing): void {
     this.#ring = ring;
+    ring.remoteLevel = this.#remoteLogLevel;
     ring.forward = (entry, store) => {
-      if (store || entry.level >= ring.remoteLevel) this.#post({ t: 'log', entry, store });
+      if (store || entry.level >= ring.remoteLevel) this.#post({ t: 'log', entry, store }, true);
     };
     ring.onLocalLevel = () => this.#wants();
   }
 
   /** A finished request of this worker, for the KES audit streams of the others. */
   finished(r: FinishedRequest): void {
-    if (this.#wantsFinished) this.#post({ t: 'finished', request: r });
+    if (this.#wantsFinished) this.#post({ t: 'finished', request: r }, true);
   }
 
   /** Tells the primary what this worker's own streams want (the log level, finished requests). */

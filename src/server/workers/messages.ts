@@ -37,7 +37,8 @@ export type ToPrimary =
   | { readonly t: 'wants'; readonly logLevel: number; readonly finished: boolean }
   | { readonly t: 'print'; readonly line: string }
   | { readonly t: 'scraped'; readonly id: number; readonly text: string }
-  | { readonly t: 'restart'; readonly reason: string };
+  | { readonly t: 'restart'; readonly reason: string }
+  | { readonly t: 'pong' };
 
 /** A store error, as it crosses the channel (classes do not). */
 export interface WireError {
@@ -51,17 +52,17 @@ export type ToWorker =
   /** The staged commit `id` is durable and every worker applied it (or it failed). */
   | { readonly t: 'durable'; readonly id: number; readonly error?: WireError }
   | { readonly t: 'events'; readonly events: readonly StoreEvent[] }
-  /** The watch cannot continue (its start is no longer in the primary's replay window). */
-  | { readonly t: 'feed-lost'; readonly reason: string }
   | { readonly t: 'log'; readonly entry: LogEntry; readonly store: boolean }
   | { readonly t: 'finished'; readonly request: FinishedRequest }
   /** What the other workers' streams want from this one. */
   | { readonly t: 'wants'; readonly logLevel: number; readonly finished: boolean }
   /** The database's health changed (a full disk), for readiness and writes. */
-  | { readonly t: 'health'; readonly health: StoreHealth }
+  | { readonly t: 'health'; readonly health: StoreHealth; readonly auditErrors: number }
   | { readonly t: 'scrape'; readonly id: number; readonly kind: MetricsKind }
   | { readonly t: 'reload' }
-  | { readonly t: 'stop' };
+  /** Drain (for `drainMs` at most) and exit. */
+  | { readonly t: 'stop'; readonly drainMs: number }
+  | { readonly t: 'ping' };
 
 /** What the primary tells a worker at fork (environment variable `MINKMS_WORKER`). */
 export interface WorkerInit {
@@ -70,10 +71,10 @@ export interface WorkerInit {
   /** The data directory the primary prepared (in dev mode: its temporary one). */
   readonly dir: string;
   /**
-   * Started again after an exit: it listens only once it follows the store, so that it never
-   * serves a state without a write the other workers acknowledged while it loaded.
+   * Listen only once following the store (every worker but the first one's first start), so
+   * that no worker serves a state without a write the others acknowledged while it loaded.
    */
-  readonly restarted: boolean;
+  readonly listenLate: boolean;
   /** Dev mode: the primary deletes `dir` when it stops. */
   readonly dev: boolean;
   /** In dev mode: the ephemeral soft HSM key the primary generated, the same for every worker. */

@@ -35,10 +35,20 @@ import type { MetricsKind } from '../observability.js';
 import { loadTlsMaterial } from '../tls.js';
 import { asConfigError, StartupConfigError } from '../compose.js';
 import { wireError } from './link.js';
+import { countersOf, mergeExpositions } from '../metrics-merge.js';
 import { WORKER_ENV, type StoreCall, type ToPrimary, type ToWorker, type WorkerInit } from './messages.js';
 
-/** How long the writers wait for a worker to apply a change before it is killed. */
+/**
+ * How long the writers wait for a worker to apply a change before the primary checks whether it
+ * is alive: a worker that answers a ping within {@link PING_TIMEOUT_MS} is busy (an HSM call
+ * while following a root key change, a large restore) and is waited for again, up to
+ * {@link ACK_MAX_MS}; one that does not is hung and is killed.
+ */
 export const ACK_TIMEOUT_MS = 2_000;
+const ACK_MAX_MS = 30_000;
+/** Every worker is pinged this often, also without writes: a hung one is found and replaced. */
+const PING_EVERY_MS = 5_000;
+const PING_TIMEOUT_MS = 1_000;
 /** Changes kept for workers that start following (a worker that starts or reloads). */
 const REPLAY_EVENTS = 10_000;
 const REPLAY_BYTES = 32 << 20;
@@ -51,6 +61,17 @@ const RESTART_MAX_MS = 5_000;
 /** A worker that ran this long was healthy: its next restart starts from the shortest delay. */
 const HEALTHY_AFTER_MS = 30_000;
 const HEALTH_POLL_MS = 500;
+/** How long a stop or a restart lets each worker's requests in flight finish (as a single process). */
+const STOP_DRAIN_MS = 2_000;
+const RESTART_DRAIN_MS = 10_000;
+/** Identical banner lines of several workers within this time are printed once. */
+const PRINT_DEDUP_MS = 10_000;
+/** The static part of the banner: printed by the first start only (a worker that starts again prints it again). */
+const BANNER = /^(Version|HSM|Node|Data|TLS|Endpoint|Admin|KES API|Docs) /;
+/** The "up" announcement: each distinct line once (a new root API key is a new line). */
+const ONCE = /^(Cluster ID|Root|API Key|=> Server is up and running)/;
+/** How long best-effort messages to a worker are dropped after its channel backed up. */
+const CONGESTED_MS = 100;
 
 export interface PrimaryOptions {
   readonly dir: string;
@@ -83,18 +104,27 @@ interface Slot {
   restartDelay: number;
   logLevel: number;
   finished: boolean;
+  /** Until when best-effort messages to it are dropped (its channel was backed up). */
+  congestedUntil: number;
+  /** When it last answered a ping (or started). */
+  aliveAt: number;
+  /** Its last expositions, by kind: what a scrape counts for it when it does not answer in time. */
+  lastScrape: Map<MetricsKind, string>;
 }
 
 interface AckWait {
   readonly rev: number;
   readonly waiting: Set<Slot>;
   readonly resolve: () => void;
-  readonly timer: NodeJS.Timeout;
+  readonly since: number;
+  timer: NodeJS.Timeout;
 }
 
 interface Scrape {
+  readonly kind: MetricsKind;
+  /** Workers that have not answered yet. */
+  readonly outstanding: Set<Slot>;
   readonly texts: string[];
-  outstanding: number;
   readonly done: () => void;
 }
 
@@ -136,7 +166,7 @@ export async function startPrimary(opts: PrimaryOptions): Promise<RunningPrimary
       dir,
       dev: opts.dev,
       devHsmKey,
-      restarted: false,
+      listenLate: false,
     });
     await primary.start();
     return {
@@ -172,9 +202,18 @@ class Primary {
   #stopping = false;
   #restarting = false;
   #startFailed: ((err: Error) => void) | undefined;
-  #firstStart = 0;
+  /** Workers that listened after their first start. */
+  #listening = 0;
   #health: StoreHealth;
+  #auditErrors = 0;
   readonly #healthTimer: NodeJS.Timeout;
+  readonly #pingTimer: NodeJS.Timeout;
+  /** Counters of workers that exited, by kind: a merged counter never goes back. */
+  readonly #retired = new Map<MetricsKind, string>();
+  /** Lines printed lately (any worker's), so that N workers' announcements are printed once. */
+  readonly #printed = new Map<string, number>();
+  /** The lines of the "up" announcement printed so far: a worker that starts again repeats them. */
+  readonly #printedOnce = new Set<string>();
 
   constructor(opts: PrimaryOptions, store: SqliteStore, audit: AuditLog | undefined, init: WorkerInit) {
     this.#opts = opts;
@@ -193,6 +232,9 @@ class Primary {
       restartDelay: RESTART_MIN_MS,
       logLevel: Infinity,
       finished: false,
+      congestedUntil: 0,
+      aliveAt: 0,
+      lastScrape: new Map(),
     }));
     if (audit) {
       let reported = 0;
@@ -203,6 +245,7 @@ class Primary {
     // The primary's own records reach the workers' streams too.
     opts.log.ring.forward = (entry, stored) => this.#shareLog(undefined, entry, stored);
     this.#healthTimer = setInterval(() => this.#checkHealth(), HEALTH_POLL_MS).unref();
+    this.#pingTimer = setInterval(() => this.#pingAll(), PING_EVERY_MS).unref();
   }
 
   /**
@@ -220,7 +263,6 @@ class Primary {
       });
     });
     for (const slot of this.#slots) this.#fork(slot);
-    this.#firstStart = this.#slots[0]!.startedAt;
     this.#opts.print(`Workers     ${this.#slots.length} processes (pids ${this.#slots.map((s) => s.worker?.process.pid).join(', ')})`);
     try {
       await listening;
@@ -231,7 +273,11 @@ class Primary {
   }
 
   #fork(slot: Slot): void {
-    const init: WorkerInit = { ...this.#init, index: slot.index, restarted: slot.worker !== undefined || slot.startedAt > 0 };
+    // Only the first worker's first start listens before it unseals (and answers 503 while
+    // sealed): every other joins once it follows the store, so that no worker ever answers from
+    // a state that misses a write another one acknowledged.
+    const restarted = slot.startedAt > 0;
+    const init: WorkerInit = { ...this.#init, index: slot.index, listenLate: restarted || slot.index > 0 };
     const worker = cluster.fork({ [WORKER_ENV]: JSON.stringify(init) });
     slot.worker = worker;
     slot.watching = false;
@@ -239,19 +285,24 @@ class Primary {
     slot.startedAt = Date.now();
     slot.logLevel = Infinity;
     slot.finished = false;
+    slot.aliveAt = Date.now();
     worker.on('message', (m: ToPrimary) => this.#receive(slot, worker, m));
+    // What the others' streams want, from its first moment.
+    worker.once('online', () => this.#wantsChanged());
     // The channel's own errors (a worker gone mid-send) are answered by its exit.
     worker.on('error', (err) => this.#log.debug('worker channel error', { worker: slot.index, err: err.message }));
     worker.once('exit', (code, signal) => this.#exited(slot, worker, code, signal));
-    if (init.restarted) {
-      worker.once('listening', () => this.#log.info('worker process serves again', { worker: slot.index, pid: worker.process.pid }));
-    }
+    worker.once('listening', () => {
+      if (restarted) this.#log.info('worker process serves again', { worker: slot.index, pid: worker.process.pid });
+      else if (++this.#listening === this.#slots.length) this.#opts.print(`=> All ${this.#listening} workers serve`);
+    });
   }
 
   #exited(slot: Slot, worker: Worker, code: number | null, signal: string | null): void {
     if (slot.worker !== worker) return;
     slot.worker = undefined;
     slot.watching = false;
+    this.#retire(slot);
     for (const wait of this.#acks) this.#acked(wait, slot);
     this.#wantsChanged();
     if (this.#stopping) return;
@@ -275,11 +326,13 @@ class Primary {
     }, delay).unref();
   }
 
-  #send(slot: Slot, m: ToWorker): void {
+  /** Sends `m`; a best-effort one (a record for a stream) is dropped while the worker's channel is backed up. */
+  #send(slot: Slot, m: ToWorker, bestEffort = false): void {
     const w = slot.worker;
     if (!w || !w.isConnected()) return;
+    if (bestEffort && performance.now() < slot.congestedUntil) return;
     try {
-      w.send(m);
+      if (!w.send(m)) slot.congestedUntil = performance.now() + CONGESTED_MS;
     } catch {
       // Gone: its exit is handled.
     }
@@ -314,7 +367,7 @@ class Primary {
         this.#shareLog(slot, m.entry, m.store);
         return;
       case 'finished':
-        for (const s of this.#slots) if (s !== slot && s.finished) this.#send(s, { t: 'finished', request: m.request });
+        for (const s of this.#slots) if (s !== slot && s.finished) this.#send(s, { t: 'finished', request: m.request }, true);
         return;
       case 'wants':
         slot.logLevel = m.logLevel;
@@ -322,14 +375,17 @@ class Primary {
         this.#wantsChanged();
         return;
       case 'print':
-        // One banner for the node: the first worker's first one.
-        if (slot.index === 0 && slot.startedAt === this.#firstStart) this.#opts.print(m.line);
+        this.#print(m.line);
+        return;
+      case 'pong':
+        slot.aliveAt = Date.now();
         return;
       case 'scraped': {
         const scrape = this.#scrapes.get(m.id);
-        if (!scrape) return;
+        if (!scrape || !scrape.outstanding.delete(slot)) return;
         scrape.texts.push(m.text);
-        if (--scrape.outstanding === 0) scrape.done();
+        slot.lastScrape.set(scrape.kind, m.text);
+        if (scrape.outstanding.size === 0) scrape.done();
         return;
       }
       case 'restart':
@@ -422,6 +478,7 @@ class Primary {
         rev,
         waiting,
         resolve,
+        since: Date.now(),
         timer: setTimeout(() => this.#ackTimeout(wait), ACK_TIMEOUT_MS),
       };
       this.#acks.add(wait);
@@ -435,49 +492,116 @@ class Primary {
     wait.resolve();
   }
 
-  /** A worker that does not apply a change in time must not serve what the others no longer do. */
+  /**
+   * A worker has not applied a change for {@link ACK_TIMEOUT_MS}: if it answers a ping it is
+   * busy and waited for again (up to {@link ACK_MAX_MS}); if not, or after that, it is killed —
+   * it must not serve what the others no longer do, nor hold every write.
+   */
   #ackTimeout(wait: AckWait): void {
-    for (const slot of [...wait.waiting]) {
-      this.#log.error('worker did not apply a change in time; killing it', { worker: slot.index, rev: wait.rev, afterMs: ACK_TIMEOUT_MS });
-      slot.watching = false;
-      slot.worker?.process.kill('SIGKILL');
-      this.#acked(wait, slot);
+    const lagging = [...wait.waiting];
+    const sent = Date.now();
+    for (const slot of lagging) this.#send(slot, { t: 'ping' });
+    wait.timer = setTimeout(() => {
+      for (const slot of lagging) {
+        if (!wait.waiting.has(slot)) continue;
+        const alive = slot.aliveAt >= sent;
+        if (alive && Date.now() - wait.since < ACK_MAX_MS) continue;
+        this.#kill(slot, !alive, { rev: wait.rev, afterMs: Date.now() - wait.since });
+        this.#acked(wait, slot);
+      }
+      if (wait.waiting.size > 0) wait.timer = setTimeout(() => this.#ackTimeout(wait), ACK_TIMEOUT_MS - PING_TIMEOUT_MS);
+    }, PING_TIMEOUT_MS);
+  }
+
+  /** Kills a worker that is `hung` (answers no ping) or too slow to apply a change. */
+  #kill(slot: Slot, hung: boolean, fields: Record<string, unknown>): void {
+    const all = { worker: slot.index, pid: slot.worker?.process.pid, ...fields };
+    if (hung) this.#log.error('worker does not answer; killing it', all);
+    else this.#log.error('worker did not apply a change in time; killing it', all);
+    slot.watching = false;
+    slot.worker?.process.kill('SIGKILL');
+  }
+
+  /** Pings every worker; one that did not answer the previous ping in time is hung. */
+  #pingAll(): void {
+    const now = Date.now();
+    for (const slot of this.#slots) {
+      if (!slot.worker || this.#stopping) continue;
+      if (now - slot.aliveAt > PING_EVERY_MS + PING_TIMEOUT_MS) {
+        this.#kill(slot, true, { silentMs: now - slot.aliveAt });
+        continue;
+      }
+      this.#send(slot, { t: 'ping' });
     }
   }
 
   /** A worker (re)starts following from `fromRev`: the changes it may have missed first. */
   async #watch(slot: Slot, fromRev: number): Promise<void> {
-    if (fromRev <= this.#forgotten) {
-      this.#send(slot, { t: 'feed-lost', reason: `revision ${fromRev} is no longer kept; reload` });
-      slot.watching = true;
-      return;
-    }
+    // The worker loads again (its follow fails, its unsealing is retried) rather than serve
+    // a state with a gap.
+    if (fromRev <= this.#forgotten) throw new Error(`change feed: revision ${fromRev} is no longer kept; loading again`);
     const missed = this.#replay.filter((e) => e.rev >= fromRev);
     if (missed.length > 0) this.#send(slot, { t: 'events', events: missed });
     slot.watching = true;
   }
 
+  /**
+   * Every worker's exposition of `kind`. A worker that does not answer in time counts with its
+   * last counters, and workers that exited with theirs: the node's counters never go back.
+   */
   #scrape(kind: MetricsKind): Promise<string[]> {
     const live = this.#slots.filter((s) => s.worker?.isConnected());
     const id = this.#nextScrape++;
     return new Promise<string[]>((resolve) => {
       const texts: string[] = [];
+      const outstanding = new Set(live);
       const done = () => {
         clearTimeout(timer);
         this.#scrapes.delete(id);
+        for (const s of outstanding) {
+          const last = s.lastScrape.get(kind);
+          if (last) texts.push(countersOf(last));
+        }
+        const retired = this.#retired.get(kind);
+        if (retired) texts.push(retired);
         resolve(texts);
       };
       const timer = setTimeout(done, SCRAPE_TIMEOUT_MS);
-      this.#scrapes.set(id, { texts, outstanding: live.length, done });
+      this.#scrapes.set(id, { kind, outstanding, texts, done });
       for (const s of live) this.#send(s, { t: 'scrape', id, kind });
     });
+  }
+
+  /** Keeps the counters a worker reported last, added to every later scrape. */
+  #retire(slot: Slot): void {
+    for (const [kind, text] of slot.lastScrape) {
+      const before = this.#retired.get(kind);
+      this.#retired.set(kind, mergeExpositions(before ? [before, countersOf(text)] : [countersOf(text)]));
+    }
+    slot.lastScrape.clear();
+  }
+
+  /**
+   * Prints a banner line of a worker once: every worker prints the same announcements (up,
+   * sealed, a new root API key), a worker that starts again its banner.
+   */
+  #print(line: string): void {
+    const now = Date.now();
+    for (const [l, at] of this.#printed) if (now - at > PRINT_DEDUP_MS) this.#printed.delete(l);
+    if (this.#printed.has(line) || (this.#listening === this.#slots.length && BANNER.test(line))) return;
+    if (ONCE.test(line)) {
+      if (this.#printedOnce.has(line)) return;
+      this.#printedOnce.add(line);
+    }
+    this.#printed.set(line, now);
+    this.#opts.print(line);
   }
 
   /** Hands a log record to the workers whose streams want it (stored ones to all: `since` reads them). */
   #shareLog(from: Slot | undefined, entry: LogEntry, stored: boolean): void {
     for (const s of this.#slots) {
       if (s === from || !s.worker) continue;
-      if (stored || entry.level >= s.logLevel) this.#send(s, { t: 'log', entry, store: stored });
+      if (stored || entry.level >= s.logLevel) this.#send(s, { t: 'log', entry, store: stored }, true);
     }
   }
 
@@ -501,9 +625,11 @@ class Primary {
 
   #checkHealth(): void {
     const h = this.#store.health();
-    if (h.write === this.#health.write && h.fullErrors === this.#health.fullErrors) return;
+    const auditErrors = this.#audit?.errors ?? 0;
+    if (h.write === this.#health.write && h.fullErrors === this.#health.fullErrors && auditErrors === this.#auditErrors) return;
     this.#health = h;
-    this.broadcast({ t: 'health', health: h });
+    this.#auditErrors = auditErrors;
+    this.broadcast({ t: 'health', health: h, auditErrors });
   }
 
   /** `POST /v1/debug/restart` on any worker: the whole node drains and starts again. */
@@ -512,18 +638,24 @@ class Primary {
     this.#restarting = true;
     this.#log.warn('restarting: stopping every worker, then starting again', { reason: clip(reason) });
     this.#opts.print(`=> Restarting: ${clip(reason)}`);
-    void this.close().then(this.#opts.restart);
+    const restart = this.#opts.restart;
+    // Started again even if a step of the stop failed: the node must not stay without workers.
+    void this.close()
+      .catch((err: unknown) => this.#log.error('stopping for the restart failed', { err: (err as Error).message }))
+      .then(restart);
   }
 
   async close(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
     clearInterval(this.#healthTimer);
+    clearInterval(this.#pingTimer);
     const exits = this.#slots
       .map((s) => s.worker)
       .filter((w): w is Worker => w !== undefined)
       .map((w) => new Promise<void>((resolve) => (w.isDead() ? resolve() : w.once('exit', () => resolve()))));
-    this.broadcast({ t: 'stop' });
+    // A planned restart lets every worker's requests in flight finish; a stop drains briefly.
+    this.broadcast({ t: 'stop', drainMs: this.#restarting ? RESTART_DRAIN_MS : STOP_DRAIN_MS });
     let timer: NodeJS.Timeout | undefined;
     const drained = await Promise.race([
       Promise.all(exits).then(() => true),
