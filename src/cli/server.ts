@@ -113,6 +113,8 @@ Examples:
       installLastResortHandlers(log);
       const restartMode = opts.restartMode ?? defaultRestartMode();
       const workerInit = cluster.isWorker ? process.env[WORKER_ENV] : undefined;
+      // It may hold the dev mode's HSM key: not for the processes this one starts.
+      delete process.env[WORKER_ENV];
       if (workerInit) return runWorker(JSON.parse(workerInit) as WorkerInit, dir ?? '', opts, config, log, restartMode);
       if ((opts.workers ?? 1) > 1) return runPrimary(dir ?? '', opts, config, log, restartMode);
       let stopping = false;
