@@ -132,20 +132,10 @@ Examples:
           log,
           auditFile: opts.auditFile,
           print: (line) => process.stdout.write(line + '\n'),
-          restart:
-            restartMode === 'off'
-              ? undefined
-              : () => {
-                  // A stop (SIGTERM) that came during the drain wins: no new process.
-                  if (stopping) process.exit(0);
-                  restartProcess(restartMode, log);
-                },
+          restart: restarter(restartMode, log, () => stopping),
         });
       } catch (err) {
-        log.flush();
-        if (err instanceof StartupConfigError) return exitConfigError(err);
-        process.stderr.write(`${prefixed((err as Error).message)}\n`);
-        process.exit(1);
+        exitStartFailure(err, log);
       }
       onStopSignals(log, () => {
         stopping = true;
@@ -174,21 +164,10 @@ async function runPrimary(dir: string, opts: ServerOptions, config: Config, log:
       log,
       print: (line) => process.stdout.write(line + '\n'),
       workers: opts.workers!,
-      restart:
-        restartMode === 'off'
-          ? undefined
-          : () => {
-              if (stopping) process.exit(0);
-              restartProcess(restartMode, log);
-            },
+      restart: restarter(restartMode, log, () => stopping),
     });
   } catch (err) {
-    log.flush();
-    if (err instanceof StartupConfigError) return exitConfigError(err);
-    // The worker said why on stderr.
-    if (err instanceof WorkerStartError) process.exit(err.status);
-    process.stderr.write(`${prefixed((err as Error).message)}\n`);
-    process.exit(1);
+    exitStartFailure(err, log);
   }
   onStopSignals(log, () => {
     stopping = true;
@@ -212,7 +191,7 @@ async function runWorker(
 ): Promise<void> {
   for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => {});
   // A failed send means the primary is gone; 'disconnect' ends the worker then.
-  const link = new WorkerLink(init.index, init.count, (m) => process.connected && process.send!(m, undefined, {}, () => {}));
+  const link = new WorkerLink((m) => process.connected && process.send!(m, undefined, {}, () => {}));
   process.on('message', (m) => link.receive(m as ToWorker));
   // Without the primary there is no store and no listener: nothing left to serve or drain.
   process.on('disconnect', () => {
@@ -237,11 +216,30 @@ async function runWorker(
       worker: { link, init, stopped: () => process.exit(0) },
     });
   } catch (err) {
-    log.flush();
-    if (err instanceof StartupConfigError) return exitConfigError(err);
-    process.stderr.write(`${prefixed((err as Error).message)}\n`);
-    process.exit(1);
+    exitStartFailure(err, log);
   }
+}
+
+/**
+ * How the process starts again after a restart request (undefined: refused), unless a stop
+ * (SIGTERM) came during the drain: that one wins, and no new process starts.
+ */
+function restarter(mode: RestartMode, log: ServerLogger, stopping: () => boolean): (() => void) | undefined {
+  if (mode === 'off') return undefined;
+  return () => {
+    if (stopping()) process.exit(0);
+    restartProcess(mode, log);
+  };
+}
+
+/** A start that failed: exit 2 for a configuration that cannot work, else 1 (a worker's own status). */
+function exitStartFailure(err: unknown, log: ServerLogger): never {
+  log.flush();
+  if (err instanceof StartupConfigError) exitConfigError(err);
+  // The worker said why on stderr.
+  if (err instanceof WorkerStartError) process.exit(err.status);
+  process.stderr.write(`${prefixed((err as Error).message)}\n`);
+  process.exit(1);
 }
 
 /** SIGTERM/SIGINT: `close`, then exit 0 (1 if it failed or took longer than the deadline). */

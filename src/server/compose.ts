@@ -225,15 +225,10 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
     supported: opts.restart !== undefined,
     request: (reason) => {
       if (restarting || !opts.restart) return;
-      // The whole node restarts: the primary stops every worker first.
-      if (link) {
-        restarting = true;
-        drainMs = RESTART_DRAIN_MS;
-        link.restart(reason);
-        return;
-      }
       restarting = true;
       drainMs = RESTART_DRAIN_MS;
+      // A worker's node restarts as a whole: the primary stops every worker first.
+      if (link) return link.restart(reason);
       log.warn('restarting: draining the requests in flight, then starting again', { reason: clip(reason) });
       opts.print(`=> Restarting: ${clip(reason)}`);
       void closeAll().then(opts.restart);

@@ -52,8 +52,6 @@ export interface WorkerHooks {
 }
 
 export class WorkerLink {
-  readonly index: number;
-  readonly count: number;
   readonly #send: Send;
   #nextId = 1;
   readonly #pending = new Map<number, Pending>();
@@ -66,12 +64,12 @@ export class WorkerLink {
   #wantsFinished = false;
   /** What the others' streams want (kept until the ring is attached). */
   #remoteLogLevel = Infinity;
+  /** This worker's own open streams of finished requests. */
+  #finishedStreams = 0;
   #closed = false;
   #health: StoreHealth = { write: 'ok', since: 0, detail: '', fullErrors: 0 };
 
-  constructor(index: number, count: number, send: Send) {
-    this.index = index;
-    this.count = count;
+  constructor(send: Send) {
     this.#send = send;
   }
 
@@ -273,8 +271,6 @@ export class WorkerLink {
     const ring = this.#ring;
     this.#post({ t: 'wants', logLevel: ring ? ring.localLevel : Infinity, finished: this.#finishedStreams > 0 });
   }
-
-  #finishedStreams = 0;
 
   /** This worker opened (+1) or closed (-1) a stream of finished requests. */
   finishedStreams(delta: number): void {

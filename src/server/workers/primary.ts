@@ -99,7 +99,6 @@ interface Slot {
   worker: Worker | undefined;
   /** Follows the store (has a watch), so writes wait for its acknowledgement. */
   watching: boolean;
-  acked: number;
   startedAt: number;
   restartDelay: number;
   logLevel: number;
@@ -227,7 +226,6 @@ class Primary {
       index,
       worker: undefined,
       watching: false,
-      acked: 0,
       startedAt: 0,
       restartDelay: RESTART_MIN_MS,
       logLevel: Infinity,
@@ -281,7 +279,6 @@ class Primary {
     const worker = cluster.fork({ [WORKER_ENV]: JSON.stringify(init) });
     slot.worker = worker;
     slot.watching = false;
-    slot.acked = 0;
     slot.startedAt = Date.now();
     slot.logLevel = Infinity;
     slot.finished = false;
@@ -356,7 +353,6 @@ class Primary {
         );
         return;
       case 'ack':
-        slot.acked = Math.max(slot.acked, m.rev);
         for (const wait of this.#acks) if (wait.rev <= m.rev) this.#acked(wait, slot);
         return;
       case 'audit':
