@@ -92,6 +92,11 @@ export class ChangeFeed {
     this.#following();
   }
 
+  /** Resolves once every change received so far is applied (never rejects). */
+  settled(): Promise<void> {
+    return this.#queue;
+  }
+
   /** Returns when the events are applied: the store counts them for freshness then. */
   #enqueue(events: StoreEvent[]): Promise<void> {
     // Events are applied strictly in order; a root key change may need an HSM call first. The

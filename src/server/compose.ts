@@ -266,6 +266,9 @@ async function build(opts: ServerOptions, cleanup: (() => Promise<void> | void)[
   if (lateListen) {
     node.start();
     await feed!.following;
+    // The changes it missed while it loaded are applied too: a root key change among them
+    // waits for the unsealing to end first, so this is after `following`, not inside it.
+    await feed!.settled();
   }
   await new Promise<void>((resolve, reject) => {
     const failed = (err: NodeJS.ErrnoException) => {
