@@ -538,6 +538,11 @@ export class EtcdStore implements Store {
           // --grpc-keepalive-min-time is 5 s; pinging more often gets the connection closed).
           'grpc.keepalive_time_ms': 10_000,
           'grpc.keepalive_timeout_ms': 5_000,
+          // A member that comes back is connected to again within a second. grpc's default
+          // backoff grows to minutes, and meanwhile the member counts as down: one more member
+          // lost would open the breaker ("no quorum") while a quorum is in fact there.
+          'grpc.initial_reconnect_backoff_ms': 100,
+          'grpc.max_reconnect_backoff_ms': 1_000,
         },
       };
       if (options.username !== undefined) {
