@@ -274,10 +274,15 @@ describe('bodies and frames', () => {
         await closeSession(s);
         assert.equal(r2.status, 403);
         assert.equal(r2.message, DENIED);
-        const r1 = await streamH1(server, '/v1/db', 1 << 30);
-        assert.equal(r1.status, 403, 'HTTP/1.1: no 403');
-        assert.ok(r1.closed, 'HTTP/1.1: the connection was not closed');
-        return `HTTP/2: 403 after ${mib(r2.written)} handed over; HTTP/1.1: 403 and closed after ${mib(r1.written)} handed over`;
+        // Several times: a close that is not lingering loses the answer to a reset most times.
+        let written = 0;
+        for (let i = 0; i < 10; i++) {
+          const r1 = await streamH1(server, '/v1/db', 1 << 30);
+          assert.equal(r1.status, 403, `HTTP/1.1 (${i}): no 403`);
+          assert.ok(r1.closed, `HTTP/1.1 (${i}): the connection was not closed`);
+          written = Math.max(written, r1.written);
+        }
+        return `HTTP/2: 403 after ${mib(r2.written)} handed over; HTTP/1.1: 403 and closed after at most ${mib(written)} handed over`;
       },
       { stranger: true },
     );
