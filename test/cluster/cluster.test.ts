@@ -173,30 +173,32 @@ describe('a three-node KMS cluster on a three-member etcd cluster', () => {
     const [dek] = await c.generateKey(ENCLAVE, [{ name: 'before-faults' }]);
 
     await etcd.kill(2);
-    for (let i = 0; i < 5; i++) await create(c, `one-down-${i}`);
-    await c.ready({ write: true });
+    try {
+      for (let i = 0; i < 5; i++) await create(c, `one-down-${i}`);
+      await c.ready({ write: true });
 
-    await etcd.kill(1);
-    const t0 = Date.now();
-    // 503 either way: "no write quorum" (not applied), or "outcome unknown" when an attempt
-    // reached the member as it died (it may be applied once the quorum is back).
-    await assert.rejects(c.createKey(ENCLAVE, { name: 'no-quorum' }), (err: unknown) => {
-      assert.ok(err instanceof KmsError, String(err));
-      assert.ok(['ERR_STORE_UNAVAILABLE', 'ERR_STORE_OUTCOME_UNKNOWN'].includes(err.code), `got ${err.code}`);
-      return true;
-    });
-    assert.ok(Date.now() - t0 < 10_000, 'a write without quorum fails within seconds');
-    await assert.rejects(c.ready({ write: true }), (err: { status?: number }) => err.status === 503);
-    await c.ready();
-    // Reads are served from memory on every node.
-    for (const r of [c, other]) {
-      const [back] = await r.decrypt(ENCLAVE, [{ name: 'before-faults', version: dek!.version, ciphertext: dek!.ciphertext }]);
-      assert.ok(back!.plaintext.equals(dek!.plaintext));
-      await r.generateKey(ENCLAVE, [{ name: 'one-down-4' }]);
+      await etcd.kill(1);
+      const t0 = Date.now();
+      // 503 either way: "no write quorum" (not applied), or "outcome unknown" when an attempt
+      // reached the member as it died (it may be applied once the quorum is back).
+      await assert.rejects(c.createKey(ENCLAVE, { name: 'no-quorum' }), (err: unknown) => {
+        assert.ok(err instanceof KmsError, String(err));
+        assert.ok(['ERR_STORE_UNAVAILABLE', 'ERR_STORE_OUTCOME_UNKNOWN'].includes(err.code), `got ${err.code}`);
+        return true;
+      });
+      assert.ok(Date.now() - t0 < 10_000, 'a write without quorum fails within seconds');
+      await assert.rejects(c.ready({ write: true }), (err: { status?: number }) => err.status === 503);
+      await c.ready();
+      // Reads are served from memory on every node.
+      for (const r of [c, other]) {
+        const [back] = await r.decrypt(ENCLAVE, [{ name: 'before-faults', version: dek!.version, ciphertext: dek!.ciphertext }]);
+        assert.ok(back!.plaintext.equals(dek!.plaintext));
+        await r.generateKey(ENCLAVE, [{ name: 'one-down-4' }]);
+      }
+    } finally {
+      // Also when an assertion above failed: the tests after this one need the quorum back.
+      for (const i of [1, 2]) if (!etcd.members[i]!.running) await etcd.restart(i);
     }
-
-    await etcd.restart(1);
-    await etcd.restart(2);
     await etcd.waitHealthy();
     await eventually('writes after recovery', () => create(c, 'after-recovery'));
     await eventually('other nodes converge', async () => {

@@ -14,13 +14,14 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type Server } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
 import { cacheDir, executable, lockBuild, onPath, runCommand } from './tools.js';
 import { waitFor } from './wait.js';
+import { freePorts } from './ports.js';
 
 export interface EtcdClusterOptions {
   /** Number of members; 3 by default. */
@@ -80,8 +81,10 @@ export interface EtcdCluster {
   /** Watchers each member serves now (its `etcd_debugging_mvcc_watcher_total`; -1 if it does not answer). */
   watchers(): Promise<number[]>;
   /**
-   * Waits until member `i` (default: every running member) reports healthy, i.e. sees a
-   * leader (with TLS: only until it accepts connections; check with a client).
+   * Waits until member `i` (default: every member started and not stopped since, unless
+   * paused) reports healthy, i.e. sees a leader (with TLS: only until it accepts connections;
+   * check with a client). One of them that exited (a restart that could not bind its port) is
+   * an error with the end of its output.
    */
   waitHealthy(i?: number, timeoutMs?: number): Promise<void>;
   /** Kills every member and removes the temporary directory. Never throws; may be called twice. */
@@ -244,24 +247,6 @@ export async function etcdBinary(): Promise<string> {
   }
 }
 
-/** `count` distinct free TCP ports on 127.0.0.1 (bound together, then released). */
-async function freePorts(count: number): Promise<number[]> {
-  const servers: Server[] = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      const s = createServer();
-      servers.push(s);
-      await new Promise<void>((resolve, reject) => {
-        s.once('error', reject);
-        s.listen(0, '127.0.0.1', () => resolve());
-      });
-    }
-    return servers.map((s) => (s.address() as { port: number }).port);
-  } finally {
-    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-  }
-}
-
 /** Every child still alive, so that a crashing test run does not leave etcd processes behind. */
 const alive = new Set<ChildProcess>();
 let exitHookInstalled = false;
@@ -283,6 +268,8 @@ class Member implements EtcdMember {
   readonly #bin: string;
   readonly #args: string[];
   #child: ChildProcess | undefined;
+  /** Started and not stopped by the test: it should be running (a restart that fails to bind is not). */
+  #wanted = false;
   #exited: Promise<void> = Promise.resolve();
   #output = '';
   #paused = false;
@@ -328,6 +315,10 @@ class Member implements EtcdMember {
     }
   }
 
+  get wanted(): boolean {
+    return this.#wanted;
+  }
+
   get running(): boolean {
     return this.#child !== undefined;
   }
@@ -361,6 +352,7 @@ class Member implements EtcdMember {
 
   start(): void {
     if (this.#child) throw new Error(`etcd member ${this.name} is already running`);
+    this.#wanted = true;
     // Keep ETCD_* variables of the environment out: etcd reads its flags from them too.
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ETCD_')));
     const child = spawn(this.#bin, this.#args, { stdio: ['ignore', 'pipe', 'pipe'], env });
@@ -388,6 +380,7 @@ class Member implements EtcdMember {
   }
 
   async signal(sig: NodeJS.Signals): Promise<void> {
+    this.#wanted = false;
     const child = this.#child;
     if (!child) return;
     // A stopped process only handles SIGKILL: let it run to handle the others.
@@ -483,7 +476,7 @@ async function launch(bin: string, root: string, opts: Resolved): Promise<EtcdCl
       await waitFor(`etcd member ${target} to become the leader`, async () => (await cluster.leader().catch(() => -1)) === target, 10_000);
     },
     waitHealthy: async (i, timeoutMs = opts.timeoutMs) => {
-      const targets = i === undefined ? members.filter((m) => m.running && !m.paused) : [member(i)];
+      const targets = i === undefined ? members.filter((m) => m.wanted && !m.paused) : [member(i)];
       const deadline = Date.now() + timeoutMs;
       for (const m of targets) {
         const state = await waitFor(

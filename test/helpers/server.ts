@@ -4,13 +4,15 @@
  */
 import { after } from 'node:test';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve, dirname } from 'node:path';
 import { createSelfSignedServerCertificate } from '../../src/identity/client-cert.js';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
+
+/** Ports for servers that must keep their port across restarts (see ports.ts). */
+export { freePort } from './ports.js';
 
 /**
  * Servers still running when a test file ends (a test failed before stopping its server) are
@@ -203,17 +205,6 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
     stop: () => wait('SIGTERM'),
     kill: () => wait('SIGKILL'),
   };
-}
-
-/** A TCP port on 127.0.0.1 that was free a moment ago (for servers that must keep their port across restarts). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 export function removeDir(dir: string): void {
