@@ -171,16 +171,21 @@ async function stream(
   let body = '';
   let written = 0;
   let closed = false;
+  // Done once the answer is complete (or the stream gone). Not on 'close' alone: Node's client
+  // keeps a stream that the server reset with NO_ERROR open while the body it queued is unsent
+  // (the server will never read it), until the session times out. Go's client does what this
+  // one does: the response complete, it drops the rest of the body.
   const done = new Promise<void>((resolve) => {
     st.on('response', (h) => (status = Number(h[':status'])));
     st.on('data', (d: Buffer) => (body += d.toString('utf8')));
+    st.on('end', resolve);
     st.on('close', () => {
       closed = true;
       resolve();
     });
     st.on('error', () => {});
   });
-  const timer = setTimeout(() => st.close(), 60_000);
+  const timer = setTimeout(() => st.destroy(), 60_000);
   while (written < total && !closed && status === 0) {
     const ok = st.write(chunk);
     written += chunk.length;
@@ -188,6 +193,7 @@ async function stream(
   }
   await done;
   clearTimeout(timer);
+  st.destroy();
   let message = '';
   try {
     message = String((JSON.parse(body) as { message?: unknown }).message ?? '');

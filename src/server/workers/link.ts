@@ -81,24 +81,12 @@ export class WorkerLink {
   /** Handles one message from the primary. */
   receive(m: ToWorker): void {
     switch (m.t) {
-      case 'reply': {
-        const p = this.#pending.get(m.id);
-        if (!p) return;
-        this.#pending.delete(m.id);
-        clearTimeout(p.timer);
-        if (m.error) p.reject(reviveError(m.error));
-        else p.resolve(m.value);
+      case 'reply':
+        settle(this.#pending, m.id, m.error, m.value);
         return;
-      }
-      case 'durable': {
-        const p = this.#durables.get(m.id);
-        if (!p) return;
-        this.#durables.delete(m.id);
-        clearTimeout(p.timer);
-        if (m.error) p.reject(reviveError(m.error));
-        else p.resolve(undefined);
+      case 'durable':
+        settle(this.#durables, m.id, m.error);
         return;
-      }
       case 'events': {
         const onEvents = this.#onEvents;
         if (!onEvents || m.events.length === 0) return;
@@ -194,20 +182,15 @@ export class WorkerLink {
     });
     // Marked handled here; whoever awaits it still sees the rejection.
     durable.catch(() => undefined);
-    const settle = () => {
-      const p = this.#durables.get(id);
-      this.#durables.delete(id);
-      if (p) clearTimeout(p.timer);
-      p?.resolve(undefined);
-    };
     let res: CommitResult;
     try {
       res = await this.#call<CommitResult>({ op: 'stage', conditions, mutations }, id);
     } catch (err) {
-      settle();
+      settle(this.#durables, id);
       throw err;
     }
-    if (!res.ok) settle();
+    // Nothing staged: nothing to wait for.
+    if (!res.ok) settle(this.#durables, id);
     return { ...res, durable };
   }
 
@@ -303,6 +286,16 @@ export class WorkerLink {
       }
     }
   }
+}
+
+/** Takes entry `id` out of `waiting` (if still there) and settles it: rejected with `error`, else resolved with `value`. */
+function settle(waiting: Map<number, Pending>, id: number, error?: WireError, value?: unknown): void {
+  const p = waiting.get(id);
+  if (!p) return;
+  waiting.delete(id);
+  clearTimeout(p.timer);
+  if (error) p.reject(reviveError(error));
+  else p.resolve(value);
 }
 
 function reviveError(e: WireError): Error {
