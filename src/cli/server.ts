@@ -9,6 +9,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { EMPTY_CONFIG, loadConfig, type Config } from '../config/config.js';
 import { startServer, StartupConfigError, type RunningServer } from '../server/compose.js';
 import { createLogger, type Level, type Logger, type ServerLogger } from '../server/log.js';
+import { resilientOutput } from './output.js';
 import { WorkerLink } from '../server/workers/link.js';
 import { WORKER_ENV, type ToWorker, type WorkerInit } from '../server/workers/messages.js';
 import { startPrimary, WorkerStartError, type RunningPrimary } from '../server/workers/primary.js';
@@ -109,14 +110,16 @@ Examples:
       } catch (err) {
         return exitConfigError(err);
       }
-      const log = createLogger(opts.logLevel ?? config.log.level);
+      const stdout = resilientOutput(process.stdout);
+      const print = (line: string) => stdout.write(line + '\n');
+      const log = createLogger(opts.logLevel ?? config.log.level, { destination: resilientOutput(process.stderr) });
       installLastResortHandlers(log);
       const restartMode = opts.restartMode ?? defaultRestartMode();
       const workerInit = cluster.isWorker ? process.env[WORKER_ENV] : undefined;
       // It may hold the dev mode's HSM key: not for the processes this one starts.
       delete process.env[WORKER_ENV];
       if (workerInit) return runWorker(JSON.parse(workerInit) as WorkerInit, dir ?? '', opts, config, log, restartMode);
-      if ((opts.workers ?? 1) > 1) return runPrimary(dir ?? '', opts, config, log, restartMode);
+      if ((opts.workers ?? 1) > 1) return runPrimary(dir ?? '', opts, config, log, print, restartMode);
       let stopping = false;
       let server: RunningServer;
       try {
@@ -131,8 +134,8 @@ Examples:
           hsmKey: process.env.MINIO_KMS_HSM_KEY || undefined,
           log,
           auditFile: opts.auditFile,
-          print: (line) => process.stdout.write(line + '\n'),
-          restart: restarter(restartMode, log, () => stopping),
+          print,
+          restart: restarter(restartMode, log, print, () => stopping),
         });
       } catch (err) {
         exitStartFailure(err, log);
@@ -150,7 +153,14 @@ Examples:
  * The primary of a node with worker processes (docs/workers.md): it prepares the data
  * directory, starts the workers and stops them on SIGTERM/SIGINT; SIGHUP reaches every worker.
  */
-async function runPrimary(dir: string, opts: ServerOptions, config: Config, log: ServerLogger, restartMode: RestartMode): Promise<void> {
+async function runPrimary(
+  dir: string,
+  opts: ServerOptions,
+  config: Config,
+  log: ServerLogger,
+  print: (line: string) => void,
+  restartMode: RestartMode,
+): Promise<void> {
   let stopping = false;
   let primary: RunningPrimary;
   try {
@@ -162,9 +172,9 @@ async function runPrimary(dir: string, opts: ServerOptions, config: Config, log:
       hsmKey: process.env.MINIO_KMS_HSM_KEY || undefined,
       auditFile: opts.auditFile,
       log,
-      print: (line) => process.stdout.write(line + '\n'),
+      print,
       workers: opts.workers!,
-      restart: restarter(restartMode, log, () => stopping),
+      restart: restarter(restartMode, log, print, () => stopping),
     });
   } catch (err) {
     exitStartFailure(err, log);
@@ -224,11 +234,11 @@ async function runWorker(
  * How the process starts again after a restart request (undefined: refused), unless a stop
  * (SIGTERM) came during the drain: that one wins, and no new process starts.
  */
-function restarter(mode: RestartMode, log: ServerLogger, stopping: () => boolean): (() => void) | undefined {
+function restarter(mode: RestartMode, log: ServerLogger, print: (line: string) => void, stopping: () => boolean): (() => void) | undefined {
   if (mode === 'off') return undefined;
   return () => {
     if (stopping()) process.exit(0);
-    restartProcess(mode, log);
+    restartProcess(mode, log, print);
   };
 }
 
@@ -268,7 +278,7 @@ function onStopSignals(log: ServerLogger, close: () => Promise<void>): void {
  * If the new process cannot be started, the old one exits with {@link RESTART_EXIT_STATUS}
  * anyway: a supervisor, if any, still starts it.
  */
-function restartProcess(mode: Exclude<RestartMode, 'off'>, log: Logger & { flush?: () => void }): void {
+function restartProcess(mode: Exclude<RestartMode, 'off'>, log: Logger & { flush?: () => void }, print: (line: string) => void): void {
   if (mode === 'exit') {
     log.info('restarting: exiting for the supervisor to start the node again', { status: RESTART_EXIT_STATUS });
     log.flush?.();
@@ -283,7 +293,7 @@ function restartProcess(mode: Exclude<RestartMode, 'off'>, log: Logger & { flush
     detached: true,
   });
   child.once('spawn', () => {
-    process.stdout.write(`=> Restarted as process ${child.pid}\n`);
+    print(`=> Restarted as process ${child.pid}`);
     log.info('restarting: a new process took over', { pid: child.pid });
     log.flush?.();
     child.unref();
