@@ -176,8 +176,15 @@ func TestKES(t *testing.T) {
 				t.Errorf("APIs: %q missing from %q", want, paths)
 			}
 		}
-		m, err := c.Metrics(ctx)
-		must(t, "Metrics", err)
+		// The client reads the uptime in whole seconds: 0 in the server's first second.
+		var m kes.Metric
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			m, err = c.Metrics(ctx)
+			must(t, "Metrics", err)
+			if m.UpTime > 0 || time.Now().After(deadline) {
+				break
+			}
+		}
 		if m.RequestOK == 0 || m.RequestN() < m.RequestOK || m.UpTime <= 0 || m.CPUs < 1 || len(m.LatencyHistogram) == 0 || m.HeapAlloc == 0 {
 			t.Errorf("Metrics: %+v", m)
 		}
