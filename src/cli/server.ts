@@ -9,10 +9,10 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { EMPTY_CONFIG, loadConfig, type Config } from '../config/config.js';
 import { startServer, StartupConfigError, type RunningServer } from '../server/compose.js';
 import { createLogger, type Level, type Logger, type ServerLogger } from '../server/log.js';
-import { resilientOutput } from './output.js';
 import { WorkerLink } from '../server/workers/link.js';
 import { WORKER_ENV, type ToWorker, type WorkerInit } from '../server/workers/messages.js';
 import { startPrimary, WorkerStartError, type RunningPrimary } from '../server/workers/primary.js';
+import { resilientOutput } from './output.js';
 
 /** How long a graceful shutdown (SIGTERM, SIGINT) may take before the process exits anyway. */
 const SHUTDOWN_DEADLINE_MS = 15_000;

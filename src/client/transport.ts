@@ -335,7 +335,6 @@ export class Transport {
   }
 }
 
-/** Requests in flight per session: a session keeps the process alive only while it has some. */
 /** The piece of a request body handed to the HTTP/2 stream at a time: see {@link sendBody}. */
 const BODY_PIECE = 16 << 10;
 
@@ -358,6 +357,7 @@ function sendBody(stream: ClientHttp2Stream, body: Uint8Array, sent: () => void)
   next();
 }
 
+/** Requests in flight per session: a session keeps the process alive only while it has some. */
 const inFlight = new WeakMap<ClientHttp2Session, number>();
 
 function track(session: ClientHttp2Session, delta: 1 | -1): void {
