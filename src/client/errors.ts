@@ -34,9 +34,12 @@ export class TransportError extends Error {
 /** A step that did not finish in time (the cause of a TransportError). */
 export class TimeoutError extends Error {
   readonly code = 'MINKMS_TIMEOUT';
-  constructor(message: string) {
+  /** It was the whole call's timeout, not one step's: no other endpoint is tried after it. */
+  readonly callExpired: boolean;
+  constructor(message: string, callExpired = false) {
     super(message);
     this.name = 'TimeoutError';
+    this.callExpired = callExpired;
   }
 }
 

@@ -140,6 +140,9 @@ export class Transport {
         if (err.answered) throw err;
         if (err.delivered && !idempotent) throw new OutcomeUnknownError(err);
         failures.push(err);
+        // The call's own timer fired. Timers may fire a little before `deadline` by the wall
+        // clock: the check above alone would start an attempt with a millisecond left.
+        if (err.cause instanceof TimeoutError && err.cause.callExpired) break;
       }
     }
     const untried = order.slice(failures.length).map((e) => e.host);
@@ -173,13 +176,14 @@ export class Transport {
   /** The endpoint's connected session: the current one, or a new one within the connect timeout. */
   #connect(ep: Endpoint, deadline: number, signal: AbortSignal | undefined): Promise<ClientHttp2Session> {
     const left = deadline - Date.now();
-    if (left <= 0) return Promise.reject(new TransportError(ep.host, new TimeoutError(`not tried, ${this.#callLimit()} was reached`)));
+    if (left <= 0)
+      return Promise.reject(new TransportError(ep.host, new TimeoutError(`not tried, ${this.#callLimit()} was reached`, true)));
     if (!ep.ready || !ep.session || ep.session.closed || ep.session.destroyed) this.#open(ep, this.#bound(this.#connectMs, left));
     return bounded(
       ep.ready!,
       left,
       signal,
-      () => new TransportError(ep.host, new TimeoutError(`no connection within ${this.#callLimit()}`)),
+      () => new TransportError(ep.host, new TimeoutError(`no connection within ${this.#callLimit()}`, true)),
     );
   }
 
@@ -188,13 +192,15 @@ export class Transport {
     return `the call's timeout of ${this.#timeoutMs} ms`;
   }
 
-  /** A per-attempt bound cut to what is left of the call, with how to name it in an error. */
-  #bound(perAttempt: number, left: number): { ms: number; text: string } {
-    return perAttempt <= left ? { ms: perAttempt, text: `${perAttempt} ms` } : { ms: Math.max(0, left), text: this.#callLimit() };
+  /** A per-attempt bound cut to what is left of the call, with how to name it in an error (and whether it is the call's). */
+  #bound(perAttempt: number, left: number): Limit {
+    return perAttempt <= left
+      ? { ms: perAttempt, text: `${perAttempt} ms`, call: false }
+      : { ms: Math.max(0, left), text: this.#callLimit(), call: true };
   }
 
   /** Starts a session; `ep.ready` settles when it is connected, or fails after `limit.ms`. */
-  #open(ep: Endpoint, limit: { ms: number; text: string }): void {
+  #open(ep: Endpoint, limit: Limit): void {
     const url = new URL(ep.url);
     const host = url.hostname.replace(/^\[|\]$/g, '');
     let tcp = false;
@@ -224,7 +230,7 @@ export class Transport {
       };
       const timer = setTimeout(() => {
         const what = !tcp ? 'no TCP connection' : !secure ? 'no TLS handshake' : 'no HTTP/2 session';
-        fail(new TransportError(ep.host, new TimeoutError(`${what} within ${limit.text}`)));
+        fail(new TransportError(ep.host, new TimeoutError(`${what} within ${limit.text}`, limit.call)));
       }, limit.ms);
       session.once('connect', () => {
         clearTimeout(timer);
@@ -280,19 +286,19 @@ export class Transport {
             }),
           );
         });
-      const arm = (ms: number, message: string) => {
+      const arm = (ms: number, message: string, call: boolean) => {
         clearTimeout(timer);
-        if (Number.isFinite(ms)) timer = setTimeout(() => fail(new TimeoutError(message)), Math.max(0, ms));
+        if (Number.isFinite(ms)) timer = setTimeout(() => fail(new TimeoutError(message, call)), Math.max(0, ms));
       };
       const left = () => deadline - Date.now();
 
       // Sending (a large body may wait for flow control): bounded by the call.
-      arm(left(), `request not sent within ${this.#callLimit()}`);
+      arm(left(), `request not sent within ${this.#callLimit()}`, true);
       const waiting = () => {
         if (state !== 'sending') return;
         state = 'waiting';
         const limit = this.#bound(opts.responseTimeoutMs ?? this.#responseMs, left());
-        arm(limit.ms, `no response within ${limit.text}`);
+        arm(limit.ms, `no response within ${limit.text}`, limit.call);
       };
 
       stream.on('response', (h) => {
@@ -300,7 +306,7 @@ export class Transport {
         responseHeaders = h;
         state = 'body';
         if (opts.onData) clearTimeout(timer);
-        else arm(left(), `response body not complete within ${this.#callLimit()}`);
+        else arm(left(), `response body not complete within ${this.#callLimit()}`, true);
         opts.onResponse?.(h);
       });
       stream.on('data', (c: Buffer) => {
@@ -333,6 +339,13 @@ export class Transport {
       ep.ready = undefined;
     }
   }
+}
+
+/** A time bound of one step: in ms, as named in an error, and whether it is what is left of the call. */
+interface Limit {
+  ms: number;
+  text: string;
+  call: boolean;
 }
 
 /** The piece of a request body handed to the HTTP/2 stream at a time: see {@link sendBody}. */

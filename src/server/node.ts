@@ -873,7 +873,11 @@ export class KmsNode {
       return { nodesUp: new Map([[0, this.#serverStatus(self, new Map([[0, this.host]]), 0)]]), nodesDown: new Map() };
     }
     const nodes = new Map<number, string>([...[...view.up.values()].map((n) => [n.id, n.host] as const), ...view.down]);
-    const up = new Map([...view.up.values()].map((n) => [n.id, this.#serverStatus(n, nodes, view.leaderId)] as const));
+    // This node as it is now, not as its last heartbeat (up to a heartbeat old) published it:
+    // asked right after it unsealed, it would say it had no HSM entries.
+    const self = this.cluster?.membership?.id;
+    const now = (n: NodeSnapshot) => (n.id === self ? { ...n, ...this.#snapshot(), heartbeatAt: Date.now() } : n);
+    const up = new Map([...view.up.values()].map((n) => [n.id, this.#serverStatus(now(n), nodes, view.leaderId)] as const));
     return { nodesUp: up, nodesDown: view.down };
   }
 

@@ -178,11 +178,12 @@ async function stream(
   const done = new Promise<void>((resolve) => {
     st.on('response', (h) => (status = Number(h[':status'])));
     st.on('data', (d: Buffer) => (body += d.toString('utf8')));
-    st.on('end', resolve);
-    st.on('close', () => {
+    const end = () => {
       closed = true;
       resolve();
-    });
+    };
+    st.on('end', end);
+    st.on('close', end);
     st.on('error', () => {});
   });
   const timer = setTimeout(() => st.destroy(), 60_000);
