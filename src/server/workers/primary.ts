@@ -34,6 +34,7 @@ import { clip, type LogEntry, type ServerLogger } from '../log.js';
 import type { MetricsKind } from '../observability.js';
 import { loadTlsMaterial } from '../tls.js';
 import { asConfigError, StartupConfigError } from '../compose.js';
+import { BannerLines } from './banner.js';
 import { wireError } from './link.js';
 import { countersOf, mergeExpositions } from '../metrics-merge.js';
 import { WORKER_ENV, type StoreCall, type ToPrimary, type ToWorker, type WorkerInit } from './messages.js';
@@ -64,12 +65,6 @@ const HEALTH_POLL_MS = 500;
 /** How long a stop or a restart lets each worker's requests in flight finish (as a single process). */
 const STOP_DRAIN_MS = 2_000;
 const RESTART_DRAIN_MS = 10_000;
-/** Identical banner lines of several workers within this time are printed once. */
-const PRINT_DEDUP_MS = 10_000;
-/** The static part of the banner: printed by the first start only (a worker that starts again prints it again). */
-const BANNER = /^(Version|HSM|Node|Data|TLS|Endpoint|Admin|KES API|Docs) /;
-/** The "up" announcement: each distinct line once (a new root API key is a new line). */
-const ONCE = /^(Cluster ID|Root|API Key|=> Server is up and running)/;
 /** How long best-effort messages to a worker are dropped after its channel backed up. */
 const CONGESTED_MS = 100;
 
@@ -209,10 +204,8 @@ class Primary {
   readonly #pingTimer: NodeJS.Timeout;
   /** Counters of workers that exited, by kind: a merged counter never goes back. */
   readonly #retired = new Map<MetricsKind, string>();
-  /** Lines printed lately (any worker's), so that N workers' announcements are printed once. */
-  readonly #printed = new Map<string, number>();
-  /** The lines of the "up" announcement printed so far: a worker that starts again repeats them. */
-  readonly #printedOnce = new Set<string>();
+  /** N workers' banners printed as one. */
+  readonly #banner = new BannerLines();
 
   constructor(opts: PrimaryOptions, store: SqliteStore, audit: AuditLog | undefined, init: WorkerInit) {
     this.#opts = opts;
@@ -577,20 +570,8 @@ class Primary {
     slot.lastScrape.clear();
   }
 
-  /**
-   * Prints a banner line of a worker once: every worker prints the same announcements (up,
-   * sealed, a new root API key), a worker that starts again its banner.
-   */
   #print(line: string): void {
-    const now = Date.now();
-    for (const [l, at] of this.#printed) if (now - at > PRINT_DEDUP_MS) this.#printed.delete(l);
-    if (this.#printed.has(line) || (this.#listening === this.#slots.length && BANNER.test(line))) return;
-    if (ONCE.test(line)) {
-      if (this.#printedOnce.has(line)) return;
-      this.#printedOnce.add(line);
-    }
-    this.#printed.set(line, now);
-    this.#opts.print(line);
+    if (this.#banner.admit(line)) this.#opts.print(line);
   }
 
   /** Hands a log record to the workers whose streams want it (stored ones to all: `since` reads them). */
