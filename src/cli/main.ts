@@ -4,6 +4,7 @@
  * Exit codes: 0 success, 1 failure, 2 usage error. Errors are one line on stderr:
  * `minkms: <what is wrong> (<what to do>)`.
  */
+import './heap-first.js';
 import { Command, CommanderError, Option } from 'commander';
 import { VERSION } from '../version.js';
 import { serverCommand } from './server.js';

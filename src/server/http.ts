@@ -140,6 +140,9 @@ export function sendError(res: Response, err: unknown, log: Logger): void {
   send(res, e.status, JSON.stringify({ message: e.message }), 'application/json');
 }
 
+/** Identities without bytes in flight that {@link BodyBudget} keeps before it drops them. */
+const IDLE_IDENTITIES = 256;
+
 /**
  * Request bytes held in memory at once, per connection, per identity and per node: a client may
  * send many bodies in parallel (HTTP/2 streams, connections), each within `max_body`; these bound
@@ -154,7 +157,11 @@ export class BodyBudget {
   readonly total: number;
   #used = 0;
   readonly #byConnection = new WeakMap<object, number>();
-  /** Only identities holding bytes now (an entry goes when it is back to 0). */
+  /**
+   * Bytes held by identity. An entry back at 0 stays (a Map that loses and regains an entry per
+   * request reallocates its table, in the old generation: docs/performance.md, "Full
+   * collections"); idle entries go once there are more than {@link IDLE_IDENTITIES}.
+   */
   readonly #byIdentity = new Map<string, number>();
 
   constructor(perConnection: number, total: number, perIdentity = Math.min(perConnection, total)) {
@@ -183,8 +190,10 @@ export class BodyBudget {
     if (n === 0) return;
     this.#byConnection.set(connection, (this.#byConnection.get(connection) ?? n) - n);
     const left = (this.#byIdentity.get(identity) ?? n) - n;
-    if (left > 0) this.#byIdentity.set(identity, left);
-    else this.#byIdentity.delete(identity);
+    this.#byIdentity.set(identity, left);
+    if (left === 0 && this.#byIdentity.size > IDLE_IDENTITIES) {
+      for (const [id, held] of this.#byIdentity) if (held === 0) this.#byIdentity.delete(id);
+    }
     this.#used -= n;
   }
 }

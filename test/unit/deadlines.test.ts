@@ -38,3 +38,46 @@ test('a deadline fires once, after its time and within a tick; a removed one nev
     mock.timers.reset();
   }
 });
+
+test('a deadline removed by another one firing in the same tick does not fire; one added meanwhile waits its time', () => {
+  mock.timers.enable({ apis: ['setInterval', 'Date'] });
+  try {
+    const d = new Deadlines(20, () => Date.now());
+    const fired: string[] = [];
+    const later: Array<ReturnType<Deadlines['add']>> = [];
+    const a = d.add(10, () => {
+      fired.push('a');
+      d.remove(later[0]!);
+      d.add(10, () => fired.push('late'));
+    });
+    later.push(d.add(10, () => fired.push('b')));
+    const c = d.add(10, () => fired.push('c'));
+    mock.timers.tick(20);
+    assert.deepEqual(fired, ['a', 'c']);
+    assert.equal(d.size, 1, 'the one added by a');
+    d.remove(a);
+    d.remove(c);
+    assert.equal(d.size, 1, 'removing fired deadlines again changes nothing');
+    mock.timers.tick(20);
+    assert.deepEqual(fired, ['a', 'c', 'late']);
+    assert.equal(d.size, 0);
+  } finally {
+    mock.timers.reset();
+  }
+});
+
+test('deadlines removed from the head, the middle and the tail; the rest fire in order', () => {
+  mock.timers.enable({ apis: ['setInterval', 'Date'] });
+  try {
+    const d = new Deadlines(20, () => Date.now());
+    const fired: number[] = [];
+    const all = Array.from({ length: 6 }, (_, i) => d.add(10, () => fired.push(i)));
+    for (const i of [0, 3, 5]) d.remove(all[i]!);
+    assert.equal(d.size, 3);
+    mock.timers.tick(20);
+    assert.deepEqual(fired, [1, 2, 4]);
+    assert.equal(d.size, 0);
+  } finally {
+    mock.timers.reset();
+  }
+});
